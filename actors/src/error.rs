@@ -1,0 +1,228 @@
+//! Error classification: every SQLite and IO error is mapped to a class that
+//! decides what happens next (retry in place, fail the caller, start
+//! recovery), with a message for users and the technical detail for logs.
+
+use rusqlite::ErrorCode;
+use serde::{Deserialize, Serialize};
+
+/// What kind of failure an error is; decides retry, failure or recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// Busy, locked, IO error, disk full: may succeed if tried again later.
+    Transient,
+    /// A UNIQUE, NOT NULL, CHECK or FOREIGN KEY constraint failed.
+    Constraint,
+    /// Invalid SQL, or SQL that does not match the schema.
+    Sql,
+    /// The database file is damaged.
+    Corruption,
+    /// The file or directory cannot be written or read.
+    Permission,
+    /// The request itself is wrong: parameter count, types, size.
+    BadInput,
+    /// The runtime cannot take the request: shut down, or failed past its
+    /// restart limit.
+    Unavailable,
+    /// A bug in resilite; the detail says where.
+    Internal,
+}
+
+impl ErrorClass {
+    /// True when trying the same operation again later may succeed.
+    pub fn is_transient(self) -> bool {
+        matches!(self, ErrorClass::Transient)
+    }
+
+    /// The user-facing explanation of this class, with what to do.
+    pub fn user_message(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => {
+                "the database is busy or temporarily unavailable; nothing was applied, try again later"
+            }
+            ErrorClass::Constraint => {
+                "the statement violates a constraint (UNIQUE, NOT NULL, CHECK or FOREIGN KEY); nothing was applied"
+            }
+            ErrorClass::Sql => {
+                "the SQL is invalid or does not match the database schema; fix the statement"
+            }
+            ErrorClass::Corruption => {
+                "the database file is corrupt; restore it from a verified backup"
+            }
+            ErrorClass::Permission => {
+                "the database cannot be accessed (read-only file or directory, or permission denied); fix its permissions"
+            }
+            ErrorClass::BadInput => "the request is invalid",
+            ErrorClass::Unavailable => "resilite is not accepting this request",
+            ErrorClass::Internal => "internal error in resilite",
+        }
+    }
+}
+
+/// An error returned to callers: its class, a user-facing message and the
+/// technical detail (SQLite's own message, the SQL, the path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}: {detail}")]
+pub struct Error {
+    /// What kind of failure this is.
+    pub class: ErrorClass,
+    /// What went wrong and what to do, for the person reading it.
+    pub message: String,
+    /// The technical detail, for logs.
+    pub detail: String,
+}
+
+/// Results across resilite.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An error of a class with its own message.
+    pub fn new(class: ErrorClass, message: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error {
+            class,
+            message: message.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// An error whose message is the class's standard user message.
+    pub fn classed(class: ErrorClass, detail: impl Into<String>) -> Self {
+        Error::new(class, class.user_message(), detail)
+    }
+
+    /// The request was invalid; `message` says what and how to fix it.
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        let message = message.into();
+        Error::new(ErrorClass::BadInput, message.clone(), message)
+    }
+
+    /// The runtime cannot take requests; `detail` says why.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Error::classed(ErrorClass::Unavailable, detail)
+    }
+
+    /// True when trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        self.class.is_transient()
+    }
+
+    /// Classify a rusqlite error, keeping the SQL that caused it in the detail.
+    pub fn from_sqlite(err: rusqlite::Error, sql: &str) -> Self {
+        let mut e = Error::from(err);
+        if !sql.is_empty() {
+            e.detail = format!("{}; sql: {}", e.detail, truncate(sql, 200));
+        }
+        e
+    }
+}
+
+/// Classify an SQLite result code.
+pub fn classify_code(code: ErrorCode) -> ErrorClass {
+    match code {
+        ErrorCode::DatabaseBusy
+        | ErrorCode::DatabaseLocked
+        | ErrorCode::SystemIoFailure
+        | ErrorCode::DiskFull
+        | ErrorCode::OutOfMemory
+        | ErrorCode::OperationInterrupted
+        | ErrorCode::SchemaChanged
+        | ErrorCode::FileLockingProtocolFailed
+        | ErrorCode::CannotOpen => ErrorClass::Transient,
+        ErrorCode::ConstraintViolation => ErrorClass::Constraint,
+        ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => ErrorClass::Corruption,
+        ErrorCode::PermissionDenied
+        | ErrorCode::ReadOnly
+        | ErrorCode::AuthorizationForStatementDenied => ErrorClass::Permission,
+        ErrorCode::TooBig | ErrorCode::TypeMismatch | ErrorCode::ParameterOutOfRange => {
+            ErrorClass::BadInput
+        }
+        ErrorCode::InternalMalfunction | ErrorCode::ApiMisuse | ErrorCode::NoLargeFileSupport => {
+            ErrorClass::Internal
+        }
+        // SQLITE_ERROR: syntax errors, unknown tables or columns.
+        _ => ErrorClass::Sql,
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(err: rusqlite::Error) -> Self {
+        use rusqlite::Error as E;
+        let detail = err.to_string();
+        match &err {
+            E::SqliteFailure(f, _) => Error::classed(classify_code(f.code), detail),
+            E::SqlInputError { .. } => Error::classed(ErrorClass::Sql, detail),
+            E::InvalidParameterCount(given, expected) => Error::new(
+                ErrorClass::BadInput,
+                format!("the statement takes {expected} parameter(s) but {given} were given"),
+                detail,
+            ),
+            E::ExecuteReturnedResults => Error::new(
+                ErrorClass::BadInput,
+                "the statement returns rows; send it as a query",
+                detail,
+            ),
+            E::MultipleStatement => Error::new(
+                ErrorClass::BadInput,
+                "send one SQL statement per request item; use a batch for several",
+                detail,
+            ),
+            E::InvalidParameterName(_)
+            | E::NulError(_)
+            | E::ToSqlConversionFailure(_)
+            | E::InvalidColumnType(..)
+            | E::InvalidQuery
+            | E::InvalidPath(_) => Error::new(ErrorClass::BadInput, detail.clone(), detail),
+            _ => Error::classed(ErrorClass::Internal, detail),
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let class = match err.kind() {
+            K::PermissionDenied | K::ReadOnlyFilesystem => ErrorClass::Permission,
+            K::NotFound | K::InvalidInput | K::InvalidData => ErrorClass::BadInput,
+            _ => ErrorClass::Transient,
+        };
+        Error::classed(class, err.to_string())
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_maps_sqlite_failures_to_classes() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t(x INTEGER PRIMARY KEY)")
+            .unwrap();
+        let sql_err = conn.execute("INSERT INTO nope VALUES (1)", []).unwrap_err();
+        assert_eq!(Error::from(sql_err).class, ErrorClass::Sql);
+        conn.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        let dup = conn.execute("INSERT INTO t VALUES (1)", []).unwrap_err();
+        assert_eq!(Error::from(dup).class, ErrorClass::Constraint);
+        let count = conn
+            .execute("INSERT INTO t VALUES (?1)", [1, 2])
+            .unwrap_err();
+        let e = Error::from(count);
+        assert_eq!(e.class, ErrorClass::BadInput);
+        assert!(e.message.contains("takes 1 parameter"), "{e}");
+        assert!(classify_code(ErrorCode::DatabaseBusy).is_transient());
+        assert!(classify_code(ErrorCode::DiskFull).is_transient());
+        assert_eq!(
+            classify_code(ErrorCode::DatabaseCorrupt),
+            ErrorClass::Corruption
+        );
+        assert_eq!(classify_code(ErrorCode::ReadOnly), ErrorClass::Permission);
+    }
+}

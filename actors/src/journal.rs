@@ -1,0 +1,112 @@
+//! The journal: resilite's own SQLite file, beside the application database.
+//! It is written by a second WriterActor (so it gets the same group commit,
+//! retries and supervision) and keeps what explains the runtime's life: for
+//! now the actor restart log. It is separate from the application database
+//! so that damage to one never takes the recovery data with it.
+//!
+//! The schema is migrated with `PRAGMA user_version` when the journal writer
+//! opens its connection ([`migrate`] is its init hook).
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+use crate::connection::{open_read_only, DbOptions};
+use crate::error::Result;
+use crate::value::{Statement, Value};
+
+/// Journal schema, one entry per version; never edit a released entry.
+const MIGRATIONS: &[&str] = &["CREATE TABLE actor_restarts (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        restarts_in_window INTEGER NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('restarted', 'escalated'))
+    );"];
+
+/// Bring the journal schema up to date (idempotent).
+pub fn migrate(conn: &Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let applied = usize::try_from(version).unwrap_or(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// What the supervisor did about a failed actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestartOutcome {
+    /// A new instance was started.
+    Restarted,
+    /// The restart limit was reached; the failure was escalated.
+    Escalated,
+}
+
+impl RestartOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            RestartOutcome::Restarted => "restarted",
+            RestartOutcome::Escalated => "escalated",
+        }
+    }
+}
+
+/// One row of the restart log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartRecord {
+    /// When (UTC, RFC 3339).
+    pub at: String,
+    /// Which actor failed.
+    pub actor: String,
+    /// Why it failed.
+    pub reason: String,
+    /// Failures within the restart window, this one included.
+    pub restarts_in_window: u32,
+    /// What the supervisor did.
+    pub outcome: RestartOutcome,
+}
+
+/// The statement that records a restart (sent to the journal writer).
+pub fn record_restart(
+    actor: &str,
+    reason: &str,
+    restarts_in_window: u32,
+    outcome: RestartOutcome,
+) -> Statement {
+    Statement::new(
+        "INSERT INTO actor_restarts (actor, reason, restarts_in_window, outcome) VALUES (?1, ?2, ?3, ?4)",
+        [
+            Value::from(actor),
+            Value::from(reason),
+            Value::Integer(restarts_in_window.into()),
+            Value::from(outcome.as_str()),
+        ],
+    )
+}
+
+/// The restart log, oldest first.
+pub fn restarts(journal: &DbOptions) -> Result<Vec<RestartRecord>> {
+    let conn = open_read_only(journal)?;
+    let mut stmt = conn.prepare(
+        "SELECT at, actor, reason, restarts_in_window, outcome FROM actor_restarts ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(RestartRecord {
+            at: r.get(0)?,
+            actor: r.get(1)?,
+            reason: r.get(2)?,
+            restarts_in_window: r.get(3)?,
+            outcome: if r.get::<_, String>(4)? == "escalated" {
+                RestartOutcome::Escalated
+            } else {
+                RestartOutcome::Restarted
+            },
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

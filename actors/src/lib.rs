@@ -1,0 +1,31 @@
+//! The actors of resilite and the values they exchange.
+//!
+//! # Layout
+//!
+//! - [`value`]: operations as data (`Statement`, `Operation`, `Value`) and
+//!   their outcomes.
+//! - [`error`]: error classification (transient, constraint, SQL,
+//!   corruption, permission, bad input) with user and technical messages.
+//! - [`connection`]: opening the read-write and read-only connections.
+//! - [`writer`]: `WriterActor`, the single writer with group commit.
+//! - [`readers`]: the read pool of read-only connections.
+//! - [`journal`]: the runtime's own database (restart log and, later,
+//!   queues and history).
+#![forbid(unsafe_code)]
+#![warn(missing_docs, clippy::await_holding_lock)]
+
+pub mod connection;
+pub mod error;
+pub mod journal;
+pub mod readers;
+pub mod value;
+pub mod writer;
+
+pub use connection::{DbOptions, Synchronous};
+pub use error::{Error, ErrorClass, Result};
+pub use readers::{ReadPool, ReadPoolConfig};
+pub use value::{Operation, OperationOutcome, QueryResult, Statement, Value, WriteOutcome};
+pub use writer::{
+    CheckpointMode, CheckpointOutcome, RetryPolicy, WriterActor, WriterConfig, WriterMsg,
+    WriterStats,
+};

@@ -1,0 +1,551 @@
+//! WriterActor: owns the only read-write connection to a database file and
+//! applies every write through it, with group commit.
+//!
+//! The connection lives on its own OS thread (SQLite calls block). The actor
+//! forwards each [`WriterMsg::Write`] to that thread over a bounded channel;
+//! the thread takes every write that has arrived while the previous COMMIT
+//! was in flight (up to `max_batch`, waiting at most `batch_wait` for callers
+//! it expects) and applies them in one transaction, each operation in its own
+//! SAVEPOINT so a failing operation fails only its own caller. Callers are
+//! answered only after COMMIT returned. Transient failures (BUSY, LOCKED,
+//! IOERR, FULL) are retried in place with exponential backoff and jitter.
+//!
+//! Failure and restart: a panic in the actor fails it and its supervisor
+//! starts a new one, which opens a new connection. Writes still in the
+//! actor's mailbox are dropped unanswered (they were never applied, so the
+//! runtime sends them again); writes already handed to the connection thread
+//! are finished and answered by that thread before it closes its connection.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use backon::{BlockingRetryable, ExponentialBuilder};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+use crate::connection::{open_read_write, DbOptions};
+use crate::error::{Error, ErrorClass, Result};
+use crate::value::{Operation, OperationOutcome, Statement, WriteOutcome};
+
+/// Default largest number of operations committed in one transaction.
+pub const DEFAULT_MAX_BATCH: usize = 1024;
+/// Default longest wait for more writes before committing a batch.
+pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_micros(500);
+/// Default capacity of the channel between the actor and its connection thread.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 8192;
+/// Default in-place retries of a batch that failed with a transient error.
+pub const DEFAULT_MAX_RETRIES: usize = 5;
+/// Default first retry delay.
+pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(10);
+/// Default longest retry delay.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// In-place retry of transient failures: exponential backoff with jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (0 = no retry).
+    pub max_retries: usize,
+    /// First delay; each next delay doubles, with jitter.
+    pub base_delay: Duration,
+    /// Upper bound of one delay.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: DEFAULT_MAX_RETRIES,
+            base_delay: DEFAULT_RETRY_BASE,
+            max_delay: DEFAULT_RETRY_MAX,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The backon policy this describes.
+    pub fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.base_delay)
+            .with_max_delay(self.max_delay)
+            .with_factor(2.0)
+            .with_jitter()
+            .with_max_times(self.max_retries)
+    }
+}
+
+/// A hook run on the connection right after it is opened (e.g. migrations).
+pub type InitHook = fn(&Connection) -> Result<()>;
+
+/// Everything a WriterActor needs to start.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// The database file and its pragmas.
+    pub db: DbOptions,
+    /// Largest number of operations in one transaction.
+    pub max_batch: usize,
+    /// Longest wait for expected writes before committing a batch.
+    pub batch_wait: Duration,
+    /// Writes buffered between the actor and its connection thread.
+    pub queue_capacity: usize,
+    /// In-place retries of transient failures.
+    pub retry: RetryPolicy,
+    /// Run once on the new connection before any write.
+    pub init: Option<InitHook>,
+}
+
+impl WriterConfig {
+    /// Defaults for the database at `db`.
+    pub fn new(db: DbOptions) -> Self {
+        WriterConfig {
+            db,
+            max_batch: DEFAULT_MAX_BATCH,
+            batch_wait: DEFAULT_BATCH_WAIT,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            retry: RetryPolicy::default(),
+            init: None,
+        }
+    }
+}
+
+/// `PRAGMA wal_checkpoint` modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckpointMode {
+    /// Checkpoint what can be done without waiting.
+    #[default]
+    Passive,
+    /// Wait for readers, checkpoint everything.
+    Full,
+    /// Like FULL, then make the next writer restart the WAL from the start.
+    Restart,
+    /// Like RESTART, and truncate the WAL file to zero bytes.
+    Truncate,
+}
+
+/// What a checkpoint did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointOutcome {
+    /// True when a reader or writer kept the checkpoint from finishing.
+    pub busy: bool,
+    /// Frames in the WAL.
+    pub wal_frames: i64,
+    /// Frames moved back into the database.
+    pub checkpointed_frames: i64,
+}
+
+/// Counters of a writer since it started.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Operations committed.
+    pub committed: u64,
+    /// Operations that failed (answered with an error).
+    pub failed: u64,
+    /// Mean operations per commit.
+    pub mean_batch: f64,
+}
+
+/// Messages of the WriterActor.
+pub enum WriterMsg {
+    /// Apply an operation; answered after COMMIT with one outcome per statement.
+    Write {
+        /// The operation.
+        op: Operation,
+        /// Where the outcome goes.
+        reply: RpcReplyPort<Result<OperationOutcome>>,
+    },
+    /// Checkpoint the WAL after every write received before it.
+    Checkpoint {
+        /// The checkpoint mode.
+        mode: CheckpointMode,
+        /// Where the outcome goes.
+        reply: RpcReplyPort<Result<CheckpointOutcome>>,
+    },
+    /// Answered once every write received before it has been committed or failed.
+    Drain(RpcReplyPort<()>),
+    /// Counters since start.
+    Stats(RpcReplyPort<WriterStats>),
+    /// Fault injection for tests: the actor panics, as a bug would make it.
+    InjectPanic,
+}
+
+/// The WriterActor. Spawn it with a [`WriterConfig`].
+pub struct WriterActor;
+
+/// The actor's state: the sender to its connection thread.
+pub struct WriterState {
+    jobs: Option<flume::Sender<Job>>,
+    counters: Arc<Counters>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Actor for WriterActor {
+    type Msg = WriterMsg;
+    type State = WriterState;
+    type Arguments = WriterConfig;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<WriterMsg>,
+        config: WriterConfig,
+    ) -> Result<WriterState, ActorProcessingErr> {
+        let (jobs, rx) = flume::bounded(config.queue_capacity.max(1));
+        let (opened_tx, opened_rx) = flume::bounded(1);
+        let counters = Arc::new(Counters::default());
+        let thread_counters = counters.clone();
+        let name = format!("resilite-writer:{}", config.db.path.display());
+        let thread = std::thread::Builder::new().name(name).spawn(move || {
+            let conn = match open_read_write(&config.db)
+                .and_then(|c| config.init.map_or(Ok(()), |init| init(&c)).map(|_| c))
+            {
+                Ok(conn) => {
+                    let _ = opened_tx.send(Ok(()));
+                    conn
+                }
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                    return;
+                }
+            };
+            ConnectionLoop {
+                conn,
+                rx,
+                config,
+                counters: thread_counters,
+            }
+            .run();
+        })?;
+        match opened_rx.recv_async().await {
+            Ok(Ok(())) => Ok(WriterState {
+                jobs: Some(jobs),
+                counters,
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => Err(Box::new(e)),
+            Err(_) => Err(Box::new(Error::classed(
+                ErrorClass::Internal,
+                "writer thread exited while opening the database",
+            ))),
+        }
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<WriterMsg>,
+        msg: WriterMsg,
+        state: &mut WriterState,
+    ) -> Result<(), ActorProcessingErr> {
+        let job = match msg {
+            WriterMsg::Write { op, reply } => Job::Write(op, reply),
+            WriterMsg::Checkpoint { mode, reply } => Job::Checkpoint(mode, reply),
+            WriterMsg::Drain(reply) => Job::Barrier(reply),
+            WriterMsg::Stats(reply) => {
+                let _ = reply.send(state.counters.snapshot());
+                return Ok(());
+            }
+            WriterMsg::InjectPanic => panic!("injected writer panic (fault injection)"),
+        };
+        // A closed channel means the connection thread is gone: fail, so the
+        // supervisor starts a fresh actor and connection.
+        let sent = match &state.jobs {
+            Some(jobs) => jobs.send_async(job).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(Box::new(Error::classed(
+                ErrorClass::Internal,
+                "writer connection thread stopped",
+            )));
+        }
+        Ok(())
+    }
+
+    /// On a clean stop, let the connection thread finish the writes it
+    /// holds and close the connection before the actor is reported stopped.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<WriterMsg>,
+        state: &mut WriterState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.jobs = None;
+        if let Some(thread) = state.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        Ok(())
+    }
+}
+
+/// Apply `op` through `writer` and wait for its committed outcome.
+pub async fn write(writer: &ActorRef<WriterMsg>, op: Operation) -> Result<OperationOutcome> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    writer
+        .send_message(WriterMsg::Write {
+            op,
+            reply: tx.into(),
+        })
+        .map_err(|_| Error::unavailable("the writer is not running"))?;
+    rx.await
+        .map_err(|_| Error::unavailable("the writer stopped before applying the write"))?
+}
+
+enum Job {
+    Write(Operation, RpcReplyPort<Result<OperationOutcome>>),
+    Checkpoint(CheckpointMode, RpcReplyPort<Result<CheckpointOutcome>>),
+    Barrier(RpcReplyPort<()>),
+}
+
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    committed: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> WriterStats {
+        let commits = self.commits.load(Ordering::Relaxed);
+        let committed = self.committed.load(Ordering::Relaxed);
+        WriterStats {
+            commits,
+            committed,
+            failed: self.failed.load(Ordering::Relaxed),
+            mean_batch: if commits == 0 {
+                0.0
+            } else {
+                committed as f64 / commits as f64
+            },
+        }
+    }
+}
+
+struct ConnectionLoop {
+    conn: Connection,
+    rx: flume::Receiver<Job>,
+    config: WriterConfig,
+    counters: Arc<Counters>,
+}
+
+type Pending = (Operation, RpcReplyPort<Result<OperationOutcome>>);
+
+impl ConnectionLoop {
+    fn run(self) {
+        // How many writes the last batch held: the callers we expect back
+        // while the next batch is being collected.
+        let mut expected = 1;
+        let mut next: Option<Job> = None;
+        loop {
+            let job = match next.take().map_or_else(|| self.rx.recv(), Ok) {
+                Ok(job) => job,
+                Err(_) => break, // every sender dropped: the actor is gone
+            };
+            match job {
+                Job::Write(op, reply) => {
+                    let (batch, control) = self.collect(vec![(op, reply)], expected);
+                    expected = batch.len();
+                    next = control;
+                    self.commit(batch);
+                }
+                Job::Checkpoint(mode, reply) => {
+                    let _ = reply.send(checkpoint(&self.conn, mode));
+                }
+                Job::Barrier(reply) => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+        tracing::debug!(path = %self.config.db.path.display(), "writer connection closed");
+    }
+
+    /// Take the writes that are waiting, up to `max_batch`; wait up to
+    /// `batch_wait` while fewer than `expected` arrived. Stops at a control
+    /// job, returned to run after this batch.
+    fn collect(&self, mut batch: Vec<Pending>, expected: usize) -> (Vec<Pending>, Option<Job>) {
+        let deadline = Instant::now() + self.config.batch_wait;
+        while batch.len() < self.config.max_batch {
+            let job = match self.rx.try_recv() {
+                Ok(job) => job,
+                Err(flume::TryRecvError::Empty) if batch.len() < expected => {
+                    match self.rx.recv_deadline(deadline) {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    }
+                }
+                Err(_) => break,
+            };
+            match job {
+                Job::Write(op, reply) => batch.push((op, reply)),
+                control => return (batch, Some(control)),
+            }
+        }
+        (batch, None)
+    }
+
+    /// Commit a batch (retrying transient failures in place) and answer
+    /// every caller.
+    fn commit(&self, batch: Vec<Pending>) {
+        let (ops, replies): (Vec<Operation>, Vec<_>) = batch.into_iter().unzip();
+        let attempts = AtomicU64::new(0);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            (|| {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                apply_batch(&self.conn, &ops)
+            })
+            .retry(self.config.retry.backoff())
+            .sleep(std::thread::sleep)
+            .when(Error::is_transient)
+            .notify(|e, delay| {
+                tracing::warn!(class = ?e.class, detail = %e.detail, ?delay, "transient write failure; retrying batch");
+            })
+            .call()
+        }));
+        let results = match outcome {
+            Ok(Ok(results)) => {
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                results
+            }
+            Ok(Err(mut e)) => {
+                if e.is_transient() {
+                    e.detail = format!(
+                        "{} (gave up after {} attempts)",
+                        e.detail,
+                        attempts.load(Ordering::Relaxed)
+                    );
+                }
+                tracing::error!(class = ?e.class, detail = %e.detail, ops = ops.len(), "write batch failed");
+                vec![Err(e); ops.len()]
+            }
+            Err(panic) => {
+                rollback_quietly(&self.conn);
+                let e = Error::classed(ErrorClass::Internal, panic_text(&panic));
+                tracing::error!(detail = %e.detail, "writer panicked applying a batch; rolled back");
+                vec![Err(e); ops.len()]
+            }
+        };
+        for (reply, result) in replies.into_iter().zip(results) {
+            let counter = match result {
+                Ok(_) => &self.counters.committed,
+                Err(_) => &self.counters.failed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// One transaction over `ops`. A transient failure anywhere aborts the whole
+/// attempt (to be retried); any other failure fails only its operation.
+fn apply_batch(conn: &Connection, ops: &[Operation]) -> Result<Vec<Result<OperationOutcome>>> {
+    let mut failed: Vec<Option<Error>> = vec![None; ops.len()];
+    'attempt: loop {
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let mut done = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            if failed[i].is_some() {
+                continue;
+            }
+            match apply_operation(conn, op) {
+                Ok(outcome) => done.push((i, outcome)),
+                Err(e) if e.is_transient() => {
+                    rollback_quietly(conn);
+                    return Err(e);
+                }
+                Err(e) => {
+                    failed[i] = Some(e);
+                    if conn.is_autocommit() {
+                        // SQLite rolled back the whole transaction (e.g. an
+                        // OR ROLLBACK conflict): apply the others again.
+                        continue 'attempt;
+                    }
+                }
+            }
+        }
+        if let Err(e) = conn.prepare_cached("COMMIT")?.execute([]) {
+            rollback_quietly(conn);
+            return Err(e.into());
+        }
+        let mut results: Vec<Result<OperationOutcome>> =
+            failed.into_iter().map(|f| f.map_or(Ok(Vec::new()), Err)).collect();
+        for (i, outcome) in done {
+            results[i] = Ok(outcome);
+        }
+        return Ok(results);
+    }
+}
+
+/// Apply one operation inside its own SAVEPOINT.
+fn apply_operation(conn: &Connection, op: &Operation) -> Result<OperationOutcome> {
+    conn.prepare_cached("SAVEPOINT op")?.execute([])?;
+    let result = match op {
+        Operation::Statement(s) => run_statement(conn, s).map(|o| vec![o]),
+        Operation::Batch(list) if list.is_empty() => {
+            Err(Error::bad_input("a batch needs at least one statement"))
+        }
+        Operation::Batch(list) => list.iter().map(|s| run_statement(conn, s)).collect(),
+    };
+    match result {
+        Ok(outcome) => {
+            conn.prepare_cached("RELEASE op")?.execute([])?;
+            Ok(outcome)
+        }
+        Err(e) => {
+            if !conn.is_autocommit() {
+                conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
+            }
+            Err(e)
+        }
+    }
+}
+
+fn run_statement(conn: &Connection, s: &Statement) -> Result<WriteOutcome> {
+    if s.sql.trim().is_empty() {
+        return Err(Error::bad_input("the SQL text is empty"));
+    }
+    let mut stmt = conn
+        .prepare_cached(&s.sql)
+        .map_err(|e| Error::from_sqlite(e, &s.sql))?;
+    let rows_affected = stmt
+        .execute(rusqlite::params_from_iter(&s.params))
+        .map_err(|e| Error::from_sqlite(e, &s.sql))?;
+    Ok(WriteOutcome {
+        rows_affected,
+        last_insert_rowid: conn.last_insert_rowid(),
+    })
+}
+
+fn checkpoint(conn: &Connection, mode: CheckpointMode) -> Result<CheckpointOutcome> {
+    let mode = match mode {
+        CheckpointMode::Passive => "PASSIVE",
+        CheckpointMode::Full => "FULL",
+        CheckpointMode::Restart => "RESTART",
+        CheckpointMode::Truncate => "TRUNCATE",
+    };
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        Ok(CheckpointOutcome {
+            busy: r.get::<_, i64>(0)? != 0,
+            wal_frames: r.get(1)?,
+            checkpointed_frames: r.get(2)?,
+        })
+    })
+    .map_err(Error::from)
+}
+
+fn rollback_quietly(conn: &Connection) {
+    if !conn.is_autocommit() {
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::warn!(error = %e, "rollback failed");
+        }
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-text payload".into())
+}

@@ -1,0 +1,58 @@
+//! `resilite run`: the standalone process.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::{http, Runtime};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The config file (TOML); RESILITE_<SECTION>_<KEY> variables override it.
+    #[arg(long, short, default_value = "config.toml")]
+    config: PathBuf,
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let config = Config::load(&args.config)?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    tokio.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let listen = config.http.listen.clone();
+    let listener = TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen} (http.listen): {e}"))?;
+    let rt = Runtime::start(config).await?;
+    let addr = listener.local_addr()?;
+    // Scripts and tests read this line to find the port.
+    println!("resilite listening on http://{addr}");
+    std::io::stdout().flush()?;
+    http::serve(rt.clone(), listener, shutdown_signal()).await?;
+    tracing::info!("stopped accepting requests; draining writes");
+    rt.shutdown().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,442 @@
+//! Configuration: parsed in this one place from TOML, then environment
+//! overrides `RESILITE_<SECTION>_<KEY>`, then checked by [`Config::validate`].
+//! Unknown sections and keys are errors, never ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use resilite_actors::connection::DEFAULT_BUSY_TIMEOUT;
+use resilite_actors::readers::{DEFAULT_MAX_ROWS, DEFAULT_POOL_SIZE};
+use resilite_actors::writer::{
+    DEFAULT_BATCH_WAIT, DEFAULT_MAX_BATCH, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY,
+    DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX,
+};
+use resilite_actors::{DbOptions, RetryPolicy, Synchronous, WriterConfig};
+use serde::{Deserialize, Serialize};
+
+/// Default application database.
+pub const DEFAULT_DATABASE_PATH: &str = "./data/app.db";
+/// Default HTTP listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// Default largest HTTP request body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default restarts allowed within the window before escalating.
+pub const DEFAULT_MAX_RESTARTS: u32 = 5;
+/// Default restart window.
+pub const DEFAULT_RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "RESILITE_";
+/// Environment variable of the log filter (not a config key).
+pub const LOG_ENV: &str = "RESILITE_LOG";
+
+/// The whole configuration of a runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[database]`: the application database.
+    pub database: DatabaseConfig,
+    /// `[writer]`: group commit and in-place retries.
+    pub writer: WriterSection,
+    /// `[readers]`: the read pool.
+    pub readers: ReadersSection,
+    /// `[http]`: the HTTP API of `resilite run`.
+    pub http: HttpConfig,
+    /// `[supervisor]`: restart policy.
+    pub supervisor: SupervisorConfig,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// The application database file.
+    pub path: PathBuf,
+    /// The journal file; default: `<path>.journal` beside the database.
+    pub journal_path: Option<PathBuf>,
+    /// `PRAGMA synchronous`: off, normal, full or extra.
+    pub synchronous: Synchronous,
+    /// How long SQLite waits on a lock before reporting busy.
+    #[serde(with = "humantime_serde")]
+    pub busy_timeout: Duration,
+    /// Write-ahead logging (needed for readers that never wait).
+    pub wal: bool,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            path: PathBuf::from(DEFAULT_DATABASE_PATH),
+            journal_path: None,
+            synchronous: Synchronous::Full,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            wal: true,
+        }
+    }
+}
+
+/// `[writer]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriterSection {
+    /// Largest number of operations committed in one transaction.
+    pub max_batch: usize,
+    /// Longest wait for more writes before a commit (like PostgreSQL's commit_delay).
+    #[serde(with = "humantime_serde")]
+    pub batch_wait: Duration,
+    /// Writes buffered for the connection thread before callers wait.
+    pub queue_capacity: usize,
+    /// In-place retries of a transient failure.
+    pub max_retries: usize,
+    /// First retry delay (doubles each time, with jitter).
+    #[serde(with = "humantime_serde")]
+    pub retry_base_delay: Duration,
+    /// Longest retry delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+}
+
+impl Default for WriterSection {
+    fn default() -> Self {
+        WriterSection {
+            max_batch: DEFAULT_MAX_BATCH,
+            batch_wait: DEFAULT_BATCH_WAIT,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            max_retries: DEFAULT_MAX_RETRIES,
+            retry_base_delay: DEFAULT_RETRY_BASE,
+            retry_max_delay: DEFAULT_RETRY_MAX,
+        }
+    }
+}
+
+/// `[readers]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadersSection {
+    /// Number of read-only connections.
+    pub pool_size: usize,
+    /// Largest number of rows one query may return.
+    pub max_rows: usize,
+}
+
+impl Default for ReadersSection {
+    fn default() -> Self {
+        ReadersSection {
+            pool_size: DEFAULT_POOL_SIZE,
+            max_rows: DEFAULT_MAX_ROWS,
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: String,
+    /// Bearer token for /v1/*; required when `listen` is not loopback.
+    pub token: Option<String>,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: DEFAULT_LISTEN.into(),
+            token: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// `[supervisor]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisorConfig {
+    /// Restarts allowed within `restart_window`; one more escalates.
+    pub max_restarts: u32,
+    /// The sliding window restarts are counted in.
+    #[serde(with = "humantime_serde")]
+    pub restart_window: Duration,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            max_restarts: DEFAULT_MAX_RESTARTS,
+            restart_window: DEFAULT_RESTART_WINDOW,
+        }
+    }
+}
+
+/// A configuration that cannot be used; the message names the key, the
+/// value and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Defaults with the application database at `path`.
+    pub fn for_database(path: impl Into<PathBuf>) -> Config {
+        let mut config = Config::default();
+        config.database.path = path.into();
+        config
+    }
+
+    /// Read `path`, apply the process environment's overrides, validate.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "cannot read config file {}: {e}; pass an existing file with --config",
+                path.display()
+            ))
+        })?;
+        Config::parse(&text, std::env::vars())
+            .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    /// Parse TOML text, apply `RESILITE_<SECTION>_<KEY>` overrides from
+    /// `env`, validate.
+    pub fn parse(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError(format!("invalid TOML: {e}")))?;
+        let applied = apply_env(&mut table, env)?;
+        let config: Config = if applied.is_empty() {
+            toml::from_str(text)
+        } else {
+            let merged = toml::to_string(&table).map_err(|e| ConfigError(e.to_string()))?;
+            toml::from_str(&merged)
+        }
+        .map_err(|e| {
+            let from_env = if applied.is_empty() {
+                String::new()
+            } else {
+                format!(" (with environment overrides {})", applied.join(", "))
+            };
+            ConfigError(format!("invalid config{from_env}: {}", e.message()))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reject values that cannot work, naming the key, the value and what
+    /// is allowed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn range<T: PartialOrd + std::fmt::Display>(
+            key: &str,
+            value: T,
+            min: T,
+            max: T,
+        ) -> Result<(), ConfigError> {
+            if value < min || value > max {
+                return Err(ConfigError(format!(
+                    "config key `{key}` = {value} is invalid: must be between {min} and {max}"
+                )));
+            }
+            Ok(())
+        }
+        fn duration(key: &str, value: Duration, min: Duration, max: Duration) -> Result<(), ConfigError> {
+            if value < min || value > max {
+                return Err(ConfigError(format!(
+                    "config key `{key}` = \"{}\" is invalid: must be between \"{}\" and \"{}\"",
+                    humantime::format_duration(value),
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                )));
+            }
+            Ok(())
+        }
+        let db = &self.database;
+        if db.path.as_os_str().is_empty() {
+            return Err(ConfigError(
+                "config key `database.path` is empty: set it to the SQLite file to use, e.g. \"./data/app.db\"".into(),
+            ));
+        }
+        if self.journal_path() == db.path {
+            return Err(ConfigError(format!(
+                "config key `database.journal_path` = \"{}\" is the application database itself: the journal needs its own file",
+                db.path.display()
+            )));
+        }
+        duration("database.busy_timeout", db.busy_timeout, Duration::ZERO, Duration::from_secs(600))?;
+        let w = &self.writer;
+        range("writer.max_batch", w.max_batch, 1, 100_000)?;
+        duration("writer.batch_wait", w.batch_wait, Duration::ZERO, Duration::from_millis(100))?;
+        range("writer.queue_capacity", w.queue_capacity, 1, 10_000_000)?;
+        range("writer.max_retries", w.max_retries, 0, 100)?;
+        duration("writer.retry_base_delay", w.retry_base_delay, Duration::from_millis(1), Duration::from_secs(60))?;
+        duration("writer.retry_max_delay", w.retry_max_delay, w.retry_base_delay, Duration::from_secs(3600))?;
+        range("readers.pool_size", self.readers.pool_size, 1, 256)?;
+        range("readers.max_rows", self.readers.max_rows, 1, 100_000_000)?;
+        let http = &self.http;
+        let addr: SocketAddr = http.listen.parse().map_err(|_| {
+            ConfigError(format!(
+                "config key `http.listen` = \"{}\" is invalid: must be an IP address and port, e.g. \"127.0.0.1:7070\"",
+                http.listen
+            ))
+        })?;
+        if http.token.as_deref() == Some("") {
+            return Err(ConfigError(
+                "config key `http.token` is empty: remove it, or set a long random secret".into(),
+            ));
+        }
+        if !addr.ip().is_loopback() && http.token.is_none() {
+            return Err(ConfigError(format!(
+                "config key `http.listen` = \"{}\" is not a loopback address, so `http.token` is required: set a long random secret (or RESILITE_HTTP_TOKEN)",
+                http.listen
+            )));
+        }
+        range("http.max_body_bytes", http.max_body_bytes, 1024, 256 * 1024 * 1024)?;
+        range("supervisor.max_restarts", self.supervisor.max_restarts, 0, 1000)?;
+        duration(
+            "supervisor.restart_window",
+            self.supervisor.restart_window,
+            Duration::from_millis(1),
+            Duration::from_secs(86_400),
+        )?;
+        Ok(())
+    }
+
+    /// The journal file: configured, or `<database path>.journal`.
+    pub fn journal_path(&self) -> PathBuf {
+        self.database.journal_path.clone().unwrap_or_else(|| {
+            let mut p = self.database.path.clone().into_os_string();
+            p.push(".journal");
+            PathBuf::from(p)
+        })
+    }
+
+    /// Open options of the application database.
+    pub fn app_db(&self) -> DbOptions {
+        self.db_options(self.database.path.clone())
+    }
+
+    /// Open options of the journal.
+    pub fn journal_db(&self) -> DbOptions {
+        self.db_options(self.journal_path())
+    }
+
+    fn db_options(&self, path: PathBuf) -> DbOptions {
+        DbOptions {
+            path,
+            synchronous: self.database.synchronous,
+            busy_timeout: self.database.busy_timeout,
+            wal: self.database.wal,
+        }
+    }
+
+    /// The WriterActor configuration for `db`.
+    pub fn writer_config(&self, db: DbOptions) -> WriterConfig {
+        let w = &self.writer;
+        WriterConfig {
+            db,
+            max_batch: w.max_batch,
+            batch_wait: w.batch_wait,
+            queue_capacity: w.queue_capacity,
+            retry: RetryPolicy {
+                max_retries: w.max_retries,
+                base_delay: w.retry_base_delay,
+                max_delay: w.retry_max_delay,
+            },
+            init: None,
+        }
+    }
+}
+
+/// Apply `RESILITE_<SECTION>_<KEY>=value` overrides to `table`; returns the
+/// variables applied. A value is read as TOML when the key holds a number,
+/// boolean or the like, and as a string otherwise.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<String>, ConfigError> {
+    let defaults = toml::Table::try_from(Config::default()).map_err(|e| ConfigError(e.to_string()))?;
+    let mut applied = Vec::new();
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != LOG_ENV)
+        .collect();
+    vars.sort();
+    for (var, raw) in vars {
+        let name = var[ENV_PREFIX.len()..].to_ascii_lowercase();
+        let Some((section, key)) = defaults
+            .keys()
+            .find_map(|s| name.strip_prefix(&format!("{s}_")).map(|k| (s.clone(), k.to_owned())))
+        else {
+            return Err(ConfigError(format!(
+                "environment variable {var} names no config section: use RESILITE_<SECTION>_<KEY> with a section among {}",
+                defaults.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        };
+        let takes_string = defaults[&section]
+            .get(&key)
+            .is_none_or(|v| v.is_str());
+        let value = if takes_string {
+            toml::Value::String(raw)
+        } else {
+            format!("v = {raw}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(raw))
+        };
+        let section_table = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match section_table.as_table_mut() {
+            Some(t) => {
+                t.insert(key, value);
+            }
+            None => {
+                return Err(ConfigError(format!(
+                    "config key `{section}` must be a table ([{section}]) to take {var}"
+                )))
+            }
+        }
+        applied.push(var);
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Vec::new())
+    }
+
+    #[test]
+    fn config_defaults_are_valid_and_loopback() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.http.listen, "127.0.0.1:7070");
+        assert_eq!(c.journal_path(), PathBuf::from("./data/app.db.journal"));
+    }
+
+    #[test]
+    fn config_env_overrides_typed_values() {
+        let env = vec![
+            ("RESILITE_WRITER_MAX_BATCH".to_string(), "64".to_string()),
+            ("RESILITE_HTTP_TOKEN".to_string(), "123".to_string()),
+            ("RESILITE_DATABASE_BUSY_TIMEOUT".to_string(), "2s".to_string()),
+            ("RESILITE_LOG".to_string(), "debug".to_string()),
+        ];
+        let c = Config::parse("[writer]\nmax_batch = 8\n", env).unwrap();
+        assert_eq!(c.writer.max_batch, 64);
+        assert_eq!(c.http.token.as_deref(), Some("123"));
+        assert_eq!(c.database.busy_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn config_env_unknown_section_is_an_error() {
+        let env = vec![("RESILITE_WRITR_MAX_BATCH".to_string(), "1".to_string())];
+        let err = Config::parse("", env).unwrap_err();
+        assert!(err.0.contains("RESILITE_WRITR_MAX_BATCH"), "{err}");
+    }
+}
