@@ -508,6 +508,12 @@ fn run_statement(conn: &Connection, s: &Statement) -> Result<WriteOutcome> {
     let mut stmt = conn
         .prepare_cached(&s.sql)
         .map_err(|e| Error::from_sqlite(e, &s.sql))?;
+    if stmt.column_count() > 0 {
+        return Err(Error::from_sqlite(
+            rusqlite::Error::ExecuteReturnedResults,
+            &s.sql,
+        ));
+    }
     let rows_affected = stmt
         .execute(rusqlite::params_from_iter(&s.params))
         .map_err(|e| Error::from_sqlite(e, &s.sql))?;

@@ -1,0 +1,44 @@
+//! Helpers shared by the runtime tests: a runtime on a fresh temp database.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use resilite::{Config, Runtime, Statement, Value};
+use tempfile::TempDir;
+
+/// A runtime on `<tempdir>/data/app.db`, with the tempdir kept alive.
+pub struct TestRuntime {
+    pub rt: Runtime,
+    pub dir: TempDir,
+}
+
+impl TestRuntime {
+    pub fn db_path(&self) -> PathBuf {
+        self.rt.config().database.path.clone()
+    }
+}
+
+pub fn config_in(dir: &TempDir) -> Config {
+    Config::for_database(dir.path().join("data").join("app.db"))
+}
+
+pub async fn start_with(edit: impl FnOnce(&mut Config)) -> TestRuntime {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config_in(&dir);
+    edit(&mut config);
+    let rt = Runtime::start(config).await.expect("runtime starts");
+    TestRuntime { rt, dir }
+}
+
+pub async fn start() -> TestRuntime {
+    start_with(|_| {}).await
+}
+
+pub fn insert(table: &str, v: impl Into<Value>) -> Statement {
+    Statement::new(format!("INSERT INTO {table}(v) VALUES (?1)"), [v.into()])
+}
+
+/// Open the database file directly (outside resilite) to check what is on disk.
+pub fn open_direct(path: &std::path::Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).expect("open database directly")
+}
