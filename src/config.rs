@@ -207,19 +207,22 @@ impl Config {
             .map_err(|e: toml::de::Error| ConfigError(format!("invalid TOML: {e}")))?;
         let applied = apply_env(&mut table, env)?;
         let config: Config = if applied.is_empty() {
-            toml::from_str(text)
+            toml::from_str(text).map_err(|e| {
+                let line = e.span().map_or(String::new(), |span| {
+                    format!(" at line {}", text[..span.start].matches('\n').count() + 1)
+                });
+                ConfigError(format!("invalid config{line}: {}", e.message()))
+            })?
         } else {
             let merged = toml::to_string(&table).map_err(|e| ConfigError(e.to_string()))?;
-            toml::from_str(&merged)
-        }
-        .map_err(|e| {
-            let from_env = if applied.is_empty() {
-                String::new()
-            } else {
-                format!(" (with environment overrides {})", applied.join(", "))
-            };
-            ConfigError(format!("invalid config{from_env}: {}", e.message()))
-        })?;
+            toml::from_str(&merged).map_err(|e| {
+                ConfigError(format!(
+                    "invalid config (with environment overrides {}): {}",
+                    applied.join(", "),
+                    e.message()
+                ))
+            })?
+        };
         config.validate()?;
         Ok(config)
     }
