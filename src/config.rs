@@ -243,7 +243,12 @@ impl Config {
             }
             Ok(())
         }
-        fn duration(key: &str, value: Duration, min: Duration, max: Duration) -> Result<(), ConfigError> {
+        fn duration(
+            key: &str,
+            value: Duration,
+            min: Duration,
+            max: Duration,
+        ) -> Result<(), ConfigError> {
             if value < min || value > max {
                 return Err(ConfigError(format!(
                     "config key `{key}` = \"{}\" is invalid: must be between \"{}\" and \"{}\"",
@@ -266,14 +271,34 @@ impl Config {
                 db.path.display()
             )));
         }
-        duration("database.busy_timeout", db.busy_timeout, Duration::ZERO, Duration::from_secs(600))?;
+        duration(
+            "database.busy_timeout",
+            db.busy_timeout,
+            Duration::ZERO,
+            Duration::from_secs(600),
+        )?;
         let w = &self.writer;
         range("writer.max_batch", w.max_batch, 1, 100_000)?;
-        duration("writer.batch_wait", w.batch_wait, Duration::ZERO, Duration::from_millis(100))?;
+        duration(
+            "writer.batch_wait",
+            w.batch_wait,
+            Duration::ZERO,
+            Duration::from_millis(100),
+        )?;
         range("writer.queue_capacity", w.queue_capacity, 1, 10_000_000)?;
         range("writer.max_retries", w.max_retries, 0, 100)?;
-        duration("writer.retry_base_delay", w.retry_base_delay, Duration::from_millis(1), Duration::from_secs(60))?;
-        duration("writer.retry_max_delay", w.retry_max_delay, w.retry_base_delay, Duration::from_secs(3600))?;
+        duration(
+            "writer.retry_base_delay",
+            w.retry_base_delay,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        )?;
+        duration(
+            "writer.retry_max_delay",
+            w.retry_max_delay,
+            w.retry_base_delay,
+            Duration::from_secs(3600),
+        )?;
         range("readers.pool_size", self.readers.pool_size, 1, 256)?;
         range("readers.max_rows", self.readers.max_rows, 1, 100_000_000)?;
         let http = &self.http;
@@ -294,8 +319,18 @@ impl Config {
                 http.listen
             )));
         }
-        range("http.max_body_bytes", http.max_body_bytes, 1024, 256 * 1024 * 1024)?;
-        range("supervisor.max_restarts", self.supervisor.max_restarts, 0, 1000)?;
+        range(
+            "http.max_body_bytes",
+            http.max_body_bytes,
+            1024,
+            256 * 1024 * 1024,
+        )?;
+        range(
+            "supervisor.max_restarts",
+            self.supervisor.max_restarts,
+            0,
+            1000,
+        )?;
         duration(
             "supervisor.restart_window",
             self.supervisor.restart_window,
@@ -358,7 +393,8 @@ fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Vec<String>, ConfigError> {
-    let defaults = toml::Table::try_from(Config::default()).map_err(|e| ConfigError(e.to_string()))?;
+    let defaults =
+        toml::Table::try_from(Config::default()).map_err(|e| ConfigError(e.to_string()))?;
     let mut applied = Vec::new();
     let mut vars: Vec<(String, String)> = env
         .into_iter()
@@ -367,18 +403,16 @@ fn apply_env(
     vars.sort();
     for (var, raw) in vars {
         let name = var[ENV_PREFIX.len()..].to_ascii_lowercase();
-        let Some((section, key)) = defaults
-            .keys()
-            .find_map(|s| name.strip_prefix(&format!("{s}_")).map(|k| (s.clone(), k.to_owned())))
-        else {
+        let Some((section, key)) = defaults.keys().find_map(|s| {
+            name.strip_prefix(&format!("{s}_"))
+                .map(|k| (s.clone(), k.to_owned()))
+        }) else {
             return Err(ConfigError(format!(
                 "environment variable {var} names no config section: use RESILITE_<SECTION>_<KEY> with a section among {}",
                 defaults.keys().cloned().collect::<Vec<_>>().join(", ")
             )));
         };
-        let takes_string = defaults[&section]
-            .get(&key)
-            .is_none_or(|v| v.is_str());
+        let takes_string = defaults[&section].get(&key).is_none_or(|v| v.is_str());
         let value = if takes_string {
             toml::Value::String(raw)
         } else {
@@ -427,7 +461,10 @@ mod tests {
         let env = vec![
             ("RESILITE_WRITER_MAX_BATCH".to_string(), "64".to_string()),
             ("RESILITE_HTTP_TOKEN".to_string(), "123".to_string()),
-            ("RESILITE_DATABASE_BUSY_TIMEOUT".to_string(), "2s".to_string()),
+            (
+                "RESILITE_DATABASE_BUSY_TIMEOUT".to_string(),
+                "2s".to_string(),
+            ),
             ("RESILITE_LOG".to_string(), "debug".to_string()),
         ];
         let c = Config::parse("[writer]\nmax_batch = 8\n", env).unwrap();

@@ -9,8 +9,8 @@ use std::time::Duration;
 use ractor::{Actor, ActorRef};
 use resilite_actors::journal::{self, RestartRecord};
 use resilite_actors::{
-    Error, ErrorClass, Operation, OperationOutcome, QueryResult, ReadPool, ReadPoolConfig,
-    Result, Statement, WriteOutcome, WriterMsg, WriterStats,
+    Error, ErrorClass, Operation, OperationOutcome, QueryResult, ReadPool, ReadPoolConfig, Result,
+    Statement, WriteOutcome, WriterMsg, WriterStats,
 };
 use serde::Serialize;
 use tokio::sync::watch;

@@ -23,7 +23,11 @@ fn run_with_config(text: &str, envs: &[(&str, &str)]) -> Output {
     let path = dir.path().join("config.toml");
     std::fs::write(&path, text).unwrap();
     let out = resilite(&["run", "--config", path.to_str().unwrap()], envs);
-    assert!(!out.status.success(), "resilite run should refuse: {}", stderr(&out));
+    assert!(
+        !out.status.success(),
+        "resilite run should refuse: {}",
+        stderr(&out)
+    );
     out
 }
 
@@ -48,7 +52,10 @@ fn cli_missing_config_file_names_the_path() {
     let out = resilite(&["run", "--config", "/nonexistent/resilite.toml"], &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("/nonexistent/resilite.toml") && err.contains("--config"), "{err}");
+    assert!(
+        err.contains("/nonexistent/resilite.toml") && err.contains("--config"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -67,13 +74,20 @@ fn config_bad_values_are_rejected_naming_key_value_and_range() {
         ("[http]\nlisten = \"localhost\"\n", "http.listen"),
         ("[database]\nsynchronous = \"sometimes\"\n", "sometimes"),
         ("[database]\nbusy_timeout = \"soon\"\n", "soon"),
-        ("[supervisor]\nrestart_window = \"0s\"\n", "supervisor.restart_window"),
+        (
+            "[supervisor]\nrestart_window = \"0s\"\n",
+            "supervisor.restart_window",
+        ),
         ("[http]\nlisten = \"0.0.0.0:7070\"\n", "http.token"),
         ("not toml at all [", "TOML"),
     ];
     for (text, needle) in cases {
         let out = run_with_config(text, &[]);
-        assert!(stderr(&out).contains(needle), "config {text:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(needle),
+            "config {text:?}: {}",
+            stderr(&out)
+        );
     }
 }
 
@@ -84,5 +98,8 @@ fn config_environment_override_is_validated_too() {
     assert!(err.contains("writer.max_batch"), "{err}");
     let out = run_with_config("", &[("RESILITE_HTTP_TOKN", "x")]);
     let err = stderr(&out);
-    assert!(err.contains("tokn") && err.contains("RESILITE_HTTP_TOKN"), "{err}");
+    assert!(
+        err.contains("tokn") && err.contains("RESILITE_HTTP_TOKN"),
+        "{err}"
+    );
 }

@@ -12,7 +12,10 @@ use resilite::{ErrorClass, Statement, Status};
 
 use common::{insert, start_with};
 
-async fn restarts_recorded(rt: &resilite::Runtime, n: usize) -> Vec<resilite::actors::journal::RestartRecord> {
+async fn restarts_recorded(
+    rt: &resilite::Runtime,
+    n: usize,
+) -> Vec<resilite::actors::journal::RestartRecord> {
     // The journal write is asynchronous to supervision: poll briefly.
     for _ in 0..100 {
         let records = rt.restarts().await.unwrap();
@@ -27,7 +30,9 @@ async fn restarts_recorded(rt: &resilite::Runtime, n: usize) -> Vec<resilite::ac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_restarts_a_panicking_writer_and_records_it() {
     let t = start_with(|c| c.supervisor.max_restarts = 3).await;
-    t.rt.execute(Statement::sql("CREATE TABLE r(v INTEGER)")).await.unwrap();
+    t.rt.execute(Statement::sql("CREATE TABLE r(v INTEGER)"))
+        .await
+        .unwrap();
     let before = t.rt.writer().await.unwrap();
 
     // Writes racing the panic are either committed or re-sent: none is lost.
@@ -45,7 +50,10 @@ async fn supervisor_restarts_a_panicking_writer_and_records_it() {
     let after = t.rt.writer().await.unwrap();
     assert_ne!(before.get_id(), after.get_id(), "a new writer was started");
     t.rt.execute(insert("r", 1000)).await.unwrap();
-    let rows = t.rt.query(Statement::sql("SELECT count(*) FROM r")).await.unwrap();
+    let rows =
+        t.rt.query(Statement::sql("SELECT count(*) FROM r"))
+            .await
+            .unwrap();
     assert_eq!(rows.rows[0][0], resilite::Value::Integer(51));
     assert_eq!(t.rt.status(), Status::Healthy);
 
@@ -63,7 +71,9 @@ async fn supervisor_escalates_past_the_restart_limit_with_a_clear_error() {
         c.supervisor.restart_window = Duration::from_secs(60);
     })
     .await;
-    t.rt.execute(Statement::sql("CREATE TABLE e(v INTEGER)")).await.unwrap();
+    t.rt.execute(Statement::sql("CREATE TABLE e(v INTEGER)"))
+        .await
+        .unwrap();
     for _ in 0..3 {
         let writer = t.rt.writer().await.unwrap();
         writer.send_message(WriterMsg::InjectPanic).unwrap();
@@ -83,13 +93,20 @@ async fn supervisor_escalates_past_the_restart_limit_with_a_clear_error() {
     assert!(matches!(t.rt.status(), Status::Failed(_)));
 
     // Reads keep being served after the writer escalated.
-    let rows = t.rt.query(Statement::sql("SELECT count(*) FROM e")).await.unwrap();
+    let rows =
+        t.rt.query(Statement::sql("SELECT count(*) FROM e"))
+            .await
+            .unwrap();
     assert_eq!(rows.rows[0][0], resilite::Value::Integer(0));
 
     let records = restarts_recorded(&t.rt, 3).await;
     let outcomes: Vec<_> = records.iter().map(|r| r.outcome).collect();
     assert_eq!(
         outcomes,
-        [RestartOutcome::Restarted, RestartOutcome::Restarted, RestartOutcome::Escalated]
+        [
+            RestartOutcome::Restarted,
+            RestartOutcome::Restarted,
+            RestartOutcome::Escalated
+        ]
     );
 }

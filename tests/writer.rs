@@ -41,16 +41,28 @@ async fn writer_64_tasks_x_1000_writes_all_acknowledged_rows_present() {
     for task in tasks {
         let rowids = task.await.unwrap();
         // One writer: a task's writes are committed in the order it made them.
-        assert!(rowids.windows(2).all(|w| w[0] < w[1]), "rowids not increasing within a task");
+        assert!(
+            rowids.windows(2).all(|w| w[0] < w[1]),
+            "rowids not increasing within a task"
+        );
         all_rowids.extend(rowids);
     }
-    assert_eq!(all_rowids.len(), 64_000, "every acknowledged write has its own row");
+    assert_eq!(
+        all_rowids.len(),
+        64_000,
+        "every acknowledged write has its own row"
+    );
     let stats = t.rt.writer_stats().await.unwrap();
-    assert!(stats.mean_batch > 1.0, "writes were group-committed: {stats:?}");
+    assert!(
+        stats.mean_batch > 1.0,
+        "writes were group-committed: {stats:?}"
+    );
     t.rt.shutdown().await.unwrap();
 
     let conn = open_direct(&t.db_path());
-    let count: i64 = conn.query_row("SELECT count(*) FROM w", [], |r| r.get(0)).unwrap();
+    let count: i64 = conn
+        .query_row("SELECT count(*) FROM w", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(count, 64_000);
     let per_task_ok: i64 = conn
         .query_row(
@@ -60,7 +72,9 @@ async fn writer_64_tasks_x_1000_writes_all_acknowledged_rows_present() {
         )
         .unwrap();
     assert_eq!(per_task_ok, 64);
-    let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(integrity, "ok");
 }
 
@@ -90,7 +104,10 @@ async fn writer_constraint_failure_fails_only_its_caller_in_a_group_commit() {
             _ => assert!(r.is_ok(), "{v}: {r:?}"),
         }
     }
-    let rows = t.rt.query(Statement::sql("SELECT v FROM u ORDER BY v")).await.unwrap();
+    let rows =
+        t.rt.query(Statement::sql("SELECT v FROM u ORDER BY v"))
+            .await
+            .unwrap();
     let got: Vec<Value> = rows.rows.into_iter().map(|mut r| r.remove(0)).collect();
     let want: Vec<Value> = ["a", "b", "c", "d", "taken"].map(Value::from).to_vec();
     assert_eq!(got, want);
@@ -102,9 +119,8 @@ async fn writer_atomic_batch_with_one_bad_statement_leaves_nothing() {
     t.rt.execute(Statement::sql("CREATE TABLE b(v INTEGER NOT NULL)"))
         .await
         .unwrap();
-    let err = t
-        .rt
-        .batch(vec![
+    let err =
+        t.rt.batch(vec![
             insert("b", 1),
             insert("b", 2),
             Statement::new("INSERT INTO b(v) VALUES (?1)", [Value::Null]),
@@ -113,10 +129,19 @@ async fn writer_atomic_batch_with_one_bad_statement_leaves_nothing() {
         .await
         .unwrap_err();
     assert_eq!(err.class, ErrorClass::Constraint);
-    let ok = t.rt.batch(vec![insert("b", 5), insert("b", 6)]).await.unwrap();
+    let ok =
+        t.rt.batch(vec![insert("b", 5), insert("b", 6)])
+            .await
+            .unwrap();
     assert_eq!(ok.len(), 2);
-    let rows = t.rt.query(Statement::sql("SELECT v FROM b ORDER BY v")).await.unwrap();
-    assert_eq!(rows.rows, vec![vec![Value::Integer(5)], vec![Value::Integer(6)]]);
+    let rows =
+        t.rt.query(Statement::sql("SELECT v FROM b ORDER BY v"))
+            .await
+            .unwrap();
+    assert_eq!(
+        rows.rows,
+        vec![vec![Value::Integer(5)], vec![Value::Integer(6)]]
+    );
 }
 
 #[tokio::test]
@@ -126,11 +151,26 @@ async fn writer_bad_input_gets_a_clear_error_and_nothing_is_applied() {
         .await
         .unwrap();
     let cases = [
-        (Statement::sql("INSERT INTO p VALUES (?1, ?2)"), ErrorClass::Sql),
-        (Statement::new("INSERT INTO p VALUES (?1)", [Value::from(1), Value::from(2)]), ErrorClass::BadInput),
-        (Statement::sql("INSERT INTO p VALUES (1); INSERT INTO p VALUES (2)"), ErrorClass::BadInput),
+        (
+            Statement::sql("INSERT INTO p VALUES (?1, ?2)"),
+            ErrorClass::Sql,
+        ),
+        (
+            Statement::new(
+                "INSERT INTO p VALUES (?1)",
+                [Value::from(1), Value::from(2)],
+            ),
+            ErrorClass::BadInput,
+        ),
+        (
+            Statement::sql("INSERT INTO p VALUES (1); INSERT INTO p VALUES (2)"),
+            ErrorClass::BadInput,
+        ),
         (Statement::sql("   "), ErrorClass::BadInput),
-        (Statement::sql("INSERT INTO missing VALUES (1)"), ErrorClass::Sql),
+        (
+            Statement::sql("INSERT INTO missing VALUES (1)"),
+            ErrorClass::Sql,
+        ),
         (Statement::sql("SELECT * FROM p"), ErrorClass::BadInput),
     ];
     for (stmt, class) in cases {
@@ -140,17 +180,25 @@ async fn writer_bad_input_gets_a_clear_error_and_nothing_is_applied() {
     }
     let err = t.rt.batch(vec![]).await.unwrap_err();
     assert_eq!(err.class, ErrorClass::BadInput);
-    let err = t.rt.query(Statement::sql("DELETE FROM p")).await.unwrap_err();
+    let err =
+        t.rt.query(Statement::sql("DELETE FROM p"))
+            .await
+            .unwrap_err();
     assert_eq!(err.class, ErrorClass::BadInput);
     assert!(err.message.contains("read-only"), "{err}");
-    let rows = t.rt.query(Statement::sql("SELECT count(*) FROM p")).await.unwrap();
+    let rows =
+        t.rt.query(Statement::sql("SELECT count(*) FROM p"))
+            .await
+            .unwrap();
     assert_eq!(rows.rows, vec![vec![Value::Integer(0)]]);
 }
 
 #[tokio::test]
 async fn writer_shutdown_drains_and_later_writes_are_refused() {
     let t = start().await;
-    t.rt.execute(Statement::sql("CREATE TABLE s(v INTEGER)")).await.unwrap();
+    t.rt.execute(Statement::sql("CREATE TABLE s(v INTEGER)"))
+        .await
+        .unwrap();
     let pending: Vec<_> = (0..200)
         .map(|i| {
             let rt = t.rt.clone();
@@ -169,9 +217,16 @@ async fn writer_shutdown_drains_and_later_writes_are_refused() {
     let err = t.rt.execute(insert("s", 1)).await.unwrap_err();
     assert_eq!(err.class, ErrorClass::Unavailable);
     let conn = open_direct(&t.db_path());
-    let count: i64 = conn.query_row("SELECT count(*) FROM s", [], |r| r.get(0)).unwrap();
-    assert_eq!(count, acknowledged, "exactly the acknowledged writes are on disk");
-    let wal = std::fs::metadata(t.db_path().with_extension("db-wal")).map(|m| m.len()).unwrap_or(0);
+    let count: i64 = conn
+        .query_row("SELECT count(*) FROM s", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        count, acknowledged,
+        "exactly the acknowledged writes are on disk"
+    );
+    let wal = std::fs::metadata(t.db_path().with_extension("db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
     assert_eq!(wal, 0, "shutdown checkpointed and truncated the WAL");
 }
 

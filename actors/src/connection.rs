@@ -77,7 +77,10 @@ pub fn open_read_write(opts: &DbOptions) -> Result<Connection> {
     if !applied.eq_ignore_ascii_case(mode) {
         return Err(Error::new(
             crate::ErrorClass::Permission,
-            format!("could not switch {} to journal_mode={mode}", opts.path.display()),
+            format!(
+                "could not switch {} to journal_mode={mode}",
+                opts.path.display()
+            ),
             format!("SQLite kept journal_mode={applied}"),
         ));
     }

@@ -60,7 +60,10 @@ impl ReadPool {
                             run_query(&conn, &job.stmt, max_rows)
                         }))
                         .unwrap_or_else(|_| {
-                            Err(Error::classed(ErrorClass::Internal, "reader panicked on a query"))
+                            Err(Error::classed(
+                                ErrorClass::Internal,
+                                "reader panicked on a query",
+                            ))
                         });
                         let _ = job.reply.send(result);
                     }

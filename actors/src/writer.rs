@@ -468,8 +468,10 @@ fn apply_batch(conn: &Connection, ops: &[Operation]) -> Result<Vec<Result<Operat
             rollback_quietly(conn);
             return Err(e.into());
         }
-        let mut results: Vec<Result<OperationOutcome>> =
-            failed.into_iter().map(|f| f.map_or(Ok(Vec::new()), Err)).collect();
+        let mut results: Vec<Result<OperationOutcome>> = failed
+            .into_iter()
+            .map(|f| f.map_or(Ok(Vec::new()), Err))
+            .collect();
         for (i, outcome) in done {
             results[i] = Ok(outcome);
         }
