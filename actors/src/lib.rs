@@ -9,6 +9,8 @@
 //! - [`connection`]: opening the read-write and read-only connections.
 //! - [`writer`]: `WriterActor`, the single writer with group commit.
 //! - [`readers`]: the read pool of read-only connections.
+//! - [`health`]: inspection of a database file: status, figures,
+//!   recommendations.
 //! - [`journal`]: the runtime's own database (restart log and, later,
 //!   queues and history).
 #![forbid(unsafe_code)]
@@ -16,6 +18,7 @@
 
 pub mod connection;
 pub mod error;
+pub mod health;
 pub mod journal;
 pub mod readers;
 pub mod value;

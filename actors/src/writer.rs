@@ -525,7 +525,8 @@ fn run_statement(conn: &Connection, s: &Statement) -> Result<WriteOutcome> {
     })
 }
 
-fn checkpoint(conn: &Connection, mode: CheckpointMode) -> Result<CheckpointOutcome> {
+/// Run `PRAGMA wal_checkpoint(mode)` on `conn`.
+pub fn checkpoint(conn: &Connection, mode: CheckpointMode) -> Result<CheckpointOutcome> {
     let mode = match mode {
         CheckpointMode::Passive => "PASSIVE",
         CheckpointMode::Full => "FULL",

@@ -4,7 +4,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod checkpoint;
+mod health;
 mod run;
+mod vacuum;
 
 /// resilite: a supervised, actor-based resilience runtime for SQLite.
 #[derive(Debug, Parser)]
@@ -20,6 +23,15 @@ enum Command {
     /// serve until SIGTERM or SIGINT, then drain every queued write,
     /// checkpoint the WAL and exit 0.
     Run(run::RunArgs),
+    /// Inspect a database file (no server needed): integrity, WAL and file
+    /// sizes, page utilization, free disk, with recommendations. Exit code
+    /// 0 HEALTHY, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    Health(health::HealthArgs),
+    /// Checkpoint the WAL of a database file into the file itself.
+    Checkpoint(checkpoint::CheckpointArgs),
+    /// Rebuild a database file to reclaim its free pages (needs no other
+    /// writer; takes the write lock for its duration).
+    Vacuum(vacuum::VacuumArgs),
 }
 
 /// Parse the command line and run the verb; returns the process exit code.
@@ -28,6 +40,9 @@ pub fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Health(args) => health::run(args),
+        Command::Checkpoint(args) => checkpoint::run(args),
+        Command::Vacuum(args) => vacuum::run(args),
     };
     match result {
         Ok(code) => code,
@@ -36,6 +51,24 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Open an existing database file read-write for a maintenance verb;
+/// a missing file is an error, never silently created.
+fn open_existing(
+    path: &std::path::Path,
+) -> Result<rusqlite::Connection, Box<dyn std::error::Error>> {
+    if !path.is_file() {
+        return Err(format!(
+            "{} does not exist or is not a file; pass the database with --db",
+            path.display()
+        )
+        .into());
+    }
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    conn.busy_timeout(resilite_actors::connection::DEFAULT_BUSY_TIMEOUT)?;
+    Ok(conn)
 }
 
 fn init_tracing() {

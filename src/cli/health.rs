@@ -1,0 +1,32 @@
+//! `resilite health`: inspect a database file without a running server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use resilite_actors::health::{inspect, Thresholds};
+use resilite_actors::DbOptions;
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The SQLite database file to inspect.
+    #[arg(long)]
+    db: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Run the full integrity_check instead of quick_check.
+    #[arg(long)]
+    full: bool,
+}
+
+/// Exit code 0 HEALTHY, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+pub fn run(args: HealthArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let report = inspect(&DbOptions::new(&args.db), args.full, &Thresholds::default());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(ExitCode::from(report.status.exit_code()))
+}
