@@ -1,0 +1,275 @@
+//! The HTTP API of a real `resilite run` process: round-trips, the token,
+//! bad input that gets a clear JSON error without harming the server, and
+//! SIGTERM that drains every acknowledged write.
+
+mod server;
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+async fn post(c: &Client, s: &server::Server, path: &str, body: Value) -> (StatusCode, Value) {
+    let r = c.post(s.url(path)).json(&body).send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap())
+}
+
+fn assert_error(body: &Value, class: &str) {
+    let e = &body["error"];
+    assert_eq!(e["class"], class, "{body}");
+    assert!(!e["message"].as_str().unwrap_or("").is_empty(), "{body}");
+}
+
+#[tokio::test]
+async fn http_execute_batch_query_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(&dir, "");
+    let c = Client::new();
+    let (st, _) = post(
+        &c,
+        &s,
+        "/v1/execute",
+        json!({"sql": "CREATE TABLE t(id INTEGER PRIMARY KEY, n INTEGER, r REAL, s TEXT, b BLOB)"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, body) = post(&c, &s, "/v1/execute", json!({"sql": "INSERT INTO t(n, r, s, b) VALUES (?1, ?2, ?3, ?4)", "params": [42, 2.5, null, {"base64": "AQID"}]})).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"rows_affected": 1, "last_insert_rowid": 1}));
+    let (st, body) = post(
+        &c,
+        &s,
+        "/v1/batch",
+        json!({"statements": [
+            {"sql": "INSERT INTO t(n) VALUES (?1)", "params": [7]},
+            {"sql": "UPDATE t SET s = 'x' WHERE n = 42"}
+        ]}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["results"][0]["last_insert_rowid"], 2);
+    assert_eq!(body["results"][1]["rows_affected"], 1);
+    // An atomic batch with one failing statement leaves nothing behind.
+    let (st, body) = post(
+        &c,
+        &s,
+        "/v1/batch",
+        json!({"statements": [
+            {"sql": "INSERT INTO t(n) VALUES (100)"},
+            {"sql": "INSERT INTO missing VALUES (1)"}
+        ]}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_error(&body, "sql");
+    let (st, body) = post(
+        &c,
+        &s,
+        "/v1/query",
+        json!({"sql": "SELECT id, n, r, s, b FROM t ORDER BY id"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(body["columns"], json!(["id", "n", "r", "s", "b"]));
+    assert_eq!(
+        body["rows"],
+        json!([[1, 42, 2.5, "x", {"base64": "AQID"}], [2, 7, null, null, null]])
+    );
+}
+
+#[tokio::test]
+async fn http_token_is_required_on_v1_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(&dir, "token = \"s3cret\"");
+    let c = Client::new();
+    let body = json!({"sql": "SELECT 1"});
+    let r = c.post(s.url("/v1/query")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Bearer"));
+    let r = c
+        .post(s.url("/v1/query"))
+        .bearer_auth("wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c
+        .post(s.url("/v1/query"))
+        .bearer_auth("s3cret")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = c.get(s.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"status": "healthy"})
+    );
+}
+
+#[tokio::test]
+async fn http_bad_requests_get_json_errors_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(&dir, "max_body_bytes = 1024");
+    let c = Client::new();
+    post(
+        &c,
+        &s,
+        "/v1/execute",
+        json!({"sql": "CREATE TABLE u(v TEXT UNIQUE)"}),
+    )
+    .await;
+    post(
+        &c,
+        &s,
+        "/v1/execute",
+        json!({"sql": "INSERT INTO u VALUES ('a')"}),
+    )
+    .await;
+
+    let r = c
+        .post(s.url("/v1/execute"))
+        .header("content-type", "application/json")
+        .body("{\"sql\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_error(&r.json().await.unwrap(), "bad_input");
+
+    let cases = [
+        (
+            json!({"sql": "INSERT INTO u VALUES (?1)", "params": [true]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_input",
+        ),
+        (
+            json!({"sql": "INSERT INTO u VALUES (?1)", "params": [[1]]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_input",
+        ),
+        (
+            json!({"sql": "INSRT INTO u VALUES (1)"}),
+            StatusCode::BAD_REQUEST,
+            "sql",
+        ),
+        (
+            json!({"sql": "INSERT INTO nope VALUES (1)"}),
+            StatusCode::BAD_REQUEST,
+            "sql",
+        ),
+        (
+            json!({"sql": "INSERT INTO u VALUES (?1)", "params": [1, 2]}),
+            StatusCode::BAD_REQUEST,
+            "bad_input",
+        ),
+        (
+            json!({"sql": "INSERT INTO u VALUES ('a')"}),
+            StatusCode::CONFLICT,
+            "constraint",
+        ),
+        (
+            json!({"sql": "INSERT INTO u VALUES ('b')", "extra": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_input",
+        ),
+    ];
+    for (body, status, class) in cases {
+        let (st, reply) = post(&c, &s, "/v1/execute", body.clone()).await;
+        assert_eq!(st, status, "{body} -> {reply}");
+        assert_error(&reply, class);
+    }
+    let (st, reply) = post(&c, &s, "/v1/query", json!({"sql": "DELETE FROM u"})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_error(&reply, "bad_input");
+    let big = "x".repeat(4096);
+    let (st, reply) = post(
+        &c,
+        &s,
+        "/v1/execute",
+        json!({"sql": "INSERT INTO u VALUES (?1)", "params": [big]}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(&reply, "bad_input");
+    let r = c.get(s.url("/v2/nothing")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // Still serving, and none of the bad requests changed anything.
+    let (st, _) = post(
+        &c,
+        &s,
+        "/v1/execute",
+        json!({"sql": "INSERT INTO u VALUES ('b')"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, rows) = post(
+        &c,
+        &s,
+        "/v1/query",
+        json!({"sql": "SELECT v FROM u ORDER BY v"}),
+    )
+    .await;
+    assert_eq!(rows["rows"], json!([["a"], ["b"]]));
+    let r = c.get(s.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_sigterm_drains_every_acknowledged_write_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = server::start(&dir, "");
+    let c = Client::new();
+    post(
+        &c,
+        &s,
+        "/v1/execute",
+        json!({"sql": "CREATE TABLE k(id INTEGER PRIMARY KEY)"}),
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for task in 0..8i64 {
+        let (c, url) = (c.clone(), s.url("/v1/execute"));
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..100_000i64 {
+                let id = task * 1_000_000 + i;
+                match c
+                    .post(&url)
+                    .json(&json!({"sql": "INSERT INTO k VALUES (?1)", "params": [id]}))
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == StatusCode::OK => acked.push(id),
+                    _ => break, // the server is going away
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let status = tokio::task::block_in_place(|| s.terminate());
+    assert!(status.success(), "exit status {status:?}");
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    assert!(
+        acked.len() > 10,
+        "some writes were acknowledged before SIGTERM"
+    );
+    let conn = rusqlite::Connection::open(s.db_path()).unwrap();
+    let mut present = conn.prepare("SELECT 1 FROM k WHERE id = ?1").unwrap();
+    for id in &acked {
+        assert!(
+            present.exists([id]).unwrap(),
+            "acknowledged write {id} lost"
+        );
+    }
+}
