@@ -1,1 +1,270 @@
-fn main(){}
+//! `cargo bench --bench writes` (`BENCH_SECONDS=0.5` for a quick run).
+//!
+//! Acknowledged single-row inserts/s, in one run, for resilite and its
+//! baselines at synchronous FULL and NORMAL:
+//! - resilite: `Runtime::execute` (group commit through the WriterActor);
+//! - mutex: `Mutex<rusqlite::Connection>`, one transaction per write, on
+//!   `spawn_blocking`;
+//! - tokio-rusqlite: one `call` per write (autocommit);
+//! - ceiling: one thread, raw rusqlite, 10,000-row transactions.
+//!
+//! The physical limit at FULL for C concurrent callers is
+//! min(ceiling, C x the one-row-commit rate), since C waiting callers can put
+//! at most C writes into one commit.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use resilite::actors::Synchronous;
+use resilite::{Config, Runtime, Statement, Value};
+use rusqlite::Connection;
+
+const INSERT: &str = "INSERT INTO t(v) VALUES (?1)";
+const CREATE: &str = "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)";
+
+struct Measured {
+    rate: f64,
+    p50_us: f64,
+    p99_us: f64,
+    acked: u64,
+}
+
+fn seconds() -> Duration {
+    let s: f64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2.0);
+    Duration::from_secs_f64(s)
+}
+
+fn pragma(sync: Synchronous) -> &'static str {
+    match sync {
+        Synchronous::Full => "FULL",
+        _ => "NORMAL",
+    }
+}
+
+fn open(path: &std::path::Path, sync: Synchronous) -> Connection {
+    let conn = Connection::open(path).expect("open bench db");
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={}; PRAGMA busy_timeout=5000;",
+        pragma(sync)
+    ))
+    .expect("pragmas");
+    conn
+}
+
+/// Run `tasks` concurrent loops of `write` until the deadline; count
+/// acknowledged writes and their latencies.
+async fn drive<W, F>(tasks: usize, write: W) -> Measured
+where
+    W: Fn(u64) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = bool> + Send,
+{
+    let duration = seconds();
+    let counter = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut handles = Vec::with_capacity(tasks);
+    for _ in 0..tasks {
+        let (write, counter) = (write.clone(), counter.clone());
+        handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let t0 = Instant::now();
+                if !write(n).await {
+                    break;
+                }
+                latencies.push(t0.elapsed().as_micros() as u32);
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.expect("bench task"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+    };
+    Measured {
+        rate: all.len() as f64 / elapsed,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        acked: all.len() as u64,
+    }
+}
+
+async fn bench_resilite(sync: Synchronous, tasks: usize) -> (Measured, f64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::for_database(dir.path().join("app.db"));
+    config.database.synchronous = sync;
+    let rt = Runtime::start(config).await.expect("runtime");
+    rt.execute(Statement::sql(CREATE)).await.expect("create");
+    let writer = rt.clone();
+    let m = drive(tasks, move |n| {
+        let rt = writer.clone();
+        async move {
+            rt.execute(Statement::new(INSERT, [Value::Text(format!("v{n}"))]))
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    let stats = rt.writer_stats().await.expect("stats");
+    let rows = rt
+        .query(Statement::sql("SELECT count(*) FROM t"))
+        .await
+        .expect("count");
+    if rows.rows[0][0] != Value::Integer(m.acked as i64) {
+        println!(
+            "WARNING: {} acknowledged but {:?} rows",
+            m.acked, rows.rows[0][0]
+        );
+    }
+    rt.shutdown().await.expect("shutdown");
+    (m, stats.mean_batch)
+}
+
+async fn bench_mutex(sync: Synchronous, tasks: usize) -> Measured {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conn = open(&dir.path().join("m.db"), sync);
+    conn.execute_batch(CREATE).expect("create");
+    let conn = Arc::new(Mutex::new(conn));
+    drive(tasks, move |n| {
+        let conn = conn.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let c = conn.lock().expect("mutex");
+                c.execute_batch("BEGIN IMMEDIATE").is_ok()
+                    && c.prepare_cached(INSERT)
+                        .and_then(|mut s| s.execute([format!("v{n}")]))
+                        .is_ok()
+                    && c.execute_batch("COMMIT").is_ok()
+            })
+            .await
+            .unwrap_or(false)
+        }
+    })
+    .await
+}
+
+async fn bench_tokio_rusqlite(sync: Synchronous, tasks: usize) -> Measured {
+    let dir = tempfile::tempdir().expect("tempdir");
+    open(&dir.path().join("tr.db"), sync)
+        .execute_batch(CREATE)
+        .expect("create");
+    let conn = tokio_rusqlite::Connection::open(dir.path().join("tr.db"))
+        .await
+        .expect("open");
+    let sql = format!(
+        "PRAGMA synchronous={}; PRAGMA busy_timeout=5000;",
+        pragma(sync)
+    );
+    conn.call(move |c| c.execute_batch(&sql))
+        .await
+        .expect("pragmas");
+    drive(tasks, move |n| {
+        let conn = conn.clone();
+        async move {
+            conn.call(move |c| {
+                c.prepare_cached(INSERT)
+                    .and_then(|mut s| s.execute([format!("v{n}")]))
+            })
+            .await
+            .is_ok()
+        }
+    })
+    .await
+}
+
+fn bench_ceiling(sync: Synchronous) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut conn = open(&dir.path().join("c.db"), sync);
+    conn.execute_batch(CREATE).expect("create");
+    let deadline = Instant::now() + seconds();
+    let started = Instant::now();
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        let tx = conn.transaction().expect("begin");
+        {
+            let mut stmt = tx.prepare_cached(INSERT).expect("prepare");
+            for _ in 0..10_000 {
+                stmt.execute([format!("v{n}")]).expect("insert");
+                n += 1;
+            }
+        }
+        tx.commit().expect("commit");
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "acknowledged single-row inserts/s; {:.1}s per case; {cores} cores; latencies in microseconds\n",
+        seconds().as_secs_f64()
+    );
+    for sync in [Synchronous::Full, Synchronous::Normal] {
+        let ceiling = bench_ceiling(sync);
+        let mut one_row_commit = 0.0;
+        println!(
+            "synchronous={}  ceiling (1 thread, 10k-row txns): {ceiling:.0}/s",
+            pragma(sync)
+        );
+        println!(
+            "{:>6} {:>12} {:>12} {:>12} {:>9} {:>9} {:>10} {:>9} {:>10} {:>9}",
+            "tasks",
+            "resilite",
+            "mutex",
+            "tokio-rsq",
+            "p50",
+            "p99",
+            "mean batch",
+            "x mutex",
+            "limit",
+            "% limit"
+        );
+        let concurrency: &[usize] = match sync {
+            Synchronous::Full => &[1, 8, 64],
+            _ => &[1, 8, 64, 1024],
+        };
+        for &tasks in concurrency {
+            let (r, mean_batch) = rt.block_on(bench_resilite(sync, tasks));
+            let m = rt.block_on(bench_mutex(sync, tasks));
+            let tr = rt.block_on(bench_tokio_rusqlite(sync, tasks));
+            if tasks == 1 {
+                one_row_commit = m.rate;
+            }
+            // C waiting callers put at most C writes into one commit.
+            let limit = match sync {
+                Synchronous::Full => ceiling.min(tasks as f64 * one_row_commit),
+                _ => ceiling,
+            };
+            println!(
+                "{tasks:>6} {:>12.0} {:>12.0} {:>12.0} {:>9.0} {:>9.0} {:>10.1} {:>8.1}x {:>10.0} {:>8.1}%",
+                r.rate,
+                m.rate,
+                tr.rate,
+                r.p50_us,
+                r.p99_us,
+                mean_batch,
+                r.rate / m.rate,
+                limit,
+                100.0 * r.rate / limit
+            );
+        }
+        println!();
+    }
+}
