@@ -10,7 +10,7 @@ use ractor::{Actor, ActorRef};
 use resilite_actors::journal::{self, RestartRecord};
 use resilite_actors::{
     Error, ErrorClass, Operation, OperationOutcome, QueryResult, ReadPool, ReadPoolConfig, Result,
-    Statement, WriteOutcome, WriterMsg, WriterStats,
+    Statement, WriteOutcome, WriterHandle, WriterMsg, WriterStats,
 };
 use serde::Serialize;
 use tokio::sync::watch;
@@ -123,24 +123,18 @@ impl Runtime {
 
     /// Apply an operation through the writer, answered after COMMIT.
     ///
-    /// If the writer dies before taking the operation (it was never
-    /// applied), it is sent again to the restarted writer.
-    pub async fn write(&self, op: Operation) -> Result<OperationOutcome> {
+    /// If the writer's connection thread is gone before taking the
+    /// operation (it was never applied), it is sent to the restarted writer.
+    pub async fn write(&self, mut op: Operation) -> Result<OperationOutcome> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(Error::unavailable("resilite is shutting down"));
         }
         let mut slot = self.inner.app.clone();
         for _ in 0..MAX_RESENDS {
-            let writer = running(&mut slot).await?;
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let msg = WriterMsg::Write {
-                op: op.clone(),
-                reply: tx.into(),
-            };
-            if writer.send_message(msg).is_ok() {
-                if let Ok(result) = rx.await {
-                    return result;
-                }
+            let (_, writer) = running(&mut slot).await?;
+            match writer.write(op).await {
+                Ok(result) => return result,
+                Err(returned) => op = returned,
             }
             wait_for_change(&mut slot).await;
         }
@@ -157,7 +151,9 @@ impl Runtime {
     /// The application writer, for sending it messages directly (tests,
     /// fault injection).
     pub async fn writer(&self) -> Result<ActorRef<WriterMsg>> {
-        running(&mut self.inner.app.clone()).await
+        running(&mut self.inner.app.clone())
+            .await
+            .map(|(actor, _)| actor)
     }
 
     /// The writer's counters since its last start.
@@ -171,7 +167,7 @@ impl Runtime {
         let mut status = Status::Healthy;
         for slot in [&self.inner.journal, &self.inner.app] {
             match &*slot.borrow() {
-                Slot::Running(_) => {}
+                Slot::Running(..) => {}
                 Slot::Restarting => status = Status::Restarting,
                 Slot::Failed(reason) => return Status::Failed(reason.clone()),
                 Slot::Stopped => return Status::Stopped,
@@ -202,11 +198,11 @@ impl Runtime {
 }
 
 /// The running actor in `slot`, waiting (bounded) while it restarts.
-async fn running(slot: &mut watch::Receiver<Slot>) -> Result<ActorRef<WriterMsg>> {
+async fn running(slot: &mut watch::Receiver<Slot>) -> Result<(ActorRef<WriterMsg>, WriterHandle)> {
     let wait = tokio::time::timeout(RESTART_WAIT, async {
         loop {
             match &*slot.borrow_and_update() {
-                Slot::Running(r) => return Ok(r.clone()),
+                Slot::Running(actor, handle) => return Ok((actor.clone(), handle.clone())),
                 Slot::Failed(reason) => return Err(Error::unavailable(reason.clone())),
                 Slot::Stopped => return Err(Error::unavailable("resilite is shut down")),
                 Slot::Restarting => {}

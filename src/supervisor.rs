@@ -17,7 +17,9 @@ use std::time::Instant;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use resilite_actors::journal::{self, RestartOutcome};
 use resilite_actors::writer::{write, CheckpointMode};
-use resilite_actors::{Error, ErrorClass, Operation, WriterActor, WriterConfig, WriterMsg};
+use resilite_actors::{
+    Error, ErrorClass, Operation, WriterActor, WriterConfig, WriterHandle, WriterMsg,
+};
 use tokio::sync::watch;
 
 use crate::config::SupervisorConfig;
@@ -25,8 +27,8 @@ use crate::config::SupervisorConfig;
 /// Where a supervised actor stands, as handles see it.
 #[derive(Debug, Clone)]
 pub enum Slot {
-    /// Running; messages go to this reference.
-    Running(ActorRef<WriterMsg>),
+    /// Running: messages go to the actor, writes straight to its thread.
+    Running(ActorRef<WriterMsg>, WriterHandle),
     /// Failed and being restarted.
     Restarting,
     /// Failed past the restart limit; the text says why.
@@ -69,7 +71,7 @@ pub struct SupervisorState {
 impl SupervisorState {
     fn running(&self, index: usize) -> Option<ActorRef<WriterMsg>> {
         match &*self.children[index].slot.borrow() {
-            Slot::Running(r) => Some(r.clone()),
+            Slot::Running(r, _) => Some(r.clone()),
             _ => None,
         }
     }
@@ -210,8 +212,10 @@ impl Child {
         )
         .await
         .map_err(spawn_error)?;
+        let handle = ractor::call!(actor, WriterMsg::Handle)
+            .map_err(|e| Error::classed(ErrorClass::Internal, format!("writer handle: {e}")))?;
         self.id = Some(actor.get_id());
-        self.slot.send_replace(Slot::Running(actor));
+        self.slot.send_replace(Slot::Running(actor, handle));
         Ok(())
     }
 }
@@ -243,10 +247,13 @@ async fn drain_and_stop(state: &mut SupervisorState) -> Result<(), Error> {
     }
     // Stop the application writer first: the journal may still record its end.
     for index in [APP, JOURNAL] {
-        if let Some(actor) = state.running(index) {
+        let actor = state.running(index);
+        // Drop the published handle first: the connection thread closes
+        // once no handle to it is left.
+        state.children[index].slot.send_replace(Slot::Stopped);
+        if let Some(actor) = actor {
             let _ = actor.stop_and_wait(Some("shutdown".into()), None).await;
         }
-        state.children[index].slot.send_replace(Slot::Stopped);
     }
     result
 }

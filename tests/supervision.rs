@@ -47,7 +47,14 @@ async fn supervisor_restarts_a_panicking_writer_and_records_it() {
         w.await.unwrap().expect("write survives a writer restart");
     }
 
-    let after = t.rt.writer().await.unwrap();
+    let mut after = t.rt.writer().await.unwrap();
+    for _ in 0..200 {
+        if after.get_id() != before.get_id() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        after = t.rt.writer().await.unwrap();
+    }
     assert_ne!(before.get_id(), after.get_id(), "a new writer was started");
     t.rt.execute(insert("r", 1000)).await.unwrap();
     let rows =

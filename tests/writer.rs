@@ -113,6 +113,40 @@ async fn writer_constraint_failure_fails_only_its_caller_in_a_group_commit() {
     assert_eq!(got, want);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_or_fail_statement_leaves_no_partial_rows_in_a_group_commit() {
+    // OR FAIL keeps the rows a statement changed before failing; resilite
+    // must still apply the statement all or nothing.
+    let t = start_with(|c| c.writer.batch_wait = std::time::Duration::from_millis(50)).await;
+    t.rt.execute(Statement::sql("CREATE TABLE f(v INTEGER UNIQUE)"))
+        .await
+        .unwrap();
+    t.rt.execute(insert("f", 3)).await.unwrap();
+    let partial = Statement::sql("INSERT OR FAIL INTO f(v) VALUES (1), (2), (3), (4)");
+    let handles: Vec<_> = [insert("f", 10), partial, insert("f", 11)]
+        .into_iter()
+        .map(|stmt| {
+            let rt = t.rt.clone();
+            tokio::spawn(async move { rt.execute(stmt).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(h.await.unwrap());
+    }
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert_eq!(
+        results[1].as_ref().unwrap_err().class,
+        ErrorClass::Constraint
+    );
+    let rows =
+        t.rt.query(Statement::sql("SELECT v FROM f ORDER BY v"))
+            .await
+            .unwrap();
+    let got: Vec<Value> = rows.rows.into_iter().map(|mut r| r.remove(0)).collect();
+    assert_eq!(got, [3, 10, 11].map(Value::from).to_vec());
+}
+
 #[tokio::test]
 async fn writer_atomic_batch_with_one_bad_statement_leaves_nothing() {
     let t = start().await;

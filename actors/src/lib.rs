@@ -29,6 +29,6 @@ pub use error::{Error, ErrorClass, Result};
 pub use readers::{ReadPool, ReadPoolConfig};
 pub use value::{Operation, OperationOutcome, QueryResult, Statement, Value, WriteOutcome};
 pub use writer::{
-    CheckpointMode, CheckpointOutcome, RetryPolicy, WriterActor, WriterConfig, WriterMsg,
-    WriterStats,
+    CheckpointMode, CheckpointOutcome, RetryPolicy, WriterActor, WriterConfig, WriterHandle,
+    WriterMsg, WriterStats,
 };

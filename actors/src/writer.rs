@@ -1,12 +1,14 @@
 //! WriterActor: owns the only read-write connection to a database file and
 //! applies every write through it, with group commit.
 //!
-//! The connection lives on its own OS thread (SQLite calls block). The actor
-//! forwards each [`WriterMsg::Write`] to that thread over a bounded channel;
-//! the thread takes every write that has arrived while the previous COMMIT
+//! The connection lives on its own OS thread (SQLite calls block). Writes
+//! reach that thread over a bounded channel: directly from a [`WriterHandle`]
+//! (the hot path: the handle holds only a sender, as in tokio-rusqlite), or
+//! forwarded by the actor for a [`WriterMsg::Write`]. The thread takes every write that has arrived while the previous COMMIT
 //! was in flight (up to `max_batch`, waiting at most `batch_wait` for callers
-//! it expects) and applies them in one transaction, each operation in its own
-//! SAVEPOINT so a failing operation fails only its own caller. Callers are
+//! it expects) and applies them in one transaction, each operation isolated
+//! (a batch in its own SAVEPOINT, a single statement by SQLite's statement
+//! journal) so a failing operation fails only its own caller. Callers are
 //! answered only after COMMIT returned. Transient failures (BUSY, LOCKED,
 //! IOERR, FULL) are retried in place with exponential backoff and jitter.
 //!
@@ -14,7 +16,8 @@
 //! starts a new one, which opens a new connection. Writes still in the
 //! actor's mailbox are dropped unanswered (they were never applied, so the
 //! runtime sends them again); writes already handed to the connection thread
-//! are finished and answered by that thread before it closes its connection.
+//! are finished and answered by that thread, which closes its connection
+//! once the last sender to it is gone.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +46,8 @@ pub const DEFAULT_MAX_RETRIES: usize = 5;
 pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(10);
 /// Default longest retry delay.
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(1);
+/// How long a stopping writer waits for its connection thread to close.
+const THREAD_JOIN_WAIT: Duration = Duration::from_secs(10);
 
 /// In-place retry of transient failures: exponential backoff with jitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +175,8 @@ pub enum WriterMsg {
     Drain(RpcReplyPort<()>),
     /// Counters since start.
     Stats(RpcReplyPort<WriterStats>),
+    /// A handle that sends writes straight to the connection thread.
+    Handle(RpcReplyPort<WriterHandle>),
     /// Fault injection for tests: the actor panics, as a bug would make it.
     InjectPanic,
 }
@@ -248,6 +255,12 @@ impl Actor for WriterActor {
                 let _ = reply.send(state.counters.snapshot());
                 return Ok(());
             }
+            WriterMsg::Handle(reply) => {
+                if let Some(jobs) = &state.jobs {
+                    let _ = reply.send(WriterHandle { jobs: jobs.clone() });
+                }
+                return Ok(());
+            }
             WriterMsg::InjectPanic => panic!("injected writer panic (fault injection)"),
         };
         // A closed channel means the connection thread is gone: fail, so the
@@ -274,9 +287,50 @@ impl Actor for WriterActor {
     ) -> Result<(), ActorProcessingErr> {
         state.jobs = None;
         if let Some(thread) = state.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            // The thread ends when the last handle is dropped; do not hang
+            // the stop on a handle someone still holds.
+            let join = tokio::task::spawn_blocking(move || thread.join());
+            let _ = tokio::time::timeout(THREAD_JOIN_WAIT, join).await;
         }
         Ok(())
+    }
+}
+
+/// Sends writes straight to a writer's connection thread, skipping the
+/// actor's mailbox. Cloneable; get one with [`WriterMsg::Handle`].
+#[derive(Clone)]
+pub struct WriterHandle {
+    jobs: flume::Sender<Job>,
+}
+
+impl std::fmt::Debug for WriterHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterHandle")
+            .field("queued", &self.jobs.len())
+            .finish()
+    }
+}
+
+impl WriterHandle {
+    /// Apply `op` and wait for its committed outcome. `Err(op)` gives the
+    /// operation back, never applied, when the connection thread is gone.
+    pub async fn write(
+        &self,
+        op: Operation,
+    ) -> std::result::Result<Result<OperationOutcome>, Operation> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match self.jobs.send_async(Job::Write(op, tx.into())).await {
+            Ok(()) => {}
+            Err(flume::SendError(Job::Write(op, _))) => return Err(op),
+            Err(_) => return Ok(Err(Error::unavailable("the writer thread is gone"))),
+        }
+        // The thread answers every job it takes, even after a panic.
+        Ok(rx.await.unwrap_or_else(|_| {
+            Err(Error::classed(
+                ErrorClass::Internal,
+                "writer thread ended without answering",
+            ))
+        }))
     }
 }
 
@@ -450,15 +504,19 @@ fn apply_batch(conn: &Connection, ops: &[Operation]) -> Result<Vec<Result<Operat
             }
             match apply_operation(conn, op) {
                 Ok(outcome) => done.push((i, outcome)),
-                Err(e) if e.is_transient() => {
+                Err(Failure { error, .. }) if error.is_transient() => {
                     rollback_quietly(conn);
-                    return Err(e);
+                    return Err(error);
                 }
-                Err(e) => {
-                    failed[i] = Some(e);
-                    if conn.is_autocommit() {
-                        // SQLite rolled back the whole transaction (e.g. an
-                        // OR ROLLBACK conflict): apply the others again.
+                Err(Failure {
+                    error,
+                    left_effects,
+                }) => {
+                    failed[i] = Some(error);
+                    if left_effects || conn.is_autocommit() {
+                        // The failure left changes behind, or SQLite rolled
+                        // back the whole transaction: apply the others again.
+                        rollback_quietly(conn);
                         continue 'attempt;
                     }
                 }
@@ -479,17 +537,53 @@ fn apply_batch(conn: &Connection, ops: &[Operation]) -> Result<Vec<Result<Operat
     }
 }
 
-/// Apply one operation inside its own SAVEPOINT.
-fn apply_operation(conn: &Connection, op: &Operation) -> Result<OperationOutcome> {
-    conn.prepare_cached("SAVEPOINT op")?.execute([])?;
-    let result = match op {
-        Operation::Statement(s) => run_statement(conn, s).map(|o| vec![o]),
-        Operation::Batch(list) if list.is_empty() => {
-            Err(Error::bad_input("a batch needs at least one statement"))
+/// A failed operation; `left_effects` when its partial changes remain in
+/// the transaction.
+struct Failure {
+    error: Error,
+    left_effects: bool,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure {
+            error,
+            left_effects: false,
         }
-        Operation::Batch(list) => list.iter().map(|s| run_statement(conn, s)).collect(),
+    }
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Failure::from(Error::from(e))
+    }
+}
+
+/// Apply one operation so that, if it fails, it leaves nothing behind.
+///
+/// A single statement needs no SAVEPOINT: SQLite's statement journal undoes
+/// a failed statement by itself. The exception is OR FAIL / RAISE(FAIL),
+/// which keeps the rows changed before the failure; `total_changes` shows
+/// it, and the caller then redoes the transaction without this operation.
+/// A batch of statements runs inside its own SAVEPOINT.
+fn apply_operation(conn: &Connection, op: &Operation) -> Result<OperationOutcome, Failure> {
+    let list = match op {
+        Operation::Statement(s) => {
+            let before = conn.total_changes();
+            return run_statement(conn, s)
+                .map(|o| vec![o])
+                .map_err(|error| Failure {
+                    error,
+                    left_effects: conn.total_changes() != before,
+                });
+        }
+        Operation::Batch(list) if list.is_empty() => {
+            return Err(Error::bad_input("a batch needs at least one statement").into())
+        }
+        Operation::Batch(list) => list,
     };
-    match result {
+    conn.prepare_cached("SAVEPOINT op")?.execute([])?;
+    match list.iter().map(|s| run_statement(conn, s)).collect() {
         Ok(outcome) => {
             conn.prepare_cached("RELEASE op")?.execute([])?;
             Ok(outcome)
@@ -498,7 +592,7 @@ fn apply_operation(conn: &Connection, op: &Operation) -> Result<OperationOutcome
             if !conn.is_autocommit() {
                 conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
             }
-            Err(e)
+            Err(e.into())
         }
     }
 }
