@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use resilite_actors::connection::DEFAULT_BUSY_TIMEOUT;
+use resilite_actors::health::HealthConfig;
 use resilite_actors::readers::{DEFAULT_MAX_ROWS, DEFAULT_POOL_SIZE};
 use resilite_actors::writer::{
     DEFAULT_BATCH_WAIT, DEFAULT_MAX_BATCH, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY,
@@ -44,6 +45,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[supervisor]`: restart policy.
     pub supervisor: SupervisorConfig,
+    /// `[health]`: check schedules, thresholds, automatic maintenance.
+    pub health: HealthConfig,
 }
 
 /// `[database]`
@@ -230,35 +233,6 @@ impl Config {
     /// Reject values that cannot work, naming the key, the value and what
     /// is allowed.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn range<T: PartialOrd + std::fmt::Display>(
-            key: &str,
-            value: T,
-            min: T,
-            max: T,
-        ) -> Result<(), ConfigError> {
-            if value < min || value > max {
-                return Err(ConfigError(format!(
-                    "config key `{key}` = {value} is invalid: must be between {min} and {max}"
-                )));
-            }
-            Ok(())
-        }
-        fn duration(
-            key: &str,
-            value: Duration,
-            min: Duration,
-            max: Duration,
-        ) -> Result<(), ConfigError> {
-            if value < min || value > max {
-                return Err(ConfigError(format!(
-                    "config key `{key}` = \"{}\" is invalid: must be between \"{}\" and \"{}\"",
-                    humantime::format_duration(value),
-                    humantime::format_duration(min),
-                    humantime::format_duration(max)
-                )));
-            }
-            Ok(())
-        }
         let db = &self.database;
         if db.path.as_os_str().is_empty() {
             return Err(ConfigError(
@@ -337,6 +311,66 @@ impl Config {
             Duration::from_millis(1),
             Duration::from_secs(86_400),
         )?;
+        self.validate_health()
+    }
+
+    fn validate_health(&self) -> Result<(), ConfigError> {
+        let h = &self.health;
+        let second = Duration::from_secs(1);
+        let year = Duration::from_secs(366 * 86_400);
+        duration(
+            "health.interval",
+            h.interval,
+            Duration::from_millis(100),
+            Duration::from_secs(86_400),
+        )?;
+        for (key, value) in [
+            ("health.quick_check_every", h.quick_check_every),
+            ("health.integrity_check_every", h.integrity_check_every),
+            ("health.foreign_key_check_every", h.foreign_key_check_every),
+            ("health.optimize_every", h.optimize_every),
+        ] {
+            duration(key, value, h.interval, year)?;
+        }
+        duration(
+            "health.history_retention",
+            h.history_retention,
+            second,
+            Duration::from_secs(10 * 366 * 86_400),
+        )?;
+        duration("health.vacuum_idle", h.vacuum_idle, Duration::ZERO, year)?;
+        duration(
+            "health.slow_read",
+            h.slow_read,
+            Duration::from_millis(1),
+            Duration::from_secs(600),
+        )?;
+        duration(
+            "health.slow_write",
+            h.slow_write,
+            Duration::from_millis(1),
+            Duration::from_secs(600),
+        )?;
+        range(
+            "health.wal_checkpoint_bytes",
+            h.wal_checkpoint_bytes,
+            4096,
+            1 << 40,
+        )?;
+        range(
+            "health.wal_urgent_bytes",
+            h.wal_urgent_bytes,
+            h.wal_checkpoint_bytes,
+            1 << 40,
+        )?;
+        range(
+            "health.min_utilization_pct",
+            h.min_utilization_pct,
+            0.0,
+            100.0,
+        )?;
+        range("health.archive_bytes", h.archive_bytes, 4096, u64::MAX)?;
+        range("health.min_disk_free_pct", h.min_disk_free_pct, 0.0, 100.0)?;
         Ok(())
     }
 
@@ -382,8 +416,34 @@ impl Config {
                 max_delay: w.retry_max_delay,
             },
             init: None,
+            name: "writer",
         }
     }
+}
+
+fn range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError(format!(
+            "config key `{key}` = {value} is invalid: must be between {min} and {max}"
+        )));
+    }
+    Ok(())
+}
+fn duration(key: &str, value: Duration, min: Duration, max: Duration) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError(format!(
+            "config key `{key}` = \"{}\" is invalid: must be between \"{}\" and \"{}\"",
+            humantime::format_duration(value),
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        )));
+    }
+    Ok(())
 }
 
 /// Apply `RESILITE_<SECTION>_<KEY>=value` overrides to `table`; returns the

@@ -1,9 +1,11 @@
 //! The HTTP API of `resilite run`. Handlers only translate between JSON and
 //! the runtime handle; errors are `{"error": {"class", "message", "detail"}}`.
 //!
-//! Routes: `GET /health`, `POST /v1/execute`, `POST /v1/batch`,
-//! `POST /v1/query`. `/v1/*` requires `Authorization: Bearer <token>` when a
-//! token is configured (config validation requires one off loopback).
+//! Routes: `GET /health` (liveness), `GET /ready` (readiness), `GET /metrics`
+//! (Prometheus), `GET /health/detailed`, `POST /v1/execute`, `POST /v1/batch`,
+//! `POST /v1/query`. `/health/detailed` and `/v1/*` require
+//! `Authorization: Bearer <token>` when a token is configured (config
+//! validation requires one off loopback).
 
 use std::future::Future;
 
@@ -14,6 +16,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use resilite_actors::health::{HealthReport, HealthStatus};
 use resilite_actors::{Error, ErrorClass, QueryResult, Statement, WriteOutcome};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -44,14 +47,17 @@ pub fn router(rt: Runtime) -> Router {
         token: rt.config().http.token.clone(),
         rt: rt.clone(),
     };
-    let v1 = Router::new()
+    let protected = Router::new()
+        .route("/health/detailed", get(health_detailed))
         .route("/v1/execute", post(execute))
         .route("/v1/batch", post(batch))
         .route("/v1/query", post(query))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
-        .merge(v1)
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .merge(protected)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(rt.config().http.max_body_bytes))
         .with_state(state)
@@ -69,13 +75,78 @@ pub async fn serve(
         .await
 }
 
+/// The `/health` body: the latest check's status and rule, and the
+/// runtime's own state.
+#[derive(Debug, Serialize)]
+struct Liveness {
+    status: &'static str,
+    rule: String,
+    checked_at_ms: Option<i64>,
+    runtime: Status,
+}
+
+/// Liveness: 200 unless the latest check is CRITICAL or UNKNOWN or an actor
+/// failed past its restart limit (503).
 async fn health(State(s): State<AppState>) -> Response {
-    let status = s.rt.status();
-    let code = match status {
-        Status::Healthy => StatusCode::OK,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
+    let runtime = s.rt.status();
+    let latest = s.rt.latest_health();
+    let mut body = Liveness {
+        status: latest.as_ref().map_or("PENDING", |r| r.status.as_str()),
+        rule: latest.as_ref().map_or_else(
+            || "the first health check has not finished yet".into(),
+            |r| r.rule.clone(),
+        ),
+        checked_at_ms: latest.as_ref().map(|r| r.checked_at_ms),
+        runtime,
     };
-    (code, Json(status)).into_response()
+    let mut live = !matches!(body.status, "CRITICAL" | "UNKNOWN");
+    let down = match &body.runtime {
+        Status::Failed(reason) => Some(reason.clone()),
+        Status::Stopped => Some("resilite is shut down".into()),
+        Status::Healthy | Status::Restarting => None,
+    };
+    if let Some(reason) = down {
+        live = false;
+        body.status = HealthStatus::Critical.as_str();
+        body.rule = reason;
+    }
+    let code = if live {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+/// Readiness: 200 while the runtime takes writes, else 503 with the reason.
+async fn ready(State(s): State<AppState>) -> Response {
+    match s.rt.ready() {
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({ "ready": true }))).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "ready": false, "reason": reason })),
+        )
+            .into_response(),
+    }
+}
+
+/// Every check, figure, recommendation and actor state of the latest check.
+async fn health_detailed(State(s): State<AppState>) -> Result<Json<HealthReport>, ApiError> {
+    Ok(Json(s.rt.health().await?))
+}
+
+/// Prometheus text format.
+async fn metrics() -> Response {
+    match crate::metrics::render() {
+        Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        None => ApiError {
+            status: StatusCode::NOT_FOUND,
+            error: Error::unavailable(
+                "metrics are not exported: the application installed its own metrics recorder",
+            ),
+        }
+        .into_response(),
+    }
 }
 
 async fn execute(
@@ -110,7 +181,7 @@ async fn not_found() -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         error: Error::bad_input(
-            "no such route: use GET /health, POST /v1/execute, /v1/batch or /v1/query",
+            "no such route: use GET /health, /ready, /metrics, /health/detailed, or POST /v1/execute, /v1/batch, /v1/query",
         ),
     }
 }

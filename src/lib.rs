@@ -7,6 +7,7 @@
 //! - `runtime`: [`Runtime`], the cloneable handle an application holds.
 //! - `supervisor`: the root supervisor (restart policy, escalation).
 //! - [`http`]: the HTTP API of `resilite run`.
+//! - [`metrics`]: the Prometheus exporter behind `/metrics`.
 //! - [`cli`]: the command line, one module per verb.
 //!
 //! The actors themselves live in the `resilite-actors` crate, re-exported as
@@ -29,6 +30,7 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod metrics;
 mod runtime;
 mod supervisor;
 

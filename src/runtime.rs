@@ -1,27 +1,27 @@
 //! The runtime handle: what an application holds. Cloneable, `Send + Sync`,
 //! usable from any tokio runtime. Writes go to the supervised WriterActor,
-//! reads to the read pool.
+//! reads to the read pool, health questions to the HealthActor.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use ractor::{Actor, ActorRef};
+use resilite_actors::health::{HealthArgs, HealthEvent, HealthMsg, HealthReport};
 use resilite_actors::journal::{self, RestartRecord};
+use resilite_actors::slot::{self, ActorStatus, Slot, WriterSlot};
 use resilite_actors::{
-    Error, ErrorClass, Operation, OperationOutcome, QueryResult, ReadPool, ReadPoolConfig, Result,
-    Statement, WriteOutcome, WriterHandle, WriterMsg, WriterStats,
+    Error, ErrorClass, Maintenance, MaintenanceRun, Operation, OperationOutcome, QueryResult,
+    ReadPool, ReadPoolConfig, Result, Statement, WriteOutcome, WriterMsg, WriterStats,
 };
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::config::Config;
-use crate::supervisor::{spawn_error, RootSupervisor, Slot, SupervisorArgs, SupervisorMsg};
+use crate::supervisor::{spawn_error, RootSupervisor, SupervisorArgs, SupervisorMsg};
 
-/// How long a caller waits for a failed writer to be restarted.
-const RESTART_WAIT: Duration = Duration::from_secs(10);
-/// How often one write is re-sent after its writer died before taking it.
-const MAX_RESENDS: usize = 5;
+/// Health events buffered for a slow subscriber before it misses some.
+const EVENT_BUFFER: usize = 64;
 
 /// A running resilite runtime. Clone it freely; all clones share the actors.
 #[derive(Clone)]
@@ -31,8 +31,12 @@ pub struct Runtime {
 
 struct Inner {
     config: Config,
-    app: watch::Receiver<Slot>,
-    journal: watch::Receiver<Slot>,
+    app: watch::Receiver<WriterSlot>,
+    journal: watch::Receiver<WriterSlot>,
+    health: watch::Receiver<Slot<ActorRef<HealthMsg>>>,
+    roster: watch::Receiver<Vec<ActorStatus>>,
+    latest: watch::Receiver<Option<Arc<HealthReport>>>,
+    events: broadcast::Sender<HealthEvent>,
     readers: ReadPool,
     supervisor: ActorRef<SupervisorMsg>,
     closing: AtomicBool,
@@ -59,16 +63,33 @@ impl Runtime {
         config
             .validate()
             .map_err(|e| Error::bad_input(e.to_string()))?;
+        crate::metrics::install();
         let (app_slot, app) = watch::channel(Slot::Restarting);
         let (journal_slot, journal) = watch::channel(Slot::Restarting);
+        let (health_slot, health) = watch::channel(Slot::Restarting);
+        let (roster_tx, roster) = watch::channel(Vec::new());
+        let (latest_tx, latest) = watch::channel(None);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
         let mut journal_writer = config.writer_config(config.journal_db());
         journal_writer.init = Some(journal::migrate);
+        journal_writer.name = "journal-writer";
         let args = SupervisorArgs {
             policy: config.supervisor.clone(),
             journal: journal_writer,
             app: config.writer_config(config.app_db()),
+            health: HealthArgs {
+                db: config.app_db(),
+                config: config.health.clone(),
+                app: app.clone(),
+                journal: journal.clone(),
+                roster: roster.clone(),
+                latest: Arc::new(latest_tx),
+                events: events.clone(),
+            },
             journal_slot,
             app_slot,
+            health_slot,
+            roster: roster_tx,
         };
         let (supervisor, _) = RootSupervisor::spawn(None, RootSupervisor, args)
             .await
@@ -95,6 +116,10 @@ impl Runtime {
                 config,
                 app,
                 journal,
+                health,
+                roster,
+                latest,
+                events,
                 readers,
                 supervisor,
                 closing: AtomicBool::new(false),
@@ -125,35 +150,34 @@ impl Runtime {
     ///
     /// If the writer's connection thread is gone before taking the
     /// operation (it was never applied), it is sent to the restarted writer.
-    pub async fn write(&self, mut op: Operation) -> Result<OperationOutcome> {
+    pub async fn write(&self, op: Operation) -> Result<OperationOutcome> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(Error::unavailable("resilite is shutting down"));
         }
-        let mut slot = self.inner.app.clone();
-        for _ in 0..MAX_RESENDS {
-            let (_, writer) = running(&mut slot).await?;
-            match writer.write(op).await {
-                Ok(result) => return result,
-                Err(returned) => op = returned,
-            }
-            wait_for_change(&mut slot).await;
-        }
-        Err(Error::unavailable(
-            "the writer kept failing before it could take the write; nothing was applied",
-        ))
+        let started = Instant::now();
+        let result = slot::write(&self.inner.app, op).await;
+        metrics::histogram!("resilite_write_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        result
     }
 
     /// Run a read-only statement on the read pool.
     pub async fn query(&self, stmt: Statement) -> Result<QueryResult> {
-        self.inner.readers.query(stmt).await
+        let started = Instant::now();
+        let result = self.inner.readers.query(stmt).await;
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        metrics::counter!("resilite_reads_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("resilite_read_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        result
     }
 
     /// The application writer, for sending it messages directly (tests,
     /// fault injection).
     pub async fn writer(&self) -> Result<ActorRef<WriterMsg>> {
-        running(&mut self.inner.app.clone())
+        slot::running(&mut self.inner.app.clone())
             .await
-            .map(|(actor, _)| actor)
+            .map(|w| w.actor)
     }
 
     /// The writer's counters since its last start.
@@ -167,7 +191,7 @@ impl Runtime {
         let mut status = Status::Healthy;
         for slot in [&self.inner.journal, &self.inner.app] {
             match &*slot.borrow() {
-                Slot::Running(..) => {}
+                Slot::Running(_) => {}
                 Slot::Restarting => status = Status::Restarting,
                 Slot::Failed(reason) => return Status::Failed(reason.clone()),
                 Slot::Stopped => return Status::Stopped,
@@ -184,6 +208,60 @@ impl Runtime {
             .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?
     }
 
+    /// The latest health report; runs the checks first if none has
+    /// finished since start.
+    pub async fn health(&self) -> Result<HealthReport> {
+        match self.latest_health() {
+            Some(report) => Ok((*report).clone()),
+            None => self.check_now().await,
+        }
+    }
+
+    /// The latest health report, if a check has finished since start.
+    pub fn latest_health(&self) -> Option<Arc<HealthReport>> {
+        self.inner.latest.borrow().clone()
+    }
+
+    /// Run every health check now (the full integrity check included),
+    /// record the result and return it.
+    pub async fn check_now(&self) -> Result<HealthReport> {
+        let health = slot::running(&mut self.inner.health.clone()).await?;
+        ractor::call!(health, HealthMsg::CheckNow)
+            .map_err(|e| Error::unavailable(format!("the health actor did not answer: {e}")))
+    }
+
+    /// Run a maintenance task (checkpoint, VACUUM, optimize) through the
+    /// writer, between two transactions, and record it in the journal.
+    pub async fn maintain(&self, task: Maintenance) -> Result<MaintenanceRun> {
+        let health = slot::running(&mut self.inner.health.clone()).await?;
+        ractor::call!(health, |reply| HealthMsg::Maintain { task, reply })
+            .map_err(|e| Error::unavailable(format!("the health actor did not answer: {e}")))?
+    }
+
+    /// Health events (status changes, integrity failures) from now on.
+    pub fn health_events(&self) -> broadcast::Receiver<HealthEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// The supervised actors: state, restarts since start, last failure.
+    pub fn actors(&self) -> Vec<ActorStatus> {
+        self.inner.roster.borrow().clone()
+    }
+
+    /// Whether the runtime takes writes: the writers run, the journal is
+    /// migrated, and it is not shutting down. `Err` says what is missing.
+    pub fn ready(&self) -> std::result::Result<(), String> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err("resilite is shutting down".into());
+        }
+        match self.status() {
+            Status::Healthy => Ok(()),
+            Status::Restarting => Err("a writer is restarting".into()),
+            Status::Failed(reason) => Err(reason),
+            Status::Stopped => Err("resilite is shut down".into()),
+        }
+    }
+
     /// Stop taking writes, commit every write already taken, checkpoint the
     /// WAL into the database file and stop the actors.
     pub async fn shutdown(&self) -> Result<()> {
@@ -195,32 +273,4 @@ impl Runtime {
         tracing::info!("resilite runtime stopped");
         result
     }
-}
-
-/// The running actor in `slot`, waiting (bounded) while it restarts.
-async fn running(slot: &mut watch::Receiver<Slot>) -> Result<(ActorRef<WriterMsg>, WriterHandle)> {
-    let wait = tokio::time::timeout(RESTART_WAIT, async {
-        loop {
-            match &*slot.borrow_and_update() {
-                Slot::Running(actor, handle) => return Ok((actor.clone(), handle.clone())),
-                Slot::Failed(reason) => return Err(Error::unavailable(reason.clone())),
-                Slot::Stopped => return Err(Error::unavailable("resilite is shut down")),
-                Slot::Restarting => {}
-            }
-            if slot.changed().await.is_err() {
-                return Err(Error::unavailable("resilite is shut down"));
-            }
-        }
-    });
-    wait.await.unwrap_or_else(|_| {
-        Err(Error::unavailable(format!(
-            "the writer did not come back within {}s of failing",
-            RESTART_WAIT.as_secs()
-        )))
-    })
-}
-
-/// Wait (bounded) until the supervisor publishes a new state for `slot`.
-async fn wait_for_change(slot: &mut watch::Receiver<Slot>) {
-    let _ = tokio::time::timeout(RESTART_WAIT, slot.changed()).await;
 }

@@ -15,27 +15,15 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use resilite_actors::health::{HealthActor, HealthArgs, HealthMsg};
 use resilite_actors::journal::{self, RestartOutcome};
-use resilite_actors::writer::{write, CheckpointMode};
+use resilite_actors::slot::{self, ActorStatus, RunningWriter, Slot, SlotState, WriterSlot};
 use resilite_actors::{
-    Error, ErrorClass, Operation, WriterActor, WriterConfig, WriterHandle, WriterMsg,
+    CheckpointMode, Error, ErrorClass, Maintenance, Operation, WriterActor, WriterConfig, WriterMsg,
 };
 use tokio::sync::watch;
 
 use crate::config::SupervisorConfig;
-
-/// Where a supervised actor stands, as handles see it.
-#[derive(Debug, Clone)]
-pub enum Slot {
-    /// Running: messages go to the actor, writes straight to its thread.
-    Running(ActorRef<WriterMsg>, WriterHandle),
-    /// Failed and being restarted.
-    Restarting,
-    /// Failed past the restart limit; the text says why.
-    Failed(String),
-    /// Stopped by shutdown.
-    Stopped,
-}
 
 /// Messages of the RootSupervisor.
 pub enum SupervisorMsg {
@@ -48,37 +36,73 @@ pub struct SupervisorArgs {
     pub policy: SupervisorConfig,
     pub journal: WriterConfig,
     pub app: WriterConfig,
-    pub journal_slot: watch::Sender<Slot>,
-    pub app_slot: watch::Sender<Slot>,
+    pub health: HealthArgs,
+    pub journal_slot: watch::Sender<WriterSlot>,
+    pub app_slot: watch::Sender<WriterSlot>,
+    pub health_slot: watch::Sender<Slot<ActorRef<HealthMsg>>>,
+    pub roster: watch::Sender<Vec<ActorStatus>>,
 }
 
 pub struct RootSupervisor;
 
+/// How to start a child and where it is published.
+enum Spec {
+    Writer {
+        config: WriterConfig,
+        slot: watch::Sender<WriterSlot>,
+    },
+    Health {
+        args: HealthArgs,
+        slot: watch::Sender<Slot<ActorRef<HealthMsg>>>,
+    },
+}
+
 struct Child {
     name: &'static str,
-    config: WriterConfig,
-    slot: watch::Sender<Slot>,
+    spec: Spec,
     id: Option<ActorId>,
     failures: VecDeque<Instant>,
+    restarts: u32,
+    last_failure: Option<String>,
 }
 
 pub struct SupervisorState {
     policy: SupervisorConfig,
-    children: Vec<Child>, // [journal, app]
+    children: Vec<Child>, // [journal, app, health]
+    roster: watch::Sender<Vec<ActorStatus>>,
     stopping: bool,
 }
 
 impl SupervisorState {
-    fn running(&self, index: usize) -> Option<ActorRef<WriterMsg>> {
-        match &*self.children[index].slot.borrow() {
-            Slot::Running(r, _) => Some(r.clone()),
-            _ => None,
+    fn writer(&self, index: usize) -> Option<RunningWriter> {
+        match &self.children[index].spec {
+            Spec::Writer { slot, .. } => match &*slot.borrow() {
+                Slot::Running(w) => Some(w.clone()),
+                _ => None,
+            },
+            Spec::Health { .. } => None,
         }
+    }
+
+    /// Publish every child's state for the HealthActor and reports.
+    fn publish_roster(&self) {
+        let roster = self
+            .children
+            .iter()
+            .map(|c| ActorStatus {
+                name: c.name.into(),
+                state: c.spec.state(),
+                restarts: c.restarts,
+                last_failure: c.last_failure.clone(),
+            })
+            .collect();
+        self.roster.send_replace(roster);
     }
 }
 
 const JOURNAL: usize = 0;
 const APP: usize = 1;
+const HEALTH: usize = 2;
 
 impl Actor for RootSupervisor {
     type Msg = SupervisorMsg;
@@ -90,17 +114,28 @@ impl Actor for RootSupervisor {
         myself: ActorRef<SupervisorMsg>,
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
+        let writer = |config, slot| Spec::Writer { config, slot };
         let mut state = SupervisorState {
             policy: args.policy,
             children: vec![
-                Child::new("journal-writer", args.journal, args.journal_slot),
-                Child::new("writer", args.app, args.app_slot),
+                Child::new("journal-writer", writer(args.journal, args.journal_slot)),
+                Child::new("writer", writer(args.app, args.app_slot)),
+                Child::new(
+                    "health",
+                    Spec::Health {
+                        args: args.health,
+                        slot: args.health_slot,
+                    },
+                ),
             ],
+            roster: args.roster,
             stopping: false,
         };
+        // In order: the health actor needs both writers.
         for child in &mut state.children {
             child.start(&myself).await?;
         }
+        state.publish_roster();
         Ok(state)
     }
 
@@ -148,6 +183,9 @@ impl Actor for RootSupervisor {
         let policy = state.policy.clone();
         let child = &mut state.children[index];
         child.id = None;
+        child.restarts += 1;
+        child.last_failure = Some(reason.clone());
+        metrics::counter!("resilite_actor_restarts_total", "actor" => child.name).increment(1);
         let now = Instant::now();
         child.failures.push_back(now);
         while child
@@ -167,23 +205,25 @@ impl Actor for RootSupervisor {
                 policy.max_restarts
             );
             tracing::error!(actor = name, failures = count, %reason, "restart limit reached; escalating");
-            child.slot.send_replace(Slot::Failed(text));
+            child.spec.set(Slot::Failed(text));
             RestartOutcome::Escalated
         } else {
             tracing::warn!(actor = name, failures = count, %reason, "actor failed; restarting");
-            child.slot.send_replace(Slot::Restarting);
+            child.spec.set(Slot::Restarting);
             if let Err(e) = child.start(&myself).await {
                 let text = format!("{name} could not be restarted: {e}");
                 tracing::error!(actor = name, error = %e, "restart failed; escalating");
-                child.slot.send_replace(Slot::Failed(text));
+                child.spec.set(Slot::Failed(text));
             }
             RestartOutcome::Restarted
         };
-        if let Some(journal) = state.running(JOURNAL) {
+        state.publish_roster();
+        if let Spec::Writer { slot, .. } = &state.children[JOURNAL].spec {
+            let journal = slot.subscribe();
             let record = journal::record_restart(name, &reason, count, outcome);
             // Not awaited here: a slow journal must not stall supervision.
             tokio::spawn(async move {
-                if let Err(e) = write(&journal, Operation::Statement(record)).await {
+                if let Err(e) = slot::write(&journal, Operation::Statement(record)).await {
                     tracing::warn!(error = %e, "could not record the restart in the journal");
                 }
             });
@@ -193,30 +233,63 @@ impl Actor for RootSupervisor {
 }
 
 impl Child {
-    fn new(name: &'static str, config: WriterConfig, slot: watch::Sender<Slot>) -> Self {
+    fn new(name: &'static str, spec: Spec) -> Self {
         Child {
             name,
-            config,
-            slot,
+            spec,
             id: None,
             failures: VecDeque::new(),
+            restarts: 0,
+            last_failure: None,
         }
     }
 
     async fn start(&mut self, supervisor: &ActorRef<SupervisorMsg>) -> Result<(), Error> {
-        let (actor, _) = WriterActor::spawn_linked(
-            None,
-            WriterActor,
-            self.config.clone(),
-            supervisor.get_cell(),
-        )
-        .await
-        .map_err(spawn_error)?;
-        let handle = ractor::call!(actor, WriterMsg::Handle)
-            .map_err(|e| Error::classed(ErrorClass::Internal, format!("writer handle: {e}")))?;
-        self.id = Some(actor.get_id());
-        self.slot.send_replace(Slot::Running(actor, handle));
+        let cell = supervisor.get_cell();
+        let id = match &self.spec {
+            Spec::Writer { config, slot } => {
+                let (actor, _) = WriterActor::spawn_linked(None, WriterActor, config.clone(), cell)
+                    .await
+                    .map_err(spawn_error)?;
+                let handle = ractor::call!(actor, WriterMsg::Handle).map_err(|e| {
+                    Error::classed(ErrorClass::Internal, format!("writer handle: {e}"))
+                })?;
+                let id = actor.get_id();
+                slot.send_replace(Slot::Running(RunningWriter { actor, handle }));
+                id
+            }
+            Spec::Health { args, slot } => {
+                let (actor, _) = HealthActor::spawn_linked(None, HealthActor, args.clone(), cell)
+                    .await
+                    .map_err(spawn_error)?;
+                let id = actor.get_id();
+                slot.send_replace(Slot::Running(actor));
+                id
+            }
+        };
+        self.id = Some(id);
         Ok(())
+    }
+}
+
+impl Spec {
+    /// Publish a state other than running.
+    fn set(&self, state: Slot<()>) {
+        match self {
+            Spec::Writer { slot, .. } => {
+                slot.send_replace(state.down());
+            }
+            Spec::Health { slot, .. } => {
+                slot.send_replace(state.down());
+            }
+        }
+    }
+
+    fn state(&self) -> SlotState {
+        match self {
+            Spec::Writer { slot, .. } => slot.borrow().state(),
+            Spec::Health { slot, .. } => slot.borrow().state(),
+        }
     }
 }
 
@@ -231,30 +304,43 @@ pub fn spawn_error(err: ractor::SpawnErr) -> Error {
 }
 
 async fn drain_and_stop(state: &mut SupervisorState) -> Result<(), Error> {
+    // The health actor first: it must not probe or maintain a stopping writer.
+    if let Spec::Health { slot, .. } = &state.children[HEALTH].spec {
+        let health = match &*slot.borrow() {
+            Slot::Running(actor) => Some(actor.clone()),
+            _ => None,
+        };
+        state.children[HEALTH].spec.set(Slot::Stopped);
+        if let Some(actor) = health {
+            let _ = actor.stop_and_wait(Some("shutdown".into()), None).await;
+        }
+    }
     let mut result = Ok(());
-    if let Some(app) = state.running(APP) {
-        result = drain(&app).await.and(
-            ractor::call!(app, |reply| WriterMsg::Checkpoint {
-                mode: CheckpointMode::Truncate,
+    if let Some(app) = state.writer(APP) {
+        let truncate = Maintenance::Checkpoint(CheckpointMode::Truncate);
+        result = drain(&app.actor).await.and(
+            ractor::call!(app.actor, |reply| WriterMsg::Maintain {
+                task: truncate,
                 reply
             })
             .map_err(|e| Error::unavailable(e.to_string()))
             .and_then(|r| r.map(|_| ())),
         );
     }
-    if let Some(journal) = state.running(JOURNAL) {
-        result = result.and(drain(&journal).await);
+    if let Some(journal) = state.writer(JOURNAL) {
+        result = result.and(drain(&journal.actor).await);
     }
     // Stop the application writer first: the journal may still record its end.
     for index in [APP, JOURNAL] {
-        let actor = state.running(index);
-        // Drop the published handle first: the connection thread closes
-        // once no handle to it is left.
-        state.children[index].slot.send_replace(Slot::Stopped);
+        // Keep only the actor, and drop the published handle: the
+        // connection thread closes once no handle to it is left.
+        let actor = state.writer(index).map(|w| w.actor);
+        state.children[index].spec.set(Slot::Stopped);
         if let Some(actor) = actor {
             let _ = actor.stop_and_wait(Some("shutdown".into()), None).await;
         }
     }
+    state.publish_roster();
     result
 }
 

@@ -1,7 +1,7 @@
 //! The journal: resilite's own SQLite file, beside the application database.
 //! It is written by a second WriterActor (so it gets the same group commit,
 //! retries and supervision) and keeps what explains the runtime's life: for
-//! now the actor restart log. It is separate from the application database
+//! the actor restart log, the health history and the maintenance log. It is separate from the application database
 //! so that damage to one never takes the recovery data with it.
 //!
 //! The schema is migrated with `PRAGMA user_version` when the journal writer
@@ -15,14 +15,56 @@ use crate::error::Result;
 use crate::value::{Statement, Value};
 
 /// Journal schema, one entry per version; never edit a released entry.
-const MIGRATIONS: &[&str] = &["CREATE TABLE actor_restarts (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE actor_restarts (
         id INTEGER PRIMARY KEY,
         at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
         actor TEXT NOT NULL,
         reason TEXT NOT NULL,
         restarts_in_window INTEGER NOT NULL,
         outcome TEXT NOT NULL CHECK (outcome IN ('restarted', 'escalated'))
-    );"];
+    );",
+    "CREATE TABLE health_history (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        status TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        integrity TEXT NOT NULL,
+        full_integrity_check INTEGER NOT NULL,
+        db_bytes INTEGER NOT NULL,
+        wal_bytes INTEGER NOT NULL,
+        shm_bytes INTEGER NOT NULL,
+        page_count INTEGER NOT NULL,
+        page_size INTEGER NOT NULL,
+        freelist_count INTEGER NOT NULL,
+        utilization_pct REAL NOT NULL,
+        disk_free_bytes INTEGER NOT NULL,
+        disk_free_pct REAL NOT NULL,
+        read_probe_ms REAL NOT NULL,
+        write_probe_ms REAL,
+        foreign_key_violations INTEGER NOT NULL,
+        actors_failed INTEGER NOT NULL,
+        actor_restarts INTEGER NOT NULL,
+        recommendations TEXT NOT NULL
+    );
+    CREATE INDEX health_history_at ON health_history (at_ms);
+    CREATE TABLE maintenance_runs (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        task TEXT NOT NULL,
+        mode TEXT,
+        trigger TEXT NOT NULL,
+        duration_ms REAL,
+        bytes_before INTEGER,
+        bytes_after INTEGER,
+        bytes_reclaimed INTEGER,
+        outcome TEXT NOT NULL CHECK (outcome IN ('done', 'busy', 'failed')),
+        detail TEXT
+    );
+    CREATE INDEX maintenance_runs_at ON maintenance_runs (at_ms);",
+];
 
 /// Bring the journal schema up to date (idempotent).
 pub fn migrate(conn: &Connection) -> Result<()> {

@@ -9,6 +9,8 @@
 //! - [`connection`]: opening the read-write and read-only connections.
 //! - [`writer`]: `WriterActor`, the single writer with group commit.
 //! - [`readers`]: the read pool of read-only connections.
+//! - [`slot`]: where a supervised actor stands, as handles see it.
+//! - [`maintenance`]: checkpoint, VACUUM and optimize, measured.
 //! - [`health`]: inspection of a database file: status, figures,
 //!   recommendations.
 //! - [`journal`]: the runtime's own database (restart log and, later,
@@ -20,15 +22,16 @@ pub mod connection;
 pub mod error;
 pub mod health;
 pub mod journal;
+pub mod maintenance;
 pub mod readers;
+pub mod slot;
 pub mod value;
 pub mod writer;
 
 pub use connection::{DbOptions, Synchronous};
 pub use error::{Error, ErrorClass, Result};
+pub use maintenance::{CheckpointMode, CheckpointOutcome, Maintenance, MaintenanceRun};
 pub use readers::{ReadPool, ReadPoolConfig};
+pub use slot::{RunningWriter, Slot, SlotState, WriterSlot};
 pub use value::{Operation, OperationOutcome, QueryResult, Statement, Value, WriteOutcome};
-pub use writer::{
-    CheckpointMode, CheckpointOutcome, RetryPolicy, WriterActor, WriterConfig, WriterHandle,
-    WriterMsg, WriterStats,
-};
+pub use writer::{RetryPolicy, WriterActor, WriterConfig, WriterHandle, WriterMsg, WriterStats};

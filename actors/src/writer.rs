@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::connection::{open_read_write, DbOptions};
 use crate::error::{Error, ErrorClass, Result};
+use crate::maintenance::{self, Maintenance, MaintenanceRun};
 use crate::value::{Operation, OperationOutcome, Statement, WriteOutcome};
 
 /// Default largest number of operations committed in one transaction.
@@ -100,6 +101,8 @@ pub struct WriterConfig {
     pub retry: RetryPolicy,
     /// Run once on the new connection before any write.
     pub init: Option<InitHook>,
+    /// The writer's name in logs and metrics (`writer`, `journal-writer`).
+    pub name: &'static str,
 }
 
 impl WriterConfig {
@@ -112,34 +115,9 @@ impl WriterConfig {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             retry: RetryPolicy::default(),
             init: None,
+            name: "writer",
         }
     }
-}
-
-/// `PRAGMA wal_checkpoint` modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckpointMode {
-    /// Checkpoint what can be done without waiting.
-    #[default]
-    Passive,
-    /// Wait for readers, checkpoint everything.
-    Full,
-    /// Like FULL, then make the next writer restart the WAL from the start.
-    Restart,
-    /// Like RESTART, and truncate the WAL file to zero bytes.
-    Truncate,
-}
-
-/// What a checkpoint did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckpointOutcome {
-    /// True when a reader or writer kept the checkpoint from finishing.
-    pub busy: bool,
-    /// Frames in the WAL.
-    pub wal_frames: i64,
-    /// Frames moved back into the database.
-    pub checkpointed_frames: i64,
 }
 
 /// Counters of a writer since it started.
@@ -164,12 +142,13 @@ pub enum WriterMsg {
         /// Where the outcome goes.
         reply: RpcReplyPort<Result<OperationOutcome>>,
     },
-    /// Checkpoint the WAL after every write received before it.
-    Checkpoint {
-        /// The checkpoint mode.
-        mode: CheckpointMode,
+    /// Run a maintenance task (checkpoint, VACUUM, optimize) after every
+    /// write received before it, between two transactions.
+    Maintain {
+        /// The task.
+        task: Maintenance,
         /// Where the outcome goes.
-        reply: RpcReplyPort<Result<CheckpointOutcome>>,
+        reply: RpcReplyPort<Result<MaintenanceRun>>,
     },
     /// Answered once every write received before it has been committed or failed.
     Drain(RpcReplyPort<()>),
@@ -249,7 +228,7 @@ impl Actor for WriterActor {
     ) -> Result<(), ActorProcessingErr> {
         let job = match msg {
             WriterMsg::Write { op, reply } => Job::Write(op, reply),
-            WriterMsg::Checkpoint { mode, reply } => Job::Checkpoint(mode, reply),
+            WriterMsg::Maintain { task, reply } => Job::Maintain(task, reply),
             WriterMsg::Drain(reply) => Job::Barrier(reply),
             WriterMsg::Stats(reply) => {
                 let _ = reply.send(state.counters.snapshot());
@@ -334,22 +313,9 @@ impl WriterHandle {
     }
 }
 
-/// Apply `op` through `writer` and wait for its committed outcome.
-pub async fn write(writer: &ActorRef<WriterMsg>, op: Operation) -> Result<OperationOutcome> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    writer
-        .send_message(WriterMsg::Write {
-            op,
-            reply: tx.into(),
-        })
-        .map_err(|_| Error::unavailable("the writer is not running"))?;
-    rx.await
-        .map_err(|_| Error::unavailable("the writer stopped before applying the write"))?
-}
-
 enum Job {
     Write(Operation, RpcReplyPort<Result<OperationOutcome>>),
-    Checkpoint(CheckpointMode, RpcReplyPort<Result<CheckpointOutcome>>),
+    Maintain(Maintenance, RpcReplyPort<Result<MaintenanceRun>>),
     Barrier(RpcReplyPort<()>),
 }
 
@@ -404,8 +370,8 @@ impl ConnectionLoop {
                     next = control;
                     self.commit(batch);
                 }
-                Job::Checkpoint(mode, reply) => {
-                    let _ = reply.send(checkpoint(&self.conn, mode));
+                Job::Maintain(task, reply) => {
+                    let _ = reply.send(self.maintain(task));
                 }
                 Job::Barrier(reply) => {
                     let _ = reply.send(());
@@ -443,6 +409,7 @@ impl ConnectionLoop {
     /// every caller.
     fn commit(&self, batch: Vec<Pending>) {
         let (ops, replies): (Vec<Operation>, Vec<_>) = batch.into_iter().unzip();
+        let started = Instant::now();
         let attempts = AtomicU64::new(0);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             (|| {
@@ -480,14 +447,43 @@ impl ConnectionLoop {
                 vec![Err(e); ops.len()]
             }
         };
+        let failed = results.iter().filter(|r| r.is_err()).count() as u64;
+        let committed = results.len() as u64 - failed;
+        self.counters
+            .committed
+            .fetch_add(committed, Ordering::Relaxed);
+        self.counters.failed.fetch_add(failed, Ordering::Relaxed);
         for (reply, result) in replies.into_iter().zip(results) {
-            let counter = match result {
-                Ok(_) => &self.counters.committed,
-                Err(_) => &self.counters.failed,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
             let _ = reply.send(result);
         }
+        let name = self.config.name;
+        metrics::counter!("resilite_writes_total", "writer" => name, "outcome" => "committed")
+            .increment(committed);
+        metrics::counter!("resilite_writes_total", "writer" => name, "outcome" => "failed")
+            .increment(failed);
+        metrics::histogram!("resilite_commit_batch_size", "writer" => name)
+            .record(ops.len() as f64);
+        metrics::histogram!("resilite_commit_duration_seconds", "writer" => name)
+            .record(started.elapsed().as_secs_f64());
+        metrics::gauge!("resilite_writer_queue_depth", "writer" => name).set(self.rx.len() as f64);
+    }
+
+    /// Run a maintenance task between two transactions.
+    fn maintain(&self, task: Maintenance) -> Result<MaintenanceRun> {
+        let run = maintenance::run(&self.conn, &self.config.db.path, task);
+        match &run {
+            Ok(run) => tracing::info!(
+                writer = self.config.name,
+                task = task.name(),
+                duration_ms = run.duration_ms,
+                reclaimed = run.bytes_reclaimed(),
+                "maintenance done"
+            ),
+            Err(e) => {
+                tracing::warn!(writer = self.config.name, task = task.name(), detail = %e.detail, "maintenance failed")
+            }
+        }
+        run
     }
 }
 
@@ -617,24 +613,6 @@ fn run_statement(conn: &Connection, s: &Statement) -> Result<WriteOutcome> {
         rows_affected,
         last_insert_rowid: conn.last_insert_rowid(),
     })
-}
-
-/// Run `PRAGMA wal_checkpoint(mode)` on `conn`.
-pub fn checkpoint(conn: &Connection, mode: CheckpointMode) -> Result<CheckpointOutcome> {
-    let mode = match mode {
-        CheckpointMode::Passive => "PASSIVE",
-        CheckpointMode::Full => "FULL",
-        CheckpointMode::Restart => "RESTART",
-        CheckpointMode::Truncate => "TRUNCATE",
-    };
-    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-        Ok(CheckpointOutcome {
-            busy: r.get::<_, i64>(0)? != 0,
-            wal_frames: r.get(1)?,
-            checkpointed_frames: r.get(2)?,
-        })
-    })
-    .map_err(Error::from)
 }
 
 fn rollback_quietly(conn: &Connection) {

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use resilite_actors::writer::{checkpoint, CheckpointMode};
+use resilite_actors::maintenance::{self, Maintenance};
+use resilite_actors::CheckpointMode;
 
 use super::open_existing;
 
@@ -35,7 +36,10 @@ pub fn run(args: CheckpointArgs) -> Result<ExitCode, Box<dyn std::error::Error>>
         Mode::Restart => CheckpointMode::Restart,
         Mode::Truncate => CheckpointMode::Truncate,
     };
-    let outcome = checkpoint(&conn, mode)?;
+    let run = maintenance::run(&conn, &args.db, Maintenance::Checkpoint(mode))?;
+    let Some(outcome) = run.checkpoint else {
+        return Err("the checkpoint reported nothing".into());
+    };
     if outcome.wal_frames < 0 {
         println!(
             "{} is not in WAL mode: nothing to checkpoint",
@@ -44,10 +48,12 @@ pub fn run(args: CheckpointArgs) -> Result<ExitCode, Box<dyn std::error::Error>>
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "checkpoint {:?}: {} of {} WAL frames checkpointed{}",
-        mode,
+        "checkpoint {}: {} of {} WAL frames checkpointed, {} bytes reclaimed in {:.1} ms{}",
+        mode.as_str(),
         outcome.checkpointed_frames,
         outcome.wal_frames,
+        run.bytes_reclaimed(),
+        run.duration_ms,
         if outcome.busy {
             " (busy: a reader or writer kept it from finishing)"
         } else {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use resilite_actors::health::{inspect, Thresholds};
+use resilite_actors::health::{inspect, HealthConfig};
 use resilite_actors::DbOptions;
 
 #[derive(Debug, Args)]
@@ -18,11 +18,19 @@ pub struct HealthArgs {
     /// Run the full integrity_check instead of quick_check.
     #[arg(long)]
     full: bool,
+    /// Take the thresholds from this config file's [health] section
+    /// (default: the built-in thresholds).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 /// Exit code 0 HEALTHY, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 pub fn run(args: HealthArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let report = inspect(&DbOptions::new(&args.db), args.full, &Thresholds::default());
+    let thresholds = match &args.config {
+        Some(path) => crate::Config::load(path)?.health,
+        None => HealthConfig::default(),
+    };
+    let report = inspect(&DbOptions::new(&args.db), args.full, &thresholds);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

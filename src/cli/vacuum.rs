@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use clap::Args;
+use resilite_actors::maintenance::{self, Maintenance};
 
 use super::open_existing;
 
@@ -17,21 +17,13 @@ pub struct VacuumArgs {
 
 pub fn run(args: VacuumArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let conn = open_existing(&args.db)?;
-    let size = |c: &rusqlite::Connection| -> rusqlite::Result<i64> {
-        c.query_row(
-            "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size",
-            [],
-            |r| r.get(0),
-        )
-    };
-    let before = size(&conn)?;
-    let started = Instant::now();
-    conn.execute_batch("VACUUM")?;
-    let after = size(&conn)?;
+    let run = maintenance::run(&conn, &args.db, Maintenance::Vacuum)?;
     println!(
-        "vacuum: {before} -> {after} bytes ({} reclaimed) in {:.2?}",
-        before - after,
-        started.elapsed()
+        "vacuum: {} -> {} bytes ({} reclaimed) in {:.1} ms",
+        run.bytes_before,
+        run.bytes_after,
+        run.bytes_reclaimed(),
+        run.duration_ms
     );
     Ok(ExitCode::SUCCESS)
 }

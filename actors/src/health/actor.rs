@@ -1,0 +1,402 @@
+//! HealthActor: runs the health checks on their schedules, adds the write
+//! probe (a round trip through the writer) and the actors' states, records
+//! every result in the journal's health history (pruned by age), publishes
+//! the latest report and metrics, emits events, and runs maintenance
+//! through the writer (automatic checkpoint, VACUUM when idle, periodic
+//! `PRAGMA optimize`, or on demand), recording each run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use super::history;
+use super::inspect::{measure, Checks, IntegrityCheck};
+use super::{HealthConfig, HealthReport, HealthStatus};
+use crate::connection::DbOptions;
+use crate::error::{Error, Result};
+use crate::maintenance::{CheckpointMode, Maintenance, MaintenanceRun};
+use crate::slot::{self, ActorStatus, WriterSlot};
+use crate::value::{Operation, Statement, Value};
+use crate::writer::WriterMsg;
+
+/// Longest wait for the write probe before the writer counts as stuck.
+const WRITE_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the HealthActor needs; cloned for each (re)start.
+#[derive(Clone)]
+pub struct HealthArgs {
+    /// The application database.
+    pub db: DbOptions,
+    /// Schedules, thresholds, automatic maintenance.
+    pub config: HealthConfig,
+    /// The application writer (write probe, maintenance).
+    pub app: watch::Receiver<WriterSlot>,
+    /// The journal writer (history, maintenance records).
+    pub journal: watch::Receiver<WriterSlot>,
+    /// The supervised actors, as the supervisor publishes them.
+    pub roster: watch::Receiver<Vec<ActorStatus>>,
+    /// Where the latest report is published.
+    pub latest: Arc<watch::Sender<Option<Arc<HealthReport>>>>,
+    /// Where events go.
+    pub events: broadcast::Sender<HealthEvent>,
+}
+
+/// Something a health check found that others may act on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum HealthEvent {
+    /// The overall status changed.
+    StatusChanged {
+        /// The status before.
+        from: HealthStatus,
+        /// The status now.
+        to: HealthStatus,
+        /// The rule that set it.
+        rule: String,
+    },
+    /// An integrity check failed: the database needs recovery (restore from
+    /// a verified backup).
+    IntegrityFailed {
+        /// What the check reported.
+        detail: String,
+    },
+}
+
+/// Messages of the HealthActor.
+pub enum HealthMsg {
+    /// Run the checks that are due (sent by the actor's own timer).
+    Tick,
+    /// Run every check now, the full integrity check included.
+    CheckNow(RpcReplyPort<HealthReport>),
+    /// Run a maintenance task through the writer and record it.
+    Maintain {
+        /// The task.
+        task: Maintenance,
+        /// Where the outcome goes.
+        reply: RpcReplyPort<Result<MaintenanceRun>>,
+    },
+}
+
+/// The HealthActor. Spawn it with [`HealthArgs`].
+pub struct HealthActor;
+
+/// When each scheduled check last ran, and the results carried between runs.
+pub struct HealthState {
+    args: HealthArgs,
+    timer: Option<JoinHandle<()>>,
+    last_tick: Option<Instant>,
+    last_quick: Option<Instant>,
+    last_full: Option<Instant>,
+    last_foreign_keys: Option<Instant>,
+    last_optimize: Instant,
+    integrity: Option<(String, bool)>,
+    foreign_key_violations: i64,
+    /// Operations the writer had answered after the last write probe, and
+    /// since when that count has not moved: how long the application has
+    /// not written (the probes themselves do not count).
+    writer_ops: u64,
+    quiet_since: Instant,
+}
+
+impl Actor for HealthActor {
+    type Msg = HealthMsg;
+    type State = HealthState;
+    type Arguments = HealthArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<HealthMsg>,
+        args: HealthArgs,
+    ) -> Result<HealthState, ActorProcessingErr> {
+        // The first check (with the full integrity check) runs right away.
+        myself.send_message(HealthMsg::Tick)?;
+        let timer = myself.send_interval(args.config.interval, || HealthMsg::Tick);
+        Ok(HealthState {
+            args,
+            timer: Some(timer),
+            last_tick: None,
+            last_quick: None,
+            last_full: None,
+            last_foreign_keys: None,
+            last_optimize: Instant::now(),
+            integrity: None,
+            foreign_key_violations: 0,
+            writer_ops: 0,
+            quiet_since: Instant::now(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<HealthMsg>,
+        msg: HealthMsg,
+        state: &mut HealthState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            HealthMsg::Tick => {
+                // Ticks that queued up behind a long check are skipped.
+                let interval = state.args.config.interval;
+                if state.last_tick.is_some_and(|t| t.elapsed() < interval / 2) {
+                    return Ok(());
+                }
+                let checks = state.due();
+                state.check(checks).await;
+            }
+            HealthMsg::CheckNow(reply) => {
+                let report = state.check(Checks::all(true)).await;
+                let _ = reply.send(report);
+            }
+            HealthMsg::Maintain { task, reply } => {
+                let _ = reply.send(state.maintain(task, "manual").await);
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<HealthMsg>,
+        state: &mut HealthState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = state.timer.take() {
+            timer.abort();
+        }
+        Ok(())
+    }
+}
+
+impl HealthState {
+    /// The slower checks whose period has elapsed.
+    fn due(&self) -> Checks {
+        let c = &self.args.config;
+        let elapsed =
+            |last: Option<Instant>, every: Duration| last.is_none_or(|t| t.elapsed() >= every);
+        let integrity = if elapsed(self.last_full, c.integrity_check_every) {
+            Some(IntegrityCheck::Full)
+        } else if elapsed(self.last_quick, c.quick_check_every) {
+            Some(IntegrityCheck::Quick)
+        } else {
+            None
+        };
+        Checks {
+            integrity,
+            foreign_keys: elapsed(self.last_foreign_keys, c.foreign_key_check_every),
+        }
+    }
+
+    /// Run `checks`, judge, maintain, record and publish.
+    async fn check(&mut self, checks: Checks) -> HealthReport {
+        let started = Instant::now();
+        self.last_tick = Some(started);
+        let db = self.args.db.clone();
+        let (mut report, readable) = tokio::task::spawn_blocking(move || measure(&db, checks))
+            .await
+            .unwrap_or_else(|e| {
+                let mut report = HealthReport::new(self.args.db.path.clone());
+                report.status = HealthStatus::Unknown;
+                report.rule = format!("the checks panicked: {e}");
+                (report, false)
+            });
+        self.remember(checks, &mut report, started);
+        let ops_before_probe = self.writer_ops().await;
+        if ops_before_probe != Some(self.writer_ops) {
+            self.quiet_since = Instant::now();
+        }
+        report.figures.write_probe_ms = self.write_probe().await;
+        // The probe is one more operation; a write that raced it moves the
+        // count further and ends the quiet period at the next check.
+        self.writer_ops = ops_before_probe.map_or(0, |n| n + 1);
+        report.actors = self.args.roster.borrow().clone();
+        report.judge_actors();
+        if readable {
+            report.judge_database(&self.args.config);
+            if report.figures.write_probe_ms.is_none() {
+                report.raise(
+                    HealthStatus::Critical,
+                    "the write probe failed: the writer is not accepting writes".into(),
+                );
+            }
+            report.maintenance = self.auto_maintain(&report).await;
+        }
+        self.record(&report).await;
+        self.publish(&report, checks);
+        metrics::histogram!("resilite_health_check_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        report
+    }
+
+    /// Note when the checks ran; carry the integrity and foreign key results
+    /// of earlier runs into a report whose run skipped them.
+    fn remember(&mut self, checks: Checks, report: &mut HealthReport, now: Instant) {
+        match checks.integrity {
+            Some(IntegrityCheck::Full) => {
+                self.last_full = Some(now);
+                self.last_quick = Some(now);
+            }
+            Some(IntegrityCheck::Quick) => self.last_quick = Some(now),
+            None => {}
+        }
+        if checks.integrity.is_some() && report.integrity != "not checked" {
+            self.integrity = Some((report.integrity.clone(), report.full_integrity_check));
+        } else if let Some((text, full)) = &self.integrity {
+            report.integrity = text.clone();
+            report.full_integrity_check = *full;
+        }
+        if checks.foreign_keys {
+            self.last_foreign_keys = Some(now);
+            self.foreign_key_violations = report.figures.foreign_key_violations;
+        } else {
+            report.figures.foreign_key_violations = self.foreign_key_violations;
+        }
+    }
+
+    /// Milliseconds of a round trip through the writer: a transaction that
+    /// takes the write lock and changes only a TEMP table, so the
+    /// application's schema is never touched. `None` when it failed.
+    async fn write_probe(&self) -> Option<f64> {
+        let probe = Operation::Batch(vec![
+            Statement::sql(
+                "CREATE TEMP TABLE IF NOT EXISTS resilite_write_probe (id INTEGER PRIMARY KEY, at INTEGER)",
+            ),
+            Statement::new(
+                "REPLACE INTO temp.resilite_write_probe (id, at) VALUES (1, ?1)",
+                [Value::Integer(crate::maintenance::now_ms())],
+            ),
+        ]);
+        let started = Instant::now();
+        match tokio::time::timeout(WRITE_PROBE_TIMEOUT, slot::write(&self.args.app, probe)).await {
+            Ok(Ok(_)) => Some(started.elapsed().as_secs_f64() * 1000.0),
+            Ok(Err(e)) => {
+                tracing::warn!(class = ?e.class, detail = %e.detail, "write probe failed");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?WRITE_PROBE_TIMEOUT, "write probe timed out");
+                None
+            }
+        }
+    }
+
+    /// The maintenance the report calls for: checkpoint when the WAL is over
+    /// its threshold, VACUUM when utilization is low and the writer idle,
+    /// `PRAGMA optimize` when its period has elapsed.
+    async fn auto_maintain(&mut self, report: &HealthReport) -> Vec<MaintenanceRun> {
+        let c = self.args.config.clone();
+        let f = &report.figures;
+        let mut runs = Vec::new();
+        if c.auto_checkpoint && f.wal_bytes > c.wal_checkpoint_bytes {
+            // PASSIVE never waits for readers; only when it moved every frame
+            // does TRUNCATE follow (then it cannot block on a reader's
+            // snapshot) and shrink the file.
+            let passive = self
+                .maintain(Maintenance::Checkpoint(CheckpointMode::Passive), "auto")
+                .await;
+            if let Ok(run) = passive {
+                let complete = run
+                    .checkpoint
+                    .is_some_and(|o| !o.busy && o.checkpointed_frames == o.wal_frames);
+                runs.push(run);
+                if complete {
+                    let truncate = Maintenance::Checkpoint(CheckpointMode::Truncate);
+                    runs.extend(self.maintain(truncate, "auto").await);
+                }
+            }
+        }
+        // VACUUM rewrites the whole file: it needs that much free disk.
+        let vacuum_room = f.disk_free_bytes == 0 || f.disk_free_bytes > f.db_bytes;
+        let quiet = self.quiet_since.elapsed() >= c.vacuum_idle;
+        if c.auto_vacuum && f.utilization_pct < c.min_utilization_pct && vacuum_room && quiet {
+            runs.extend(self.maintain(Maintenance::Vacuum, "auto").await);
+        }
+        if self.last_optimize.elapsed() >= c.optimize_every {
+            self.last_optimize = Instant::now();
+            runs.extend(self.maintain(Maintenance::Optimize, "scheduled").await);
+        }
+        runs
+    }
+
+    /// Operations the application writer has answered since it started.
+    async fn writer_ops(&self) -> Option<u64> {
+        let writer = slot::running(&mut self.args.app.clone()).await.ok()?;
+        let stats = ractor::call!(writer.actor, WriterMsg::Stats).ok()?;
+        Some(stats.committed + stats.failed)
+    }
+
+    /// Run `task` on the application writer, between two transactions, and
+    /// record it in the journal.
+    async fn maintain(&self, task: Maintenance, trigger: &str) -> Result<MaintenanceRun> {
+        let writer = slot::running(&mut self.args.app.clone()).await?;
+        let run = ractor::call!(writer.actor, |reply| WriterMsg::Maintain { task, reply })
+            .map_err(|e| Error::unavailable(format!("the writer did not answer: {e}")))?;
+        let outcome = match &run {
+            Ok(run) => {
+                metrics::counter!("resilite_maintenance_runs_total", "task" => task.name())
+                    .increment(1);
+                metrics::counter!("resilite_maintenance_reclaimed_bytes_total", "task" => task.name())
+                    .increment(run.bytes_reclaimed());
+                history::record_maintenance(run, trigger, None)
+            }
+            Err(e) => history::record_failed_maintenance(task, trigger, e),
+        };
+        if let Err(e) = slot::write(&self.args.journal, Operation::Statement(outcome)).await {
+            tracing::warn!(detail = %e.detail, "could not record the maintenance run in the journal");
+        }
+        run
+    }
+
+    /// Store the report in the health history and prune old rows.
+    async fn record(&self, report: &HealthReport) {
+        let retention = self.args.config.history_retention;
+        let mut statements = vec![history::record(report)];
+        statements.extend(history::prune(report.checked_at_ms, retention));
+        if let Err(e) = slot::write(&self.args.journal, Operation::Batch(statements)).await {
+            tracing::warn!(detail = %e.detail, "could not record the health check in the journal");
+        }
+    }
+
+    /// Publish the report, its metrics and the events it raises.
+    fn publish(&self, report: &HealthReport, checks: Checks) {
+        let previous = self.args.latest.borrow().as_ref().map(|r| r.status);
+        if previous != Some(report.status) {
+            let from = previous.unwrap_or(HealthStatus::Unknown);
+            if report.status == HealthStatus::Healthy {
+                tracing::info!(status = report.status.as_str(), "health status changed");
+            } else {
+                tracing::warn!(status = report.status.as_str(), rule = %report.rule, "health status changed");
+            }
+            let _ = self.args.events.send(HealthEvent::StatusChanged {
+                from,
+                to: report.status,
+                rule: report.rule.clone(),
+            });
+        }
+        if checks.integrity.is_some()
+            && report.integrity != "ok"
+            && report.integrity != "not checked"
+        {
+            tracing::error!(detail = %report.integrity, "integrity check failed; recovery needed");
+            let _ = self.args.events.send(HealthEvent::IntegrityFailed {
+                detail: report.integrity.clone(),
+            });
+        }
+        let f = &report.figures;
+        metrics::gauge!("resilite_health_status").set(f64::from(report.status.exit_code()));
+        metrics::gauge!("resilite_db_bytes").set(f.db_bytes as f64);
+        metrics::gauge!("resilite_wal_bytes").set(f.wal_bytes as f64);
+        metrics::gauge!("resilite_disk_free_bytes").set(f.disk_free_bytes as f64);
+        metrics::gauge!("resilite_db_utilization_ratio").set(f.utilization_pct / 100.0);
+        metrics::gauge!("resilite_read_probe_seconds").set(f.read_probe_ms / 1000.0);
+        if let Some(ms) = f.write_probe_ms {
+            metrics::gauge!("resilite_write_probe_seconds").set(ms / 1000.0);
+        }
+        metrics::counter!("resilite_health_checks_total", "status" => report.status.as_str())
+            .increment(1);
+        self.args
+            .latest
+            .send_replace(Some(Arc::new(report.clone())));
+    }
+}

@@ -1,0 +1,143 @@
+//! Where a supervised actor stands, as the handles that use it see it.
+//!
+//! The supervisor publishes each child in a [`Slot`] (a tokio watch
+//! channel); handles read it, so a restart is invisible to callers beyond a
+//! short wait for the new actor.
+
+use std::time::Duration;
+
+use ractor::ActorRef;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::value::{Operation, OperationOutcome};
+use crate::writer::{WriterHandle, WriterMsg};
+
+/// How long a caller waits for a failed actor to be restarted.
+pub const RESTART_WAIT: Duration = Duration::from_secs(10);
+/// How often one write is re-sent after its writer died before taking it.
+const MAX_RESENDS: usize = 5;
+
+/// The state of a supervised actor; `T` is what callers use while it runs.
+#[derive(Debug, Clone)]
+pub enum Slot<T> {
+    /// Running.
+    Running(T),
+    /// Failed and being restarted (or not started yet).
+    Restarting,
+    /// Failed past the restart limit; the text says why.
+    Failed(String),
+    /// Stopped by shutdown.
+    Stopped,
+}
+
+/// A running writer: its actor (for control messages) and a handle that
+/// sends writes straight to its connection thread.
+#[derive(Debug, Clone)]
+pub struct RunningWriter {
+    /// The WriterActor.
+    pub actor: ActorRef<WriterMsg>,
+    /// The hot path to its connection thread.
+    pub handle: WriterHandle,
+}
+
+/// The slot of a writer.
+pub type WriterSlot = Slot<RunningWriter>;
+
+/// An actor's state as reports show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotState {
+    /// Running.
+    Running,
+    /// Being restarted.
+    Restarting,
+    /// Failed past the restart limit.
+    Failed,
+    /// Stopped.
+    Stopped,
+}
+
+impl Slot<()> {
+    /// This state for a slot of any kind; `Running` (which needs what the
+    /// actor holds) becomes `Restarting`.
+    pub fn down<T>(&self) -> Slot<T> {
+        match self {
+            Slot::Running(()) | Slot::Restarting => Slot::Restarting,
+            Slot::Failed(reason) => Slot::Failed(reason.clone()),
+            Slot::Stopped => Slot::Stopped,
+        }
+    }
+}
+
+impl<T> Slot<T> {
+    /// The state without what the running actor holds.
+    pub fn state(&self) -> SlotState {
+        match self {
+            Slot::Running(_) => SlotState::Running,
+            Slot::Restarting => SlotState::Restarting,
+            Slot::Failed(_) => SlotState::Failed,
+            Slot::Stopped => SlotState::Stopped,
+        }
+    }
+}
+
+/// What `slot` holds once it runs, waiting (bounded by [`RESTART_WAIT`])
+/// while the actor is restarted.
+pub async fn running<T: Clone>(slot: &mut watch::Receiver<Slot<T>>) -> Result<T> {
+    let wait = tokio::time::timeout(RESTART_WAIT, async {
+        loop {
+            match &*slot.borrow_and_update() {
+                Slot::Running(t) => return Ok(t.clone()),
+                Slot::Failed(reason) => return Err(Error::unavailable(reason.clone())),
+                Slot::Stopped => return Err(Error::unavailable("resilite is shut down")),
+                Slot::Restarting => {}
+            }
+            if slot.changed().await.is_err() {
+                return Err(Error::unavailable("resilite is shut down"));
+            }
+        }
+    });
+    wait.await.unwrap_or_else(|_| {
+        Err(Error::unavailable(format!(
+            "the actor did not come back within {}s of failing",
+            RESTART_WAIT.as_secs()
+        )))
+    })
+}
+
+/// Apply `op` through the writer in `slot`, answered after COMMIT.
+///
+/// If the writer's connection thread is gone before taking the operation
+/// (so it was never applied), it is sent to the restarted writer.
+pub async fn write(
+    slot: &watch::Receiver<WriterSlot>,
+    mut op: Operation,
+) -> Result<OperationOutcome> {
+    let mut slot = slot.clone();
+    for _ in 0..MAX_RESENDS {
+        let writer = running(&mut slot).await?;
+        match writer.handle.write(op).await {
+            Ok(result) => return result,
+            Err(returned) => op = returned,
+        }
+        let _ = tokio::time::timeout(RESTART_WAIT, slot.changed()).await;
+    }
+    Err(Error::unavailable(
+        "the writer kept failing before it could take the write; nothing was applied",
+    ))
+}
+
+/// One supervised actor as the supervisor reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActorStatus {
+    /// The actor's name (`writer`, `journal-writer`, `health`).
+    pub name: String,
+    /// Its state.
+    pub state: SlotState,
+    /// Restarts since the runtime started.
+    pub restarts: u32,
+    /// Why it last failed.
+    pub last_failure: Option<String>,
+}

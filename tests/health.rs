@@ -1,0 +1,316 @@
+//! The HealthActor through the runtime's message API: reports with probes
+//! and actor states, automatic checkpoint of a WAL grown under a held
+//! snapshot, VACUUM when idle, history written and pruned, and a corrupted
+//! page reported CRITICAL with an IntegrityFailed event.
+
+mod common;
+
+use std::io::{Seek, SeekFrom, Write};
+use std::time::Duration;
+
+use resilite::actors::health::{HealthEvent, HealthStatus};
+use resilite::actors::{CheckpointMode, Maintenance, SlotState};
+use resilite::Statement;
+
+use common::{open_direct, start_with};
+
+/// No background checks during a test beyond the one at startup.
+fn quiet_schedule(c: &mut resilite::Config) {
+    c.health.interval = Duration::from_secs(3600);
+    for every in [
+        &mut c.health.quick_check_every,
+        &mut c.health.integrity_check_every,
+        &mut c.health.foreign_key_check_every,
+        &mut c.health.optimize_every,
+    ] {
+        *every = Duration::from_secs(3600);
+    }
+}
+
+fn wal_len(db: &std::path::Path) -> u64 {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+}
+
+fn journal_count(t: &common::TestRuntime, sql: &str) -> i64 {
+    let journal = t.rt.config().journal_path();
+    open_direct(&journal)
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_database_is_healthy_with_probes_actors_and_history() {
+    let t = start_with(quiet_schedule).await;
+    let report = t.rt.check_now().await.unwrap();
+    assert_eq!(report.status, HealthStatus::Healthy, "{}", report.to_text());
+    assert_eq!(report.integrity, "ok");
+    assert!(
+        report.full_integrity_check,
+        "check_now runs integrity_check"
+    );
+    let write_ms = report.figures.write_probe_ms.expect("write probe ran");
+    assert!(
+        write_ms > 0.0 && write_ms < 5000.0,
+        "write probe {write_ms} ms"
+    );
+    let names: Vec<_> = report.actors.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["journal-writer", "writer", "health"]);
+    assert!(report
+        .actors
+        .iter()
+        .all(|a| a.state == SlotState::Running && a.restarts == 0));
+    assert_eq!(t.rt.health().await.unwrap().status, HealthStatus::Healthy);
+    t.rt.ready().expect("ready");
+
+    // The probe never touches the application's schema.
+    let tables =
+        t.rt.query(Statement::sql("SELECT count(*) FROM sqlite_master"))
+            .await
+            .unwrap();
+    assert_eq!(tables.rows[0][0], resilite::Value::Integer(0));
+    // Startup check + check_now, figures as columns.
+    assert!(
+        journal_count(
+            &t,
+            "SELECT count(*) FROM health_history WHERE status = 'HEALTHY' AND write_probe_ms > 0 AND page_size > 0"
+        ) >= 2
+    );
+    t.rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wal_grown_under_a_held_snapshot_is_recommended_then_auto_checkpointed() {
+    let t = start_with(|c| {
+        quiet_schedule(c);
+        c.health.wal_checkpoint_bytes = 64 * 1024;
+        c.health.wal_urgent_bytes = 512 * 1024 * 1024;
+    })
+    .await;
+    let db = t.db_path();
+    t.rt.execute(Statement::sql("CREATE TABLE t(v BLOB)"))
+        .await
+        .unwrap();
+    // A reader holding a snapshot keeps any checkpoint from resetting the WAL.
+    let reader = open_direct(&db);
+    reader.execute_batch("BEGIN").unwrap();
+    reader
+        .query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    for _ in 0..300 {
+        t.rt.execute(Statement::sql("INSERT INTO t VALUES (randomblob(8000))"))
+            .await
+            .unwrap();
+    }
+    let grown = wal_len(&db);
+    assert!(grown > 2 * 1024 * 1024, "WAL grew to {grown} bytes");
+
+    let held = t.rt.check_now().await.unwrap();
+    assert!(held.recommends("checkpoint"), "{}", held.to_text());
+    assert!(held.figures.wal_bytes >= grown);
+    // The automatic checkpoint ran PASSIVE, could not finish, and did not
+    // try TRUNCATE against the reader.
+    let tasks: Vec<_> = held.maintenance.iter().map(|m| m.task).collect();
+    assert_eq!(
+        tasks,
+        [Maintenance::Checkpoint(CheckpointMode::Passive)],
+        "{}",
+        held.to_text()
+    );
+    assert!(wal_len(&db) >= grown, "nothing could be truncated yet");
+
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    let released = t.rt.check_now().await.unwrap();
+    let truncate = released
+        .maintenance
+        .iter()
+        .find(|m| m.task == Maintenance::Checkpoint(CheckpointMode::Truncate))
+        .unwrap_or_else(|| panic!("no truncate: {}", released.to_text()));
+    assert!(truncate.bytes_reclaimed() >= grown / 2, "{truncate:?}");
+    assert_eq!(wal_len(&db), 0, "the WAL file was truncated");
+    assert!(
+        journal_count(
+            &t,
+            "SELECT count(*) FROM maintenance_runs WHERE task = 'checkpoint' AND mode = 'truncate' AND trigger = 'auto' AND bytes_reclaimed > 0"
+        ) == 1
+    );
+    let rows =
+        t.rt.query(Statement::sql("SELECT count(*) FROM t"))
+            .await
+            .unwrap();
+    assert_eq!(rows.rows[0][0], resilite::Value::Integer(300));
+    t.rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_utilization_is_vacuumed_when_the_writer_is_idle() {
+    let t = start_with(|c| {
+        quiet_schedule(c);
+        c.health.vacuum_idle = Duration::ZERO;
+    })
+    .await;
+    let db = t.db_path();
+    t.rt.execute(Statement::sql(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)",
+    ))
+    .await
+    .unwrap();
+    t.rt.execute(Statement::sql(
+        "INSERT INTO t(v) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4000) \
+         SELECT randomblob(1000) FROM n",
+    ))
+    .await
+    .unwrap();
+    t.rt.execute(Statement::sql("DELETE FROM t WHERE id % 10 != 0"))
+        .await
+        .unwrap();
+    t.rt.maintain(Maintenance::Checkpoint(CheckpointMode::Truncate))
+        .await
+        .unwrap();
+    let before = std::fs::metadata(&db).unwrap().len();
+
+    let report = t.rt.check_now().await.unwrap();
+    assert!(report.recommends("vacuum"), "{}", report.to_text());
+    let vacuum = report
+        .maintenance
+        .iter()
+        .find(|m| m.task == Maintenance::Vacuum)
+        .unwrap_or_else(|| panic!("no vacuum: {}", report.to_text()));
+    let after = std::fs::metadata(&db).unwrap().len();
+    assert!(after * 4 < before, "file {before} -> {after} bytes");
+    assert!(vacuum.bytes_reclaimed() * 4 > before * 3, "{vacuum:?}");
+    let again = t.rt.check_now().await.unwrap();
+    assert!(!again.recommends("vacuum"), "{}", again.to_text());
+    let rows =
+        t.rt.query(Statement::sql("SELECT count(*) FROM t"))
+            .await
+            .unwrap();
+    assert_eq!(rows.rows[0][0], resilite::Value::Integer(400));
+    t.rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_history_is_written_and_pruned_by_age() {
+    let t = start_with(|c| {
+        quiet_schedule(c);
+        c.health.history_retention = Duration::from_secs(30 * 86_400);
+    })
+    .await;
+    t.rt.check_now().await.unwrap();
+    let journal = open_direct(&t.rt.config().journal_path());
+    let day_ms: i64 = 86_400_000;
+    let now_ms = resilite::actors::maintenance::now_ms();
+    for (age_days, status) in [(40, "OLD"), (20, "KEPT")] {
+        journal
+            .execute(
+                "INSERT INTO health_history (at_ms, at, status, rule, integrity, full_integrity_check, \
+                 db_bytes, wal_bytes, shm_bytes, page_count, page_size, freelist_count, utilization_pct, \
+                 disk_free_bytes, disk_free_pct, read_probe_ms, foreign_key_violations, actors_failed, \
+                 actor_restarts, recommendations) \
+                 VALUES (?1, 'then', ?2, '', 'ok', 0, 0, 0, 0, 0, 0, 0, 100, 0, 50, 0, 0, 0, 0, '')",
+                rusqlite::params![now_ms - age_days * day_ms, status],
+            )
+            .unwrap();
+    }
+    journal
+        .execute(
+            "INSERT INTO maintenance_runs (at_ms, at, task, trigger, outcome) VALUES (?1, 'then', 'optimize', 'scheduled', 'done')",
+            [now_ms - 40 * day_ms],
+        )
+        .unwrap();
+    drop(journal);
+
+    t.rt.check_now().await.unwrap();
+    assert_eq!(
+        journal_count(
+            &t,
+            "SELECT count(*) FROM health_history WHERE status = 'OLD'"
+        ),
+        0,
+        "a row older than the retention is pruned"
+    );
+    assert_eq!(
+        journal_count(
+            &t,
+            "SELECT count(*) FROM health_history WHERE status = 'KEPT'"
+        ),
+        1
+    );
+    assert_eq!(
+        journal_count(
+            &t,
+            "SELECT count(*) FROM maintenance_runs WHERE at = 'then'"
+        ),
+        0
+    );
+    assert!(
+        journal_count(
+            &t,
+            "SELECT count(*) FROM health_history WHERE status = 'HEALTHY' AND at LIKE '20%T%Z'"
+        ) >= 3,
+        "startup and both check_now runs are recorded with their time"
+    );
+    t.rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_page_is_critical_and_emits_integrity_failed() {
+    let t = start_with(quiet_schedule).await;
+    let db = t.db_path();
+    t.rt.execute(Statement::sql(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)",
+    ))
+    .await
+    .unwrap();
+    for chunk in 0..20 {
+        let values: Vec<String> = (0..100)
+            .map(|i| format!("({}, printf('%.200c', 'x'))", chunk * 100 + i))
+            .collect();
+        t.rt.execute(Statement::sql(format!(
+            "INSERT INTO t(id, v) VALUES {}",
+            values.join(",")
+        )))
+        .await
+        .unwrap();
+    }
+    t.rt.maintain(Maintenance::Checkpoint(CheckpointMode::Truncate))
+        .await
+        .unwrap();
+    let mut events = t.rt.health_events();
+    // Overwrite bytes inside a b-tree page of the table (page 6 of 4 KiB).
+    let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+    f.seek(SeekFrom::Start(4096 * 5 + 100)).unwrap();
+    f.write_all(&[0xff; 200]).unwrap();
+    drop(f);
+
+    let report = t.rt.check_now().await.unwrap();
+    assert_eq!(
+        report.status,
+        HealthStatus::Critical,
+        "{}",
+        report.to_text()
+    );
+    assert!(
+        report.rule.contains("integrity check failed"),
+        "{}",
+        report.rule
+    );
+    assert!(report.recommends("restore"));
+    let mut integrity_failed = false;
+    while let Ok(event) = events.try_recv() {
+        if let HealthEvent::IntegrityFailed { detail } = event {
+            assert!(detail.contains("page"), "{detail}");
+            integrity_failed = true;
+        }
+    }
+    assert!(integrity_failed, "an IntegrityFailed event was emitted");
+    assert_eq!(
+        journal_count(
+            &t,
+            "SELECT count(*) FROM health_history WHERE status = 'CRITICAL' AND integrity != 'ok'"
+        ),
+        1
+    );
+}
