@@ -539,4 +539,24 @@ mod tests {
         let err = Config::parse("", env).unwrap_err();
         assert!(err.0.contains("RESILITE_WRITR_MAX_BATCH"), "{err}");
     }
+
+    #[test]
+    fn config_health_section_is_parsed_and_checked() {
+        let c = parse(
+            "[health]\ninterval = \"10s\"\nwal_checkpoint_bytes = 65536\nhistory_retention = \"30days\"\nauto_vacuum = false\n",
+        )
+        .unwrap();
+        assert_eq!(c.health.interval, Duration::from_secs(10));
+        assert_eq!(c.health.wal_checkpoint_bytes, 65536);
+        assert_eq!(c.health.history_retention, Duration::from_secs(30 * 86_400));
+        assert!(!c.health.auto_vacuum);
+
+        let err =
+            parse("[health]\nwal_checkpoint_bytes = 65536\nwal_urgent_bytes = 1000\n").unwrap_err();
+        assert!(err.0.contains("`health.wal_urgent_bytes` = 1000"), "{err}");
+        let err = parse("[health]\ninterval = \"1h\"\nquick_check_every = \"1m\"\n").unwrap_err();
+        assert!(err.0.contains("`health.quick_check_every`"), "{err}");
+        let err = parse("[health]\nintervall = \"1s\"\n").unwrap_err();
+        assert!(err.0.contains("intervall"), "{err}");
+    }
 }

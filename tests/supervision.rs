@@ -69,6 +69,13 @@ async fn supervisor_restarts_a_panicking_writer_and_records_it() {
     assert_eq!(records[0].actor, "writer");
     assert_eq!(records[0].outcome, RestartOutcome::Restarted);
     assert!(records[0].reason.contains("injected"), "{records:?}");
+
+    // The health report shows the restart and a running writer.
+    let report = t.rt.check_now().await.unwrap();
+    let writer = report.actors.iter().find(|a| a.name == "writer").unwrap();
+    assert_eq!(writer.restarts, 1, "{writer:?}");
+    assert_eq!(writer.state, resilite::actors::SlotState::Running);
+    assert!(writer.last_failure.as_deref().unwrap().contains("injected"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,6 +112,19 @@ async fn supervisor_escalates_past_the_restart_limit_with_a_clear_error() {
             .await
             .unwrap();
     assert_eq!(rows.rows[0][0], resilite::Value::Integer(0));
+
+    // Health says CRITICAL and why; the runtime is not ready.
+    let report = t.rt.check_now().await.unwrap();
+    assert_eq!(
+        report.status,
+        resilite::actors::health::HealthStatus::Critical
+    );
+    assert!(
+        report.rule.contains("writer failed past its restart limit"),
+        "{}",
+        report.rule
+    );
+    assert!(t.rt.ready().unwrap_err().contains("max_restarts"));
 
     let records = restarts_recorded(&t.rt, 3).await;
     let outcomes: Vec<_> = records.iter().map(|r| r.outcome).collect();
