@@ -9,6 +9,7 @@ use std::time::Duration;
 use resilite_actors::connection::DEFAULT_BUSY_TIMEOUT;
 use resilite_actors::health::HealthConfig;
 use resilite_actors::readers::{DEFAULT_MAX_ROWS, DEFAULT_POOL_SIZE};
+use resilite_actors::retry_queue::RetryConfig;
 use resilite_actors::writer::{
     DEFAULT_BATCH_WAIT, DEFAULT_MAX_BATCH, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY,
     DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX,
@@ -47,6 +48,8 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     /// `[health]`: check schedules, thresholds, automatic maintenance.
     pub health: HealthConfig,
+    /// `[retry]`: the durable retry queue.
+    pub retry: RetryConfig,
 }
 
 /// `[database]`
@@ -311,7 +314,40 @@ impl Config {
             Duration::from_millis(1),
             Duration::from_secs(86_400),
         )?;
-        self.validate_health()
+        self.validate_health()?;
+        self.validate_retry()
+    }
+
+    fn validate_retry(&self) -> Result<(), ConfigError> {
+        let r = &self.retry;
+        duration(
+            "retry.base_delay",
+            r.base_delay,
+            Duration::from_millis(1),
+            Duration::from_secs(3600),
+        )?;
+        duration(
+            "retry.max_delay",
+            r.max_delay,
+            r.base_delay,
+            Duration::from_secs(7 * 86_400),
+        )?;
+        range("retry.factor", r.factor, 1.0, 100.0)?;
+        range("retry.max_attempts", r.max_attempts, 1, 1_000_000)?;
+        duration(
+            "retry.poll_interval",
+            r.poll_interval,
+            Duration::from_millis(10),
+            Duration::from_secs(3600),
+        )?;
+        range("retry.replay_batch", r.replay_batch, 1, 100_000)?;
+        duration(
+            "retry.succeeded_retention",
+            r.succeeded_retention,
+            Duration::ZERO,
+            Duration::from_secs(10 * 366 * 86_400),
+        )?;
+        Ok(())
     }
 
     fn validate_health(&self) -> Result<(), ConfigError> {

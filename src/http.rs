@@ -3,25 +3,27 @@
 //!
 //! Routes: `GET /health` (liveness), `GET /ready` (readiness), `GET /metrics`
 //! (Prometheus), `GET /health/detailed`, `POST /v1/execute`, `POST /v1/batch`,
-//! `POST /v1/query`. `/health/detailed` and `/v1/*` require
+//! `POST /v1/query`, `GET /v1/dlq`, `GET /v1/dlq/{id}`,
+//! `POST /v1/dlq/{id}/requeue`, `POST /v1/dlq/{id}/discard`. `/health/detailed` and `/v1/*` require
 //! `Authorization: Bearer <token>` when a token is configured (config
 //! validation requires one off loopback).
 
 use std::future::Future;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use resilite_actors::health::{HealthReport, HealthStatus};
-use resilite_actors::{Error, ErrorClass, QueryResult, Statement, WriteOutcome};
+use resilite_actors::retry_queue::{EnqueueOptions, Entry};
+use resilite_actors::{Error, ErrorClass, Operation, QueryResult, Statement, WriteOutcome};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
-use crate::runtime::{Runtime, Status};
+use crate::runtime::{Durable, Runtime, Status};
 
 #[derive(Clone)]
 struct AppState {
@@ -29,11 +31,59 @@ struct AppState {
     token: Option<String>,
 }
 
+/// The `/v1/execute` request body: a statement, and whether to queue it
+/// durably if the database cannot take it now.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecuteRequest {
+    sql: String,
+    #[serde(default)]
+    params: Vec<resilite_actors::Value>,
+    #[serde(default)]
+    durable: bool,
+    #[serde(default)]
+    priority: Option<u8>,
+    #[serde(default)]
+    ordering_key: Option<String>,
+}
+
 /// The `/v1/batch` request body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BatchRequest {
     statements: Vec<Statement>,
+    #[serde(default)]
+    durable: bool,
+    #[serde(default)]
+    priority: Option<u8>,
+    #[serde(default)]
+    ordering_key: Option<String>,
+}
+
+/// Queue options from a request's `priority` and `ordering_key`.
+fn enqueue_options(priority: Option<u8>, ordering_key: Option<String>) -> EnqueueOptions {
+    let defaults = EnqueueOptions::default();
+    EnqueueOptions {
+        priority: priority.unwrap_or(defaults.priority),
+        ordering_key,
+        max_attempts: None,
+    }
+}
+
+/// 202 with the queue id of a write stored for replay.
+fn queued(id: i64) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "status": "queued", "id": id })),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DlqQuery {
+    #[serde(default)]
+    all: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,6 +102,10 @@ pub fn router(rt: Runtime) -> Router {
         .route("/v1/execute", post(execute))
         .route("/v1/batch", post(batch))
         .route("/v1/query", post(query))
+        .route("/v1/dlq", get(dlq_list))
+        .route("/v1/dlq/{id}", get(dlq_show))
+        .route("/v1/dlq/{id}/requeue", post(dlq_requeue))
+        .route("/v1/dlq/{id}/discard", post(dlq_discard))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
@@ -151,22 +205,107 @@ async fn metrics() -> Response {
 
 async fn execute(
     State(s): State<AppState>,
-    body: Result<Json<Statement>, JsonRejection>,
-) -> Result<Json<WriteOutcome>, ApiError> {
-    let Json(stmt) = body?;
-    Ok(Json(s.rt.execute(stmt).await?))
+    body: Result<Json<ExecuteRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body?;
+    let stmt = Statement::new(req.sql, req.params);
+    if !req.durable {
+        return Ok(Json(s.rt.execute(stmt).await?).into_response());
+    }
+    let options = enqueue_options(req.priority, req.ordering_key);
+    match s
+        .rt
+        .execute_durable(Operation::Statement(stmt), options)
+        .await?
+    {
+        Durable::Applied { mut results } => Ok(Json(results.pop()).into_response()),
+        Durable::Queued { id } => Ok(queued(id)),
+    }
 }
 
 async fn batch(
     State(s): State<AppState>,
     body: Result<Json<BatchRequest>, JsonRejection>,
-) -> Result<Json<BatchResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let Json(req) = body?;
     if req.statements.is_empty() {
         return Err(Error::bad_input("`statements` is empty: send at least one statement").into());
     }
-    let results = s.rt.batch(req.statements).await?;
-    Ok(Json(BatchResponse { results }))
+    if !req.durable {
+        let results = s.rt.batch(req.statements).await?;
+        return Ok(Json(BatchResponse { results }).into_response());
+    }
+    let options = enqueue_options(req.priority, req.ordering_key);
+    match s
+        .rt
+        .execute_durable(Operation::Batch(req.statements), options)
+        .await?
+    {
+        Durable::Applied { results } => Ok(Json(BatchResponse { results }).into_response()),
+        Durable::Queued { id } => Ok(queued(id)),
+    }
+}
+
+/// The dead-letter queue; `?all=true` includes discarded entries.
+async fn dlq_list(
+    State(s): State<AppState>,
+    query: Result<Query<DlqQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query.map_err(|e| Error::bad_input(e.body_text()))?;
+    let entries = s.rt.dead_letters(q.all).await?;
+    Ok(Json(serde_json::json!({ "entries": entries })))
+}
+
+async fn dlq_show(
+    State(s): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Entry>, ApiError> {
+    let id = entry_id(id)?;
+    s.rt.queue_entry(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| no_entry(id))
+}
+
+async fn dlq_requeue(
+    State(s): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = entry_id(id)?;
+    match s.rt.requeue(Some(id)).await? {
+        0 => Err(no_entry(id)),
+        n => Ok(Json(serde_json::json!({ "requeued": n }))),
+    }
+}
+
+async fn dlq_discard(
+    State(s): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = entry_id(id)?;
+    if !s.rt.discard(id).await? {
+        return Err(no_entry(id));
+    }
+    Ok(Json(serde_json::json!({ "discarded": id })))
+}
+
+fn entry_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
+    id.map(|Path(id)| id).map_err(|e| {
+        Error::bad_input(format!(
+            "the entry id must be an integer: {}",
+            e.body_text()
+        ))
+        .into()
+    })
+}
+
+fn no_entry(id: i64) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        error: Error::bad_input(format!(
+            "no dead-letter entry {id}: list them with GET /v1/dlq"
+        )),
+    }
 }
 
 async fn query(
@@ -181,7 +320,7 @@ async fn not_found() -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         error: Error::bad_input(
-            "no such route: use GET /health, /ready, /metrics, /health/detailed, or POST /v1/execute, /v1/batch, /v1/query",
+            "no such route: use GET /health, /ready, /metrics, /health/detailed, /v1/dlq, or POST /v1/execute, /v1/batch, /v1/query",
         ),
     }
 }

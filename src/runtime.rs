@@ -9,6 +9,9 @@ use std::time::Instant;
 use ractor::{Actor, ActorRef};
 use resilite_actors::health::{HealthArgs, HealthEvent, HealthMsg, HealthReport};
 use resilite_actors::journal::{self, RestartRecord};
+use resilite_actors::retry_queue::{
+    self, EnqueueOptions, Entry, Handler, Handlers, QueueStats, RetryArgs, RetryMsg, SQL_KIND,
+};
 use resilite_actors::slot::{self, ActorStatus, Slot, WriterSlot};
 use resilite_actors::{
     Error, ErrorClass, Maintenance, MaintenanceRun, Operation, OperationOutcome, QueryResult,
@@ -34,12 +37,30 @@ struct Inner {
     app: watch::Receiver<WriterSlot>,
     journal: watch::Receiver<WriterSlot>,
     health: watch::Receiver<Slot<ActorRef<HealthMsg>>>,
+    retry: watch::Receiver<Slot<ActorRef<RetryMsg>>>,
+    handlers: Handlers,
     roster: watch::Receiver<Vec<ActorStatus>>,
     latest: watch::Receiver<Option<Arc<HealthReport>>>,
     events: broadcast::Sender<HealthEvent>,
     readers: ReadPool,
     supervisor: ActorRef<SupervisorMsg>,
     closing: AtomicBool,
+}
+
+/// What became of a durable write.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Durable {
+    /// Committed now.
+    Applied {
+        /// One outcome per statement.
+        results: OperationOutcome,
+    },
+    /// Stored in the retry queue (committed to the journal); replayed later.
+    Queued {
+        /// The queue entry's id.
+        id: i64,
+    },
 }
 
 /// The runtime's overall state, as `/health` reports it.
@@ -67,6 +88,8 @@ impl Runtime {
         let (app_slot, app) = watch::channel(Slot::Restarting);
         let (journal_slot, journal) = watch::channel(Slot::Restarting);
         let (health_slot, health) = watch::channel(Slot::Restarting);
+        let (retry_slot, retry) = watch::channel(Slot::Restarting);
+        let handlers = Handlers::default();
         let (roster_tx, roster) = watch::channel(Vec::new());
         let (latest_tx, latest) = watch::channel(None);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -86,9 +109,17 @@ impl Runtime {
                 latest: Arc::new(latest_tx),
                 events: events.clone(),
             },
+            retry: RetryArgs {
+                config: config.retry.clone(),
+                journal_db: config.journal_db(),
+                journal: journal.clone(),
+                app: app.clone(),
+                handlers: handlers.clone(),
+            },
             journal_slot,
             app_slot,
             health_slot,
+            retry_slot,
             roster: roster_tx,
         };
         let (supervisor, _) = RootSupervisor::spawn(None, RootSupervisor, args)
@@ -117,6 +148,8 @@ impl Runtime {
                 app,
                 journal,
                 health,
+                retry,
+                handlers,
                 roster,
                 latest,
                 events,
@@ -161,6 +194,123 @@ impl Runtime {
         result
     }
 
+    /// Apply `op` now if the database takes it; if it fails in a way that
+    /// may pass (transient, unavailable, permission), store it in the
+    /// durable retry queue and answer `Queued` once that is committed. Other
+    /// errors (constraint, SQL, bad input) are returned as they are.
+    pub async fn execute_durable(&self, op: Operation, options: EnqueueOptions) -> Result<Durable> {
+        match self.write(op.clone()).await {
+            Ok(results) => Ok(Durable::Applied { results }),
+            Err(e) if e.class.is_retryable_later() => {
+                let payload = serde_json::to_value(&op)
+                    .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?;
+                let id = self
+                    .enqueue_payload(SQL_KIND, &payload, &options, Some(&e))
+                    .await?;
+                tracing::info!(id, class = e.class.as_str(), "write queued for replay");
+                Ok(Durable::Queued { id })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Queue an application payload for the handler registered for `kind`
+    /// (at-least-once delivery, with the queue's backoff and DLQ).
+    pub async fn enqueue(
+        &self,
+        kind: &str,
+        payload: serde_json::Value,
+        options: EnqueueOptions,
+    ) -> Result<i64> {
+        if kind == SQL_KIND {
+            return Err(Error::bad_input(
+                "payload kind `sql` is reserved: use execute_durable for SQL",
+            ));
+        }
+        self.enqueue_payload(kind, &payload, &options, None).await
+    }
+
+    async fn enqueue_payload(
+        &self,
+        kind: &str,
+        payload: &serde_json::Value,
+        options: &EnqueueOptions,
+        cause: Option<&Error>,
+    ) -> Result<i64> {
+        let stmt = retry_queue::enqueue_statement(
+            kind,
+            payload,
+            options,
+            &self.inner.config.retry,
+            cause,
+        )?;
+        let outcome = slot::write(&self.inner.journal, Operation::Statement(stmt)).await?;
+        metrics::counter!("resilite_retry_enqueued_total").increment(1);
+        Ok(outcome.first().map_or(0, |o| o.last_insert_rowid))
+    }
+
+    /// Handle queued payloads of `kind` with `handler`. Its error's class
+    /// decides: transient, unavailable and permission are retried with
+    /// backoff, anything else goes to the dead-letter queue.
+    pub fn register_handler(&self, kind: &str, handler: Handler) {
+        if let Ok(mut handlers) = self.inner.handlers.write() {
+            handlers.insert(kind.to_string(), handler);
+        }
+    }
+
+    /// Counts of the retry queue by status.
+    pub async fn queue_stats(&self) -> Result<QueueStats> {
+        self.read_journal(retry_queue::stats).await
+    }
+
+    /// The dead-letter queue (with `all`, discarded entries too).
+    pub async fn dead_letters(&self, all: bool) -> Result<Vec<Entry>> {
+        self.read_journal(move |c| retry_queue::dead_letters(c, all))
+            .await
+    }
+
+    /// One queue entry by id.
+    pub async fn queue_entry(&self, id: i64) -> Result<Option<Entry>> {
+        self.read_journal(move |c| retry_queue::entry_by_id(c, id))
+            .await
+    }
+
+    /// Send dead entry `id` (or, with `None`, every unresolved dead entry)
+    /// back to the queue, due now; returns how many were requeued.
+    pub async fn requeue(&self, id: Option<i64>) -> Result<usize> {
+        let ops = retry_queue::requeue_statements(id);
+        let outcome = slot::write(&self.inner.journal, Operation::Batch(ops)).await?;
+        let requeued = outcome.iter().map(|o| o.rows_affected).sum();
+        self.wake_queue();
+        Ok(requeued)
+    }
+
+    /// Discard dead entry `id` (kept in the journal, marked discarded);
+    /// false when no such dead entry exists.
+    pub async fn discard(&self, id: i64) -> Result<bool> {
+        let stmt = retry_queue::discard_statement(id);
+        let outcome = slot::write(&self.inner.journal, Operation::Statement(stmt)).await?;
+        Ok(outcome.first().is_some_and(|o| o.rows_affected > 0))
+    }
+
+    fn wake_queue(&self) {
+        if let Slot::Running(queue) = &*self.inner.retry.borrow() {
+            let _ = queue.send_message(RetryMsg::Tick);
+        }
+    }
+
+    async fn read_journal<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let journal = self.inner.config.journal_db();
+        tokio::task::spawn_blocking(move || {
+            resilite_actors::connection::open_read_only(&journal).and_then(|c| f(&c))
+        })
+        .await
+        .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?
+    }
+
     /// Run a read-only statement on the read pool.
     pub async fn query(&self, stmt: Statement) -> Result<QueryResult> {
         let started = Instant::now();
@@ -202,10 +352,7 @@ impl Runtime {
 
     /// The journal's restart log, oldest first.
     pub async fn restarts(&self) -> Result<Vec<RestartRecord>> {
-        let journal = self.inner.config.journal_db();
-        tokio::task::spawn_blocking(move || journal::restarts(&journal))
-            .await
-            .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?
+        self.read_journal(journal::restarts).await
     }
 
     /// The latest health report; runs the checks first if none has

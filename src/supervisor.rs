@@ -17,6 +17,7 @@ use std::time::Instant;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use resilite_actors::health::{HealthActor, HealthArgs, HealthMsg};
 use resilite_actors::journal::{self, RestartOutcome};
+use resilite_actors::retry_queue::{RetryArgs, RetryMsg, RetryQueueActor};
 use resilite_actors::slot::{self, ActorStatus, RunningWriter, Slot, SlotState, WriterSlot};
 use resilite_actors::{
     CheckpointMode, Error, ErrorClass, Maintenance, Operation, WriterActor, WriterConfig, WriterMsg,
@@ -37,9 +38,11 @@ pub struct SupervisorArgs {
     pub journal: WriterConfig,
     pub app: WriterConfig,
     pub health: HealthArgs,
+    pub retry: RetryArgs,
     pub journal_slot: watch::Sender<WriterSlot>,
     pub app_slot: watch::Sender<WriterSlot>,
     pub health_slot: watch::Sender<Slot<ActorRef<HealthMsg>>>,
+    pub retry_slot: watch::Sender<Slot<ActorRef<RetryMsg>>>,
     pub roster: watch::Sender<Vec<ActorStatus>>,
 }
 
@@ -54,6 +57,10 @@ enum Spec {
     Health {
         args: HealthArgs,
         slot: watch::Sender<Slot<ActorRef<HealthMsg>>>,
+    },
+    Retry {
+        args: RetryArgs,
+        slot: watch::Sender<Slot<ActorRef<RetryMsg>>>,
     },
 }
 
@@ -80,7 +87,7 @@ impl SupervisorState {
                 Slot::Running(w) => Some(w.clone()),
                 _ => None,
             },
-            Spec::Health { .. } => None,
+            Spec::Health { .. } | Spec::Retry { .. } => None,
         }
     }
 
@@ -102,7 +109,8 @@ impl SupervisorState {
 
 const JOURNAL: usize = 0;
 const APP: usize = 1;
-const HEALTH: usize = 2;
+const RETRY: usize = 2;
+const HEALTH: usize = 3;
 
 impl Actor for RootSupervisor {
     type Msg = SupervisorMsg;
@@ -120,6 +128,13 @@ impl Actor for RootSupervisor {
             children: vec![
                 Child::new("journal-writer", writer(args.journal, args.journal_slot)),
                 Child::new("writer", writer(args.app, args.app_slot)),
+                Child::new(
+                    "retry-queue",
+                    Spec::Retry {
+                        args: args.retry,
+                        slot: args.retry_slot,
+                    },
+                ),
                 Child::new(
                     "health",
                     Spec::Health {
@@ -259,12 +274,10 @@ impl Child {
                 id
             }
             Spec::Health { args, slot } => {
-                let (actor, _) = HealthActor::spawn_linked(None, HealthActor, args.clone(), cell)
-                    .await
-                    .map_err(spawn_error)?;
-                let id = actor.get_id();
-                slot.send_replace(Slot::Running(actor));
-                id
+                spawn_published(HealthActor, args.clone(), cell, slot).await?
+            }
+            Spec::Retry { args, slot } => {
+                spawn_published(RetryQueueActor, args.clone(), cell, slot).await?
             }
         };
         self.id = Some(id);
@@ -282,6 +295,9 @@ impl Spec {
             Spec::Health { slot, .. } => {
                 slot.send_replace(state.down());
             }
+            Spec::Retry { slot, .. } => {
+                slot.send_replace(state.down());
+            }
         }
     }
 
@@ -289,6 +305,7 @@ impl Spec {
         match self {
             Spec::Writer { slot, .. } => slot.borrow().state(),
             Spec::Health { slot, .. } => slot.borrow().state(),
+            Spec::Retry { slot, .. } => slot.borrow().state(),
         }
     }
 }
@@ -304,15 +321,13 @@ pub fn spawn_error(err: ractor::SpawnErr) -> Error {
 }
 
 async fn drain_and_stop(state: &mut SupervisorState) -> Result<(), Error> {
-    // The health actor first: it must not probe or maintain a stopping writer.
-    if let Spec::Health { slot, .. } = &state.children[HEALTH].spec {
-        let health = match &*slot.borrow() {
-            Slot::Running(actor) => Some(actor.clone()),
-            _ => None,
-        };
-        state.children[HEALTH].spec.set(Slot::Stopped);
-        if let Some(actor) = health {
-            let _ = actor.stop_and_wait(Some("shutdown".into()), None).await;
+    // The health and queue actors first: they must not probe, maintain or
+    // replay through a stopping writer.
+    for index in [HEALTH, RETRY] {
+        match &state.children[index].spec {
+            Spec::Health { slot, .. } => stop_published(slot).await,
+            Spec::Retry { slot, .. } => stop_published(slot).await,
+            Spec::Writer { .. } => {}
         }
     }
     let mut result = Ok(());
@@ -342,6 +357,28 @@ async fn drain_and_stop(state: &mut SupervisorState) -> Result<(), Error> {
     }
     state.publish_roster();
     result
+}
+
+/// Spawn `actor` linked to the supervisor and publish it in `slot`.
+async fn spawn_published<A: Actor>(
+    actor: A,
+    args: A::Arguments,
+    supervisor: ractor::ActorCell,
+    slot: &watch::Sender<Slot<ActorRef<A::Msg>>>,
+) -> Result<ActorId, Error> {
+    let (actor, _) = A::spawn_linked(None, actor, args, supervisor)
+        .await
+        .map_err(spawn_error)?;
+    let id = actor.get_id();
+    slot.send_replace(Slot::Running(actor));
+    Ok(id)
+}
+
+/// Mark the actor in `slot` stopped, then stop it and wait for it.
+async fn stop_published<M: ractor::Message>(slot: &watch::Sender<Slot<ActorRef<M>>>) {
+    if let Slot::Running(actor) = slot.send_replace(Slot::Stopped) {
+        let _ = actor.stop_and_wait(Some("shutdown".into()), None).await;
+    }
 }
 
 async fn drain(writer: &ActorRef<WriterMsg>) -> Result<(), Error> {

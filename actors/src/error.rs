@@ -35,6 +35,30 @@ impl ErrorClass {
         matches!(self, ErrorClass::Transient)
     }
 
+    /// True when the same operation may succeed once the database is back
+    /// (transient, unavailable, permission): what the durable queue keeps
+    /// retrying. Other classes fail the same way every time.
+    pub fn is_retryable_later(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::Transient | ErrorClass::Unavailable | ErrorClass::Permission
+        )
+    }
+
+    /// The class as it is serialized: `transient`, `constraint`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Constraint => "constraint",
+            ErrorClass::Sql => "sql",
+            ErrorClass::Corruption => "corruption",
+            ErrorClass::Permission => "permission",
+            ErrorClass::BadInput => "bad_input",
+            ErrorClass::Unavailable => "unavailable",
+            ErrorClass::Internal => "internal",
+        }
+    }
+
     /// The user-facing explanation of this class, with what to do.
     pub fn user_message(self) -> &'static str {
         match self {

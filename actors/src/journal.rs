@@ -10,7 +10,6 @@
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
-use crate::connection::{open_read_only, DbOptions};
 use crate::error::Result;
 use crate::value::{Statement, Value};
 
@@ -64,6 +63,7 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT
     );
     CREATE INDEX maintenance_runs_at ON maintenance_runs (at_ms);",
+    crate::retry_queue::SCHEMA,
 ];
 
 /// Bring the journal schema up to date (idempotent).
@@ -132,8 +132,7 @@ pub fn record_restart(
 }
 
 /// The restart log, oldest first.
-pub fn restarts(journal: &DbOptions) -> Result<Vec<RestartRecord>> {
-    let conn = open_read_only(journal)?;
+pub fn restarts(conn: &Connection) -> Result<Vec<RestartRecord>> {
     let mut stmt = conn.prepare(
         "SELECT at, actor, reason, restarts_in_window, outcome FROM actor_restarts ORDER BY id",
     )?;

@@ -9,6 +9,7 @@
 //! - [`connection`]: opening the read-write and read-only connections.
 //! - [`writer`]: `WriterActor`, the single writer with group commit.
 //! - [`readers`]: the read pool of read-only connections.
+//! - [`retry_queue`]: the durable retry queue and dead-letter queue.
 //! - [`slot`]: where a supervised actor stands, as handles see it.
 //! - [`maintenance`]: checkpoint, VACUUM and optimize, measured.
 //! - [`health`]: inspection of a database file: status, figures,
@@ -24,6 +25,7 @@ pub mod health;
 pub mod journal;
 pub mod maintenance;
 pub mod readers;
+pub mod retry_queue;
 pub mod slot;
 pub mod value;
 pub mod writer;

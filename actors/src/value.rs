@@ -217,6 +217,15 @@ pub enum Operation {
     Statement(Statement),
     /// Several statements, committed together or not at all.
     Batch(Vec<Statement>),
+    /// `op`, applied at most once per `key`: the key is committed in the
+    /// same transaction (table `_resilite_idempotency` of the database), and
+    /// a replay whose key is there is skipped with an empty outcome.
+    Once {
+        /// The idempotency key.
+        key: String,
+        /// The operation.
+        op: Box<Operation>,
+    },
 }
 
 /// The effect of one committed statement.

@@ -577,6 +577,7 @@ fn apply_operation(conn: &Connection, op: &Operation) -> Result<OperationOutcome
             return Err(Error::bad_input("a batch needs at least one statement").into())
         }
         Operation::Batch(list) => list,
+        Operation::Once { key, op } => return apply_once(conn, key, op),
     };
     conn.prepare_cached("SAVEPOINT op")?.execute([])?;
     match list.iter().map(|s| run_statement(conn, s)).collect() {
@@ -589,6 +590,44 @@ fn apply_operation(conn: &Connection, op: &Operation) -> Result<OperationOutcome
                 conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
             }
             Err(e.into())
+        }
+    }
+}
+
+/// Apply `op` unless `key` was applied before, recording the key in the
+/// same SAVEPOINT so that both commit together or not at all.
+fn apply_once(conn: &Connection, key: &str, op: &Operation) -> Result<OperationOutcome, Failure> {
+    conn.prepare_cached("SAVEPOINT once")?.execute([])?;
+    let result = (|| -> Result<OperationOutcome, Failure> {
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS _resilite_idempotency (key TEXT PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
+        )?;
+        let seen = conn
+            .prepare_cached("SELECT 1 FROM _resilite_idempotency WHERE key = ?1")?
+            .exists([key])?;
+        if seen {
+            return Ok(Vec::new());
+        }
+        let outcome = apply_operation(conn, op)?;
+        conn.prepare_cached(
+            "INSERT INTO _resilite_idempotency (key, applied_at_ms) VALUES (?1, ?2)",
+        )?
+        .execute(rusqlite::params![key, crate::maintenance::now_ms()])?;
+        Ok(outcome)
+    })();
+    match result {
+        Ok(outcome) => {
+            conn.prepare_cached("RELEASE once")?.execute([])?;
+            Ok(outcome)
+        }
+        Err(failure) => {
+            if !conn.is_autocommit() {
+                conn.execute_batch("ROLLBACK TO once; RELEASE once")?;
+            }
+            Err(Failure {
+                error: failure.error,
+                left_effects: false,
+            })
         }
     }
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod checkpoint;
+mod dlq;
 mod health;
 mod run;
 mod vacuum;
@@ -32,6 +33,8 @@ enum Command {
     /// Rebuild a database file to reclaim its free pages (needs no other
     /// writer; takes the write lock for its duration).
     Vacuum(vacuum::VacuumArgs),
+    /// Review the dead-letter queue: list, show, requeue, discard.
+    Dlq(dlq::DlqArgs),
 }
 
 /// Parse the command line and run the verb; returns the process exit code.
@@ -43,6 +46,7 @@ pub fn main() -> ExitCode {
         Command::Health(args) => health::run(args),
         Command::Checkpoint(args) => checkpoint::run(args),
         Command::Vacuum(args) => vacuum::run(args),
+        Command::Dlq(args) => dlq::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,686 @@
+//! RetryQueueActor: the durable retry queue and its dead-letter queue, in
+//! the journal.
+//!
+//! An operation that could not be applied (a transient failure after the
+//! writer's in-place retries, or the database unavailable) is stored in the
+//! journal's `retry_queue` table before its caller is told `Queued`. The
+//! actor replays due entries in priority, then `next_retry_at` order, with
+//! exponential backoff and jitter between attempts. Entries sharing an
+//! ordering key are replayed one at a time, oldest first. A permanent error
+//! (constraint, SQL, bad input) or the last allowed attempt moves an entry to
+//! the dead-letter queue (status `dead`) with its error history, for an
+//! operator to requeue or discard.
+//!
+//! Replays of SQL go through the writer as [`Operation::Once`] keyed by the
+//! entry id, so an entry replayed again after a crash (between its commit
+//! and the journal update) is not applied twice. Application payloads are
+//! handed to the handler registered for their kind; handlers must be
+//! idempotent (delivery is at least once).
+//!
+//! The queue lives on disk: the actor reads at most `replay_batch` due
+//! entries at a time, so memory stays flat however long the queue is.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rusqlite::{Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::connection::{open_read_only, DbOptions};
+use crate::error::{Error, ErrorClass, Result};
+use crate::maintenance::now_ms;
+use crate::slot::{self, WriterSlot};
+use crate::value::{Operation, Statement, Value};
+
+/// Journal schema of the queue (one table; the dead-letter queue is the
+/// entries whose status is `dead`).
+pub const SCHEMA: &str = "CREATE TABLE retry_queue (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        priority INTEGER NOT NULL CHECK (priority BETWEEN 1 AND 10),
+        ordering_key TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        next_retry_at_ms INTEGER NOT NULL,
+        last_error_class TEXT,
+        last_error TEXT,
+        errors TEXT NOT NULL DEFAULT '[]',
+        status TEXT NOT NULL CHECK (status IN ('queued', 'retrying', 'succeeded', 'dead')),
+        poisoned INTEGER NOT NULL DEFAULT 0,
+        first_failure_at_ms INTEGER,
+        last_failure_at_ms INTEGER,
+        dead_reason TEXT,
+        reviewed_at_ms INTEGER,
+        resolution TEXT CHECK (resolution IN ('requeued', 'discarded', 'fixed')),
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX retry_queue_due ON retry_queue (status, priority, next_retry_at_ms, id);
+    CREATE INDEX retry_queue_ordering ON retry_queue (ordering_key, id) WHERE ordering_key IS NOT NULL;";
+
+/// The kind of queued SQL operations; other kinds are application payloads.
+pub const SQL_KIND: &str = "sql";
+/// The same error this many times in a row marks a dead entry poisoned.
+const POISON_REPEATS: usize = 3;
+
+/// `[retry]`: the replay policy of the durable queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Delay before the first replay.
+    #[serde(with = "humantime_serde")]
+    pub base_delay: Duration,
+    /// Each next delay is this many times the last (with jitter).
+    pub factor: f32,
+    /// Longest delay between two attempts.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Attempts before an entry goes to the dead-letter queue.
+    pub max_attempts: u32,
+    /// How often the queue looks for due entries.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Most entries replayed together (one journal transaction each way).
+    pub replay_batch: usize,
+    /// How long succeeded entries are kept before they are deleted.
+    #[serde(with = "humantime_serde")]
+    pub succeeded_retention: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            base_delay: Duration::from_secs(1),
+            factor: 2.0,
+            max_delay: Duration::from_secs(300),
+            max_attempts: 10,
+            poll_interval: Duration::from_secs(1),
+            replay_batch: 512,
+            succeeded_retention: Duration::from_secs(86_400),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The delay before attempt `attempt + 1`, after `attempt` failures
+    /// (exponential with jitter, never above `max_delay`).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(self.base_delay)
+            .with_max_delay(self.max_delay)
+            .with_factor(self.factor)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let mut delay = self.base_delay;
+        for _ in 0..attempt.max(1) {
+            delay = backoff.next().unwrap_or(self.max_delay);
+        }
+        delay.min(self.max_delay)
+    }
+}
+
+/// How a durable operation is queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnqueueOptions {
+    /// 1 (most urgent) to 10.
+    pub priority: u8,
+    /// Entries with the same key are replayed one at a time, in order.
+    pub ordering_key: Option<String>,
+    /// Overrides `retry.max_attempts`.
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for EnqueueOptions {
+    fn default() -> Self {
+        EnqueueOptions {
+            priority: 5,
+            ordering_key: None,
+            max_attempts: None,
+        }
+    }
+}
+
+/// What an application handler returns.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+/// A handler of one application payload kind. Its error's class decides:
+/// transient, unavailable and permission are retried, anything else is
+/// dead-lettered.
+pub type Handler = Arc<dyn Fn(serde_json::Value) -> HandlerFuture + Send + Sync>;
+/// Handlers by payload kind, shared by the runtime and the actor.
+pub type Handlers = Arc<RwLock<HashMap<String, Handler>>>;
+
+/// One queue entry, as the DLQ commands show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Entry {
+    /// The queue id.
+    pub id: i64,
+    /// `sql`, or an application payload kind.
+    pub kind: String,
+    /// The operation or payload (JSON).
+    pub payload: serde_json::Value,
+    /// 1 (most urgent) to 10.
+    pub priority: i64,
+    /// The ordering key, if any.
+    pub ordering_key: Option<String>,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// Attempts allowed.
+    pub max_attempts: i64,
+    /// `queued`, `retrying`, `succeeded` or `dead`.
+    pub status: String,
+    /// When the next attempt is due (ms since the Unix epoch).
+    pub next_retry_at_ms: i64,
+    /// Every failure: `[{"at_ms", "class", "error"}, ...]`.
+    pub errors: serde_json::Value,
+    /// Why it is dead.
+    pub dead_reason: Option<String>,
+    /// Failed the same way again and again.
+    pub poisoned: bool,
+    /// First and last failure (ms since the Unix epoch).
+    pub first_failure_at_ms: Option<i64>,
+    /// Last failure.
+    pub last_failure_at_ms: Option<i64>,
+    /// When an operator requeued or discarded it.
+    pub reviewed_at_ms: Option<i64>,
+    /// `requeued`, `discarded` or `fixed`.
+    pub resolution: Option<String>,
+    /// When it was queued.
+    pub created_at_ms: i64,
+}
+
+/// Counts of the queue, by status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct QueueStats {
+    /// Waiting for their next attempt.
+    pub queued: i64,
+    /// Being replayed now.
+    pub retrying: i64,
+    /// In the dead-letter queue, not yet discarded.
+    pub dead: i64,
+    /// Replayed successfully (kept for `succeeded_retention`).
+    pub succeeded: i64,
+}
+
+/// The statement that queues `payload` (its id is the last insert rowid).
+pub fn enqueue_statement(
+    kind: &str,
+    payload: &serde_json::Value,
+    options: &EnqueueOptions,
+    config: &RetryConfig,
+    cause: Option<&Error>,
+) -> Result<Statement> {
+    if !(1..=10).contains(&options.priority) {
+        return Err(Error::bad_input(format!(
+            "priority {} is invalid: use 1 (most urgent) to 10",
+            options.priority
+        )));
+    }
+    if kind.trim().is_empty() {
+        return Err(Error::bad_input("the payload kind is empty"));
+    }
+    let now = now_ms();
+    let errors = match cause {
+        Some(e) => serde_json::json!([{ "at_ms": now, "class": e.class, "error": e.detail }]),
+        None => serde_json::json!([]),
+    };
+    let next = now + config.base_delay.as_millis() as i64;
+    Ok(Statement::new(
+        "INSERT INTO retry_queue (kind, payload, priority, ordering_key, max_attempts, next_retry_at_ms, \
+         last_error_class, last_error, errors, status, first_failure_at_ms, last_failure_at_ms, created_at_ms, updated_at_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?10, ?10, ?11, ?11)",
+        [
+            Value::from(kind),
+            Value::Text(payload.to_string()),
+            Value::Integer(options.priority.into()),
+            options.ordering_key.as_deref().map_or(Value::Null, Value::from),
+            Value::Integer(options.max_attempts.unwrap_or(config.max_attempts).max(1).into()),
+            Value::Integer(next),
+            cause.map_or(Value::Null, |e| Value::Text(e.class.as_str().into())),
+            cause.map_or(Value::Null, |e| Value::Text(e.detail.clone())),
+            Value::Text(errors.to_string()),
+            cause.map_or(Value::Null, |_| Value::Integer(now)),
+            Value::Integer(now),
+        ],
+    ))
+}
+
+/// The statements that send dead entry `id` (or every unresolved dead
+/// entry) back to the queue, due now, with its attempts reset.
+pub fn requeue_statements(id: Option<i64>) -> Vec<Statement> {
+    let now = now_ms();
+    let filter = id.map_or("status = 'dead' AND resolution IS NULL".to_string(), |_| {
+        "id = ?2 AND status = 'dead'".to_string()
+    });
+    let mut params = vec![Value::Integer(now)];
+    params.extend(id.map(Value::Integer));
+    vec![Statement::new(
+        format!(
+            "UPDATE retry_queue SET status = 'queued', attempts = 0, next_retry_at_ms = ?1, \
+             reviewed_at_ms = ?1, resolution = 'requeued', dead_reason = NULL, updated_at_ms = ?1 WHERE {filter}"
+        ),
+        params,
+    )]
+}
+
+/// The statement that discards dead entry `id` (kept, marked discarded).
+pub fn discard_statement(id: i64) -> Statement {
+    Statement::new(
+        "UPDATE retry_queue SET reviewed_at_ms = ?1, resolution = 'discarded', updated_at_ms = ?1 \
+         WHERE id = ?2 AND status = 'dead'",
+        [Value::Integer(now_ms()), Value::Integer(id)],
+    )
+}
+
+const ENTRY_COLUMNS: &str =
+    "id, kind, payload, priority, ordering_key, attempts, max_attempts, status, \
+    next_retry_at_ms, errors, dead_reason, poisoned, first_failure_at_ms, last_failure_at_ms, \
+    reviewed_at_ms, resolution, created_at_ms";
+
+fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+    let json = |i: usize| -> rusqlite::Result<serde_json::Value> {
+        let text: String = r.get(i)?;
+        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    };
+    Ok(Entry {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        payload: json(2)?,
+        priority: r.get(3)?,
+        ordering_key: r.get(4)?,
+        attempts: r.get(5)?,
+        max_attempts: r.get(6)?,
+        status: r.get(7)?,
+        next_retry_at_ms: r.get(8)?,
+        errors: json(9)?,
+        dead_reason: r.get(10)?,
+        poisoned: r.get(11)?,
+        first_failure_at_ms: r.get(12)?,
+        last_failure_at_ms: r.get(13)?,
+        reviewed_at_ms: r.get(14)?,
+        resolution: r.get(15)?,
+        created_at_ms: r.get(16)?,
+    })
+}
+
+/// The dead-letter queue, oldest first; discarded entries only with `all`.
+pub fn dead_letters(conn: &Connection, all: bool) -> Result<Vec<Entry>> {
+    let filter = if all { "" } else { " AND resolution IS NULL" };
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM retry_queue WHERE status = 'dead'{filter} ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([], entry)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// One entry by id, whatever its status.
+pub fn entry_by_id(conn: &Connection, id: i64) -> Result<Option<Entry>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {ENTRY_COLUMNS} FROM retry_queue WHERE id = ?1"),
+            [id],
+            entry,
+        )
+        .optional()?)
+}
+
+/// Counts by status.
+pub fn stats(conn: &Connection) -> Result<QueueStats> {
+    let mut stats = QueueStats::default();
+    let mut stmt = conn.prepare(
+        "SELECT status, count(*) FROM retry_queue \
+         WHERE status != 'dead' OR resolution IS NULL GROUP BY status",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (status, n) = row?;
+        match status.as_str() {
+            "queued" => stats.queued = n,
+            "retrying" => stats.retrying = n,
+            "dead" => stats.dead = n,
+            _ => stats.succeeded = n,
+        }
+    }
+    Ok(stats)
+}
+
+/// Due entries, most urgent first; of the entries sharing an ordering key,
+/// only the oldest unfinished one.
+fn due(conn: &Connection, now: i64, limit: usize) -> Result<Vec<Entry>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM retry_queue q \
+         WHERE status = 'queued' AND next_retry_at_ms <= ?1 \
+           AND (ordering_key IS NULL OR NOT EXISTS ( \
+                SELECT 1 FROM retry_queue o WHERE o.ordering_key = q.ordering_key AND o.id < q.id \
+                AND o.status IN ('queued', 'retrying'))) \
+         ORDER BY priority, next_retry_at_ms, id LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(rusqlite::params![now, limit as i64], entry)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// What the RetryQueueActor needs; cloned for each (re)start.
+#[derive(Clone)]
+pub struct RetryArgs {
+    /// Replay policy.
+    pub config: RetryConfig,
+    /// The journal file (read side).
+    pub journal_db: DbOptions,
+    /// The journal writer (queue updates).
+    pub journal: watch::Receiver<WriterSlot>,
+    /// The application writer (replays of SQL).
+    pub app: watch::Receiver<WriterSlot>,
+    /// Application payload handlers.
+    pub handlers: Handlers,
+}
+
+/// Messages of the RetryQueueActor.
+pub enum RetryMsg {
+    /// Replay what is due (sent by the actor's own timer).
+    Tick,
+    /// Counts by status.
+    Stats(RpcReplyPort<Result<QueueStats>>),
+}
+
+/// The RetryQueueActor. Spawn it with [`RetryArgs`].
+pub struct RetryQueueActor;
+
+/// The actor's state: its arguments and its timer.
+pub struct RetryState {
+    args: RetryArgs,
+    timer: Option<JoinHandle<()>>,
+}
+
+impl Actor for RetryQueueActor {
+    type Msg = RetryMsg;
+    type State = RetryState;
+    type Arguments = RetryArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RetryMsg>,
+        args: RetryArgs,
+    ) -> Result<RetryState, ActorProcessingErr> {
+        // After a crash or a restart nothing is being replayed: whatever was
+        // `retrying` goes back to the queue (its replay is keyed, so an
+        // entry that did commit is not applied twice).
+        let reset = Statement::new(
+            "UPDATE retry_queue SET status = 'queued', updated_at_ms = ?1 WHERE status = 'retrying'",
+            [Value::Integer(now_ms())],
+        );
+        slot::write(&args.journal, Operation::Statement(reset)).await?;
+        myself.send_message(RetryMsg::Tick)?;
+        let timer = myself.send_interval(args.config.poll_interval, || RetryMsg::Tick);
+        Ok(RetryState {
+            args,
+            timer: Some(timer),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<RetryMsg>,
+        msg: RetryMsg,
+        state: &mut RetryState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RetryMsg::Tick => {
+                if let Err(e) = state.replay_due().await {
+                    tracing::warn!(class = ?e.class, detail = %e.detail, "retry queue replay stopped; next tick retries");
+                }
+            }
+            RetryMsg::Stats(reply) => {
+                let _ = reply.send(state.read(stats).await);
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<RetryMsg>,
+        state: &mut RetryState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = state.timer.take() {
+            timer.abort();
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of one replay.
+enum Replayed {
+    Done,
+    Failed(Error),
+}
+
+impl RetryState {
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.args.journal_db.clone();
+        tokio::task::spawn_blocking(move || open_read_only(&db).and_then(|c| f(&c)))
+            .await
+            .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?
+    }
+
+    /// Replay due entries, a batch at a time, until none is due or the
+    /// database keeps failing.
+    async fn replay_due(&mut self) -> Result<()> {
+        let limit = self.args.config.replay_batch.max(1);
+        loop {
+            let due = self.read(move |c| due(c, now_ms(), limit)).await?;
+            if due.is_empty() {
+                break;
+            }
+            let ids: Vec<i64> = due.iter().map(|e| e.id).collect();
+            self.journal(vec![Statement::new(
+                "UPDATE retry_queue SET status = 'retrying', updated_at_ms = ?1 \
+                 WHERE id IN (SELECT value FROM json_each(?2))",
+                [
+                    Value::Integer(now_ms()),
+                    Value::Text(serde_json::to_string(&ids).unwrap_or_default()),
+                ],
+            )])
+            .await?;
+            let mut tasks = tokio::task::JoinSet::new();
+            for entry in &due {
+                let replay = self.replay(entry);
+                let id = entry.id;
+                tasks.spawn(async move { (id, replay.await) });
+            }
+            let mut outcomes = HashMap::new();
+            while let Some(joined) = tasks.join_next().await {
+                if let Ok((id, outcome)) = joined {
+                    outcomes.insert(id, outcome);
+                }
+            }
+            let mut updates = Vec::new();
+            let mut still_failing = false;
+            for entry in &due {
+                let outcome = outcomes.remove(&entry.id).unwrap_or_else(|| {
+                    Replayed::Failed(Error::classed(
+                        ErrorClass::Internal,
+                        "the replay task panicked",
+                    ))
+                });
+                if let Replayed::Failed(e) = &outcome {
+                    still_failing |= e.class.is_retryable_later();
+                }
+                updates.push(self.after(entry, outcome));
+            }
+            self.journal(updates).await?;
+            let prune = Statement::new(
+                "DELETE FROM retry_queue WHERE status = 'succeeded' AND updated_at_ms < ?1",
+                [Value::Integer(
+                    now_ms() - self.args.config.succeeded_retention.as_millis() as i64,
+                )],
+            );
+            self.journal(vec![prune]).await?;
+            self.publish_stats().await;
+            if still_failing || due.len() < limit {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply one entry: SQL through the writer, keyed by the entry id; an
+    /// application payload through its handler.
+    fn replay(&self, entry: &Entry) -> impl Future<Output = Replayed> + Send + 'static {
+        let app = self.args.app.clone();
+        let handler = self
+            .args
+            .handlers
+            .read()
+            .ok()
+            .and_then(|h| h.get(&entry.kind).cloned());
+        let kind = entry.kind.clone();
+        let payload = entry.payload.clone();
+        let id = entry.id;
+        async move {
+            let result = if kind == SQL_KIND {
+                match serde_json::from_value::<Operation>(payload) {
+                    Ok(op) => {
+                        let keyed = Operation::Once {
+                            key: format!("resilite-queue:{id}"),
+                            op: Box::new(op),
+                        };
+                        slot::write(&app, keyed).await.map(|_| ())
+                    }
+                    Err(e) => Err(Error::bad_input(format!(
+                        "the queued operation is not valid: {e}"
+                    ))),
+                }
+            } else {
+                match handler {
+                    Some(handler) => handler(payload).await,
+                    None => Err(Error::unavailable(format!(
+                        "no handler is registered for payload kind `{kind}`"
+                    ))),
+                }
+            };
+            match result {
+                Ok(()) => Replayed::Done,
+                Err(e) => Replayed::Failed(e),
+            }
+        }
+    }
+
+    /// The journal update for `entry` after a replay.
+    fn after(&self, entry: &Entry, outcome: Replayed) -> Statement {
+        let now = now_ms();
+        let e = match outcome {
+            Replayed::Done => {
+                metrics::counter!("resilite_retry_replays_total", "outcome" => "succeeded")
+                    .increment(1);
+                return Statement::new(
+                    "UPDATE retry_queue SET status = 'succeeded', attempts = attempts + 1, updated_at_ms = ?1 WHERE id = ?2",
+                    [Value::Integer(now), Value::Integer(entry.id)],
+                );
+            }
+            Replayed::Failed(e) => e,
+        };
+        let attempts = entry.attempts + 1;
+        let retryable = e.class.is_retryable_later();
+        let mut history: Vec<serde_json::Value> =
+            entry.errors.as_array().cloned().unwrap_or_default();
+        history.push(serde_json::json!({ "at_ms": now, "class": e.class, "error": e.detail }));
+        let poisoned = e.class == ErrorClass::Internal
+            || (history.len() >= POISON_REPEATS
+                && history[history.len() - POISON_REPEATS..]
+                    .iter()
+                    .all(|h| h["error"] == serde_json::Value::String(e.detail.clone())));
+        let (status, reason) = if !retryable {
+            (
+                "dead",
+                Some(format!(
+                    "permanent error ({}): {}",
+                    e.class.as_str(),
+                    e.detail
+                )),
+            )
+        } else if attempts >= entry.max_attempts {
+            (
+                "dead",
+                Some(format!(
+                    "gave up after {attempts} attempts; last error: {}",
+                    e.detail
+                )),
+            )
+        } else {
+            ("queued", None)
+        };
+        let outcome = if status == "dead" { "dead" } else { "retry" };
+        metrics::counter!("resilite_retry_replays_total", "outcome" => outcome).increment(1);
+        if status == "dead" {
+            tracing::warn!(id = entry.id, kind = %entry.kind, reason = reason.as_deref().unwrap_or(""), "queue entry moved to the dead-letter queue");
+        }
+        let next = now + self.args.config.delay(attempts as u32).as_millis() as i64;
+        Statement::new(
+            "UPDATE retry_queue SET status = ?1, attempts = ?2, next_retry_at_ms = ?3, last_error_class = ?4, \
+             last_error = ?5, errors = ?6, poisoned = ?7, dead_reason = ?8, \
+             first_failure_at_ms = coalesce(first_failure_at_ms, ?9), last_failure_at_ms = ?9, \
+             resolution = NULL, updated_at_ms = ?9 WHERE id = ?10",
+            [
+                Value::from(status),
+                Value::Integer(attempts),
+                Value::Integer(next),
+                Value::Text(e.class.as_str().into()),
+                Value::Text(e.detail.clone()),
+                Value::Text(serde_json::Value::Array(history).to_string()),
+                Value::Integer(poisoned.into()),
+                reason.map_or(Value::Null, Value::Text),
+                Value::Integer(now),
+                Value::Integer(entry.id),
+            ],
+        )
+    }
+
+    async fn journal(&self, statements: Vec<Statement>) -> Result<()> {
+        slot::write(&self.args.journal, Operation::Batch(statements))
+            .await
+            .map(|_| ())
+    }
+
+    async fn publish_stats(&self) {
+        if let Ok(s) = self.read(stats).await {
+            metrics::gauge!("resilite_retry_queue_depth").set((s.queued + s.retrying) as f64);
+            metrics::gauge!("resilite_dead_letters").set(s.dead as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn backoff_delays_are_bounded_and_grow(base_ms in 1u64..2000, max_s in 1u64..600, attempt in 1u32..40) {
+            let config = RetryConfig {
+                base_delay: Duration::from_millis(base_ms),
+                max_delay: Duration::from_secs(max_s).max(Duration::from_millis(base_ms)),
+                ..RetryConfig::default()
+            };
+            let delay = config.delay(attempt);
+            prop_assert!(delay <= config.max_delay, "{delay:?} > {:?}", config.max_delay);
+            prop_assert!(delay >= config.base_delay.min(config.max_delay));
+            // Without jitter the delay doubles; with it, the lower bound of
+            // attempt n+1 still reaches the lower bound of attempt n.
+            let floor = |n: u32| config.base_delay.saturating_mul(1u32 << (n - 1).min(20)).min(config.max_delay);
+            prop_assert!(config.delay(attempt + 1) >= floor(attempt + 1).min(config.max_delay));
+        }
+    }
+}

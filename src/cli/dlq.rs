@@ -1,0 +1,136 @@
+//! `resilite dlq`: review the dead-letter queue in a database's journal
+//! (no server needed; a running server picks requeued entries up).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use resilite_actors::connection::{open_read_only, DbOptions};
+use resilite_actors::retry_queue::{self, Entry};
+use resilite_actors::Statement;
+
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    /// The application database; its journal is `<db>.journal`.
+    #[arg(long)]
+    db: PathBuf,
+    /// The journal file, when not beside the database.
+    #[arg(long)]
+    journal: Option<PathBuf>,
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// List the dead entries: id, kind, attempts, reason.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Include discarded entries.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one entry with its payload and error history (JSON).
+    Show { id: i64 },
+    /// Send an entry (or every dead entry) back to the queue, due now.
+    Requeue {
+        id: Option<i64>,
+        /// Requeue every dead entry not yet discarded.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Discard an entry: kept in the journal, marked discarded.
+    Discard { id: i64 },
+}
+
+pub fn run(args: DlqArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let journal = args.journal.clone().unwrap_or_else(|| {
+        let mut p = args.db.clone().into_os_string();
+        p.push(".journal");
+        PathBuf::from(p)
+    });
+    if !journal.is_file() {
+        return Err(format!(
+            "journal {} does not exist: pass the database with --db (or the journal with --journal)",
+            journal.display()
+        )
+        .into());
+    }
+    let options = DbOptions::new(&journal);
+    match args.action {
+        Action::List { json, all } => {
+            let entries = retry_queue::dead_letters(&open_read_only(&options)?, all)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                print_table(&entries);
+            }
+        }
+        Action::Show { id } => match retry_queue::entry_by_id(&open_read_only(&options)?, id)? {
+            Some(entry) => println!("{}", serde_json::to_string_pretty(&entry)?),
+            None => return Err(format!("no queue entry {id}: see `resilite dlq list`").into()),
+        },
+        Action::Requeue { id, all } => {
+            if id.is_none() && !all {
+                return Err("give an entry id, or --all to requeue every dead entry".into());
+            }
+            let n = apply(&journal, &retry_queue::requeue_statements(id))?;
+            if n == 0 {
+                return Err(match id {
+                    Some(id) => format!("no dead entry {id}: see `resilite dlq list`"),
+                    None => "the dead-letter queue is empty".into(),
+                }
+                .into());
+            }
+            println!("requeued {n} entr{}", if n == 1 { "y" } else { "ies" });
+        }
+        Action::Discard { id } => {
+            if apply(&journal, &[retry_queue::discard_statement(id)])? == 0 {
+                return Err(format!("no dead entry {id}: see `resilite dlq list`").into());
+            }
+            println!("discarded entry {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run `statements` in one transaction on the journal; rows changed.
+fn apply(
+    journal: &std::path::Path,
+    statements: &[Statement],
+) -> Result<usize, Box<dyn std::error::Error>> {
+    let mut conn = super::open_existing(journal)?;
+    let tx = conn.transaction()?;
+    let mut changed = 0;
+    for s in statements {
+        changed += tx.execute(&s.sql, rusqlite::params_from_iter(&s.params))?;
+    }
+    tx.commit()?;
+    Ok(changed)
+}
+
+fn print_table(entries: &[Entry]) {
+    if entries.is_empty() {
+        println!("the dead-letter queue is empty");
+        return;
+    }
+    println!(
+        "{:>8}  {:<12} {:>8}  {:<8} reason",
+        "id", "kind", "attempts", "poisoned"
+    );
+    for e in entries {
+        println!(
+            "{:>8}  {:<12} {:>8}  {:<8} {}",
+            e.id,
+            e.kind,
+            e.attempts,
+            if e.poisoned { "yes" } else { "no" },
+            e.dead_reason
+                .as_deref()
+                .or(e.resolution.as_deref())
+                .unwrap_or("")
+        );
+    }
+}

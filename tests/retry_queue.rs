@@ -1,0 +1,281 @@
+//! The durable retry queue and dead-letter queue through the message API:
+//! writes issued while another process holds the write lock are queued and
+//! land exactly once when it lets go; a poison operation is dead-lettered,
+//! requeued after the data is fixed, or discarded; application payloads
+//! reach their handler with retries.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use resilite::actors::retry_queue::{EnqueueOptions, QueueStats};
+use resilite::actors::{Error, Operation};
+use resilite::{Durable, Runtime, Statement, Value};
+
+use common::{open_direct, start_with};
+
+/// Fast failure under a held lock, fast replay.
+fn impatient(c: &mut resilite::Config) {
+    c.database.busy_timeout = Duration::from_millis(20);
+    c.writer.max_retries = 1;
+    c.writer.retry_base_delay = Duration::from_millis(1);
+    c.writer.retry_max_delay = Duration::from_millis(5);
+    c.retry.base_delay = Duration::from_millis(50);
+    c.retry.max_delay = Duration::from_millis(200);
+    c.retry.poll_interval = Duration::from_millis(50);
+    c.retry.max_attempts = 1000;
+}
+
+async fn settled(rt: &Runtime) -> QueueStats {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let stats = rt.queue_stats().await.unwrap();
+        if stats.queued + stats.retrying == 0 || Instant::now() > deadline {
+            return stats;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn insert(v: i64) -> Operation {
+    Operation::Statement(Statement::new(
+        "INSERT INTO t(v) VALUES (?1)",
+        [Value::Integer(v)],
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_writes_under_a_held_lock_are_queued_and_land_exactly_once() {
+    let t = start_with(impatient).await;
+    t.rt.execute(Statement::sql(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER UNIQUE)",
+    ))
+    .await
+    .unwrap();
+    // Another process takes the write lock and keeps it.
+    let holder = open_direct(&t.db_path());
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    const N: i64 = 10_000;
+    let mut queued = 0;
+    for chunk in (0..N).collect::<Vec<_>>().chunks(1000) {
+        let tasks: Vec<_> = chunk
+            .iter()
+            .map(|&v| {
+                let rt = t.rt.clone();
+                tokio::spawn(async move {
+                    rt.execute_durable(insert(v), EnqueueOptions::default())
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            match task.await.unwrap().expect("a durable write is accepted") {
+                Durable::Queued { id } => {
+                    assert!(id > 0);
+                    queued += 1;
+                }
+                Durable::Applied { .. } => panic!("nothing can commit while the lock is held"),
+            }
+        }
+    }
+    assert_eq!(queued, N);
+    let stats = t.rt.queue_stats().await.unwrap();
+    assert_eq!(stats.queued + stats.retrying, N, "{stats:?}");
+
+    holder.execute_batch("COMMIT").unwrap();
+    drop(holder);
+    let stats = settled(&t.rt).await;
+    assert_eq!(
+        stats,
+        QueueStats {
+            succeeded: N,
+            ..QueueStats::default()
+        }
+    );
+    let conn = open_direct(&t.db_path());
+    let (rows, distinct, min, max): (i64, i64, i64, i64) = conn
+        .query_row(
+            "SELECT count(*), count(DISTINCT v), min(v), max(v) FROM t",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (rows, distinct, min, max),
+        (N, N, 0, N - 1),
+        "every write exactly once"
+    );
+    assert!(t.rt.dead_letters(false).await.unwrap().is_empty());
+    t.rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_write_is_dead_lettered_then_requeued_after_the_fix_or_discarded() {
+    let t = start_with(impatient).await;
+    t.rt.execute(Statement::sql(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER UNIQUE)",
+    ))
+    .await
+    .unwrap();
+    let holder = open_direct(&t.db_path());
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut ids = Vec::new();
+    for v in [1, 2] {
+        match t
+            .rt
+            .execute_durable(insert(v), EnqueueOptions::default())
+            .await
+            .unwrap()
+        {
+            Durable::Queued { id } => ids.push(id),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The lock holder writes the same values: both replays will violate
+    // the UNIQUE constraint, a permanent error.
+    holder
+        .execute_batch("INSERT INTO t(v) VALUES (1), (2); COMMIT")
+        .unwrap();
+    drop(holder);
+    settled(&t.rt).await;
+    let dead = t.rt.dead_letters(false).await.unwrap();
+    assert_eq!(dead.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    for entry in &dead {
+        assert_eq!(entry.status, "dead");
+        assert_eq!(entry.attempts, 1, "a permanent error is not retried");
+        let reason = entry.dead_reason.as_deref().unwrap();
+        assert!(
+            reason.contains("constraint") && reason.contains("UNIQUE"),
+            "{reason}"
+        );
+        assert_eq!(
+            entry.errors.as_array().unwrap().len(),
+            2,
+            "the lock failure and the replay failure"
+        );
+    }
+
+    // Fix the data, requeue the first: it commits. Discard the second.
+    t.rt.execute(Statement::sql("DELETE FROM t WHERE v = 1"))
+        .await
+        .unwrap();
+    assert_eq!(t.rt.requeue(Some(ids[0])).await.unwrap(), 1);
+    assert!(t.rt.discard(ids[1]).await.unwrap());
+    assert!(!t.rt.discard(999_999).await.unwrap());
+    let stats = settled(&t.rt).await;
+    assert_eq!(stats.dead, 0, "{stats:?}");
+    let first = t.rt.queue_entry(ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (first.status.as_str(), first.resolution.as_deref()),
+        ("succeeded", Some("requeued"))
+    );
+    let second = t.rt.queue_entry(ids[1]).await.unwrap().unwrap();
+    assert_eq!(second.resolution.as_deref(), Some("discarded"));
+    assert_eq!(
+        t.rt.dead_letters(true).await.unwrap().len(),
+        1,
+        "discarded entries stay listed with --all"
+    );
+    let rows =
+        t.rt.query(Statement::sql("SELECT v FROM t ORDER BY v"))
+            .await
+            .unwrap();
+    assert_eq!(
+        rows.rows,
+        vec![vec![Value::Integer(1)], vec![Value::Integer(2)]]
+    );
+    t.rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_payloads_reach_their_handler_with_retries_and_dead_letters() {
+    let t = start_with(impatient).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    t.rt.register_handler(
+        "webhook_delivery",
+        Arc::new(move |payload| {
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                if payload["url"] == "bad" {
+                    return Err(Error::bad_input("the URL is not valid"));
+                }
+                if n < 2 {
+                    return Err(Error::classed(
+                        resilite::ErrorClass::Transient,
+                        "503 from the receiver",
+                    ));
+                }
+                Ok(())
+            })
+        }),
+    );
+    let good =
+        t.rt.enqueue(
+            "webhook_delivery",
+            serde_json::json!({"url": "https://example.test/hook"}),
+            EnqueueOptions::default(),
+        )
+        .await
+        .unwrap();
+    settled(&t.rt).await;
+    let entry = t.rt.queue_entry(good).await.unwrap().unwrap();
+    assert_eq!(entry.status, "succeeded");
+    assert_eq!(entry.attempts, 3, "two transient failures, then delivered");
+    assert!(t
+        .rt
+        .enqueue("sql", serde_json::json!({}), EnqueueOptions::default())
+        .await
+        .is_err());
+    let priority = EnqueueOptions {
+        priority: 11,
+        ..EnqueueOptions::default()
+    };
+    let err =
+        t.rt.enqueue("webhook_delivery", serde_json::json!({}), priority)
+            .await
+            .unwrap_err();
+    assert!(err.message.contains("priority 11"), "{err}");
+
+    let bad =
+        t.rt.enqueue(
+            "webhook_delivery",
+            serde_json::json!({"url": "bad"}),
+            EnqueueOptions::default(),
+        )
+        .await
+        .unwrap();
+    let unknown =
+        t.rt.enqueue(
+            "no_such_kind",
+            serde_json::json!({}),
+            EnqueueOptions {
+                max_attempts: Some(2),
+                ..EnqueueOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    settled(&t.rt).await;
+    let dead = t.rt.dead_letters(false).await.unwrap();
+    let ids: Vec<_> = dead.iter().map(|e| e.id).collect();
+    assert_eq!(ids, [bad, unknown]);
+    assert!(dead[0]
+        .dead_reason
+        .as_deref()
+        .unwrap()
+        .contains("bad_input"));
+    assert!(dead[1]
+        .dead_reason
+        .as_deref()
+        .unwrap()
+        .contains("gave up after 2 attempts"));
+    assert!(dead[1]
+        .errors
+        .to_string()
+        .contains("no handler is registered"));
+    t.rt.shutdown().await.unwrap();
+}
