@@ -199,6 +199,7 @@ impl Runtime {
     /// durable retry queue and answer `Queued` once that is committed. Other
     /// errors (constraint, SQL, bad input) are returned as they are.
     pub async fn execute_durable(&self, op: Operation, options: EnqueueOptions) -> Result<Durable> {
+        options.validate()?;
         match self.write(op.clone()).await {
             Ok(results) => Ok(Durable::Applied { results }),
             Err(e) if e.class.is_retryable_later() => {

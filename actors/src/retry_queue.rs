@@ -211,6 +211,22 @@ pub struct QueueStats {
     pub succeeded: i64,
 }
 
+impl EnqueueOptions {
+    /// Reject a priority outside 1..=10 or a zero `max_attempts`.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=10).contains(&self.priority) {
+            return Err(Error::bad_input(format!(
+                "priority {} is invalid: use 1 (most urgent) to 10",
+                self.priority
+            )));
+        }
+        if self.max_attempts == Some(0) {
+            return Err(Error::bad_input("max_attempts must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 /// The statement that queues `payload` (its id is the last insert rowid).
 pub fn enqueue_statement(
     kind: &str,
@@ -219,12 +235,7 @@ pub fn enqueue_statement(
     config: &RetryConfig,
     cause: Option<&Error>,
 ) -> Result<Statement> {
-    if !(1..=10).contains(&options.priority) {
-        return Err(Error::bad_input(format!(
-            "priority {} is invalid: use 1 (most urgent) to 10",
-            options.priority
-        )));
-    }
+    options.validate()?;
     if kind.trim().is_empty() {
         return Err(Error::bad_input("the payload kind is empty"));
     }
@@ -243,7 +254,7 @@ pub fn enqueue_statement(
             Value::Text(payload.to_string()),
             Value::Integer(options.priority.into()),
             options.ordering_key.as_deref().map_or(Value::Null, Value::from),
-            Value::Integer(options.max_attempts.unwrap_or(config.max_attempts).max(1).into()),
+            Value::Integer(options.max_attempts.unwrap_or(config.max_attempts).into()),
             Value::Integer(next),
             cause.map_or(Value::Null, |e| Value::Text(e.class.as_str().into())),
             cause.map_or(Value::Null, |e| Value::Text(e.detail.clone())),
@@ -480,46 +491,16 @@ impl RetryState {
         let limit = self.args.config.replay_batch.max(1);
         loop {
             let due = self.read(move |c| due(c, now_ms(), limit)).await?;
-            if due.is_empty() {
+            let Some((probe, rest)) = due.split_first() else {
+                break;
+            };
+            // The most urgent entry goes first and alone: while the database
+            // (or a handler's service) is still down, the others do not
+            // spend an attempt on it.
+            if self.replay_group(std::slice::from_ref(probe)).await? {
                 break;
             }
-            let ids: Vec<i64> = due.iter().map(|e| e.id).collect();
-            self.journal(vec![Statement::new(
-                "UPDATE retry_queue SET status = 'retrying', updated_at_ms = ?1 \
-                 WHERE id IN (SELECT value FROM json_each(?2))",
-                [
-                    Value::Integer(now_ms()),
-                    Value::Text(serde_json::to_string(&ids).unwrap_or_default()),
-                ],
-            )])
-            .await?;
-            let mut tasks = tokio::task::JoinSet::new();
-            for entry in &due {
-                let replay = self.replay(entry);
-                let id = entry.id;
-                tasks.spawn(async move { (id, replay.await) });
-            }
-            let mut outcomes = HashMap::new();
-            while let Some(joined) = tasks.join_next().await {
-                if let Ok((id, outcome)) = joined {
-                    outcomes.insert(id, outcome);
-                }
-            }
-            let mut updates = Vec::new();
-            let mut still_failing = false;
-            for entry in &due {
-                let outcome = outcomes.remove(&entry.id).unwrap_or_else(|| {
-                    Replayed::Failed(Error::classed(
-                        ErrorClass::Internal,
-                        "the replay task panicked",
-                    ))
-                });
-                if let Replayed::Failed(e) = &outcome {
-                    still_failing |= e.class.is_retryable_later();
-                }
-                updates.push(self.after(entry, outcome));
-            }
-            self.journal(updates).await?;
+            let still_failing = !rest.is_empty() && self.replay_group(rest).await?;
             let prune = Statement::new(
                 "DELETE FROM retry_queue WHERE status = 'succeeded' AND updated_at_ms < ?1",
                 [Value::Integer(
@@ -533,6 +514,49 @@ impl RetryState {
             }
         }
         Ok(())
+    }
+
+    /// Replay `entries` concurrently (their writes share group commits) and
+    /// record the outcomes; true when one failed in a way that may pass.
+    async fn replay_group(&self, entries: &[Entry]) -> Result<bool> {
+        let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
+        self.journal(vec![Statement::new(
+            "UPDATE retry_queue SET status = 'retrying', updated_at_ms = ?1 \
+             WHERE id IN (SELECT value FROM json_each(?2))",
+            [
+                Value::Integer(now_ms()),
+                Value::Text(serde_json::to_string(&ids).unwrap_or_default()),
+            ],
+        )])
+        .await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for entry in entries {
+            let replay = self.replay(entry);
+            let id = entry.id;
+            tasks.spawn(async move { (id, replay.await) });
+        }
+        let mut outcomes = HashMap::new();
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((id, outcome)) = joined {
+                outcomes.insert(id, outcome);
+            }
+        }
+        let mut updates = Vec::new();
+        let mut still_failing = false;
+        for entry in entries {
+            let outcome = outcomes.remove(&entry.id).unwrap_or_else(|| {
+                Replayed::Failed(Error::classed(
+                    ErrorClass::Internal,
+                    "the replay task panicked",
+                ))
+            });
+            if let Replayed::Failed(e) = &outcome {
+                still_failing |= e.class.is_retryable_later();
+            }
+            updates.push(self.after(entry, outcome));
+        }
+        self.journal(updates).await?;
+        Ok(still_failing)
     }
 
     /// Apply one entry: SQL through the writer, keyed by the entry id; an

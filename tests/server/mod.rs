@@ -17,6 +17,11 @@ pub struct Server {
 /// Write a config with `extra` TOML appended under `[http]` and start the
 /// server on a free port, on `dir`'s `data/app.db`.
 pub fn start(dir: &TempDir, http_extra: &str) -> Server {
+    start_with_env(dir, http_extra, &[])
+}
+
+/// [`start`], with environment overrides (`RESILITE_<SECTION>_<KEY>`).
+pub fn start_with_env(dir: &TempDir, http_extra: &str, env: &[(&str, &str)]) -> Server {
     let config = dir.path().join("config.toml");
     let db = dir.path().join("data").join("app.db");
     std::fs::write(
@@ -29,6 +34,7 @@ pub fn start(dir: &TempDir, http_extra: &str) -> Server {
     let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_resilite"))
         .args(["run", "--config", config.to_str().unwrap()])
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
