@@ -2,10 +2,12 @@
 //! overrides `RESILITE_<SECTION>_<KEY>`, then checked by [`Config::validate`].
 //! Unknown sections and keys are errors, never ignored.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use resilite_actors::circuit_breaker::BreakerConfig;
 use resilite_actors::connection::DEFAULT_BUSY_TIMEOUT;
 use resilite_actors::health::HealthConfig;
 use resilite_actors::readers::{DEFAULT_MAX_ROWS, DEFAULT_POOL_SIZE};
@@ -27,6 +29,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_RESTARTS: u32 = 5;
 /// Default restart window.
 pub const DEFAULT_RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// The name of the writer's built-in circuit breaker.
+pub const DATABASE_BREAKER: &str = "database";
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "RESILITE_";
 /// Environment variable of the log filter (not a config key).
@@ -50,6 +54,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// `[retry]`: the durable retry queue.
     pub retry: RetryConfig,
+    /// `[breakers.<name>]`: circuit breakers; `database` is the writer's.
+    pub breakers: BTreeMap<String, BreakerConfig>,
 }
 
 /// `[database]`
@@ -315,7 +321,19 @@ impl Config {
             Duration::from_secs(86_400),
         )?;
         self.validate_health()?;
-        self.validate_retry()
+        self.validate_retry()?;
+        for (name, breaker) in &self.breakers {
+            breaker.validate(name).map_err(ConfigError)?;
+        }
+        Ok(())
+    }
+
+    /// The configuration of the writer's built-in `database` breaker.
+    pub fn database_breaker(&self) -> BreakerConfig {
+        self.breakers
+            .get(DATABASE_BREAKER)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn validate_retry(&self) -> Result<(), ConfigError> {

@@ -3,14 +3,21 @@
 //! reads to the read pool, health questions to the HealthActor.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ractor::{Actor, ActorRef};
+use resilite_actors::circuit_breaker::{
+    self, Breaker, BreakerArgs, BreakerConfig, BreakerHandle, BreakerMsg, BreakerSnapshot,
+    BreakerState, Transition,
+};
+use resilite_actors::connection::open_read_only;
 use resilite_actors::health::{HealthArgs, HealthEvent, HealthMsg, HealthReport};
 use resilite_actors::journal::{self, RestartRecord};
+use resilite_actors::maintenance::now_ms;
 use resilite_actors::retry_queue::{
-    self, EnqueueOptions, Entry, Handler, Handlers, QueueStats, RetryArgs, RetryMsg, SQL_KIND,
+    self, EnqueueOptions, Entry, Handler, Handlers, QueueStats, RetryArgs, RetryMsg, SqlGate,
+    SQL_KIND,
 };
 use resilite_actors::slot::{self, ActorStatus, Slot, WriterSlot};
 use resilite_actors::{
@@ -20,7 +27,7 @@ use resilite_actors::{
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
-use crate::config::Config;
+use crate::config::{Config, DATABASE_BREAKER};
 use crate::supervisor::{spawn_error, RootSupervisor, SupervisorArgs, SupervisorMsg};
 
 /// Health events buffered for a slow subscriber before it misses some.
@@ -39,12 +46,42 @@ struct Inner {
     health: watch::Receiver<Slot<ActorRef<HealthMsg>>>,
     retry: watch::Receiver<Slot<ActorRef<RetryMsg>>>,
     handlers: Handlers,
+    breakers: watch::Receiver<Slot<ActorRef<BreakerMsg>>>,
+    /// The writer's `database` breaker. A plain lock, not an actor: it is
+    /// consulted on every write.
+    database: Arc<Mutex<Breaker>>,
     roster: watch::Receiver<Vec<ActorStatus>>,
     latest: watch::Receiver<Option<Arc<HealthReport>>>,
     events: broadcast::Sender<HealthEvent>,
     readers: ReadPool,
     supervisor: ActorRef<SupervisorMsg>,
     closing: AtomicBool,
+}
+
+/// A write let through by the `database` breaker; its outcome is recorded
+/// when it finishes, or the permit is released if the caller gave up.
+struct DatabasePermit<'a> {
+    rt: &'a Runtime,
+    finished: bool,
+}
+
+impl DatabasePermit<'_> {
+    fn finish(mut self, success: bool, duration: std::time::Duration) {
+        self.finished = true;
+        let transition = self
+            .rt
+            .lock_database_breaker()
+            .record(now_ms(), success, duration);
+        self.rt.announce(transition);
+    }
+}
+
+impl Drop for DatabasePermit<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.rt.lock_database_breaker().release();
+        }
+    }
 }
 
 /// What became of a durable write.
@@ -89,6 +126,7 @@ impl Runtime {
         let (journal_slot, journal) = watch::channel(Slot::Restarting);
         let (health_slot, health) = watch::channel(Slot::Restarting);
         let (retry_slot, retry) = watch::channel(Slot::Restarting);
+        let (breakers_slot, breakers) = watch::channel(Slot::Restarting);
         let handlers = Handlers::default();
         let (roster_tx, roster) = watch::channel(Vec::new());
         let (latest_tx, latest) = watch::channel(None);
@@ -96,6 +134,31 @@ impl Runtime {
         let mut journal_writer = config.writer_config(config.journal_db());
         journal_writer.init = Some(journal::migrate);
         journal_writer.name = "journal-writer";
+        // The database breaker continues from its journaled state.
+        let journal_db = config.journal_db();
+        let restored = tokio::task::spawn_blocking(move || {
+            open_read_only(&journal_db).and_then(|c| circuit_breaker::load(&c))
+        })
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or_default();
+        let database = match restored
+            .iter()
+            .find(|s| s.name.as_deref() == Some(DATABASE_BREAKER))
+        {
+            Some(snapshot) => Breaker::restore(config.database_breaker(), snapshot),
+            None => Breaker::named(DATABASE_BREAKER, config.database_breaker()),
+        };
+        let database = Arc::new(Mutex::new(database));
+        let gate = database.clone();
+        // Replays wait while the breaker is open, and resume once its open
+        // period is over (the next write moves it to half-open).
+        let sql_gate: SqlGate = Arc::new(move || {
+            let breaker = gate.lock().unwrap_or_else(|p| p.into_inner()).snapshot();
+            breaker.state != BreakerState::Open
+                || breaker.open_until_ms.is_some_and(|t| t <= now_ms())
+        });
         let args = SupervisorArgs {
             policy: config.supervisor.clone(),
             journal: journal_writer,
@@ -105,6 +168,7 @@ impl Runtime {
                 config: config.health.clone(),
                 app: app.clone(),
                 journal: journal.clone(),
+                journal_db: config.journal_db(),
                 roster: roster.clone(),
                 latest: Arc::new(latest_tx),
                 events: events.clone(),
@@ -115,11 +179,25 @@ impl Runtime {
                 journal: journal.clone(),
                 app: app.clone(),
                 handlers: handlers.clone(),
+                sql_gate,
             },
+            breakers: BreakerArgs {
+                configs: config
+                    .breakers
+                    .iter()
+                    .filter(|(name, _)| name.as_str() != DATABASE_BREAKER)
+                    .map(|(name, c)| (name.clone(), c.clone()))
+                    .collect(),
+                default: BreakerConfig::default(),
+                journal: journal.clone(),
+                restored: Vec::new(),
+            },
+            journal_db: config.journal_db(),
             journal_slot,
             app_slot,
             health_slot,
             retry_slot,
+            breakers_slot,
             roster: roster_tx,
         };
         let (supervisor, _) = RootSupervisor::spawn(None, RootSupervisor, args)
@@ -150,6 +228,8 @@ impl Runtime {
                 health,
                 retry,
                 handlers,
+                breakers,
+                database,
                 roster,
                 latest,
                 events,
@@ -187,11 +267,107 @@ impl Runtime {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(Error::unavailable("resilite is shutting down"));
         }
+        let permit = self.database_permit()?;
         let started = Instant::now();
         let result = slot::write(&self.inner.app, op).await;
-        metrics::histogram!("resilite_write_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed();
+        metrics::histogram!("resilite_write_duration_seconds").record(elapsed.as_secs_f64());
+        // Failures of the database itself count; a constraint or SQL error
+        // means the database worked.
+        let failed = matches!(&result, Err(e) if e.class.is_retryable_later() || e.class == ErrorClass::Corruption);
+        permit.finish(!failed, elapsed);
         result
+    }
+
+    /// Ask the `database` breaker to let a write through.
+    fn database_permit(&self) -> Result<DatabasePermit<'_>> {
+        let now = now_ms();
+        let (transition, acquired) = {
+            let mut breaker = self.lock_database_breaker();
+            let transition = breaker.advance(now);
+            (transition, breaker.try_acquire(now))
+        };
+        self.announce(transition);
+        acquired?;
+        Ok(DatabasePermit {
+            rt: self,
+            finished: false,
+        })
+    }
+
+    fn lock_database_breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        // The breaker holds no invariant a panic elsewhere could break.
+        self.inner
+            .database
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Log, measure and journal a transition of the `database` breaker.
+    fn announce(&self, transition: Option<Transition>) {
+        let Some(t) = transition else { return };
+        let snapshot = self.lock_database_breaker().snapshot();
+        if t.to == BreakerState::Open {
+            tracing::warn!(breaker = DATABASE_BREAKER, reason = %t.reason, "circuit breaker opened: writes fail fast, durable writes are queued");
+        } else {
+            tracing::info!(breaker = DATABASE_BREAKER, to = %t.to, reason = %t.reason, "circuit breaker changed state");
+        }
+        metrics::gauge!("resilite_breaker_state", "breaker" => DATABASE_BREAKER).set(t.to.gauge());
+        metrics::counter!("resilite_breaker_transitions_total", "breaker" => DATABASE_BREAKER, "to" => t.to.as_str()).increment(1);
+        let record = Operation::Batch(vec![
+            circuit_breaker::state_statement(DATABASE_BREAKER, &snapshot, t.at_ms),
+            circuit_breaker::transition_statement(DATABASE_BREAKER, &t),
+        ]);
+        let journal = self.inner.journal.clone();
+        tokio::spawn(async move {
+            if let Err(e) = slot::write(&journal, record).await {
+                tracing::warn!(detail = %e.detail, "could not record a circuit breaker transition");
+            }
+        });
+    }
+
+    /// The writer's `database` breaker.
+    pub fn database_breaker(&self) -> BreakerSnapshot {
+        self.lock_database_breaker().snapshot()
+    }
+
+    /// Open the `database` breaker until [`resume_writes`](Self::resume_writes):
+    /// writes fail fast with `unavailable`, durable writes are queued, reads
+    /// go on (e.g. while a restore runs).
+    pub fn pause_writes(&self, reason: &str) {
+        let transition = self.lock_database_breaker().force_open(now_ms(), reason);
+        self.announce(transition);
+    }
+
+    /// Close the `database` breaker; queued writes are replayed.
+    pub fn resume_writes(&self) {
+        let transition = self.lock_database_breaker().reset(now_ms());
+        self.announce(transition);
+        self.wake_queue();
+    }
+
+    /// The named circuit breaker `name`, to wrap calls to a dependency:
+    /// `rt.breaker("smtp")?.call(send(mail)).await`. Configured in
+    /// `[breakers.<name>]`; other names get the defaults. `database` is the
+    /// writer's own breaker: see [`database_breaker`](Self::database_breaker).
+    pub fn breaker(&self, name: &str) -> Result<BreakerHandle> {
+        if name == DATABASE_BREAKER {
+            return Err(Error::bad_input(
+                "`database` is the writer's built-in breaker: use database_breaker(), pause_writes() and resume_writes()",
+            ));
+        }
+        Ok(BreakerHandle::new(name, self.inner.breakers.clone()))
+    }
+
+    /// Every circuit breaker's state, `database` first.
+    pub async fn breakers(&self) -> Result<Vec<BreakerSnapshot>> {
+        let actor = slot::running(&mut self.inner.breakers.clone()).await?;
+        let named = ractor::call!(actor, BreakerMsg::Snapshot).map_err(|e| {
+            Error::unavailable(format!("the circuit breaker actor did not answer: {e}"))
+        })?;
+        let mut all = vec![self.database_breaker()];
+        all.extend(named);
+        Ok(all)
     }
 
     /// Apply `op` now if the database takes it; if it fails in a way that
@@ -203,16 +379,31 @@ impl Runtime {
         match self.write(op.clone()).await {
             Ok(results) => Ok(Durable::Applied { results }),
             Err(e) if e.class.is_retryable_later() => {
-                let payload = serde_json::to_value(&op)
-                    .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?;
-                let id = self
-                    .enqueue_payload(SQL_KIND, &payload, &options, Some(&e))
-                    .await?;
+                let id = self.queue_operation(&op, &options, Some(&e)).await?;
                 tracing::info!(id, class = e.class.as_str(), "write queued for replay");
                 Ok(Durable::Queued { id })
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Store `op` in the durable retry queue without trying it first (e.g.
+    /// while the application knows the database is unavailable); returns
+    /// the queue id once the entry is committed to the journal.
+    pub async fn enqueue_operation(&self, op: Operation, options: EnqueueOptions) -> Result<i64> {
+        self.queue_operation(&op, &options, None).await
+    }
+
+    async fn queue_operation(
+        &self,
+        op: &Operation,
+        options: &EnqueueOptions,
+        cause: Option<&Error>,
+    ) -> Result<i64> {
+        let payload = serde_json::to_value(op)
+            .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?;
+        self.enqueue_payload(SQL_KIND, &payload, options, cause)
+            .await
     }
 
     /// Queue an application payload for the handler registered for `kind`
@@ -305,11 +496,9 @@ impl Runtime {
         f: impl FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let journal = self.inner.config.journal_db();
-        tokio::task::spawn_blocking(move || {
-            resilite_actors::connection::open_read_only(&journal).and_then(|c| f(&c))
-        })
-        .await
-        .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?
+        tokio::task::spawn_blocking(move || open_read_only(&journal).and_then(|c| f(&c)))
+            .await
+            .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?
     }
 
     /// Run a read-only statement on the read pool.
@@ -401,6 +590,13 @@ impl Runtime {
     pub fn ready(&self) -> std::result::Result<(), String> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err("resilite is shutting down".into());
+        }
+        let database = self.database_breaker();
+        if database.state == BreakerState::Open {
+            return Err(format!(
+                "the database circuit breaker is open ({} trip(s)): writes fail fast until it closes",
+                database.trips
+            ));
         }
         match self.status() {
             Status::Healthy => Ok(()),

@@ -15,6 +15,8 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use resilite_actors::circuit_breaker::{self, BreakerArgs, BreakerMsg, CircuitBreakerActor};
+use resilite_actors::connection::{open_read_only, DbOptions};
 use resilite_actors::health::{HealthActor, HealthArgs, HealthMsg};
 use resilite_actors::journal::{self, RestartOutcome};
 use resilite_actors::retry_queue::{RetryArgs, RetryMsg, RetryQueueActor};
@@ -39,10 +41,13 @@ pub struct SupervisorArgs {
     pub app: WriterConfig,
     pub health: HealthArgs,
     pub retry: RetryArgs,
+    pub breakers: BreakerArgs,
+    pub journal_db: DbOptions,
     pub journal_slot: watch::Sender<WriterSlot>,
     pub app_slot: watch::Sender<WriterSlot>,
     pub health_slot: watch::Sender<Slot<ActorRef<HealthMsg>>>,
     pub retry_slot: watch::Sender<Slot<ActorRef<RetryMsg>>>,
+    pub breakers_slot: watch::Sender<Slot<ActorRef<BreakerMsg>>>,
     pub roster: watch::Sender<Vec<ActorStatus>>,
 }
 
@@ -62,6 +67,11 @@ enum Spec {
         args: RetryArgs,
         slot: watch::Sender<Slot<ActorRef<RetryMsg>>>,
     },
+    Breakers {
+        args: BreakerArgs,
+        journal_db: DbOptions,
+        slot: watch::Sender<Slot<ActorRef<BreakerMsg>>>,
+    },
 }
 
 struct Child {
@@ -75,7 +85,7 @@ struct Child {
 
 pub struct SupervisorState {
     policy: SupervisorConfig,
-    children: Vec<Child>, // [journal, app, health]
+    children: Vec<Child>, // [journal, app, retry, breakers, health]
     roster: watch::Sender<Vec<ActorStatus>>,
     stopping: bool,
 }
@@ -87,7 +97,7 @@ impl SupervisorState {
                 Slot::Running(w) => Some(w.clone()),
                 _ => None,
             },
-            Spec::Health { .. } | Spec::Retry { .. } => None,
+            _ => None,
         }
     }
 
@@ -110,7 +120,8 @@ impl SupervisorState {
 const JOURNAL: usize = 0;
 const APP: usize = 1;
 const RETRY: usize = 2;
-const HEALTH: usize = 3;
+const BREAKERS: usize = 3;
+const HEALTH: usize = 4;
 
 impl Actor for RootSupervisor {
     type Msg = SupervisorMsg;
@@ -133,6 +144,14 @@ impl Actor for RootSupervisor {
                     Spec::Retry {
                         args: args.retry,
                         slot: args.retry_slot,
+                    },
+                ),
+                Child::new(
+                    "breakers",
+                    Spec::Breakers {
+                        args: args.breakers,
+                        journal_db: args.journal_db,
+                        slot: args.breakers_slot,
                     },
                 ),
                 Child::new(
@@ -279,6 +298,17 @@ impl Child {
             Spec::Retry { args, slot } => {
                 spawn_published(RetryQueueActor, args.clone(), cell, slot).await?
             }
+            Spec::Breakers {
+                args,
+                journal_db,
+                slot,
+            } => {
+                // Restart from the state journaled last, not the one at startup.
+                let mut args = args.clone();
+                args.restored =
+                    open_read_only(journal_db).and_then(|c| circuit_breaker::load(&c))?;
+                spawn_published(CircuitBreakerActor, args, cell, slot).await?
+            }
         };
         self.id = Some(id);
         Ok(())
@@ -298,6 +328,9 @@ impl Spec {
             Spec::Retry { slot, .. } => {
                 slot.send_replace(state.down());
             }
+            Spec::Breakers { slot, .. } => {
+                slot.send_replace(state.down());
+            }
         }
     }
 
@@ -306,6 +339,7 @@ impl Spec {
             Spec::Writer { slot, .. } => slot.borrow().state(),
             Spec::Health { slot, .. } => slot.borrow().state(),
             Spec::Retry { slot, .. } => slot.borrow().state(),
+            Spec::Breakers { slot, .. } => slot.borrow().state(),
         }
     }
 }
@@ -323,10 +357,11 @@ pub fn spawn_error(err: ractor::SpawnErr) -> Error {
 async fn drain_and_stop(state: &mut SupervisorState) -> Result<(), Error> {
     // The health and queue actors first: they must not probe, maintain or
     // replay through a stopping writer.
-    for index in [HEALTH, RETRY] {
+    for index in [HEALTH, BREAKERS, RETRY] {
         match &state.children[index].spec {
             Spec::Health { slot, .. } => stop_published(slot).await,
             Spec::Retry { slot, .. } => stop_published(slot).await,
+            Spec::Breakers { slot, .. } => stop_published(slot).await,
             Spec::Writer { .. } => {}
         }
     }

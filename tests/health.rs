@@ -56,7 +56,16 @@ async fn a_fresh_database_is_healthy_with_probes_actors_and_history() {
         "write probe {write_ms} ms"
     );
     let names: Vec<_> = report.actors.iter().map(|a| a.name.as_str()).collect();
-    assert_eq!(names, ["journal-writer", "writer", "health"]);
+    assert_eq!(
+        names,
+        [
+            "journal-writer",
+            "writer",
+            "retry-queue",
+            "breakers",
+            "health"
+        ]
+    );
     assert!(report
         .actors
         .iter()

@@ -72,7 +72,16 @@ async fn health_ready_and_detailed_report_over_http() {
         .iter()
         .map(|a| a["name"].as_str().unwrap())
         .collect();
-    assert_eq!(actors, ["journal-writer", "writer", "health"]);
+    assert_eq!(
+        actors,
+        [
+            "journal-writer",
+            "writer",
+            "retry-queue",
+            "breakers",
+            "health"
+        ]
+    );
 }
 
 /// The value of the sample `name` whose labels include `labels`.

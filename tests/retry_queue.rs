@@ -158,6 +158,17 @@ async fn a_poison_write_is_dead_lettered_then_requeued_after_the_fix_or_discarde
         );
     }
 
+    // Health calls for a review.
+    let report = t.rt.check_now().await.unwrap();
+    assert_eq!(
+        report.status,
+        resilite::actors::health::HealthStatus::Warning,
+        "{}",
+        report.to_text()
+    );
+    assert!(report.recommends("review_dead_letters"));
+    assert_eq!(report.queue.unwrap().dead, 2);
+
     // Fix the data, requeue the first: it commits. Discard the second.
     t.rt.execute(Statement::sql("DELETE FROM t WHERE v = 1"))
         .await

@@ -64,6 +64,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX maintenance_runs_at ON maintenance_runs (at_ms);",
     crate::retry_queue::SCHEMA,
+    crate::circuit_breaker::SCHEMA,
 ];
 
 /// Bring the journal schema up to date (idempotent).

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -344,32 +344,28 @@ pub fn entry_by_id(conn: &Connection, id: i64) -> Result<Option<Entry>> {
         .optional()?)
 }
 
-/// Counts by status.
+/// Counts by status (each an index range count, not a table scan).
 pub fn stats(conn: &Connection) -> Result<QueueStats> {
-    let mut stats = QueueStats::default();
-    let mut stmt = conn.prepare(
-        "SELECT status, count(*) FROM retry_queue \
-         WHERE status != 'dead' OR resolution IS NULL GROUP BY status",
-    )?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-    for row in rows {
-        let (status, n) = row?;
-        match status.as_str() {
-            "queued" => stats.queued = n,
-            "retrying" => stats.retrying = n,
-            "dead" => stats.dead = n,
-            _ => stats.succeeded = n,
-        }
-    }
-    Ok(stats)
+    let count = |filter: &str| -> Result<i64> {
+        Ok(conn
+            .prepare_cached(&format!("SELECT count(*) FROM retry_queue WHERE {filter}"))?
+            .query_row([], |r| r.get(0))?)
+    };
+    Ok(QueueStats {
+        queued: count("status = 'queued'")?,
+        retrying: count("status = 'retrying'")?,
+        dead: count("status = 'dead' AND resolution IS NULL")?,
+        succeeded: count("status = 'succeeded'")?,
+    })
 }
 
 /// Due entries, most urgent first; of the entries sharing an ordering key,
-/// only the oldest unfinished one.
-fn due(conn: &Connection, now: i64, limit: usize) -> Result<Vec<Entry>> {
+/// only the oldest unfinished one. Without `sql`, only application payloads.
+fn due(conn: &Connection, now: i64, limit: usize, sql: bool) -> Result<Vec<Entry>> {
+    let kinds = if sql { "" } else { "AND kind != 'sql' " };
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {ENTRY_COLUMNS} FROM retry_queue q \
-         WHERE status = 'queued' AND next_retry_at_ms <= ?1 \
+         WHERE status = 'queued' AND next_retry_at_ms <= ?1 {kinds}\
            AND (ordering_key IS NULL OR NOT EXISTS ( \
                 SELECT 1 FROM retry_queue o WHERE o.ordering_key = q.ordering_key AND o.id < q.id \
                 AND o.status IN ('queued', 'retrying'))) \
@@ -392,7 +388,13 @@ pub struct RetryArgs {
     pub app: watch::Receiver<WriterSlot>,
     /// Application payload handlers.
     pub handlers: Handlers,
+    /// Whether SQL may be replayed now (false while the database breaker
+    /// is open, e.g. during a restore).
+    pub sql_gate: SqlGate,
 }
+
+/// Says whether the database takes replays now.
+pub type SqlGate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Messages of the RetryQueueActor.
 pub enum RetryMsg {
@@ -409,7 +411,15 @@ pub struct RetryQueueActor;
 pub struct RetryState {
     args: RetryArgs,
     timer: Option<JoinHandle<()>>,
+    /// Counting and pruning scan the table: done at most this often.
+    last_stats: Option<Instant>,
+    last_prune: Option<Instant>,
 }
+
+/// How often the queue gauges are refreshed while replaying.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+/// How often succeeded entries past their retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 impl Actor for RetryQueueActor {
     type Msg = RetryMsg;
@@ -434,6 +444,8 @@ impl Actor for RetryQueueActor {
         Ok(RetryState {
             args,
             timer: Some(timer),
+            last_stats: None,
+            last_prune: None,
         })
     }
 
@@ -490,7 +502,8 @@ impl RetryState {
     async fn replay_due(&mut self) -> Result<()> {
         let limit = self.args.config.replay_batch.max(1);
         loop {
-            let due = self.read(move |c| due(c, now_ms(), limit)).await?;
+            let sql = (self.args.sql_gate)();
+            let due = self.read(move |c| due(c, now_ms(), limit, sql)).await?;
             let Some((probe, rest)) = due.split_first() else {
                 break;
             };
@@ -501,17 +514,30 @@ impl RetryState {
                 break;
             }
             let still_failing = !rest.is_empty() && self.replay_group(rest).await?;
-            let prune = Statement::new(
-                "DELETE FROM retry_queue WHERE status = 'succeeded' AND updated_at_ms < ?1",
-                [Value::Integer(
-                    now_ms() - self.args.config.succeeded_retention.as_millis() as i64,
-                )],
-            );
-            self.journal(vec![prune]).await?;
-            self.publish_stats().await;
             if still_failing || due.len() < limit {
                 break;
             }
+            self.housekeeping().await?;
+        }
+        self.housekeeping().await
+    }
+
+    /// Refresh the gauges and prune old succeeded entries, each at most as
+    /// often as its period allows.
+    async fn housekeeping(&mut self) -> Result<()> {
+        let due = |last: Option<Instant>, every| last.is_none_or(|t: Instant| t.elapsed() >= every);
+        if due(self.last_prune, PRUNE_EVERY) {
+            self.last_prune = Some(Instant::now());
+            let retention = self.args.config.succeeded_retention.as_millis() as i64;
+            let prune = Statement::new(
+                "DELETE FROM retry_queue WHERE status = 'succeeded' AND updated_at_ms < ?1",
+                [Value::Integer(now_ms() - retention)],
+            );
+            self.journal(vec![prune]).await?;
+        }
+        if due(self.last_stats, STATS_EVERY) {
+            self.last_stats = Some(Instant::now());
+            self.publish_stats().await;
         }
         Ok(())
     }
@@ -689,6 +715,68 @@ impl RetryState {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A journal in memory holding `entries` (priority, due offset in ms,
+    /// ordering key, status).
+    fn queue_of(entries: &[(u8, i64, Option<u8>, u8)]) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        for (priority, due_in, key, status) in entries {
+            let status =
+                ["queued", "queued", "retrying", "succeeded", "dead"][*status as usize % 5];
+            conn.execute(
+                "INSERT INTO retry_queue (kind, payload, priority, ordering_key, max_attempts, next_retry_at_ms, status, created_at_ms, updated_at_ms) \
+                 VALUES ('sql', '{}', ?1, ?2, 10, ?3, ?4, 0, 0)",
+                rusqlite::params![priority, key.map(|k| format!("k{k}")), 1_000 + due_in, status],
+            )
+            .unwrap();
+        }
+        conn
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn due_entries_come_by_priority_then_due_time_and_one_per_ordering_key(
+            entries in prop::collection::vec((1u8..=10, -500i64..500, prop::option::of(0u8..4), 0u8..5), 0..60),
+            limit in 1usize..80,
+        ) {
+            let conn = queue_of(&entries);
+            let now = 1_000;
+            let got = due(&conn, now, limit, true).unwrap();
+            prop_assert!(got.len() <= limit);
+            for e in &got {
+                prop_assert_eq!(e.status.as_str(), "queued");
+                prop_assert!(e.next_retry_at_ms <= now);
+            }
+            // Sorted by (priority, next_retry_at, id).
+            let keys: Vec<_> = got.iter().map(|e| (e.priority, e.next_retry_at_ms, e.id)).collect();
+            let mut sorted = keys.clone();
+            sorted.sort();
+            prop_assert_eq!(&keys, &sorted);
+            // An entry with an ordering key comes only when no older entry
+            // with that key is waiting or being replayed.
+            let unfinished = |key: &str, before: i64| entries.iter().enumerate().any(|(i, (_, _, k, st))| {
+                let id = i as i64 + 1;
+                id < before && k.map(|k| format!("k{k}")).as_deref() == Some(key) && st % 5 <= 2
+            });
+            for e in &got {
+                if let Some(key) = &e.ordering_key {
+                    prop_assert!(!unfinished(key, e.id), "entry {} jumped the queue of {}", e.id, key);
+                }
+            }
+            // Nothing due and eligible is left out when there was room.
+            if got.len() < limit {
+                let eligible = entries.iter().enumerate().filter(|(i, (_, due_in, k, st))| {
+                    let id = *i as i64 + 1;
+                    st % 5 <= 1 && 1_000 + due_in <= now
+                        && k.is_none_or(|k| !unfinished(&format!("k{k}"), id))
+                }).count();
+                prop_assert_eq!(got.len(), eligible);
+            }
+        }
+    }
 
     proptest! {
         #[test]

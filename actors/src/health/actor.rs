@@ -16,9 +16,10 @@ use tokio::task::JoinHandle;
 use super::history;
 use super::inspect::{measure, Checks, IntegrityCheck};
 use super::{HealthConfig, HealthReport, HealthStatus};
-use crate::connection::DbOptions;
+use crate::connection::{open_read_only, DbOptions};
 use crate::error::{Error, Result};
 use crate::maintenance::{CheckpointMode, Maintenance, MaintenanceRun};
+use crate::retry_queue;
 use crate::slot::{self, ActorStatus, WriterSlot};
 use crate::value::{Operation, Statement, Value};
 use crate::writer::WriterMsg;
@@ -37,6 +38,8 @@ pub struct HealthArgs {
     pub app: watch::Receiver<WriterSlot>,
     /// The journal writer (history, maintenance records).
     pub journal: watch::Receiver<WriterSlot>,
+    /// The journal file (retry queue figures).
+    pub journal_db: DbOptions,
     /// The supervised actors, as the supervisor publishes them.
     pub roster: watch::Receiver<Vec<ActorStatus>>,
     /// Where the latest report is published.
@@ -212,6 +215,14 @@ impl HealthState {
         self.writer_ops = ops_before_probe.map_or(0, |n| n + 1);
         report.actors = self.args.roster.borrow().clone();
         report.judge_actors();
+        let journal = self.args.journal_db.clone();
+        report.queue = tokio::task::spawn_blocking(move || {
+            open_read_only(&journal).and_then(|c| retry_queue::stats(&c))
+        })
+        .await
+        .ok()
+        .and_then(|r| r.ok());
+        report.judge_queue();
         if readable {
             report.judge_database(&self.args.config);
             if report.figures.write_probe_ms.is_none() {

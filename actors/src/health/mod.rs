@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::maintenance::MaintenanceRun;
+use crate::retry_queue::QueueStats;
 use crate::slot::{ActorStatus, SlotState};
 
 pub use actor::{HealthActor, HealthArgs, HealthEvent, HealthMsg};
@@ -190,6 +191,8 @@ pub struct HealthReport {
     pub figures: Figures,
     /// The runtime's actors (empty when checking a file from the CLI).
     pub actors: Vec<ActorStatus>,
+    /// The durable retry queue by status (absent from the CLI).
+    pub queue: Option<QueueStats>,
     /// Maintenance run because of this check.
     pub maintenance: Vec<MaintenanceRun>,
     /// What to do, with the thresholds that triggered it.
@@ -207,6 +210,7 @@ impl HealthReport {
             full_integrity_check: false,
             figures: Figures::default(),
             actors: Vec::new(),
+            queue: None,
             maintenance: Vec::new(),
             recommendations: Vec::new(),
         }
@@ -253,6 +257,27 @@ impl HealthReport {
                 ),
                 SlotState::Running | SlotState::Stopped => {}
             }
+        }
+    }
+
+    /// A WARNING while the dead-letter queue holds entries nobody reviewed.
+    fn judge_queue(&mut self) {
+        if let Some(q) = self.queue.filter(|q| q.dead > 0) {
+            self.raise(
+                HealthStatus::Warning,
+                format!(
+                    "{} dead-letter entr{}",
+                    q.dead,
+                    if q.dead == 1 { "y" } else { "ies" }
+                ),
+            );
+            self.recommend(
+                "review_dead_letters",
+                format!(
+                    "{} operation(s) failed for good: review them with `resilite dlq list`, then requeue or discard",
+                    q.dead
+                ),
+            );
         }
     }
 
@@ -393,6 +418,12 @@ impl HealthReport {
             out.push_str(&format!(
                 "  actor {}: {:?}, {} restart(s)\n",
                 a.name, a.state, a.restarts
+            ));
+        }
+        if let Some(q) = &self.queue {
+            out.push_str(&format!(
+                "  retry queue: {} queued, {} retrying, {} dead, {} succeeded\n",
+                q.queued, q.retrying, q.dead, q.succeeded
             ));
         }
         for m in &self.maintenance {
