@@ -17,7 +17,9 @@ use resilite::actors::{Operation, Synchronous};
 use resilite::{Config, Runtime, Statement, Value};
 
 const MEMORY_ENTRIES: i64 = 1_000_000;
-const TASKS: usize = 64;
+/// The small queue memory is compared with.
+const SMALL_ENTRIES: i64 = 100_000;
+const TASKS: usize = 256;
 
 fn ops() -> usize {
     std::env::var("QUEUE_BENCH_OPS")
@@ -55,42 +57,48 @@ async fn settled(rt: &Runtime, total: i64) {
     }
 }
 
-async fn memory() {
+/// Peak resident set size while a runtime replays `entries` queued
+/// application payloads (the first 100,000 of them, at most 120 s).
+async fn replay_peak(entries: i64) -> (f64, i64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = Runtime::start(config(&dir)).await.expect("start");
-    rt.register_handler("noop", Arc::new(|_| Box::pin(async { Ok(()) })));
-    let empty = rss_mib();
     rt.shutdown().await.expect("shutdown");
-    // Fill the journal directly: 1M due entries.
+    // Fill the journal directly: due entries.
     let journal = rusqlite::Connection::open(dir.path().join("app.db.journal")).expect("journal");
     journal
         .execute(
             "INSERT INTO retry_queue (kind, payload, priority, max_attempts, next_retry_at_ms, status, created_at_ms, updated_at_ms) \
              WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) \
              SELECT 'noop', '{\"n\":' || i || '}', 1 + i % 10, 10, 0, 'queued', 0, 0 FROM n",
-            [MEMORY_ENTRIES],
+            [entries],
         )
         .expect("fill");
     drop(journal);
     let rt = Runtime::start(config(&dir)).await.expect("restart");
     rt.register_handler("noop", Arc::new(|_| Box::pin(async { Ok(()) })));
     let started = Instant::now();
+    let target = entries.min(100_000);
     let mut peak = rss_mib();
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let replayed = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
         peak = peak.max(rss_mib());
         let s = rt.queue_stats().await.expect("stats");
-        if s.succeeded >= MEMORY_ENTRIES / 5 || started.elapsed() > Duration::from_secs(120) {
-            println!(
-                "memory: empty queue {empty:.1} MiB; {MEMORY_ENTRIES} queued, {} replayed in {:.1}s: peak {peak:.1} MiB ({:.2}x)",
-                s.succeeded,
-                started.elapsed().as_secs_f64(),
-                peak / empty
-            );
-            break;
+        if s.succeeded >= target || started.elapsed() > Duration::from_secs(120) {
+            break s.succeeded;
         }
-    }
+    };
+    let secs = started.elapsed().as_secs_f64();
     rt.shutdown().await.expect("shutdown");
+    (peak, replayed, replayed as f64 / secs)
+}
+
+async fn memory() {
+    let (small, _, _) = replay_peak(SMALL_ENTRIES).await;
+    let (large, replayed, rate) = replay_peak(MEMORY_ENTRIES).await;
+    println!(
+        "memory: peak RSS replaying {SMALL_ENTRIES} queued: {small:.1} MiB; {MEMORY_ENTRIES} queued: {large:.1} MiB ({:.2}x); {replayed} replayed at {rate:.0}/s",
+        large / small
+    );
 }
 
 /// Enqueue `n` operations from TASKS tasks with `enqueue`, then wait for the

@@ -613,4 +613,14 @@ mod tests {
         let err = parse("[health]\nintervall = \"1s\"\n").unwrap_err();
         assert!(err.0.contains("intervall"), "{err}");
     }
+
+    #[test]
+    fn config_bundled_file_holds_the_defaults() {
+        let bundled = parse(include_str!("../config.toml")).unwrap();
+        let mut expected = Config::default();
+        expected
+            .breakers
+            .insert(DATABASE_BREAKER.into(), BreakerConfig::default());
+        assert_eq!(bundled, expected, "config.toml documents the defaults");
+    }
 }

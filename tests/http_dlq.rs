@@ -13,7 +13,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "s3cret";
-const FAST_RETRY: &str = "token = \"s3cret\"\n\n[writer]\nmax_retries = 1\nretry_base_delay = \"1ms\"\n\n[retry]\nbase_delay = \"50ms\"\nmax_delay = \"200ms\"\npoll_interval = \"50ms\"\nmax_attempts = 1000\n";
+const FAST_RETRY: &str = "token = \"s3cret\"\n\n[writer]\nmax_retries = 1\nretry_base_delay = \"1ms\"\n\n[retry]\nbase_delay = \"50ms\"\nmax_delay = \"200ms\"\npoll_interval = \"50ms\"\nmax_attempts = 1000\n\n[breakers.database]\nopen_for = \"100ms\"\n";
 const SHORT_BUSY: &[(&str, &str)] = &[("RESILITE_DATABASE_BUSY_TIMEOUT", "20ms")];
 
 async fn call(

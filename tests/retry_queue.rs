@@ -26,6 +26,14 @@ fn impatient(c: &mut resilite::Config) {
     c.retry.max_delay = Duration::from_millis(200);
     c.retry.poll_interval = Duration::from_millis(50);
     c.retry.max_attempts = 1000;
+    // The database breaker opens under the lock; keep its open period short.
+    c.breakers.insert(
+        "database".into(),
+        resilite::actors::circuit_breaker::BreakerConfig {
+            open_for: Duration::from_millis(100),
+            ..Default::default()
+        },
+    );
 }
 
 async fn settled(rt: &Runtime) -> QueueStats {
@@ -109,6 +117,52 @@ async fn durable_writes_under_a_held_lock_are_queued_and_land_exactly_once() {
         "every write exactly once"
     );
     assert!(t.rt.dead_letters(false).await.unwrap().is_empty());
+    // Once the journal has their success, the replays' keys are deleted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let keys: i64 = conn
+            .query_row("SELECT count(*) FROM _resilite_idempotency", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        if keys == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{keys} idempotency keys left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t.rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_with_an_idempotency_key_is_applied_once() {
+    let t = start_with(|_| {}).await;
+    t.rt.execute(Statement::sql("CREATE TABLE t(v INTEGER)"))
+        .await
+        .unwrap();
+    let once = || Operation::Once {
+        key: "order-17".into(),
+        op: Box::new(insert(17)),
+    };
+    assert_eq!(t.rt.write(once()).await.unwrap().len(), 1, "applied");
+    assert!(t.rt.write(once()).await.unwrap().is_empty(), "skipped");
+    // A failing operation does not claim its key.
+    let failing = Operation::Once {
+        key: "bad".into(),
+        op: Box::new(Operation::Statement(Statement::sql(
+            "INSERT INTO missing VALUES (1)",
+        ))),
+    };
+    assert!(t.rt.write(failing).await.is_err());
+    let rows = t
+        .rt
+        .query(Statement::sql("SELECT (SELECT count(*) FROM t), (SELECT group_concat(key) FROM _resilite_idempotency)"))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.rows[0],
+        vec![Value::Integer(1), Value::from("order-17")]
+    );
     t.rt.shutdown().await.unwrap();
 }
 

@@ -66,6 +66,8 @@ pub const SCHEMA: &str = "CREATE TABLE retry_queue (
     CREATE INDEX retry_queue_due ON retry_queue (status, priority, next_retry_at_ms, id);
     CREATE INDEX retry_queue_ordering ON retry_queue (ordering_key, id) WHERE ordering_key IS NOT NULL;";
 
+/// Idempotency keys of queue replays: this prefix and the entry id.
+const QUEUE_KEY_PREFIX: &str = "resilite-queue:";
 /// The kind of queued SQL operations; other kinds are application payloads.
 pub const SQL_KIND: &str = "sql";
 /// The same error this many times in a row marks a dead entry poisoned.
@@ -411,9 +413,16 @@ pub struct RetryQueueActor;
 pub struct RetryState {
     args: RetryArgs,
     timer: Option<JoinHandle<()>>,
+    /// The read-only journal connection, between reads.
+    reader: std::sync::Mutex<Option<Connection>>,
     /// Counting and pruning scan the table: done at most this often.
     last_stats: Option<Instant>,
     last_prune: Option<Instant>,
+}
+
+/// Ids as the JSON array `json_each` reads.
+fn ids_json(ids: &[i64]) -> Value {
+    Value::Text(serde_json::to_string(ids).unwrap_or_default())
 }
 
 /// How often the queue gauges are refreshed while replaying.
@@ -444,6 +453,7 @@ impl Actor for RetryQueueActor {
         Ok(RetryState {
             args,
             timer: Some(timer),
+            reader: std::sync::Mutex::new(None),
             last_stats: None,
             last_prune: None,
         })
@@ -487,14 +497,31 @@ enum Replayed {
 }
 
 impl RetryState {
+    /// Run `f` on the actor's read-only journal connection (kept between
+    /// calls, so its statement and page caches stay warm).
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let db = self.args.journal_db.clone();
-        tokio::task::spawn_blocking(move || open_read_only(&db).and_then(|c| f(&c)))
-            .await
-            .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?
+        let conn = self.reader.lock().ok().and_then(|mut r| r.take());
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let conn = match conn {
+                Some(conn) => conn,
+                None => match open_read_only(&db) {
+                    Ok(conn) => conn,
+                    Err(e) => return (None, Err(e)),
+                },
+            };
+            let result = f(&conn);
+            (Some(conn), result)
+        })
+        .await
+        .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?;
+        if let Ok(mut reader) = self.reader.lock() {
+            *reader = conn;
+        }
+        result
     }
 
     /// Replay due entries, a batch at a time, until none is due or the
@@ -549,10 +576,7 @@ impl RetryState {
         self.journal(vec![Statement::new(
             "UPDATE retry_queue SET status = 'retrying', updated_at_ms = ?1 \
              WHERE id IN (SELECT value FROM json_each(?2))",
-            [
-                Value::Integer(now_ms()),
-                Value::Text(serde_json::to_string(&ids).unwrap_or_default()),
-            ],
+            [Value::Integer(now_ms()), ids_json(&ids)],
         )])
         .await?;
         let mut tasks = tokio::task::JoinSet::new();
@@ -568,6 +592,8 @@ impl RetryState {
             }
         }
         let mut updates = Vec::new();
+        let mut succeeded = Vec::new();
+        let mut sql_done = Vec::new();
         let mut still_failing = false;
         for entry in entries {
             let outcome = outcomes.remove(&entry.id).unwrap_or_else(|| {
@@ -576,12 +602,40 @@ impl RetryState {
                     "the replay task panicked",
                 ))
             });
-            if let Replayed::Failed(e) = &outcome {
-                still_failing |= e.class.is_retryable_later();
+            match outcome {
+                Replayed::Done => {
+                    succeeded.push(entry.id);
+                    if entry.kind == SQL_KIND {
+                        sql_done.push(entry.id);
+                    }
+                }
+                Replayed::Failed(e) => {
+                    still_failing |= e.class.is_retryable_later();
+                    updates.push(self.failed(entry, e));
+                }
             }
-            updates.push(self.after(entry, outcome));
+        }
+        if !succeeded.is_empty() {
+            metrics::counter!("resilite_retry_replays_total", "outcome" => "succeeded")
+                .increment(succeeded.len() as u64);
+            updates.push(Statement::new(
+                "UPDATE retry_queue SET status = 'succeeded', attempts = attempts + 1, updated_at_ms = ?1 \
+                 WHERE id IN (SELECT value FROM json_each(?2))",
+                [Value::Integer(now_ms()), ids_json(&succeeded)],
+            ));
         }
         self.journal(updates).await?;
+        // Their success is in the journal now: their keys are not needed.
+        if !sql_done.is_empty() {
+            let forget = Statement::new(
+                "DELETE FROM _resilite_idempotency WHERE key IN \
+                 (SELECT ?1 || value FROM json_each(?2))",
+                [Value::from(QUEUE_KEY_PREFIX), ids_json(&sql_done)],
+            );
+            if let Err(e) = slot::write(&self.args.app, Operation::Statement(forget)).await {
+                tracing::warn!(detail = %e.detail, "could not delete the idempotency keys of replayed entries");
+            }
+        }
         Ok(still_failing)
     }
 
@@ -603,7 +657,7 @@ impl RetryState {
                 match serde_json::from_value::<Operation>(payload) {
                     Ok(op) => {
                         let keyed = Operation::Once {
-                            key: format!("resilite-queue:{id}"),
+                            key: format!("{QUEUE_KEY_PREFIX}{id}"),
                             op: Box::new(op),
                         };
                         slot::write(&app, keyed).await.map(|_| ())
@@ -627,20 +681,10 @@ impl RetryState {
         }
     }
 
-    /// The journal update for `entry` after a replay.
-    fn after(&self, entry: &Entry, outcome: Replayed) -> Statement {
+    /// The journal update for `entry` after a failed replay: back to the
+    /// queue with its next due time, or to the dead-letter queue.
+    fn failed(&self, entry: &Entry, e: Error) -> Statement {
         let now = now_ms();
-        let e = match outcome {
-            Replayed::Done => {
-                metrics::counter!("resilite_retry_replays_total", "outcome" => "succeeded")
-                    .increment(1);
-                return Statement::new(
-                    "UPDATE retry_queue SET status = 'succeeded', attempts = attempts + 1, updated_at_ms = ?1 WHERE id = ?2",
-                    [Value::Integer(now), Value::Integer(entry.id)],
-                );
-            }
-            Replayed::Failed(e) => e,
-        };
         let attempts = entry.attempts + 1;
         let retryable = e.class.is_retryable_later();
         let mut history: Vec<serde_json::Value> =

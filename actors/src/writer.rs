@@ -599,21 +599,12 @@ fn apply_operation(conn: &Connection, op: &Operation) -> Result<OperationOutcome
 fn apply_once(conn: &Connection, key: &str, op: &Operation) -> Result<OperationOutcome, Failure> {
     conn.prepare_cached("SAVEPOINT once")?.execute([])?;
     let result = (|| -> Result<OperationOutcome, Failure> {
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS _resilite_idempotency (key TEXT PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
-        )?;
-        let seen = conn
-            .prepare_cached("SELECT 1 FROM _resilite_idempotency WHERE key = ?1")?
-            .exists([key])?;
-        if seen {
+        // Claim the key first: if it is already there, the operation was
+        // applied before. A failure below rolls the claim back with it.
+        if !claim_key(conn, key)? {
             return Ok(Vec::new());
         }
-        let outcome = apply_operation(conn, op)?;
-        conn.prepare_cached(
-            "INSERT INTO _resilite_idempotency (key, applied_at_ms) VALUES (?1, ?2)",
-        )?
-        .execute(rusqlite::params![key, crate::maintenance::now_ms()])?;
-        Ok(outcome)
+        Ok(apply_operation(conn, op)?)
     })();
     match result {
         Ok(outcome) => {
@@ -630,6 +621,27 @@ fn apply_once(conn: &Connection, key: &str, op: &Operation) -> Result<OperationO
             })
         }
     }
+}
+
+/// Insert `key` into `_resilite_idempotency` (created on first use); false
+/// when it was there already.
+fn claim_key(conn: &Connection, key: &str) -> rusqlite::Result<bool> {
+    const CLAIM: &str =
+        "INSERT OR IGNORE INTO _resilite_idempotency (key, applied_at_ms) VALUES (?1, ?2)";
+    let claim = || -> rusqlite::Result<usize> {
+        conn.prepare_cached(CLAIM)?
+            .execute(rusqlite::params![key, crate::maintenance::now_ms()])
+    };
+    let inserted = match claim() {
+        Err(e) if e.to_string().contains("no such table") => {
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS _resilite_idempotency (key TEXT PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
+            )?;
+            claim()?
+        }
+        other => other?,
+    };
+    Ok(inserted == 1)
 }
 
 fn run_statement(conn: &Connection, s: &Statement) -> Result<WriteOutcome> {
