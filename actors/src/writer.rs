@@ -604,7 +604,7 @@ fn apply_once(conn: &Connection, key: &str, op: &Operation) -> Result<OperationO
         if !claim_key(conn, key)? {
             return Ok(Vec::new());
         }
-        Ok(apply_operation(conn, op)?)
+        apply_operation(conn, op)
     })();
     match result {
         Ok(outcome) => {
