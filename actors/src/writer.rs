@@ -594,33 +594,26 @@ fn apply_operation(conn: &Connection, op: &Operation) -> Result<OperationOutcome
     }
 }
 
-/// Apply `op` unless `key` was applied before, recording the key in the
-/// same SAVEPOINT so that both commit together or not at all.
+/// Apply `op` unless `key` was applied before. The key is claimed in the
+/// same transaction, so both commit together or not at all; if `op` fails,
+/// the claim is withdrawn (no SAVEPOINT needed: SQLite's statement journal
+/// already undoes a failed statement).
 fn apply_once(conn: &Connection, key: &str, op: &Operation) -> Result<OperationOutcome, Failure> {
-    conn.prepare_cached("SAVEPOINT once")?.execute([])?;
-    let result = (|| -> Result<OperationOutcome, Failure> {
-        // Claim the key first: if it is already there, the operation was
-        // applied before. A failure below rolls the claim back with it.
-        if !claim_key(conn, key)? {
-            return Ok(Vec::new());
-        }
-        apply_operation(conn, op)
-    })();
-    match result {
-        Ok(outcome) => {
-            conn.prepare_cached("RELEASE once")?.execute([])?;
-            Ok(outcome)
-        }
-        Err(failure) => {
-            if !conn.is_autocommit() {
-                conn.execute_batch("ROLLBACK TO once; RELEASE once")?;
-            }
-            Err(Failure {
-                error: failure.error,
-                left_effects: false,
-            })
-        }
+    if !claim_key(conn, key)? {
+        return Ok(Vec::new());
     }
+    apply_operation(conn, op).map_err(|failure| {
+        if conn.is_autocommit() {
+            return failure; // the whole transaction is gone, claim included
+        }
+        let withdrawn = conn
+            .prepare_cached("DELETE FROM _resilite_idempotency WHERE key = ?1")
+            .and_then(|mut stmt| stmt.execute([key]));
+        Failure {
+            left_effects: failure.left_effects || withdrawn.is_err(),
+            error: failure.error,
+        }
+    })
 }
 
 /// Insert `key` into `_resilite_idempotency` (created on first use); false
