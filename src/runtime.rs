@@ -50,6 +50,10 @@ struct Inner {
     /// The writer's `database` breaker. A plain lock, not an actor: it is
     /// consulted on every write.
     database: Arc<Mutex<Breaker>>,
+    /// Mirrors `Breaker::is_quiet` of `database`, read without its lock.
+    database_quiet: AtomicBool,
+    /// `slow_call` of the database breaker.
+    slow_write: std::time::Duration,
     roster: watch::Receiver<Vec<ActorStatus>>,
     latest: watch::Receiver<Option<Arc<HealthReport>>>,
     events: broadcast::Sender<HealthEvent>,
@@ -68,10 +72,15 @@ struct DatabasePermit<'a> {
 impl DatabasePermit<'_> {
     fn finish(mut self, success: bool, duration: std::time::Duration) {
         self.finished = true;
-        let transition = self
-            .rt
-            .lock_database_breaker()
-            .record(now_ms(), success, duration);
+        let transition = {
+            let mut breaker = self.rt.lock_database_breaker();
+            let transition = breaker.record(now_ms(), success, duration);
+            self.rt
+                .inner
+                .database_quiet
+                .store(breaker.is_quiet(), Ordering::Relaxed);
+            transition
+        };
         self.rt.announce(transition);
     }
 }
@@ -220,6 +229,7 @@ impl Runtime {
             journal = %config.journal_path().display(),
             "resilite runtime started"
         );
+        let slow_write = config.database_breaker().slow_call;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 config,
@@ -230,6 +240,8 @@ impl Runtime {
                 handlers,
                 breakers,
                 database,
+                database_quiet: AtomicBool::new(false),
+                slow_write,
                 roster,
                 latest,
                 events,
@@ -267,15 +279,38 @@ impl Runtime {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(Error::unavailable("resilite is shutting down"));
         }
-        let permit = self.database_permit()?;
+        // While the breaker is quiet, a fast success changes nothing in it:
+        // only failures and slow calls take its lock.
+        let quiet = self.inner.database_quiet.load(Ordering::Relaxed);
+        let permit = if quiet {
+            None
+        } else {
+            Some(self.database_permit()?)
+        };
         let started = Instant::now();
         let result = slot::write(&self.inner.app, op).await;
         let elapsed = started.elapsed();
-        metrics::histogram!("resilite_write_duration_seconds").record(elapsed.as_secs_f64());
+        if crate::metrics::sampled() {
+            metrics::histogram!("resilite_write_duration_seconds").record(elapsed.as_secs_f64());
+        }
         // Failures of the database itself count; a constraint or SQL error
         // means the database worked.
         let failed = matches!(&result, Err(e) if e.class.is_retryable_later() || e.class == ErrorClass::Corruption);
-        permit.finish(!failed, elapsed);
+        match permit {
+            Some(permit) => permit.finish(!failed, elapsed),
+            None if failed || elapsed >= self.inner.slow_write => {
+                let transition = {
+                    let mut breaker = self.lock_database_breaker();
+                    let transition = breaker.record(now_ms(), !failed, elapsed);
+                    self.inner
+                        .database_quiet
+                        .store(breaker.is_quiet(), Ordering::Relaxed);
+                    transition
+                };
+                self.announce(transition);
+            }
+            None => {}
+        }
         result
     }
 
@@ -335,7 +370,13 @@ impl Runtime {
     /// writes fail fast with `unavailable`, durable writes are queued, reads
     /// go on (e.g. while a restore runs).
     pub fn pause_writes(&self, reason: &str) {
-        let transition = self.lock_database_breaker().force_open(now_ms(), reason);
+        let transition = {
+            let mut breaker = self.lock_database_breaker();
+            let transition = breaker.force_open(now_ms(), reason);
+            // Under the lock, as every other store of the flag.
+            self.inner.database_quiet.store(false, Ordering::Relaxed);
+            transition
+        };
         self.announce(transition);
     }
 
@@ -507,8 +548,10 @@ impl Runtime {
         let result = self.inner.readers.query(stmt).await;
         let outcome = if result.is_ok() { "ok" } else { "failed" };
         metrics::counter!("resilite_reads_total", "outcome" => outcome).increment(1);
-        metrics::histogram!("resilite_read_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
+        if crate::metrics::sampled() {
+            metrics::histogram!("resilite_read_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
         result
     }
 

@@ -55,6 +55,19 @@ async fn the_database_breaker_opens_fails_fast_queues_durable_writes_and_closes(
     t.rt.execute(Statement::sql("CREATE TABLE t(v INTEGER)"))
         .await
         .unwrap();
+    // Fill the breaker's window with successes: it goes quiet (successes
+    // skip its lock), and failures must still be counted.
+    t.rt.execute(Statement::sql("CREATE TABLE warm(v INTEGER)"))
+        .await
+        .unwrap();
+    for v in 0..25 {
+        t.rt.execute(Statement::new(
+            "INSERT INTO warm VALUES (?1)",
+            [Value::Integer(v)],
+        ))
+        .await
+        .unwrap();
+    }
     let holder = open_direct(&t.db_path());
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
     for v in 0..3 {

@@ -142,8 +142,9 @@ async fn metrics_parse_as_prometheus_and_move_with_traffic() {
         "writes {writes_before} -> {writes_after}"
     );
     let latency_after = sample(&after, "resilite_write_duration_seconds", &[]).unwrap();
+    // Latencies are sampled (one write in 8 per thread).
     assert!(
-        latency_after >= latency_before + 50.0,
+        latency_after > latency_before,
         "{latency_before} -> {latency_after}"
     );
     assert!(sample(&after, "resilite_reads_total", &[("outcome", "ok")]).unwrap() >= 1.0);

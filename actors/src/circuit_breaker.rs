@@ -404,6 +404,17 @@ impl Breaker {
         }
     }
 
+    /// Closed, with a full window of fast successes and no failure: one
+    /// more fast success would change nothing but the call count, so a hot
+    /// path may skip recording it.
+    pub fn is_quiet(&self) -> bool {
+        self.state == BreakerState::Closed
+            && self.window.len() >= self.config.window as usize
+            && self.window_failures == 0
+            && self.window_slow == 0
+            && self.consecutive_failures == 0
+    }
+
     /// A closed breaker whose rejections and snapshots carry `name`.
     pub fn named(name: impl Into<String>, config: BreakerConfig) -> Self {
         Breaker {
