@@ -11,7 +11,7 @@ use resilite_actors::circuit_breaker::{
     self, Breaker, BreakerArgs, BreakerConfig, BreakerHandle, BreakerMsg, BreakerSnapshot,
     BreakerState, Transition,
 };
-use resilite_actors::connection::open_read_only;
+use resilite_actors::connection::read_blocking;
 use resilite_actors::health::{HealthArgs, HealthEvent, HealthMsg, HealthReport};
 use resilite_actors::journal::{self, RestartRecord};
 use resilite_actors::maintenance::now_ms;
@@ -72,16 +72,7 @@ struct DatabasePermit<'a> {
 impl DatabasePermit<'_> {
     fn finish(mut self, success: bool, duration: std::time::Duration) {
         self.finished = true;
-        let transition = {
-            let mut breaker = self.rt.lock_database_breaker();
-            let transition = breaker.record(now_ms(), success, duration);
-            self.rt
-                .inner
-                .database_quiet
-                .store(breaker.is_quiet(), Ordering::Relaxed);
-            transition
-        };
-        self.rt.announce(transition);
+        self.rt.record_database_outcome(success, duration);
     }
 }
 
@@ -144,14 +135,9 @@ impl Runtime {
         journal_writer.init = Some(journal::migrate);
         journal_writer.name = "journal-writer";
         // The database breaker continues from its journaled state.
-        let journal_db = config.journal_db();
-        let restored = tokio::task::spawn_blocking(move || {
-            open_read_only(&journal_db).and_then(|c| circuit_breaker::load(&c))
-        })
-        .await
-        .ok()
-        .and_then(|r| r.ok())
-        .unwrap_or_default();
+        let restored = read_blocking(&config.journal_db(), circuit_breaker::load)
+            .await
+            .unwrap_or_default();
         let database = match restored
             .iter()
             .find(|s| s.name.as_deref() == Some(DATABASE_BREAKER))
@@ -299,19 +285,25 @@ impl Runtime {
         match permit {
             Some(permit) => permit.finish(!failed, elapsed),
             None if failed || elapsed >= self.inner.slow_write => {
-                let transition = {
-                    let mut breaker = self.lock_database_breaker();
-                    let transition = breaker.record(now_ms(), !failed, elapsed);
-                    self.inner
-                        .database_quiet
-                        .store(breaker.is_quiet(), Ordering::Relaxed);
-                    transition
-                };
-                self.announce(transition);
+                self.record_database_outcome(!failed, elapsed)
             }
             None => {}
         }
         result
+    }
+
+    /// Record a write's outcome in the `database` breaker, refresh the quiet
+    /// flag under its lock, and announce any transition.
+    fn record_database_outcome(&self, success: bool, duration: std::time::Duration) {
+        let transition = {
+            let mut breaker = self.lock_database_breaker();
+            let transition = breaker.record(now_ms(), success, duration);
+            self.inner
+                .database_quiet
+                .store(breaker.is_quiet(), Ordering::Relaxed);
+            transition
+        };
+        self.announce(transition);
     }
 
     /// Ask the `database` breaker to let a write through.
@@ -536,10 +528,7 @@ impl Runtime {
         &self,
         f: impl FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let journal = self.inner.config.journal_db();
-        tokio::task::spawn_blocking(move || open_read_only(&journal).and_then(|c| f(&c)))
-            .await
-            .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?
+        read_blocking(&self.inner.config.journal_db(), f).await
     }
 
     /// Run a read-only statement on the read pool.

@@ -38,15 +38,8 @@ fn insert(v: i64) -> Statement {
 }
 
 async fn queue_drained(rt: &Runtime) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = rt.queue_stats().await.unwrap();
-        if s.queued + s.retrying == 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "queue not drained: {s:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let s = common::queue_settled(rt, Duration::from_secs(30)).await;
+    assert_eq!(s.queued + s.retrying, 0, "queue not drained: {s:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

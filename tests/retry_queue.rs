@@ -37,14 +37,7 @@ fn impatient(c: &mut resilite::Config) {
 }
 
 async fn settled(rt: &Runtime) -> QueueStats {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let stats = rt.queue_stats().await.unwrap();
-        if stats.queued + stats.retrying == 0 || Instant::now() > deadline {
-            return stats;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::queue_settled(rt, Duration::from_secs(120)).await
 }
 
 fn insert(v: i64) -> Operation {

@@ -699,10 +699,6 @@ impl Breaker {
     }
 }
 
-fn int(v: u64) -> Value {
-    Value::Integer(i64::try_from(v).unwrap_or(i64::MAX))
-}
-
 /// The statement that stores `snapshot` as the latest state of breaker
 /// `name` in `breaker_state`.
 pub fn state_statement(name: &str, snapshot: &BreakerSnapshot, at_ms: i64) -> Statement {
@@ -717,12 +713,12 @@ pub fn state_statement(name: &str, snapshot: &BreakerSnapshot, at_ms: i64) -> St
         [
             Value::from(name),
             Value::from(snapshot.state.as_str()),
-            int(snapshot.consecutive_failures.into()),
-            int(snapshot.trips.into()),
+            Value::Integer(snapshot.consecutive_failures.into()),
+            Value::Integer(snapshot.trips.into()),
             snapshot.open_until_ms.map_or(Value::Null, Value::Integer),
-            int(snapshot.calls),
-            int(snapshot.failures),
-            int(snapshot.rejected),
+            Value::from(snapshot.calls),
+            Value::from(snapshot.failures),
+            Value::from(snapshot.rejected),
             Value::Integer(at_ms),
         ],
     )

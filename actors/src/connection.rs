@@ -93,6 +93,17 @@ pub fn open_read_write(opts: &DbOptions) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Run `f` on a new read-only connection to `db`, on tokio's blocking pool.
+pub async fn read_blocking<T: Send + 'static>(
+    db: &DbOptions,
+    f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || open_read_only(&db).and_then(|c| f(&c)))
+        .await
+        .map_err(|e| Error::classed(crate::ErrorClass::Internal, e.to_string()))?
+}
+
 /// Open a read-only connection to an existing database.
 pub fn open_read_only(opts: &DbOptions) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY

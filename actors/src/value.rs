@@ -34,6 +34,12 @@ impl From<i64> for Value {
         Value::Integer(v)
     }
 }
+/// Saturates at `i64::MAX`: SQLite integers are signed 64-bit.
+impl From<u64> for Value {
+    fn from(v: u64) -> Self {
+        Value::Integer(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
 impl From<i32> for Value {
     fn from(v: i32) -> Self {
         Value::Integer(v.into())

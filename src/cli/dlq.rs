@@ -46,11 +46,10 @@ enum Action {
 }
 
 pub fn run(args: DlqArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let journal = args.journal.clone().unwrap_or_else(|| {
-        let mut p = args.db.clone().into_os_string();
-        p.push(".journal");
-        PathBuf::from(p)
-    });
+    let journal = args
+        .journal
+        .clone()
+        .unwrap_or_else(|| crate::Config::for_database(&args.db).journal_path());
     if !journal.is_file() {
         return Err(format!(
             "journal {} does not exist: pass the database with --db (or the journal with --journal)",

@@ -38,6 +38,22 @@ pub fn insert(table: &str, v: impl Into<Value>) -> Statement {
     Statement::new(format!("INSERT INTO {table}(v) VALUES (?1)"), [v.into()])
 }
 
+/// Wait (up to `limit`) until no queue entry is queued or retrying; the
+/// counts at that point (still unsettled ones if the limit passed).
+pub async fn queue_settled(
+    rt: &Runtime,
+    limit: std::time::Duration,
+) -> resilite::actors::retry_queue::QueueStats {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let stats = rt.queue_stats().await.expect("queue stats");
+        if stats.queued + stats.retrying == 0 || std::time::Instant::now() > deadline {
+            return stats;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Open the database file directly (outside resilite) to check what is on disk.
 pub fn open_direct(path: &std::path::Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).expect("open database directly")

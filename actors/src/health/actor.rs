@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use super::history;
 use super::inspect::{measure, Checks, IntegrityCheck};
 use super::{HealthConfig, HealthReport, HealthStatus};
-use crate::connection::{open_read_only, DbOptions};
+use crate::connection::{read_blocking, DbOptions};
 use crate::error::{Error, Result};
 use crate::maintenance::{CheckpointMode, Maintenance, MaintenanceRun};
 use crate::retry_queue;
@@ -215,13 +215,9 @@ impl HealthState {
         self.writer_ops = ops_before_probe.map_or(0, |n| n + 1);
         report.actors = self.args.roster.borrow().clone();
         report.judge_actors();
-        let journal = self.args.journal_db.clone();
-        report.queue = tokio::task::spawn_blocking(move || {
-            open_read_only(&journal).and_then(|c| retry_queue::stats(&c))
-        })
-        .await
-        .ok()
-        .and_then(|r| r.ok());
+        report.queue = read_blocking(&self.args.journal_db, retry_queue::stats)
+            .await
+            .ok();
         report.judge_queue();
         if readable {
             report.judge_database(&self.args.config);

@@ -13,10 +13,6 @@ use crate::value::{Statement, Value};
 /// `at` as RFC 3339 text, computed by SQLite from `at_ms` (?1).
 const AT_TEXT: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', ?1 / 1000.0, 'unixepoch')";
 
-fn int(v: u64) -> Value {
-    Value::Integer(i64::try_from(v).unwrap_or(i64::MAX))
-}
-
 /// The statement that stores `report` in `health_history`.
 pub fn record(report: &HealthReport) -> Statement {
     let f = &report.figures;
@@ -45,20 +41,20 @@ pub fn record(report: &HealthReport) -> Statement {
             Value::from(report.rule.as_str()),
             Value::from(report.integrity.as_str()),
             Value::Integer(report.full_integrity_check.into()),
-            int(f.db_bytes),
-            int(f.wal_bytes),
-            int(f.shm_bytes),
+            Value::from(f.db_bytes),
+            Value::from(f.wal_bytes),
+            Value::from(f.shm_bytes),
             Value::Integer(f.page_count),
             Value::Integer(f.page_size),
             Value::Integer(f.freelist_count),
             Value::Real(f.utilization_pct),
-            int(f.disk_free_bytes),
+            Value::from(f.disk_free_bytes),
             Value::Real(f.disk_free_pct),
             Value::Real(f.read_probe_ms),
             f.write_probe_ms.map_or(Value::Null, Value::Real),
             Value::Integer(f.foreign_key_violations),
-            int(failed as u64),
-            int(restarts.into()),
+            Value::from(failed as u64),
+            Value::Integer(restarts.into()),
             Value::from(actions.join(",").as_str()),
         ],
     )
@@ -101,9 +97,9 @@ pub fn record_maintenance(run: &MaintenanceRun, trigger: &str, detail: Option<&s
             mode(run.task),
             Value::from(trigger),
             Value::Real(run.duration_ms),
-            int(run.bytes_before),
-            int(run.bytes_after),
-            int(run.bytes_reclaimed()),
+            Value::from(run.bytes_before),
+            Value::from(run.bytes_after),
+            Value::from(run.bytes_reclaimed()),
             Value::from(if busy { "busy" } else { "done" }),
             detail.map_or(Value::Null, Value::from),
         ],
