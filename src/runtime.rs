@@ -16,8 +16,8 @@ use resilite_actors::health::{HealthArgs, HealthEvent, HealthMsg, HealthReport};
 use resilite_actors::journal::{self, RestartRecord};
 use resilite_actors::maintenance::now_ms;
 use resilite_actors::retry_queue::{
-    self, EnqueueOptions, Entry, Handler, Handlers, QueueStats, RetryArgs, RetryMsg, SqlGate,
-    SQL_KIND,
+    self, EnqueueOptions, Entry, Handler, Handlers, InFlight, QueueStats, RetryArgs, RetryMsg,
+    SqlGate, SQL_KIND,
 };
 use resilite_actors::slot::{self, ActorStatus, Slot, WriterSlot};
 use resilite_actors::{
@@ -46,6 +46,8 @@ struct Inner {
     health: watch::Receiver<Slot<ActorRef<HealthMsg>>>,
     retry: watch::Receiver<Slot<ActorRef<RetryMsg>>>,
     handlers: Handlers,
+    /// Queue entries being replayed now.
+    in_flight: InFlight,
     breakers: watch::Receiver<Slot<ActorRef<BreakerMsg>>>,
     /// The writer's `database` breaker. A plain lock, not an actor: it is
     /// consulted on every write.
@@ -128,6 +130,7 @@ impl Runtime {
         let (retry_slot, retry) = watch::channel(Slot::Restarting);
         let (breakers_slot, breakers) = watch::channel(Slot::Restarting);
         let handlers = Handlers::default();
+        let in_flight = InFlight::default();
         let (roster_tx, roster) = watch::channel(Vec::new());
         let (latest_tx, latest) = watch::channel(None);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -167,6 +170,7 @@ impl Runtime {
                 roster: roster.clone(),
                 latest: Arc::new(latest_tx),
                 events: events.clone(),
+                in_flight: in_flight.clone(),
             },
             retry: RetryArgs {
                 config: config.retry.clone(),
@@ -174,6 +178,7 @@ impl Runtime {
                 journal: journal.clone(),
                 app: app.clone(),
                 handlers: handlers.clone(),
+                in_flight: in_flight.clone(),
                 sql_gate,
             },
             breakers: BreakerArgs {
@@ -224,6 +229,7 @@ impl Runtime {
                 health,
                 retry,
                 handlers,
+                in_flight,
                 breakers,
                 database,
                 database_quiet: AtomicBool::new(false),
@@ -485,7 +491,8 @@ impl Runtime {
 
     /// Counts of the retry queue by status.
     pub async fn queue_stats(&self) -> Result<QueueStats> {
-        self.read_journal(retry_queue::stats).await
+        let stats = self.read_journal(retry_queue::stats).await?;
+        Ok(self.inner.in_flight.stats(stats))
     }
 
     /// The dead-letter queue (with `all`, discarded entries too).
@@ -496,8 +503,10 @@ impl Runtime {
 
     /// One queue entry by id.
     pub async fn queue_entry(&self, id: i64) -> Result<Option<Entry>> {
-        self.read_journal(move |c| retry_queue::entry_by_id(c, id))
-            .await
+        let entry = self
+            .read_journal(move |c| retry_queue::entry_by_id(c, id))
+            .await?;
+        Ok(entry.map(|e| self.inner.in_flight.entry(e)))
     }
 
     /// Send dead entry `id` (or, with `None`, every unresolved dead entry)

@@ -337,3 +337,60 @@ async fn application_payloads_reach_their_handler_with_retries_and_dead_letters(
         .contains("no handler is registered"));
     t.rt.shutdown().await.unwrap();
 }
+
+/// Entries whose handler is still running are `retrying` in the counts and
+/// in `queue_entry`, while their journal rows stay `queued` (what a crash
+/// would send back to the queue); they are `succeeded` once it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_being_replayed_are_retrying_until_their_outcome_is_recorded() {
+    let t = start_with(impatient).await;
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = release.clone();
+    t.rt.register_handler(
+        "slow_webhook",
+        Arc::new(move |_| {
+            let gate = gate.clone();
+            Box::pin(async move {
+                gate.acquire().await.expect("gate").forget();
+                Ok(())
+            })
+        }),
+    );
+    let id =
+        t.rt.enqueue(
+            "slow_webhook",
+            serde_json::json!({"n": 1}),
+            EnqueueOptions::default(),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let stats = t.rt.queue_stats().await.unwrap();
+        if stats.retrying == 1 || Instant::now() > deadline {
+            break stats;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!((stats.queued, stats.retrying), (0, 1), "{stats:?}");
+    assert_eq!(
+        t.rt.queue_entry(id).await.unwrap().unwrap().status,
+        "retrying"
+    );
+    let journal = open_direct(&t.rt.config().journal_path());
+    let row: String = journal
+        .query_row("SELECT status FROM retry_queue WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(row, "queued");
+
+    release.add_permits(1);
+    let stats = settled(&t.rt).await;
+    assert_eq!((stats.succeeded, stats.retrying), (1, 0), "{stats:?}");
+    assert_eq!(
+        t.rt.queue_entry(id).await.unwrap().unwrap().status,
+        "succeeded"
+    );
+    t.rt.shutdown().await.unwrap();
+}

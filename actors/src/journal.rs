@@ -13,17 +13,19 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::value::{Statement, Value};
 
-/// Journal schema, one entry per version; never edit a released entry.
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE actor_restarts (
+/// Journal schema, one entry per version, each a list of SQL scripts run in
+/// order. A table whose definition changes is rebuilt by a later entry
+/// (which recreates it as its module defines it now), never edited in place.
+const MIGRATIONS: &[&[&str]] = &[
+    &["CREATE TABLE actor_restarts (
         id INTEGER PRIMARY KEY,
         at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
         actor TEXT NOT NULL,
         reason TEXT NOT NULL,
         restarts_in_window INTEGER NOT NULL,
         outcome TEXT NOT NULL CHECK (outcome IN ('restarted', 'escalated'))
-    );",
-    "CREATE TABLE health_history (
+    );"],
+    &["CREATE TABLE health_history (
         id INTEGER PRIMARY KEY,
         at_ms INTEGER NOT NULL,
         at TEXT NOT NULL,
@@ -62,18 +64,28 @@ const MIGRATIONS: &[&str] = &[
         outcome TEXT NOT NULL CHECK (outcome IN ('done', 'busy', 'failed')),
         detail TEXT
     );
-    CREATE INDEX maintenance_runs_at ON maintenance_runs (at_ms);",
-    crate::retry_queue::SCHEMA,
-    crate::circuit_breaker::SCHEMA,
+    CREATE INDEX maintenance_runs_at ON maintenance_runs (at_ms);"],
+    &[crate::retry_queue::SCHEMA],
+    &[crate::circuit_breaker::SCHEMA],
+    // The queue's checks without `IN (...)` lists, which SQLite evaluated
+    // through a temporary b-tree on every insert and update.
+    &[
+        "DROP INDEX retry_queue_due; DROP INDEX retry_queue_ordering;
+         ALTER TABLE retry_queue RENAME TO retry_queue_old;",
+        crate::retry_queue::SCHEMA,
+        "INSERT INTO retry_queue SELECT * FROM retry_queue_old; DROP TABLE retry_queue_old;",
+    ],
 ];
 
 /// Bring the journal schema up to date (idempotent).
 pub fn migrate(conn: &Connection) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let applied = usize::try_from(version).unwrap_or(0);
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+    for (i, scripts) in MIGRATIONS.iter().enumerate().skip(applied) {
         let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(sql)?;
+        for sql in *scripts {
+            tx.execute_batch(sql)?;
+        }
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
         tx.commit()?;
     }
@@ -151,4 +163,75 @@ pub fn restarts(conn: &Connection) -> Result<Vec<RestartRecord>> {
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A journal of the version before the queue's checks were rewritten,
+    /// holding one queued entry, is rebuilt with its rows and checks kept.
+    #[test]
+    fn migrating_rebuilds_the_queue_table_keeping_its_entries() {
+        let conn = Connection::open_in_memory().unwrap();
+        let old_queue = crate::retry_queue::SCHEMA
+            .replace(
+                "status = 'queued' OR status = 'retrying' OR status = 'succeeded' OR status = 'dead'",
+                "status IN ('queued', 'retrying', 'succeeded', 'dead')",
+            )
+            .replace(
+                "resolution = 'requeued' OR resolution = 'discarded' OR resolution = 'fixed'",
+                "resolution IN ('requeued', 'discarded', 'fixed')",
+            );
+        assert_ne!(old_queue, crate::retry_queue::SCHEMA);
+        for sql in [
+            MIGRATIONS[0][0],
+            MIGRATIONS[1][0],
+            old_queue.as_str(),
+            MIGRATIONS[3][0],
+        ] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 4;
+             INSERT INTO retry_queue (kind, payload, priority, max_attempts, next_retry_at_ms, status, created_at_ms, updated_at_ms)
+             VALUES ('webhook', '{\"n\":1}', 3, 10, 0, 'queued', 0, 0);",
+        )
+        .unwrap();
+
+        migrate(&conn).unwrap();
+
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let sql: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'retry_queue'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(!sql.contains(" IN ("), "{sql}");
+        let kept: (String, i64) = conn
+            .query_row(
+                "SELECT kind, priority FROM retry_queue WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, ("webhook".to_string(), 3));
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'retry_queue'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 2);
+        let bad = conn.execute("UPDATE retry_queue SET status = 'lost' WHERE id = 1", []);
+        assert!(bad.is_err(), "the status check must still hold");
+        // A second run changes nothing.
+        migrate(&conn).unwrap();
+    }
 }

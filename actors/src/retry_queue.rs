@@ -17,13 +17,18 @@
 //! handed to the handler registered for their kind; handlers must be
 //! idempotent (delivery is at least once).
 //!
+//! Entries being replayed are `retrying` in the counts and in
+//! [`InFlight::entry`], but their rows stay `queued`: writing the mark would
+//! rewrite every row once more, and a crash sends them back to the queue
+//! anyway.
+//!
 //! The queue lives on disk: the actor reads at most `replay_batch` due
 //! entries at a time, so memory stays flat however long the queue is.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -53,13 +58,13 @@ pub const SCHEMA: &str = "CREATE TABLE retry_queue (
         last_error_class TEXT,
         last_error TEXT,
         errors TEXT NOT NULL DEFAULT '[]',
-        status TEXT NOT NULL CHECK (status IN ('queued', 'retrying', 'succeeded', 'dead')),
+        status TEXT NOT NULL CHECK (status = 'queued' OR status = 'retrying' OR status = 'succeeded' OR status = 'dead'),
         poisoned INTEGER NOT NULL DEFAULT 0,
         first_failure_at_ms INTEGER,
         last_failure_at_ms INTEGER,
         dead_reason TEXT,
         reviewed_at_ms INTEGER,
-        resolution TEXT CHECK (resolution IN ('requeued', 'discarded', 'fixed')),
+        resolution TEXT CHECK (resolution = 'requeued' OR resolution = 'discarded' OR resolution = 'fixed'),
         created_at_ms INTEGER NOT NULL,
         updated_at_ms INTEGER NOT NULL
     );
@@ -198,6 +203,67 @@ pub struct Entry {
     pub resolution: Option<String>,
     /// When it was queued.
     pub created_at_ms: i64,
+}
+
+/// The entries being replayed now: `retrying` in the counts and in
+/// [`InFlight::entry`]. They are not marked in the journal (that would be
+/// one more write of every row): their rows stay `queued`, which is what
+/// they go back to after a crash anyway, and a replay is keyed (SQL) or at
+/// least once (payloads). Shared by the runtime and the actor.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<Mutex<HashSet<i64>>>);
+
+/// Entries in flight until it is dropped.
+struct InFlightGuard {
+    set: InFlight,
+    ids: Vec<i64>,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let mut set = self.set.lock();
+        for id in &self.ids {
+            set.remove(id);
+        }
+    }
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn enter(&self, ids: impl Iterator<Item = i64>) -> InFlightGuard {
+        let ids: Vec<i64> = ids.collect();
+        self.lock().extend(&ids);
+        InFlightGuard {
+            set: self.clone(),
+            ids,
+        }
+    }
+
+    fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// The journal's counts with the entries in flight moved from `queued`
+    /// to `retrying`.
+    pub fn stats(&self, mut stats: QueueStats) -> QueueStats {
+        let n = self.lock().len() as i64;
+        // Just replayed entries leave the set after their outcome is
+        // committed: never count fewer than zero queued.
+        stats.queued = (stats.queued - n).max(0);
+        stats.retrying += n;
+        stats
+    }
+
+    /// An entry as the journal has it, `retrying` while it is in flight.
+    pub fn entry(&self, mut entry: Entry) -> Entry {
+        if entry.status == "queued" && self.lock().contains(&entry.id) {
+            entry.status = "retrying".into();
+        }
+        entry
+    }
 }
 
 /// Counts of the queue, by status.
@@ -361,19 +427,41 @@ pub fn stats(conn: &Connection) -> Result<QueueStats> {
     })
 }
 
+/// A due entry: what its replay needs, its payload and error history
+/// still as text (parsed only when used).
+#[derive(Debug, Clone)]
+struct Due {
+    id: i64,
+    kind: String,
+    payload: String,
+    attempts: i64,
+    max_attempts: i64,
+    errors: String,
+}
+
 /// Due entries, most urgent first; of the entries sharing an ordering key,
 /// only the oldest unfinished one. Without `sql`, only application payloads.
-fn due(conn: &Connection, now: i64, limit: usize, sql: bool) -> Result<Vec<Entry>> {
+fn due(conn: &Connection, now: i64, limit: usize, sql: bool) -> Result<Vec<Due>> {
     let kinds = if sql { "" } else { "AND kind != 'sql' " };
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {ENTRY_COLUMNS} FROM retry_queue q \
+        "SELECT id, kind, payload, attempts, max_attempts, errors \
+         FROM retry_queue q \
          WHERE status = 'queued' AND next_retry_at_ms <= ?1 {kinds}\
            AND (ordering_key IS NULL OR NOT EXISTS ( \
                 SELECT 1 FROM retry_queue o WHERE o.ordering_key = q.ordering_key AND o.id < q.id \
                 AND o.status IN ('queued', 'retrying'))) \
          ORDER BY priority, next_retry_at_ms, id LIMIT ?2"
     ))?;
-    let rows = stmt.query_map(rusqlite::params![now, limit as i64], entry)?;
+    let rows = stmt.query_map(rusqlite::params![now, limit as i64], |r| {
+        Ok(Due {
+            id: r.get(0)?,
+            kind: r.get(1)?,
+            payload: r.get(2)?,
+            attempts: r.get(3)?,
+            max_attempts: r.get(4)?,
+            errors: r.get(5)?,
+        })
+    })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -390,6 +478,8 @@ pub struct RetryArgs {
     pub app: watch::Receiver<WriterSlot>,
     /// Application payload handlers.
     pub handlers: Handlers,
+    /// The entries being replayed now.
+    pub in_flight: InFlight,
     /// Whether SQL may be replayed now (false while the database breaker
     /// is open, e.g. during a restore).
     pub sql_gate: SqlGate,
@@ -414,7 +504,9 @@ pub struct RetryState {
     args: RetryArgs,
     timer: Option<JoinHandle<()>>,
     /// The read-only journal connection, between reads.
-    reader: std::sync::Mutex<Option<Connection>>,
+    reader: Mutex<Option<Connection>>,
+    /// The pending delete of replayed entries' idempotency keys.
+    forgetting: Option<JoinHandle<()>>,
     /// Counting and pruning scan the table: done at most this often.
     last_stats: Option<Instant>,
     last_prune: Option<Instant>,
@@ -440,9 +532,11 @@ impl Actor for RetryQueueActor {
         myself: ActorRef<RetryMsg>,
         args: RetryArgs,
     ) -> Result<RetryState, ActorProcessingErr> {
-        // After a crash or a restart nothing is being replayed: whatever was
-        // `retrying` goes back to the queue (its replay is keyed, so an
-        // entry that did commit is not applied twice).
+        // After a crash or a restart nothing is being replayed. Entries in
+        // flight were never marked in the journal; rows a journal from an
+        // earlier version left `retrying` go back to the queue (a replay is
+        // keyed, so an entry that did commit is not applied twice).
+        args.in_flight.clear();
         let reset = Statement::new(
             "UPDATE retry_queue SET status = 'queued', updated_at_ms = ?1 WHERE status = 'retrying'",
             [Value::Integer(now_ms())],
@@ -453,7 +547,8 @@ impl Actor for RetryQueueActor {
         Ok(RetryState {
             args,
             timer: Some(timer),
-            reader: std::sync::Mutex::new(None),
+            reader: Mutex::new(None),
+            forgetting: None,
             last_stats: None,
             last_prune: None,
         })
@@ -472,7 +567,8 @@ impl Actor for RetryQueueActor {
                 }
             }
             RetryMsg::Stats(reply) => {
-                let _ = reply.send(state.read(stats).await);
+                let stats = state.read(stats).await;
+                let _ = reply.send(stats.map(|s| state.args.in_flight.stats(s)));
             }
         }
         Ok(())
@@ -546,7 +642,36 @@ impl RetryState {
             }
             self.housekeeping().await?;
         }
+        self.settle_forgetting().await;
         self.housekeeping().await
+    }
+
+    /// Delete the idempotency keys of replayed SQL entries (their success
+    /// is in the journal). The delete runs while the next batch is read and
+    /// replayed; at most one is pending at a time.
+    async fn forget_keys(&mut self, ids: Vec<i64>) {
+        self.settle_forgetting().await;
+        if ids.is_empty() {
+            return;
+        }
+        let app = self.args.app.clone();
+        self.forgetting = Some(tokio::spawn(async move {
+            let forget = Statement::new(
+                "DELETE FROM _resilite_idempotency WHERE key IN \
+                 (SELECT ?1 || value FROM json_each(?2))",
+                [Value::from(QUEUE_KEY_PREFIX), ids_json(&ids)],
+            );
+            if let Err(e) = slot::write(&app, Operation::Statement(forget)).await {
+                tracing::warn!(detail = %e.detail, "could not delete the idempotency keys of replayed entries");
+            }
+        }));
+    }
+
+    /// Wait for the pending key delete, if any.
+    async fn settle_forgetting(&mut self) {
+        if let Some(pending) = self.forgetting.take() {
+            let _ = pending.await;
+        }
     }
 
     /// Refresh the gauges and prune old succeeded entries, each at most as
@@ -571,14 +696,8 @@ impl RetryState {
 
     /// Replay `entries` concurrently (their writes share group commits) and
     /// record the outcomes; true when one failed in a way that may pass.
-    async fn replay_group(&self, entries: &[Entry]) -> Result<bool> {
-        let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
-        self.journal(vec![Statement::new(
-            "UPDATE retry_queue SET status = 'retrying', updated_at_ms = ?1 \
-             WHERE id IN (SELECT value FROM json_each(?2))",
-            [Value::Integer(now_ms()), ids_json(&ids)],
-        )])
-        .await?;
+    async fn replay_group(&mut self, entries: &[Due]) -> Result<bool> {
+        let in_flight = self.args.in_flight.enter(entries.iter().map(|e| e.id));
         let mut tasks = tokio::task::JoinSet::new();
         for entry in entries {
             let replay = self.replay(entry);
@@ -625,23 +744,15 @@ impl RetryState {
             ));
         }
         self.journal(updates).await?;
+        drop(in_flight);
         // Their success is in the journal now: their keys are not needed.
-        if !sql_done.is_empty() {
-            let forget = Statement::new(
-                "DELETE FROM _resilite_idempotency WHERE key IN \
-                 (SELECT ?1 || value FROM json_each(?2))",
-                [Value::from(QUEUE_KEY_PREFIX), ids_json(&sql_done)],
-            );
-            if let Err(e) = slot::write(&self.args.app, Operation::Statement(forget)).await {
-                tracing::warn!(detail = %e.detail, "could not delete the idempotency keys of replayed entries");
-            }
-        }
+        self.forget_keys(sql_done).await;
         Ok(still_failing)
     }
 
     /// Apply one entry: SQL through the writer, keyed by the entry id; an
     /// application payload through its handler.
-    fn replay(&self, entry: &Entry) -> impl Future<Output = Replayed> + Send + 'static {
+    fn replay(&self, entry: &Due) -> impl Future<Output = Replayed> + Send + 'static {
         let app = self.args.app.clone();
         let handler = self
             .args
@@ -654,7 +765,7 @@ impl RetryState {
         let id = entry.id;
         async move {
             let result = if kind == SQL_KIND {
-                match serde_json::from_value::<Operation>(payload) {
+                match serde_json::from_str::<Operation>(&payload) {
                     Ok(op) => {
                         let keyed = Operation::Once {
                             key: format!("{QUEUE_KEY_PREFIX}{id}"),
@@ -667,9 +778,12 @@ impl RetryState {
                     ))),
                 }
             } else {
-                match handler {
-                    Some(handler) => handler(payload).await,
-                    None => Err(Error::unavailable(format!(
+                match (handler, serde_json::from_str(&payload)) {
+                    (Some(handler), Ok(payload)) => handler(payload).await,
+                    (Some(_), Err(e)) => Err(Error::bad_input(format!(
+                        "the queued payload is not JSON: {e}"
+                    ))),
+                    (None, _) => Err(Error::unavailable(format!(
                         "no handler is registered for payload kind `{kind}`"
                     ))),
                 }
@@ -683,12 +797,12 @@ impl RetryState {
 
     /// The journal update for `entry` after a failed replay: back to the
     /// queue with its next due time, or to the dead-letter queue.
-    fn failed(&self, entry: &Entry, e: Error) -> Statement {
+    fn failed(&self, entry: &Due, e: Error) -> Statement {
         let now = now_ms();
         let attempts = entry.attempts + 1;
         let retryable = e.class.is_retryable_later();
         let mut history: Vec<serde_json::Value> =
-            entry.errors.as_array().cloned().unwrap_or_default();
+            serde_json::from_str(&entry.errors).unwrap_or_default();
         history.push(serde_json::json!({ "at_ms": now, "class": e.class, "error": e.detail }));
         let poisoned = e.class == ErrorClass::Internal
             || (history.len() >= POISON_REPEATS
@@ -748,7 +862,7 @@ impl RetryState {
     }
 
     async fn publish_stats(&self) {
-        if let Ok(s) = self.read(stats).await {
+        if let Ok(s) = self.read(stats).await.map(|s| self.args.in_flight.stats(s)) {
             metrics::gauge!("resilite_retry_queue_depth").set((s.queued + s.retrying) as f64);
             metrics::gauge!("resilite_dead_letters").set(s.dead as f64);
         }
@@ -788,7 +902,11 @@ mod tests {
         ) {
             let conn = queue_of(&entries);
             let now = 1_000;
-            let got = due(&conn, now, limit, true).unwrap();
+            let got: Vec<Entry> = due(&conn, now, limit, true)
+                .unwrap()
+                .iter()
+                .map(|d| entry_by_id(&conn, d.id).unwrap().unwrap())
+                .collect();
             prop_assert!(got.len() <= limit);
             for e in &got {
                 prop_assert_eq!(e.status.as_str(), "queued");

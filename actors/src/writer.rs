@@ -628,7 +628,7 @@ fn claim_key(conn: &Connection, key: &str) -> rusqlite::Result<bool> {
     let inserted = match claim() {
         Err(e) if e.to_string().contains("no such table") => {
             conn.execute_batch(
-                "CREATE TABLE IF NOT EXISTS _resilite_idempotency (key TEXT PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
+                "CREATE TABLE IF NOT EXISTS _resilite_idempotency (key TEXT PRIMARY KEY, applied_at_ms INTEGER NOT NULL) WITHOUT ROWID",
             )?;
             claim()?
         }

@@ -19,7 +19,7 @@ use super::{HealthConfig, HealthReport, HealthStatus};
 use crate::connection::{read_blocking, DbOptions};
 use crate::error::{Error, Result};
 use crate::maintenance::{CheckpointMode, Maintenance, MaintenanceRun};
-use crate::retry_queue;
+use crate::retry_queue::{self, InFlight};
 use crate::slot::{self, ActorStatus, WriterSlot};
 use crate::value::{Operation, Statement, Value};
 use crate::writer::WriterMsg;
@@ -46,6 +46,8 @@ pub struct HealthArgs {
     pub latest: Arc<watch::Sender<Option<Arc<HealthReport>>>>,
     /// Where events go.
     pub events: broadcast::Sender<HealthEvent>,
+    /// Queue entries being replayed now.
+    pub in_flight: InFlight,
 }
 
 /// Something a health check found that others may act on.
@@ -217,7 +219,8 @@ impl HealthState {
         report.judge_actors();
         report.queue = read_blocking(&self.args.journal_db, retry_queue::stats)
             .await
-            .ok();
+            .ok()
+            .map(|s| self.args.in_flight.stats(s));
         report.judge_queue();
         if readable {
             report.judge_database(&self.args.config);
