@@ -42,7 +42,6 @@ fn config(dir: &tempfile::TempDir) -> Config {
     c.database.synchronous = Synchronous::Normal;
     c.retry.base_delay = Duration::from_millis(1);
     c.retry.poll_interval = Duration::from_millis(10);
-    c.retry.replay_batch = 2048;
     c
 }
 
@@ -140,7 +139,8 @@ fn main() {
         .build()
         .expect("tokio");
     tokio.block_on(async {
-        println!("durable retry queue; synchronous=NORMAL; {TASKS} enqueuing tasks; 2 cores\n");
+        let batch = resilite::actors::retry_queue::RetryConfig::default().replay_batch;
+        println!("durable retry queue; synchronous=NORMAL; {TASKS} enqueuing tasks; replay_batch {batch}\n");
         memory().await;
         let n = ops();
 

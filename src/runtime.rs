@@ -439,9 +439,9 @@ impl Runtime {
         options: &EnqueueOptions,
         cause: Option<&Error>,
     ) -> Result<i64> {
-        let payload = serde_json::to_value(op)
+        let payload = serde_json::to_string(op)
             .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?;
-        self.enqueue_payload(SQL_KIND, &payload, options, cause)
+        self.enqueue_payload(SQL_KIND, payload, options, cause)
             .await
     }
 
@@ -458,13 +458,14 @@ impl Runtime {
                 "payload kind `sql` is reserved: use execute_durable for SQL",
             ));
         }
-        self.enqueue_payload(kind, &payload, &options, None).await
+        self.enqueue_payload(kind, payload.to_string(), &options, None)
+            .await
     }
 
     async fn enqueue_payload(
         &self,
         kind: &str,
-        payload: &serde_json::Value,
+        payload: String,
         options: &EnqueueOptions,
         cause: Option<&Error>,
     ) -> Result<i64> {

@@ -295,10 +295,11 @@ impl EnqueueOptions {
     }
 }
 
-/// The statement that queues `payload` (its id is the last insert rowid).
+/// The statement that queues `payload`, JSON text (its id is the last
+/// insert rowid).
 pub fn enqueue_statement(
     kind: &str,
-    payload: &serde_json::Value,
+    payload: String,
     options: &EnqueueOptions,
     config: &RetryConfig,
     cause: Option<&Error>,
@@ -309,8 +310,10 @@ pub fn enqueue_statement(
     }
     let now = now_ms();
     let errors = match cause {
-        Some(e) => serde_json::json!([{ "at_ms": now, "class": e.class, "error": e.detail }]),
-        None => serde_json::json!([]),
+        Some(e) => {
+            serde_json::json!([{ "at_ms": now, "class": e.class, "error": e.detail }]).to_string()
+        }
+        None => "[]".to_string(),
     };
     let next = now + config.base_delay.as_millis() as i64;
     Ok(Statement::new(
@@ -319,14 +322,14 @@ pub fn enqueue_statement(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?10, ?10, ?11, ?11)",
         [
             Value::from(kind),
-            Value::Text(payload.to_string()),
+            Value::Text(payload),
             Value::Integer(options.priority.into()),
             options.ordering_key.as_deref().map_or(Value::Null, Value::from),
             Value::Integer(options.max_attempts.unwrap_or(config.max_attempts).into()),
             Value::Integer(next),
             cause.map_or(Value::Null, |e| Value::Text(e.class.as_str().into())),
             cause.map_or(Value::Null, |e| Value::Text(e.detail.clone())),
-            Value::Text(errors.to_string()),
+            Value::Text(errors),
             cause.map_or(Value::Null, |_| Value::Integer(now)),
             Value::Integer(now),
         ],
@@ -624,17 +627,23 @@ impl RetryState {
     /// database keeps failing.
     async fn replay_due(&mut self) -> Result<()> {
         let limit = self.args.config.replay_batch.max(1);
+        // Until a replay has passed in this tick, the target may still be
+        // down: the most urgent entry goes first and alone, so the others
+        // do not spend an attempt on it.
+        let mut proven = false;
         loop {
             let sql = (self.args.sql_gate)();
             let due = self.read(move |c| due(c, now_ms(), limit, sql)).await?;
-            let Some((probe, rest)) = due.split_first() else {
-                break;
-            };
-            // The most urgent entry goes first and alone: while the database
-            // (or a handler's service) is still down, the others do not
-            // spend an attempt on it.
-            if self.replay_group(std::slice::from_ref(probe)).await? {
-                break;
+            let mut rest = due.as_slice();
+            if !proven {
+                let Some((probe, others)) = rest.split_first() else {
+                    break;
+                };
+                if self.replay_group(std::slice::from_ref(probe)).await? {
+                    break;
+                }
+                proven = true;
+                rest = others;
             }
             let still_failing = !rest.is_empty() && self.replay_group(rest).await?;
             if still_failing || due.len() < limit {
