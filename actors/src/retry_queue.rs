@@ -246,6 +246,10 @@ impl InFlight {
         self.lock().clear();
     }
 
+    fn ids(&self) -> Vec<i64> {
+        self.lock().iter().copied().collect()
+    }
+
     /// The journal's counts with the entries in flight moved from `queued`
     /// to `retrying`.
     pub fn stats(&self, mut stats: QueueStats) -> QueueStats {
@@ -444,18 +448,21 @@ struct Due {
 
 /// Due entries, most urgent first; of the entries sharing an ordering key,
 /// only the oldest unfinished one. Without `sql`, only application payloads.
-fn due(conn: &Connection, now: i64, limit: usize, sql: bool) -> Result<Vec<Due>> {
+/// `busy` (a JSON array of ids) are in flight: their rows still say
+/// `queued` until their outcome is recorded.
+fn due(conn: &Connection, now: i64, limit: usize, sql: bool, busy: &str) -> Result<Vec<Due>> {
     let kinds = if sql { "" } else { "AND kind != 'sql' " };
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT id, kind, payload, attempts, max_attempts, errors \
          FROM retry_queue q \
          WHERE status = 'queued' AND next_retry_at_ms <= ?1 {kinds}\
+           AND id NOT IN (SELECT value FROM json_each(?3)) \
            AND (ordering_key IS NULL OR NOT EXISTS ( \
                 SELECT 1 FROM retry_queue o WHERE o.ordering_key = q.ordering_key AND o.id < q.id \
                 AND o.status IN ('queued', 'retrying'))) \
          ORDER BY priority, next_retry_at_ms, id LIMIT ?2"
     ))?;
-    let rows = stmt.query_map(rusqlite::params![now, limit as i64], |r| {
+    let rows = stmt.query_map(rusqlite::params![now, limit as i64, busy], |r| {
         Ok(Due {
             id: r.get(0)?,
             kind: r.get(1)?,
@@ -508,8 +515,8 @@ pub struct RetryState {
     timer: Option<JoinHandle<()>>,
     /// The read-only journal connection, between reads.
     reader: Mutex<Option<Connection>>,
-    /// The pending delete of replayed entries' idempotency keys.
-    forgetting: Option<JoinHandle<()>>,
+    /// The pending record of the last batch's outcomes.
+    recording: Option<JoinHandle<Result<()>>>,
     /// Counting and pruning scan the table: done at most this often.
     last_stats: Option<Instant>,
     last_prune: Option<Instant>,
@@ -517,7 +524,11 @@ pub struct RetryState {
 
 /// Ids as the JSON array `json_each` reads.
 fn ids_json(ids: &[i64]) -> Value {
-    Value::Text(serde_json::to_string(ids).unwrap_or_default())
+    Value::Text(ids_text(ids))
+}
+
+fn ids_text(ids: &[i64]) -> String {
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
 }
 
 /// How often the queue gauges are refreshed while replaying.
@@ -551,7 +562,7 @@ impl Actor for RetryQueueActor {
             args,
             timer: Some(timer),
             reader: Mutex::new(None),
-            forgetting: None,
+            recording: None,
             last_stats: None,
             last_prune: None,
         })
@@ -633,7 +644,10 @@ impl RetryState {
         let mut proven = false;
         loop {
             let sql = (self.args.sql_gate)();
-            let due = self.read(move |c| due(c, now_ms(), limit, sql)).await?;
+            let busy = ids_text(&self.args.in_flight.ids());
+            let due = self
+                .read(move |c| due(c, now_ms(), limit, sql, &busy))
+                .await?;
             let mut rest = due.as_slice();
             if !proven {
                 let Some((probe, others)) = rest.split_first() else {
@@ -651,35 +665,48 @@ impl RetryState {
             }
             self.housekeeping().await?;
         }
-        self.settle_forgetting().await;
+        self.settle_recording().await?;
         self.housekeeping().await
     }
 
-    /// Delete the idempotency keys of replayed SQL entries (their success
-    /// is in the journal). The delete runs while the next batch is read and
-    /// replayed; at most one is pending at a time.
-    async fn forget_keys(&mut self, ids: Vec<i64>) {
-        self.settle_forgetting().await;
-        if ids.is_empty() {
-            return;
-        }
-        let app = self.args.app.clone();
-        self.forgetting = Some(tokio::spawn(async move {
-            let forget = Statement::new(
-                "DELETE FROM _resilite_idempotency WHERE key IN \
-                 (SELECT ?1 || value FROM json_each(?2))",
-                [Value::from(QUEUE_KEY_PREFIX), ids_json(&ids)],
-            );
-            if let Err(e) = slot::write(&app, Operation::Statement(forget)).await {
-                tracing::warn!(detail = %e.detail, "could not delete the idempotency keys of replayed entries");
+    /// Record a batch's outcomes in the journal, then delete the
+    /// idempotency keys of its replayed SQL (their success is recorded).
+    /// This runs while the next batch is read and replayed; its entries stay
+    /// in flight (skipped by the next read) until it is done. One record is
+    /// pending at most, so outcomes are journaled in order.
+    async fn record(
+        &mut self,
+        updates: Vec<Statement>,
+        sql_done: Vec<i64>,
+        in_flight: InFlightGuard,
+    ) -> Result<()> {
+        self.settle_recording().await?;
+        let (journal, app) = (self.args.journal.clone(), self.args.app.clone());
+        self.recording = Some(tokio::spawn(async move {
+            slot::write(&journal, Operation::Batch(updates)).await?;
+            drop(in_flight);
+            if !sql_done.is_empty() {
+                let forget = Statement::new(
+                    "DELETE FROM _resilite_idempotency WHERE key IN \
+                     (SELECT ?1 || value FROM json_each(?2))",
+                    [Value::from(QUEUE_KEY_PREFIX), ids_json(&sql_done)],
+                );
+                if let Err(e) = slot::write(&app, Operation::Statement(forget)).await {
+                    tracing::warn!(detail = %e.detail, "could not delete the idempotency keys of replayed entries");
+                }
             }
+            Ok(())
         }));
+        Ok(())
     }
 
-    /// Wait for the pending key delete, if any.
-    async fn settle_forgetting(&mut self) {
-        if let Some(pending) = self.forgetting.take() {
-            let _ = pending.await;
+    /// Wait for the pending record, if any.
+    async fn settle_recording(&mut self) -> Result<()> {
+        match self.recording.take() {
+            Some(pending) => pending
+                .await
+                .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?,
+            None => Ok(()),
         }
     }
 
@@ -752,10 +779,7 @@ impl RetryState {
                 [Value::Integer(now_ms()), ids_json(&succeeded)],
             ));
         }
-        self.journal(updates).await?;
-        drop(in_flight);
-        // Their success is in the journal now: their keys are not needed.
-        self.forget_keys(sql_done).await;
+        self.record(updates, sql_done, in_flight).await?;
         Ok(still_failing)
     }
 
@@ -908,10 +932,12 @@ mod tests {
         fn due_entries_come_by_priority_then_due_time_and_one_per_ordering_key(
             entries in prop::collection::vec((1u8..=10, -500i64..500, prop::option::of(0u8..4), 0u8..5), 0..60),
             limit in 1usize..80,
+            busy in prop::collection::btree_set(1i64..60, 0..10),
         ) {
             let conn = queue_of(&entries);
             let now = 1_000;
-            let got: Vec<Entry> = due(&conn, now, limit, true)
+            let busy: Vec<i64> = busy.into_iter().collect();
+            let got: Vec<Entry> = due(&conn, now, limit, true, &ids_text(&busy))
                 .unwrap()
                 .iter()
                 .map(|d| entry_by_id(&conn, d.id).unwrap().unwrap())
@@ -920,6 +946,7 @@ mod tests {
             for e in &got {
                 prop_assert_eq!(e.status.as_str(), "queued");
                 prop_assert!(e.next_retry_at_ms <= now);
+                prop_assert!(!busy.contains(&e.id), "entry {} is in flight", e.id);
             }
             // Sorted by (priority, next_retry_at, id).
             let keys: Vec<_> = got.iter().map(|e| (e.priority, e.next_retry_at_ms, e.id)).collect();
@@ -941,7 +968,7 @@ mod tests {
             if got.len() < limit {
                 let eligible = entries.iter().enumerate().filter(|(i, (_, due_in, k, st))| {
                     let id = *i as i64 + 1;
-                    st % 5 <= 1 && 1_000 + due_in <= now
+                    st % 5 <= 1 && 1_000 + due_in <= now && !busy.contains(&id)
                         && k.is_none_or(|k| !unfinished(&format!("k{k}"), id))
                 }).count();
                 prop_assert_eq!(got.len(), eligible);
