@@ -596,6 +596,10 @@ impl Actor for RetryQueueActor {
         if let Some(timer) = state.timer.take() {
             timer.abort();
         }
+        // Outcomes already known go into the journal before it stops.
+        if let Err(e) = state.settle_recording().await {
+            tracing::warn!(detail = %e.detail, "the last replay outcomes could not be recorded; those entries will be replayed again");
+        }
         Ok(())
     }
 }
