@@ -365,6 +365,14 @@ impl Config {
             Duration::ZERO,
             Duration::from_secs(10 * 366 * 86_400),
         )?;
+        // Shorter, and a key could be forgotten while its replay is still
+        // being recorded.
+        duration(
+            "retry.key_retention",
+            r.key_retention,
+            Duration::from_secs(60),
+            Duration::from_secs(10 * 366 * 86_400),
+        )?;
         Ok(())
     }
 
@@ -612,6 +620,18 @@ mod tests {
         assert!(err.0.contains("`health.quick_check_every`"), "{err}");
         let err = parse("[health]\nintervall = \"1s\"\n").unwrap_err();
         assert!(err.0.contains("intervall"), "{err}");
+    }
+
+    #[test]
+    fn config_retry_key_retention_is_checked() {
+        let c = parse("[retry]\nkey_retention = \"30days\"\n").unwrap();
+        assert_eq!(c.retry.key_retention, Duration::from_secs(30 * 86_400));
+        let err = parse("[retry]\nkey_retention = \"5s\"\n").unwrap_err();
+        assert!(
+            err.0
+                .contains("`retry.key_retention` = \"5s\" is invalid: must be between \"1m\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -159,6 +159,63 @@ async fn an_operation_with_an_idempotency_key_is_applied_once() {
     t.rt.shutdown().await.unwrap();
 }
 
+/// A key is remembered for `retry.key_retention`: after that it is deleted
+/// (at startup, then hourly) and the same key applies again; a younger key
+/// is kept and still skips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_are_forgotten_after_their_retention() {
+    let t = start_with(|_| {}).await;
+    t.rt.execute(Statement::sql("CREATE TABLE t(v INTEGER)"))
+        .await
+        .unwrap();
+    let once = |key: &str, v| Operation::Once {
+        key: key.into(),
+        op: Box::new(insert(v)),
+    };
+    t.rt.write(once("old", 1)).await.unwrap();
+    t.rt.write(once("young", 2)).await.unwrap();
+    let config = t.rt.config().clone();
+    t.rt.shutdown().await.unwrap();
+    let eight_days_ms = 8 * 86_400_000;
+    open_direct(&config.database.path)
+        .execute(
+            "UPDATE _resilite_idempotency SET applied_at_ms = applied_at_ms - ?1 WHERE key = 'old'",
+            [eight_days_ms],
+        )
+        .unwrap();
+
+    let rt = Runtime::start(config.clone()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let keys = loop {
+        let keys: String = open_direct(&config.database.path)
+            .query_row(
+                "SELECT group_concat(key) FROM _resilite_idempotency",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if keys == "young" || Instant::now() > deadline {
+            break keys;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(keys, "young", "the 8-day-old key goes, the young one stays");
+    assert_eq!(
+        rt.write(once("old", 1)).await.unwrap().len(),
+        1,
+        "applied again"
+    );
+    assert!(
+        rt.write(once("young", 2)).await.unwrap().is_empty(),
+        "still skipped"
+    );
+    let count: i64 = open_direct(&config.database.path)
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 3);
+    rt.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_write_is_dead_lettered_then_requeued_after_the_fix_or_discarded() {
     let t = start_with(impatient).await;

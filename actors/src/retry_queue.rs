@@ -100,6 +100,11 @@ pub struct RetryConfig {
     /// How long succeeded entries are kept before they are deleted.
     #[serde(with = "humantime_serde")]
     pub succeeded_retention: Duration,
+    /// How long the key of an [`Operation::Once`] is remembered in the
+    /// application database: a replay with the same key within this time
+    /// is skipped, one after it is applied again.
+    #[serde(with = "humantime_serde")]
+    pub key_retention: Duration,
 }
 
 impl Default for RetryConfig {
@@ -112,6 +117,7 @@ impl Default for RetryConfig {
             poll_interval: Duration::from_secs(1),
             replay_batch: 512,
             succeeded_retention: Duration::from_secs(86_400),
+            key_retention: Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -520,6 +526,7 @@ pub struct RetryState {
     /// Counting and pruning scan the table: done at most this often.
     last_stats: Option<Instant>,
     last_prune: Option<Instant>,
+    last_key_prune: Option<Instant>,
 }
 
 /// Ids as the JSON array `json_each` reads.
@@ -535,6 +542,8 @@ fn ids_text(ids: &[i64]) -> String {
 const STATS_EVERY: Duration = Duration::from_secs(1);
 /// How often succeeded entries past their retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often idempotency keys past their retention are deleted.
+const KEY_PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 impl Actor for RetryQueueActor {
     type Msg = RetryMsg;
@@ -565,6 +574,7 @@ impl Actor for RetryQueueActor {
             recording: None,
             last_stats: None,
             last_prune: None,
+            last_key_prune: None,
         })
     }
 
@@ -714,10 +724,14 @@ impl RetryState {
         }
     }
 
-    /// Refresh the gauges and prune old succeeded entries, each at most as
-    /// often as its period allows.
+    /// Refresh the gauges, prune old succeeded entries and forget old
+    /// idempotency keys, each at most as often as its period allows.
     async fn housekeeping(&mut self) -> Result<()> {
         let due = |last: Option<Instant>, every| last.is_none_or(|t: Instant| t.elapsed() >= every);
+        if due(self.last_key_prune, KEY_PRUNE_EVERY) {
+            self.last_key_prune = Some(Instant::now());
+            self.forget_old_keys().await;
+        }
         if due(self.last_prune, PRUNE_EVERY) {
             self.last_prune = Some(Instant::now());
             let retention = self.args.config.succeeded_retention.as_millis() as i64;
@@ -785,6 +799,26 @@ impl RetryState {
         }
         self.record(updates, sql_done, in_flight).await?;
         Ok(still_failing)
+    }
+
+    /// Delete the idempotency keys older than `key_retention` (a scan of
+    /// the key table, hence hourly). The table exists once a key was used.
+    async fn forget_old_keys(&self) {
+        let retention = self.args.config.key_retention.as_millis() as i64;
+        let prune = Statement::new(
+            "DELETE FROM _resilite_idempotency WHERE applied_at_ms < ?1",
+            [Value::Integer(now_ms() - retention)],
+        );
+        match slot::write(&self.args.app, Operation::Statement(prune)).await {
+            Ok(outcome) => {
+                let forgotten = outcome.first().map_or(0, |o| o.rows_affected);
+                if forgotten > 0 {
+                    tracing::info!(forgotten, "idempotency keys past their retention deleted");
+                }
+            }
+            Err(e) if e.detail.contains("no such table") => {}
+            Err(e) => tracing::warn!(detail = %e.detail, "could not delete old idempotency keys"),
+        }
     }
 
     /// Apply one entry: SQL through the writer, keyed by the entry id; an

@@ -225,7 +225,8 @@ pub enum Operation {
     Batch(Vec<Statement>),
     /// `op`, applied at most once per `key`: the key is committed in the
     /// same transaction (table `_resilite_idempotency` of the database), and
-    /// a replay whose key is there is skipped with an empty outcome.
+    /// a replay whose key is there is skipped with an empty outcome. A
+    /// running runtime forgets keys after `retry.key_retention` (7 days).
     Once {
         /// The idempotency key.
         key: String,
