@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use resilite::actors::circuit_breaker::{BreakerConfig, BreakerError, BreakerState};
+use resilite::actors::health::{HealthReport, HealthStatus};
 use resilite::actors::retry_queue::EnqueueOptions;
 use resilite::actors::{Error, ErrorClass, Operation};
 use resilite::{Config, Durable, Runtime, Statement, Value};
@@ -35,6 +36,19 @@ fn fragile(c: &mut Config) {
 
 fn insert(v: i64) -> Statement {
     Statement::new("INSERT INTO t(v) VALUES (?1)", [Value::Integer(v)])
+}
+
+/// The next health report that reports a breaker not closed (its state is
+/// journaled a moment after the transition).
+async fn report_with_breaker_warning(rt: &Runtime) -> HealthReport {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let report = rt.check_now().await.unwrap();
+        if report.recommends("breaker_open") || Instant::now() > deadline {
+            return report;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn queue_drained(rt: &Runtime) {
@@ -90,6 +104,18 @@ async fn the_database_breaker_opens_fails_fast_queues_durable_writes_and_closes(
     t.rt.query(Statement::sql("SELECT count(*) FROM t"))
         .await
         .unwrap();
+    // The health report names it (the write probe fails too: the lock is
+    // really held, so the worst rule is that one).
+    let report = report_with_breaker_warning(&t.rt).await;
+    assert_eq!(report.breakers[0].name.as_deref(), Some("database"));
+    assert_eq!(report.breakers[0].state, BreakerState::Open);
+    let advice = &report
+        .recommendations
+        .iter()
+        .find(|r| r.action == "breaker_open")
+        .unwrap()
+        .reason;
+    assert!(advice.contains("calls to `database` fail fast"), "{advice}");
 
     holder.execute_batch("COMMIT").unwrap();
     drop(holder);
@@ -99,6 +125,14 @@ async fn the_database_breaker_opens_fails_fast_queues_durable_writes_and_closes(
     assert_eq!(t.rt.database_breaker().state, BreakerState::Closed);
     t.rt.ready().unwrap();
     queue_drained(&t.rt).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while t.rt.check_now().await.unwrap().recommends("breaker_open") {
+        assert!(
+            Instant::now() < deadline,
+            "the closed breaker is still reported"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let rows =
         t.rt.query(Statement::sql("SELECT v FROM t ORDER BY v"))
             .await
@@ -156,6 +190,20 @@ async fn paused_writes_hold_queue_replays_until_resumed() {
         BreakerState::Open,
         "a forced open never half-opens by itself"
     );
+    let report = report_with_breaker_warning(&t.rt).await;
+    assert_eq!(report.status, HealthStatus::Warning, "{report:?}");
+    assert!(
+        report.rule.contains("breaker `database` is held open"),
+        "{}",
+        report.rule
+    );
+    let advice = &report
+        .recommendations
+        .iter()
+        .find(|r| r.action == "breaker_open")
+        .unwrap()
+        .reason;
+    assert!(advice.contains("resume_writes()"), "{advice}");
     t.rt.resume_writes();
     queue_drained(&t.rt).await;
     let rows = t.rt.query(Statement::sql("SELECT v FROM t")).await.unwrap();

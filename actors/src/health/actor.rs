@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use super::history;
 use super::inspect::{measure, Checks, IntegrityCheck};
 use super::{HealthConfig, HealthReport, HealthStatus};
+use crate::circuit_breaker;
 use crate::connection::{read_blocking, DbOptions};
 use crate::error::{Error, Result};
 use crate::maintenance::{CheckpointMode, Maintenance, MaintenanceRun};
@@ -217,11 +218,15 @@ impl HealthState {
         self.writer_ops = ops_before_probe.map_or(0, |n| n + 1);
         report.actors = self.args.roster.borrow().clone();
         report.judge_actors();
-        report.queue = read_blocking(&self.args.journal_db, retry_queue::stats)
-            .await
-            .ok()
-            .map(|s| self.args.in_flight.stats(s));
+        let journaled = read_blocking(&self.args.journal_db, |c| {
+            Ok((retry_queue::stats(c).ok(), circuit_breaker::load(c).ok()))
+        })
+        .await
+        .unwrap_or_default();
+        report.queue = journaled.0.map(|s| self.args.in_flight.stats(s));
+        report.breakers = journaled.1.unwrap_or_default();
         report.judge_queue();
+        report.judge_breakers();
         if readable {
             report.judge_database(&self.args.config);
             if report.figures.write_probe_ms.is_none() {

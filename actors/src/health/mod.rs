@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::circuit_breaker::{BreakerSnapshot, BreakerState, FORCED_OPEN_UNTIL_MS};
 use crate::maintenance::MaintenanceRun;
 use crate::retry_queue::QueueStats;
 use crate::slot::{ActorStatus, SlotState};
@@ -193,6 +194,9 @@ pub struct HealthReport {
     pub actors: Vec<ActorStatus>,
     /// The durable retry queue by status (absent from the CLI).
     pub queue: Option<QueueStats>,
+    /// The circuit breakers as last journaled, `database` among them
+    /// (empty from the CLI).
+    pub breakers: Vec<BreakerSnapshot>,
     /// Maintenance run because of this check.
     pub maintenance: Vec<MaintenanceRun>,
     /// What to do, with the thresholds that triggered it.
@@ -211,6 +215,7 @@ impl HealthReport {
             figures: Figures::default(),
             actors: Vec::new(),
             queue: None,
+            breakers: Vec::new(),
             maintenance: Vec::new(),
             recommendations: Vec::new(),
         }
@@ -278,6 +283,40 @@ impl HealthReport {
                     q.dead
                 ),
             );
+        }
+    }
+
+    /// A breaker that is not closed is a WARNING: calls through it are
+    /// rejected (or, half-open, only trial calls pass). Not CRITICAL: the
+    /// runtime is degraded on purpose, reads and durable writes go on.
+    fn judge_breakers(&mut self) {
+        let now = crate::maintenance::now_ms();
+        for b in self.breakers.clone() {
+            let name = b.name.as_deref().unwrap_or("?");
+            let (rule, advice) = match (b.state, b.open_until_ms) {
+                (BreakerState::Closed, _) => continue,
+                (BreakerState::Open, Some(FORCED_OPEN_UNTIL_MS)) => (
+                    format!("breaker `{name}` is held open"),
+                    if name == "database" {
+                        "writes are paused (pause_writes): durable writes are queued; resume_writes() when the database is ready".to_string()
+                    } else {
+                        format!("`{name}` was forced open: reset it when the service is ready")
+                    },
+                ),
+                (BreakerState::Open, until) => (
+                    format!("breaker `{name}` is open after {} trip(s)", b.trips),
+                    format!(
+                        "calls to `{name}` fail fast for {:.1}s more, then a trial call is let through; check what it protects",
+                        until.map_or(0, |t| (t - now).max(0)) as f64 / 1000.0
+                    ),
+                ),
+                (BreakerState::HalfOpen, _) => (
+                    format!("breaker `{name}` is half-open"),
+                    format!("`{name}` is being tried again: its trial calls decide whether it closes"),
+                ),
+            };
+            self.raise(HealthStatus::Warning, rule);
+            self.recommend("breaker_open", advice);
         }
     }
 
@@ -424,6 +463,15 @@ impl HealthReport {
             out.push_str(&format!(
                 "  retry queue: {} queued, {} retrying, {} dead, {} succeeded\n",
                 q.queued, q.retrying, q.dead, q.succeeded
+            ));
+        }
+        for b in &self.breakers {
+            out.push_str(&format!(
+                "  breaker {}: {}, {} trip(s), {} call(s) rejected\n",
+                b.name.as_deref().unwrap_or("?"),
+                b.state.as_str(),
+                b.trips,
+                b.rejected
             ));
         }
         for m in &self.maintenance {
