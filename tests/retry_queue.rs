@@ -1,11 +1,14 @@
 //! The durable retry queue and dead-letter queue through the message API:
-//! writes issued while another process holds the write lock are queued and
-//! land exactly once when it lets go; a poison operation is dead-lettered,
-//! requeued after the data is fixed, or discarded; application payloads
-//! reach their handler with retries.
+//! writes issued while another process holds the write lock, or while the
+//! database's filesystem is full (a 4 MiB tmpfs, where mounting is
+//! allowed), are queued and land exactly once when the fault goes; a poison
+//! operation is dead-lettered, requeued after the data is fixed, or
+//! discarded; application payloads reach their handler with retries; keys
+//! of idempotent operations expire.
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,25 +50,15 @@ fn insert(v: i64) -> Operation {
     ))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn durable_writes_under_a_held_lock_are_queued_and_land_exactly_once() {
-    let t = start_with(impatient).await;
-    t.rt.execute(Statement::sql(
-        "CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER UNIQUE)",
-    ))
-    .await
-    .unwrap();
-    // Another process takes the write lock and keeps it.
-    let holder = open_direct(&t.db_path());
-    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
-
-    const N: i64 = 10_000;
+/// Issue `n` durable inserts (v = 0..n), 1,000 at a time; how many were
+/// queued (the others were applied at once).
+async fn durable_inserts(rt: &Runtime, n: i64) -> i64 {
     let mut queued = 0;
-    for chunk in (0..N).collect::<Vec<_>>().chunks(1000) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
         let tasks: Vec<_> = chunk
             .iter()
             .map(|&v| {
-                let rt = t.rt.clone();
+                let rt = rt.clone();
                 tokio::spawn(async move {
                     rt.execute_durable(insert(v), EnqueueOptions::default())
                         .await
@@ -78,25 +71,25 @@ async fn durable_writes_under_a_held_lock_are_queued_and_land_exactly_once() {
                     assert!(id > 0);
                     queued += 1;
                 }
-                Durable::Applied { .. } => panic!("nothing can commit while the lock is held"),
+                Durable::Applied { .. } => {}
             }
         }
     }
-    assert_eq!(queued, N);
-    let stats = t.rt.queue_stats().await.unwrap();
-    assert_eq!(stats.queued + stats.retrying, N, "{stats:?}");
+    queued
+}
 
-    holder.execute_batch("COMMIT").unwrap();
-    drop(holder);
-    let stats = settled(&t.rt).await;
+/// Wait for the queue to settle; then every value 0..n is in `t` exactly
+/// once, nothing is dead and no replay's idempotency key is left.
+async fn assert_each_landed_once(rt: &Runtime, db: &Path, n: i64, queued: i64) {
+    let stats = settled(rt).await;
     assert_eq!(
         stats,
         QueueStats {
-            succeeded: N,
+            succeeded: queued,
             ..QueueStats::default()
         }
     );
-    let conn = open_direct(&t.db_path());
+    let conn = open_direct(db);
     let (rows, distinct, min, max): (i64, i64, i64, i64) = conn
         .query_row(
             "SELECT count(*), count(DISTINCT v), min(v), max(v) FROM t",
@@ -106,10 +99,10 @@ async fn durable_writes_under_a_held_lock_are_queued_and_land_exactly_once() {
         .unwrap();
     assert_eq!(
         (rows, distinct, min, max),
-        (N, N, 0, N - 1),
+        (n, n, 0, n - 1),
         "every write exactly once"
     );
-    assert!(t.rt.dead_letters(false).await.unwrap().is_empty());
+    assert!(rt.dead_letters(false).await.unwrap().is_empty());
     // Once the journal has their success, the replays' keys are deleted.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -124,7 +117,116 @@ async fn durable_writes_under_a_held_lock_are_queued_and_land_exactly_once() {
         assert!(Instant::now() < deadline, "{keys} idempotency keys left");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_writes_under_a_held_lock_are_queued_and_land_exactly_once() {
+    let t = start_with(impatient).await;
+    t.rt.execute(Statement::sql(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER UNIQUE)",
+    ))
+    .await
+    .unwrap();
+    // Another process takes the write lock and keeps it.
+    let holder = open_direct(&t.db_path());
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    const N: i64 = 10_000;
+    let queued = durable_inserts(&t.rt, N).await;
+    assert_eq!(queued, N, "nothing can commit while the lock is held");
+    let stats = t.rt.queue_stats().await.unwrap();
+    assert_eq!(stats.queued + stats.retrying, N, "{stats:?}");
+
+    holder.execute_batch("COMMIT").unwrap();
+    drop(holder);
+    assert_each_landed_once(&t.rt, &t.db_path(), N, N).await;
     t.rt.shutdown().await.unwrap();
+}
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    /// Mount `bytes` of tmpfs, or `None` where mounting is not allowed.
+    fn mount(bytes: u64) -> Option<SmallFs> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(SmallFs { dir })
+    }
+
+    /// Write a file until the filesystem is full.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 16 * 1024];
+        while file.write_all(&chunk).and_then(|_| file.sync_all()).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The database's filesystem fills up: SQLite answers "database or disk is
+/// full", durable writes are queued in the journal (on another disk), the
+/// health report says to free space; once space is freed every write
+/// lands exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_writes_on_a_full_disk_are_queued_and_land_exactly_once_after_space_is_freed() {
+    let Some(fs) = SmallFs::mount(4 << 20) else {
+        eprintln!("skipped: mounting a tmpfs needs root (CAP_SYS_ADMIN); the held-lock test covers the queue path");
+        return;
+    };
+    let journal_dir = tempfile::tempdir().unwrap();
+    let db = fs.dir.path().join("app.db");
+    let mut config = resilite::Config::for_database(&db);
+    config.database.journal_path = Some(journal_dir.path().join("app.db.journal"));
+    impatient(&mut config);
+    let rt = Runtime::start(config).await.unwrap();
+    rt.execute(Statement::sql(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER UNIQUE)",
+    ))
+    .await
+    .unwrap();
+    let filler = fs.fill();
+
+    const N: i64 = 10_000;
+    let queued = durable_inserts(&rt, N).await;
+    assert!(
+        queued > N / 2,
+        "only {queued} of {N} were queued on a full disk"
+    );
+    // The first ones failed with SQLite's own error; the database breaker
+    // then opened and the rest went straight to the queue.
+    let journal = open_direct(&rt.config().journal_path());
+    let full: i64 = journal
+        .query_row(
+            "SELECT count(*) FROM retry_queue WHERE last_error LIKE '%database or disk is full%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(full > 0, "no write failed with SQLITE_FULL");
+    let report = rt.check_now().await.unwrap();
+    assert!(report.recommends("free_disk"), "{}", report.to_text());
+
+    std::fs::remove_file(filler).unwrap();
+    assert_each_landed_once(&rt, &db, N, queued).await;
+    rt.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,6 +72,7 @@ pub fn measure(db: &DbOptions, checks: Checks) -> (HealthReport, bool) {
     if let Some((free, pct)) = disk_free(&db.path) {
         report.figures.disk_free_bytes = free;
         report.figures.disk_free_pct = pct;
+        report.figures.disk_measured = true;
     }
     if let Err(e) = open_read_only(db).and_then(|conn| run_checks(&conn, checks, &mut report)) {
         report.integrity = e.detail.clone();

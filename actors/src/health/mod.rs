@@ -155,6 +155,8 @@ pub struct Figures {
     pub disk_free_bytes: u64,
     /// Free space on the database's filesystem, in percent.
     pub disk_free_pct: f64,
+    /// Whether the two above were measured (statvfs answered).
+    pub disk_measured: bool,
     /// Milliseconds the read probe took.
     pub read_probe_ms: f64,
     /// Milliseconds the write probe (a round trip through the writer) took;
@@ -334,7 +336,7 @@ impl HealthReport {
                 "the integrity check failed; restore from a verified backup (recovery starts from here)".into(),
             );
         }
-        if f.disk_free_pct > 0.0 && f.disk_free_pct < t.min_disk_free_pct {
+        if f.disk_measured && f.disk_free_pct < t.min_disk_free_pct {
             self.raise(
                 HealthStatus::Critical,
                 format!(
