@@ -365,20 +365,21 @@ async fn drain_and_stop(state: &mut SupervisorState) -> Result<(), Error> {
             Spec::Writer { .. } => {}
         }
     }
+    // Drain each writer and checkpoint its WAL into the file (TRUNCATE), so
+    // both files are whole on their own once the process is gone.
     let mut result = Ok(());
-    if let Some(app) = state.writer(APP) {
-        let truncate = Maintenance::Checkpoint(CheckpointMode::Truncate);
-        result = drain(&app.actor).await.and(
-            ractor::call!(app.actor, |reply| WriterMsg::Maintain {
-                task: truncate,
-                reply
-            })
-            .map_err(|e| Error::unavailable(e.to_string()))
-            .and_then(|r| r.map(|_| ())),
-        );
-    }
-    if let Some(journal) = state.writer(JOURNAL) {
-        result = result.and(drain(&journal.actor).await);
+    for index in [APP, JOURNAL] {
+        if let Some(writer) = state.writer(index) {
+            let truncate = Maintenance::Checkpoint(CheckpointMode::Truncate);
+            result = result.and(drain(&writer.actor).await).and(
+                ractor::call!(writer.actor, |reply| WriterMsg::Maintain {
+                    task: truncate,
+                    reply
+                })
+                .map_err(|e| Error::unavailable(e.to_string()))
+                .and_then(|r| r.map(|_| ())),
+            );
+        }
     }
     // Stop the application writer first: the journal may still record its end.
     for index in [APP, JOURNAL] {

@@ -266,6 +266,18 @@ async fn http_sigterm_drains_every_acknowledged_write_and_exits_0() {
         acked.len() > 10,
         "some writes were acknowledged before SIGTERM"
     );
+    // Both WALs were checkpointed into their files before the exit.
+    for file in [s.db_path(), s.db_path().with_extension("db.journal")] {
+        let mut wal = file.clone().into_os_string();
+        wal.push("-wal");
+        let wal_bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        assert_eq!(
+            wal_bytes,
+            0,
+            "{} left behind",
+            std::path::Path::new(&wal).display()
+        );
+    }
     let conn = rusqlite::Connection::open(s.db_path()).unwrap();
     let mut present = conn.prepare("SELECT 1 FROM k WHERE id = ?1").unwrap();
     for id in &acked {
