@@ -2,7 +2,7 @@
 //! usable from any tokio runtime. Writes go to the supervised WriterActor,
 //! reads to the read pool, health questions to the HealthActor.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -54,6 +54,8 @@ struct Inner {
     database: Arc<Mutex<Breaker>>,
     /// Mirrors `Breaker::is_quiet` of `database`, read without its lock.
     database_quiet: AtomicBool,
+    /// Fast successes while quiet: counted here, outside the breaker's lock.
+    database_quiet_calls: AtomicU64,
     /// `slow_call` of the database breaker.
     slow_write: std::time::Duration,
     roster: watch::Receiver<Vec<ActorStatus>>,
@@ -233,6 +235,7 @@ impl Runtime {
                 breakers,
                 database,
                 database_quiet: AtomicBool::new(false),
+                database_quiet_calls: AtomicU64::new(0),
                 slow_write,
                 roster,
                 latest,
@@ -293,7 +296,11 @@ impl Runtime {
             None if failed || elapsed >= self.inner.slow_write => {
                 self.record_database_outcome(!failed, elapsed)
             }
-            None => {}
+            None => {
+                self.inner
+                    .database_quiet_calls
+                    .fetch_add(1, Ordering::Relaxed);
+            }
         }
         result
     }
@@ -339,7 +346,7 @@ impl Runtime {
     /// Log, measure and journal a transition of the `database` breaker.
     fn announce(&self, transition: Option<Transition>) {
         let Some(t) = transition else { return };
-        let snapshot = self.lock_database_breaker().snapshot();
+        let snapshot = self.database_breaker();
         if t.to == BreakerState::Open {
             tracing::warn!(breaker = DATABASE_BREAKER, reason = %t.reason, "circuit breaker opened: writes fail fast, durable writes are queued");
         } else {
@@ -361,7 +368,9 @@ impl Runtime {
 
     /// The writer's `database` breaker.
     pub fn database_breaker(&self) -> BreakerSnapshot {
-        self.lock_database_breaker().snapshot()
+        let mut snapshot = self.lock_database_breaker().snapshot();
+        snapshot.calls += self.inner.database_quiet_calls.load(Ordering::Relaxed);
+        snapshot
     }
 
     /// Open the `database` breaker until [`resume_writes`](Self::resume_writes):

@@ -165,6 +165,23 @@ async fn the_database_breaker_opens_fails_fast_queues_durable_writes_and_closes(
     t.rt.shutdown().await.unwrap();
 }
 
+/// Fast successes skip the breaker's lock, and are still counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_breaker_counts_every_write() {
+    let t = start_with(|_| {}).await;
+    t.rt.execute(Statement::sql("CREATE TABLE t(v INTEGER)"))
+        .await
+        .unwrap();
+    let before = t.rt.database_breaker().calls;
+    for v in 0..200 {
+        t.rt.execute(insert(v)).await.unwrap();
+    }
+    let snapshot = t.rt.database_breaker();
+    assert_eq!(snapshot.calls - before, 200, "{snapshot:?}");
+    assert_eq!(snapshot.failures, 0);
+    t.rt.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_writes_hold_queue_replays_until_resumed() {
     let t = start_with(fragile).await;
