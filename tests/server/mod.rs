@@ -8,6 +8,15 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+/// A size of a fault-injection test: `default` (sized for CI), or the
+/// `SOAK_<NAME>` environment variable that `scripts/soak.sh` sets.
+pub fn soak(name: &str, default: i64) -> i64 {
+    std::env::var(format!("SOAK_{name}"))
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub struct Server {
     pub child: Child,
     pub base: String,
