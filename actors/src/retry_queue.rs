@@ -610,6 +610,12 @@ impl Actor for RetryQueueActor {
         if let Err(e) = state.settle_recording().await {
             tracing::warn!(detail = %e.detail, "the last replay outcomes could not be recorded; those entries will be replayed again");
         }
+        // Close the read connection now, before the journal writer closes
+        // its own: the last connection to close cleans up the WAL files,
+        // and only a writer can.
+        if let Ok(mut reader) = state.reader.lock() {
+            reader.take();
+        }
         Ok(())
     }
 }
