@@ -658,9 +658,10 @@ impl RetryState {
     /// database keeps failing.
     async fn replay_due(&mut self) -> Result<()> {
         let limit = self.args.config.replay_batch.max(1);
-        // Until a replay has passed in this tick, the target may still be
-        // down: the most urgent entry goes first and alone, so the others
-        // do not spend an attempt on it.
+        // Until a replay has been answered in this tick (it passed, or failed
+        // for good, which also means the target answered), the target may
+        // still be down: the most urgent entry goes first and alone, so the
+        // others do not spend an attempt on it.
         let mut proven = false;
         loop {
             let sql = (self.args.sql_gate)();
