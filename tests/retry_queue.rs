@@ -387,7 +387,7 @@ async fn a_poison_write_is_dead_lettered_then_requeued_after_the_fix_or_discarde
     let first = t.rt.queue_entry(ids[0]).await.unwrap().unwrap();
     assert_eq!(
         (first.status.as_str(), first.resolution.as_deref()),
-        ("succeeded", Some("fixed"))
+        ("succeeded", Some("requeued"))
     );
     let second = t.rt.queue_entry(ids[1]).await.unwrap().unwrap();
     assert_eq!(second.resolution.as_deref(), Some("discarded"));

@@ -205,8 +205,7 @@ pub struct Entry {
     pub last_failure_at_ms: Option<i64>,
     /// When an operator requeued or discarded it.
     pub reviewed_at_ms: Option<i64>,
-    /// `requeued` (by an operator), then `fixed` once that replay
-    /// succeeded; or `discarded`.
+    /// `requeued`, `discarded` or `fixed`.
     pub resolution: Option<String>,
     /// When it was queued.
     pub created_at_ms: i64,
@@ -800,8 +799,7 @@ impl RetryState {
             metrics::counter!("resilite_retry_replays_total", "outcome" => "succeeded")
                 .increment(succeeded.len() as u64);
             updates.push(Statement::new(
-                "UPDATE retry_queue SET status = 'succeeded', attempts = attempts + 1, updated_at_ms = ?1, \
-                 resolution = CASE WHEN resolution = 'requeued' THEN 'fixed' ELSE resolution END \
+                "UPDATE retry_queue SET status = 'succeeded', attempts = attempts + 1, updated_at_ms = ?1 \
                  WHERE id IN (SELECT value FROM json_each(?2))",
                 [Value::Integer(now_ms()), ids_json(&succeeded)],
             ));
