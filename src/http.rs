@@ -4,7 +4,7 @@
 //! Routes: `GET /health` (liveness), `GET /ready` (readiness), `GET /metrics`
 //! (Prometheus), `GET /health/detailed`, `POST /v1/execute`, `POST /v1/batch`,
 //! `POST /v1/query`, `GET /v1/dlq`, `GET /v1/dlq/{id}`,
-//! `POST /v1/dlq/{id}/requeue`, `POST /v1/dlq/{id}/discard`. `/health/detailed` and `/v1/*` require
+//! `POST /v1/dlq/{id}/requeue`, `POST /v1/dlq/{id}/discard`, `POST /v1/dlq/{id}/fixed`. `/health/detailed` and `/v1/*` require
 //! `Authorization: Bearer <token>` when a token is configured (config
 //! validation requires one off loopback).
 
@@ -106,6 +106,7 @@ pub fn router(rt: Runtime) -> Router {
         .route("/v1/dlq/{id}", get(dlq_show))
         .route("/v1/dlq/{id}/requeue", post(dlq_requeue))
         .route("/v1/dlq/{id}/discard", post(dlq_discard))
+        .route("/v1/dlq/{id}/fixed", post(dlq_fixed))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
@@ -287,6 +288,17 @@ async fn dlq_discard(
         return Err(no_entry(id));
     }
     Ok(Json(serde_json::json!({ "discarded": id })))
+}
+
+async fn dlq_fixed(
+    State(s): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = entry_id(id)?;
+    if !s.rt.mark_fixed(id).await? {
+        return Err(no_entry(id));
+    }
+    Ok(Json(serde_json::json!({ "fixed": id })))
 }
 
 fn entry_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {

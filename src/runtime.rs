@@ -16,8 +16,8 @@ use resilite_actors::health::{HealthArgs, HealthEvent, HealthMsg, HealthReport};
 use resilite_actors::journal::{self, RestartRecord};
 use resilite_actors::maintenance::now_ms;
 use resilite_actors::retry_queue::{
-    self, EnqueueOptions, Entry, Handler, Handlers, InFlight, QueueStats, RetryArgs, RetryMsg,
-    SqlGate, SQL_KIND,
+    self, EnqueueOptions, Entry, Handler, Handlers, InFlight, QueueStats, Resolution, RetryArgs,
+    RetryMsg, SqlGate, SQL_KIND,
 };
 use resilite_actors::slot::{self, ActorStatus, Slot, WriterSlot};
 use resilite_actors::{
@@ -532,7 +532,17 @@ impl Runtime {
     /// Discard dead entry `id` (kept in the journal, marked discarded);
     /// false when no such dead entry exists.
     pub async fn discard(&self, id: i64) -> Result<bool> {
-        let stmt = retry_queue::discard_statement(id);
+        self.resolve(id, Resolution::Discarded).await
+    }
+
+    /// Mark dead entry `id` fixed by hand: not replayed, kept in the
+    /// journal; false when no such dead entry exists.
+    pub async fn mark_fixed(&self, id: i64) -> Result<bool> {
+        self.resolve(id, Resolution::Fixed).await
+    }
+
+    async fn resolve(&self, id: i64, resolution: Resolution) -> Result<bool> {
+        let stmt = retry_queue::resolve_statement(id, resolution);
         let outcome = slot::write(&self.inner.journal, Operation::Statement(stmt)).await?;
         Ok(outcome.first().is_some_and(|o| o.rows_affected > 0))
     }

@@ -93,7 +93,7 @@ async fn durable_http_writes_poison_and_review_over_http_and_cli() {
 
     let holder = hold_write_lock(&db);
     let mut ids = Vec::new();
-    for v in [1, 2] {
+    for v in [1, 2, 6] {
         let (st, body) = call(&c, &s, "POST", "/v1/execute", Some(json!({"sql": "INSERT INTO u VALUES (?1)", "params": [v], "durable": true, "priority": 2}))).await;
         assert_eq!(st, StatusCode::ACCEPTED, "{body}");
         assert_eq!(body["status"], "queued");
@@ -112,9 +112,9 @@ async fn durable_http_writes_poison_and_review_over_http_and_cli() {
     .await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["class"], "transient");
-    // The holder commits the values of the two single writes: poison.
+    // The holder commits the values of the single writes: poison.
     holder
-        .execute_batch("INSERT INTO u VALUES (1), (2); COMMIT")
+        .execute_batch("INSERT INTO u VALUES (1), (2), (6); COMMIT")
         .unwrap();
     drop(holder);
 
@@ -122,7 +122,7 @@ async fn durable_http_writes_poison_and_review_over_http_and_cli() {
         call(&c, &s, "GET", "/v1/dlq", None).await.1["entries"]
             .as_array()
             .map_or(0, Vec::len)
-            == 2
+            == 3
     })
     .await;
     let (_, dlq) = call(&c, &s, "GET", "/v1/dlq", None).await;
@@ -156,14 +156,15 @@ async fn durable_http_writes_poison_and_review_over_http_and_cli() {
         String::from_utf8_lossy(&out.stderr)
     );
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed.as_array().unwrap().len(), 3);
     let out = resilite(&["dlq", "--db", db_arg, "show", &ids[0].to_string()]);
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["payload"]["statement"]["params"], json!([1]));
     let out = resilite(&["dlq", "--db", db_arg, "list"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("UNIQUE"));
 
-    // Fix the data, requeue over HTTP; discard the other with the CLI.
+    // Fix the data, requeue over HTTP; discard the second with the CLI;
+    // the third was applied by hand: marked fixed.
     call(
         &c,
         &s,
@@ -184,6 +185,13 @@ async fn durable_http_writes_poison_and_review_over_http_and_cli() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let (st, body) = call(&c, &s, "POST", &format!("/v1/dlq/{}/fixed", ids[2]), None).await;
+    assert_eq!(
+        (st, body["fixed"].as_i64()),
+        (StatusCode::OK, Some(ids[2])),
+        "{body}"
+    );
+
     eventually(async || {
         call(&c, &s, "GET", &format!("/v1/dlq/{}", ids[0]), None)
             .await
@@ -194,7 +202,13 @@ async fn durable_http_writes_poison_and_review_over_http_and_cli() {
     let (_, dlq) = call(&c, &s, "GET", "/v1/dlq", None).await;
     assert_eq!(dlq["entries"], json!([]));
     let (_, all) = call(&c, &s, "GET", "/v1/dlq?all=true", None).await;
-    assert_eq!(all["entries"][0]["resolution"], "discarded");
+    let resolutions: Vec<&str> = all["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resolution"].as_str().unwrap())
+        .collect();
+    assert_eq!(resolutions, ["discarded", "fixed"]);
     let (_, rows) = call(
         &c,
         &s,
@@ -203,12 +217,14 @@ async fn durable_http_writes_poison_and_review_over_http_and_cli() {
         Some(json!({"sql": "SELECT v FROM u ORDER BY v"})),
     )
     .await;
-    assert_eq!(rows["rows"], json!([[0], [1], [2], [3], [4]]));
+    assert_eq!(rows["rows"], json!([[0], [1], [2], [3], [4], [6]]));
 
     // Bad requests get clear errors.
     let (st, body) = call(&c, &s, "POST", "/v1/dlq/abc/requeue", None).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
     let (st, body) = call(&c, &s, "POST", "/v1/dlq/999/discard", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{body}");
+    let (st, body) = call(&c, &s, "POST", "/v1/dlq/999/fixed", None).await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{body}");
     let (st, body) = call(
         &c,
@@ -219,9 +235,11 @@ async fn durable_http_writes_poison_and_review_over_http_and_cli() {
     )
     .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
-    let out = resilite(&["dlq", "--db", db_arg, "requeue", "12345"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no dead entry 12345"));
+    for verb in ["requeue", "discard", "fixed"] {
+        let out = resilite(&["dlq", "--db", db_arg, verb, "12345"]);
+        assert_eq!(out.status.code(), Some(1), "{verb}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no dead entry 12345"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

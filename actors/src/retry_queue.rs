@@ -205,7 +205,7 @@ pub struct Entry {
     pub last_failure_at_ms: Option<i64>,
     /// When an operator requeued or discarded it.
     pub reviewed_at_ms: Option<i64>,
-    /// `requeued`, `discarded` or `fixed`.
+    /// `requeued`, `discarded` or `fixed` (by hand).
     pub resolution: Option<String>,
     /// When it was queued.
     pub created_at_ms: i64,
@@ -364,12 +364,36 @@ pub fn requeue_statements(id: Option<i64>) -> Vec<Statement> {
     )]
 }
 
-/// The statement that discards dead entry `id` (kept, marked discarded).
-pub fn discard_statement(id: i64) -> Statement {
+/// How an operator closed a dead entry without replaying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Not wanted any more.
+    Discarded,
+    /// Fixed by hand (the change was made some other way).
+    Fixed,
+}
+
+impl Resolution {
+    /// As stored in `resolution`: `discarded` or `fixed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Discarded => "discarded",
+            Resolution::Fixed => "fixed",
+        }
+    }
+}
+
+/// The statement that closes dead entry `id` with `resolution` (the entry
+/// is kept in the journal).
+pub fn resolve_statement(id: i64, resolution: Resolution) -> Statement {
     Statement::new(
-        "UPDATE retry_queue SET reviewed_at_ms = ?1, resolution = 'discarded', updated_at_ms = ?1 \
-         WHERE id = ?2 AND status = 'dead'",
-        [Value::Integer(now_ms()), Value::Integer(id)],
+        "UPDATE retry_queue SET reviewed_at_ms = ?1, resolution = ?2, updated_at_ms = ?1 \
+         WHERE id = ?3 AND status = 'dead'",
+        [
+            Value::Integer(now_ms()),
+            Value::from(resolution.as_str()),
+            Value::Integer(id),
+        ],
     )
 }
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use resilite_actors::connection::{open_read_only, DbOptions};
-use resilite_actors::retry_queue::{self, Entry};
+use resilite_actors::retry_queue::{self, Entry, Resolution};
 use resilite_actors::Statement;
 
 #[derive(Debug, Args)]
@@ -43,6 +43,8 @@ enum Action {
     },
     /// Discard an entry: kept in the journal, marked discarded.
     Discard { id: i64 },
+    /// Mark an entry fixed by hand: not replayed, kept in the journal.
+    Fixed { id: i64 },
 }
 
 pub fn run(args: DlqArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -85,14 +87,23 @@ pub fn run(args: DlqArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
             println!("requeued {n} entr{}", if n == 1 { "y" } else { "ies" });
         }
-        Action::Discard { id } => {
-            if apply(&journal, &[retry_queue::discard_statement(id)])? == 0 {
-                return Err(format!("no dead entry {id}: see `resilite dlq list`").into());
-            }
-            println!("discarded entry {id}");
-        }
+        Action::Discard { id } => resolve(&journal, id, Resolution::Discarded)?,
+        Action::Fixed { id } => resolve(&journal, id, Resolution::Fixed)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Close dead entry `id` with `resolution`.
+fn resolve(
+    journal: &std::path::Path,
+    id: i64,
+    resolution: Resolution,
+) -> Result<(), Box<dyn std::error::Error>> {
+    if apply(journal, &[retry_queue::resolve_statement(id, resolution)])? == 0 {
+        return Err(format!("no dead entry {id}: see `resilite dlq list`").into());
+    }
+    println!("entry {id}: {}", resolution.as_str());
+    Ok(())
 }
 
 /// Run `statements` in one transaction on the journal; rows changed.

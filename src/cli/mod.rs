@@ -33,7 +33,7 @@ enum Command {
     /// Rebuild a database file to reclaim its free pages (needs no other
     /// writer; takes the write lock for its duration).
     Vacuum(vacuum::VacuumArgs),
-    /// Review the dead-letter queue: list, show, requeue, discard.
+    /// Review the dead-letter queue: list, show, requeue, discard, fixed.
     Dlq(dlq::DlqArgs),
 }
 
