@@ -359,6 +359,12 @@ impl Config {
             Duration::from_secs(3600),
         )?;
         range("retry.replay_batch", r.replay_batch, 1, 100_000)?;
+        range(
+            "retry.handler_concurrency",
+            r.handler_concurrency,
+            1,
+            100_000,
+        )?;
         duration(
             "retry.succeeded_retention",
             r.succeeded_retention,

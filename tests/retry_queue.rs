@@ -553,3 +553,45 @@ async fn entries_being_replayed_are_retrying_until_their_outcome_is_recorded() {
     );
     t.rt.shutdown().await.unwrap();
 }
+
+/// Application handlers run concurrently, but never more at once than
+/// `retry.handler_concurrency`: a slow receiver is not flooded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_calls_are_bounded_by_handler_concurrency() {
+    let t = start_with(|c| {
+        impatient(c);
+        c.retry.base_delay = Duration::from_millis(1);
+        c.retry.handler_concurrency = 4;
+    })
+    .await;
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (now, peak) = (running.clone(), most.clone());
+    t.rt.register_handler(
+        "slow_receiver",
+        Arc::new(move |_| {
+            let (now, peak) = (now.clone(), peak.clone());
+            Box::pin(async move {
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            })
+        }),
+    );
+    for n in 0..40 {
+        t.rt.enqueue(
+            "slow_receiver",
+            serde_json::json!({ "n": n }),
+            EnqueueOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let stats = settled(&t.rt).await;
+    assert_eq!(stats.succeeded, 40, "{stats:?}");
+    let most = most.load(Ordering::SeqCst);
+    assert!((2..=4).contains(&most), "{most} handler calls ran at once");
+    t.rt.shutdown().await.unwrap();
+}

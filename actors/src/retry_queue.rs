@@ -97,6 +97,9 @@ pub struct RetryConfig {
     pub poll_interval: Duration,
     /// Most entries replayed together (one journal transaction each way).
     pub replay_batch: usize,
+    /// Most application handler calls running at once (SQL replays share
+    /// the writer's group commits and are not limited by this).
+    pub handler_concurrency: usize,
     /// How long succeeded entries are kept before they are deleted.
     #[serde(with = "humantime_serde")]
     pub succeeded_retention: Duration,
@@ -116,6 +119,7 @@ impl Default for RetryConfig {
             max_attempts: 10,
             poll_interval: Duration::from_secs(1),
             replay_batch: 512,
+            handler_concurrency: 64,
             succeeded_retention: Duration::from_secs(86_400),
             key_retention: Duration::from_secs(7 * 86_400),
         }
@@ -545,6 +549,8 @@ pub struct RetryState {
     timer: Option<JoinHandle<()>>,
     /// The read-only journal connection, between reads.
     reader: Mutex<Option<Connection>>,
+    /// Bounds the application handler calls running at once.
+    handler_slots: Arc<tokio::sync::Semaphore>,
     /// The pending record of the last batch's outcomes.
     recording: Option<JoinHandle<Result<()>>>,
     /// Counting and pruning scan the table: done at most this often.
@@ -591,10 +597,14 @@ impl Actor for RetryQueueActor {
         slot::write(&args.journal, Operation::Statement(reset)).await?;
         myself.send_message(RetryMsg::Tick)?;
         let timer = myself.send_interval(args.config.poll_interval, || RetryMsg::Tick);
+        let handler_slots = Arc::new(tokio::sync::Semaphore::new(
+            args.config.handler_concurrency.max(1),
+        ));
         Ok(RetryState {
             args,
             timer: Some(timer),
             reader: Mutex::new(None),
+            handler_slots,
             recording: None,
             last_stats: None,
             last_prune: None,
@@ -865,6 +875,7 @@ impl RetryState {
         let kind = entry.kind.clone();
         let payload = entry.payload.clone();
         let id = entry.id;
+        let handler_slots = self.handler_slots.clone();
         async move {
             let result = if kind == SQL_KIND {
                 match serde_json::from_str::<Operation>(&payload) {
@@ -881,7 +892,11 @@ impl RetryState {
                 }
             } else {
                 match (handler, serde_json::from_str(&payload)) {
-                    (Some(handler), Ok(payload)) => handler(payload).await,
+                    (Some(handler), Ok(payload)) => {
+                        // Never closed: acquiring only waits for a slot.
+                        let _slot = handler_slots.acquire_owned().await;
+                        handler(payload).await
+                    }
                     (Some(_), Err(e)) => Err(Error::bad_input(format!(
                         "the queued payload is not JSON: {e}"
                     ))),
