@@ -113,6 +113,57 @@ async fn writer_constraint_failure_fails_only_its_caller_in_a_group_commit() {
     assert_eq!(got, want);
 }
 
+/// `WriterHandle::write_many`: many independent operations in one message
+/// and one commit, an outcome for each in order; a failing one fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_write_many_isolates_each_operation_in_one_commit() {
+    let t = start().await;
+    t.rt.execute(Statement::sql("CREATE TABLE u(v TEXT UNIQUE NOT NULL)"))
+        .await
+        .unwrap();
+    t.rt.execute(insert("u", "taken")).await.unwrap();
+    let writer = t.rt.writer().await.unwrap();
+    let handle = ractor::call!(writer, resilite::actors::WriterMsg::Handle).unwrap();
+    let commits_before = t.rt.writer_stats().await.unwrap().commits;
+    let values = ["a", "taken", "b", "taken", "c"];
+    let ops = values
+        .iter()
+        .map(|&v| resilite::Operation::Statement(insert("u", v)))
+        .collect();
+    let results = handle
+        .write_many(ops)
+        .await
+        .expect("taken")
+        .expect("answered");
+    let classes: Vec<_> = results
+        .iter()
+        .map(|r| r.as_ref().err().map(|e| e.class))
+        .collect();
+    assert_eq!(
+        classes,
+        [
+            None,
+            Some(ErrorClass::Constraint),
+            None,
+            Some(ErrorClass::Constraint),
+            None
+        ]
+    );
+    assert_eq!(
+        t.rt.writer_stats().await.unwrap().commits - commits_before,
+        1
+    );
+    let rows =
+        t.rt.query(Statement::sql("SELECT v FROM u ORDER BY v"))
+            .await
+            .unwrap();
+    let got: Vec<Value> = rows.rows.into_iter().map(|mut r| r.remove(0)).collect();
+    assert_eq!(got, ["a", "b", "c", "taken"].map(Value::from).to_vec());
+    // A handle kept past shutdown keeps the connection thread open.
+    drop(handle);
+    t.rt.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writer_or_fail_statement_leaves_no_partial_rows_in_a_group_commit() {
     // OR FAIL keeps the rows a statement changed before failing; resilite

@@ -13,7 +13,8 @@
 //!
 //! Replays of SQL go through the writer as [`Operation::Once`] keyed by the
 //! entry id, so an entry replayed again after a crash (between its commit
-//! and the journal update) is not applied twice. Application payloads are
+//! and the journal update) is not applied twice. A batch's SQL is one
+//! `write_many` message: one commit, an outcome for each entry. Application payloads are
 //! handed to the handler registered for their kind; handlers must be
 //! idempotent (delivery is at least once).
 //!
@@ -654,12 +655,6 @@ impl Actor for RetryQueueActor {
     }
 }
 
-/// The outcome of one replay.
-enum Replayed {
-    Done,
-    Failed(Error),
-}
-
 impl RetryState {
     /// Run `f` on the actor's read-only journal connection (kept between
     /// calls, so its statement and page caches stay warm).
@@ -789,18 +784,46 @@ impl RetryState {
         Ok(())
     }
 
-    /// Replay `entries` concurrently (their writes share group commits) and
-    /// record the outcomes; true when one failed in a way that may pass.
+    /// Replay `entries` concurrently (SQL in one write to the database,
+    /// committed together; payloads through their handlers) and record the
+    /// outcomes; true when one failed in a way that may pass.
     async fn replay_group(&mut self, entries: &[Due]) -> Result<bool> {
         let in_flight = self.args.in_flight.enter(entries.iter().map(|e| e.id));
-        let mut tasks = tokio::task::JoinSet::new();
-        for entry in entries {
-            let replay = self.replay(entry);
-            let id = entry.id;
-            tasks.spawn(async move { (id, replay.await) });
-        }
         let mut outcomes = HashMap::new();
-        while let Some(joined) = tasks.join_next().await {
+        let mut handled = tokio::task::JoinSet::new();
+        let (mut sql_ids, mut sql_ops) = (Vec::new(), Vec::new());
+        for entry in entries {
+            if entry.kind != SQL_KIND {
+                let replay = self.replay_payload(entry);
+                let id = entry.id;
+                handled.spawn(async move { (id, replay.await) });
+                continue;
+            }
+            match serde_json::from_str::<Operation>(&entry.payload) {
+                Ok(op) => {
+                    sql_ids.push(entry.id);
+                    sql_ops.push(Operation::Once {
+                        key: format!("{QUEUE_KEY_PREFIX}{}", entry.id),
+                        op: Box::new(op),
+                    });
+                }
+                Err(e) => {
+                    let e = Error::bad_input(format!("the queued operation is not valid: {e}"));
+                    outcomes.insert(entry.id, Err(e));
+                }
+            }
+        }
+        if !sql_ops.is_empty() {
+            match slot::write_many(&self.args.app, sql_ops).await {
+                Ok(results) => {
+                    for (id, result) in sql_ids.into_iter().zip(results) {
+                        outcomes.insert(id, result.map(|_| ()));
+                    }
+                }
+                Err(e) => outcomes.extend(sql_ids.into_iter().map(|id| (id, Err(e.clone())))),
+            }
+        }
+        while let Some(joined) = handled.join_next().await {
             if let Ok((id, outcome)) = joined {
                 outcomes.insert(id, outcome);
             }
@@ -811,19 +834,19 @@ impl RetryState {
         let mut still_failing = false;
         for entry in entries {
             let outcome = outcomes.remove(&entry.id).unwrap_or_else(|| {
-                Replayed::Failed(Error::classed(
+                Err(Error::classed(
                     ErrorClass::Internal,
                     "the replay task panicked",
                 ))
             });
             match outcome {
-                Replayed::Done => {
+                Ok(()) => {
                     succeeded.push(entry.id);
                     if entry.kind == SQL_KIND {
                         sql_done.push(entry.id);
                     }
                 }
-                Replayed::Failed(e) => {
+                Err(e) => {
                     still_failing |= e.class.is_retryable_later();
                     updates.push(self.failed(entry, e));
                 }
@@ -862,10 +885,9 @@ impl RetryState {
         }
     }
 
-    /// Apply one entry: SQL through the writer, keyed by the entry id; an
-    /// application payload through its handler.
-    fn replay(&self, entry: &Due) -> impl Future<Output = Replayed> + Send + 'static {
-        let app = self.args.app.clone();
+    /// Hand an application payload to the handler of its kind, at most
+    /// `handler_concurrency` at once.
+    fn replay_payload(&self, entry: &Due) -> impl Future<Output = Result<()>> + Send + 'static {
         let handler = self
             .args
             .handlers
@@ -874,40 +896,20 @@ impl RetryState {
             .and_then(|h| h.get(&entry.kind).cloned());
         let kind = entry.kind.clone();
         let payload = entry.payload.clone();
-        let id = entry.id;
         let handler_slots = self.handler_slots.clone();
         async move {
-            let result = if kind == SQL_KIND {
-                match serde_json::from_str::<Operation>(&payload) {
-                    Ok(op) => {
-                        let keyed = Operation::Once {
-                            key: format!("{QUEUE_KEY_PREFIX}{id}"),
-                            op: Box::new(op),
-                        };
-                        slot::write(&app, keyed).await.map(|_| ())
-                    }
-                    Err(e) => Err(Error::bad_input(format!(
-                        "the queued operation is not valid: {e}"
-                    ))),
+            match (handler, serde_json::from_str(&payload)) {
+                (Some(handler), Ok(payload)) => {
+                    // Never closed: acquiring only waits for a slot.
+                    let _slot = handler_slots.acquire_owned().await;
+                    handler(payload).await
                 }
-            } else {
-                match (handler, serde_json::from_str(&payload)) {
-                    (Some(handler), Ok(payload)) => {
-                        // Never closed: acquiring only waits for a slot.
-                        let _slot = handler_slots.acquire_owned().await;
-                        handler(payload).await
-                    }
-                    (Some(_), Err(e)) => Err(Error::bad_input(format!(
-                        "the queued payload is not JSON: {e}"
-                    ))),
-                    (None, _) => Err(Error::unavailable(format!(
-                        "no handler is registered for payload kind `{kind}`"
-                    ))),
-                }
-            };
-            match result {
-                Ok(()) => Replayed::Done,
-                Err(e) => Replayed::Failed(e),
+                (Some(_), Err(e)) => Err(Error::bad_input(format!(
+                    "the queued payload is not JSON: {e}"
+                ))),
+                (None, _) => Err(Error::unavailable(format!(
+                    "no handler is registered for payload kind `{kind}`"
+                ))),
             }
         }
     }

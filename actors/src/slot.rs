@@ -4,6 +4,7 @@
 //! channel); handles read it, so a restart is invisible to callers beyond a
 //! short wait for the new actor.
 
+use std::future::Future;
 use std::time::Duration;
 
 use ractor::ActorRef;
@@ -111,16 +112,40 @@ pub async fn running<T: Clone>(slot: &mut watch::Receiver<Slot<T>>) -> Result<T>
 ///
 /// If the writer's connection thread is gone before taking the operation
 /// (so it was never applied), it is sent to the restarted writer.
-pub async fn write(
+pub async fn write(slot: &watch::Receiver<WriterSlot>, op: Operation) -> Result<OperationOutcome> {
+    resend(slot, op, |writer, op| async move { writer.write(op).await }).await?
+}
+
+/// Apply independent operations through the writer in `slot`, committed
+/// together: the outcome of each, in order (see
+/// [`WriterHandle::write_many`]). Resent like [`write`].
+pub async fn write_many(
     slot: &watch::Receiver<WriterSlot>,
-    mut op: Operation,
-) -> Result<OperationOutcome> {
+    ops: Vec<Operation>,
+) -> Result<Vec<Result<OperationOutcome>>> {
+    resend(slot, ops, |writer, ops| async move {
+        writer.write_many(ops).await
+    })
+    .await?
+}
+
+/// Send `payload` with `send` to the writer running in `slot`; when its
+/// connection thread is gone before taking it (`send` gives it back), send
+/// it again to the restarted writer.
+async fn resend<T, R, Fut>(
+    slot: &watch::Receiver<WriterSlot>,
+    mut payload: T,
+    send: impl Fn(WriterHandle, T) -> Fut,
+) -> Result<R>
+where
+    Fut: Future<Output = std::result::Result<R, T>>,
+{
     let mut slot = slot.clone();
     for _ in 0..MAX_RESENDS {
         let writer = running(&mut slot).await?;
-        match writer.handle.write(op).await {
-            Ok(result) => return result,
-            Err(returned) => op = returned,
+        match send(writer.handle, payload).await {
+            Ok(result) => return Ok(result),
+            Err(returned) => payload = returned,
         }
         let _ = tokio::time::timeout(RESTART_WAIT, slot.changed()).await;
     }

@@ -299,22 +299,44 @@ impl WriterHandle {
     ) -> std::result::Result<Result<OperationOutcome>, Operation> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         match self.jobs.send_async(Job::Write(op, tx.into())).await {
-            Ok(()) => {}
-            Err(flume::SendError(Job::Write(op, _))) => return Err(op),
-            Err(_) => return Ok(Err(Error::unavailable("the writer thread is gone"))),
+            Ok(()) => Ok(answer(rx).await.and_then(|r| r)),
+            Err(flume::SendError(Job::Write(op, _))) => Err(op),
+            Err(_) => Ok(Err(Error::unavailable("the writer thread is gone"))),
         }
-        // The thread answers every job it takes, even after a panic.
-        Ok(rx.await.unwrap_or_else(|_| {
-            Err(Error::classed(
-                ErrorClass::Internal,
-                "writer thread ended without answering",
-            ))
-        }))
     }
+
+    /// Apply independent operations in one transaction (as a group commit
+    /// of as many callers would): the outcome of each, in order. One
+    /// message for all of them, for callers that have many at hand.
+    /// `Err(ops)` gives them back, never applied, when the thread is gone.
+    pub async fn write_many(
+        &self,
+        ops: Vec<Operation>,
+    ) -> std::result::Result<Result<Vec<Result<OperationOutcome>>>, Vec<Operation>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match self.jobs.send_async(Job::WriteMany(ops, tx.into())).await {
+            Ok(()) => Ok(answer(rx).await),
+            Err(flume::SendError(Job::WriteMany(ops, _))) => Err(ops),
+            Err(_) => Ok(Err(Error::unavailable("the writer thread is gone"))),
+        }
+    }
+}
+
+/// The connection thread's answer to a job it took (it answers every job,
+/// even after a panic).
+async fn answer<T>(rx: tokio::sync::oneshot::Receiver<T>) -> Result<T> {
+    rx.await.map_err(|_| {
+        Error::classed(
+            ErrorClass::Internal,
+            "writer thread ended without answering",
+        )
+    })
 }
 
 enum Job {
     Write(Operation, RpcReplyPort<Result<OperationOutcome>>),
+    /// Independent operations committed together, one outcome each.
+    WriteMany(Vec<Operation>, RpcReplyPort<Vec<Result<OperationOutcome>>>),
     Maintain(Maintenance, RpcReplyPort<Result<MaintenanceRun>>),
     Barrier(RpcReplyPort<()>),
 }
@@ -370,6 +392,9 @@ impl ConnectionLoop {
                     next = control;
                     self.commit(batch);
                 }
+                Job::WriteMany(ops, reply) => {
+                    let _ = reply.send(self.apply(&ops));
+                }
                 Job::Maintain(task, reply) => {
                     let _ = reply.send(self.maintain(task));
                 }
@@ -405,16 +430,23 @@ impl ConnectionLoop {
         (batch, None)
     }
 
-    /// Commit a batch (retrying transient failures in place) and answer
-    /// every caller.
+    /// Commit a batch and answer every caller.
     fn commit(&self, batch: Vec<Pending>) {
         let (ops, replies): (Vec<Operation>, Vec<_>) = batch.into_iter().unzip();
+        for (reply, result) in replies.into_iter().zip(self.apply(&ops)) {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Commit `ops` in one transaction (retrying transient failures in
+    /// place): the outcome of each.
+    fn apply(&self, ops: &[Operation]) -> Vec<Result<OperationOutcome>> {
         let started = Instant::now();
         let attempts = AtomicU64::new(0);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             (|| {
                 attempts.fetch_add(1, Ordering::Relaxed);
-                apply_batch(&self.conn, &ops)
+                apply_batch(&self.conn, ops)
             })
             .retry(self.config.retry.backoff())
             .sleep(std::thread::sleep)
@@ -453,9 +485,6 @@ impl ConnectionLoop {
             .committed
             .fetch_add(committed, Ordering::Relaxed);
         self.counters.failed.fetch_add(failed, Ordering::Relaxed);
-        for (reply, result) in replies.into_iter().zip(results) {
-            let _ = reply.send(result);
-        }
         let name = self.config.name;
         metrics::counter!("resilite_writes_total", "writer" => name, "outcome" => "committed")
             .increment(committed);
@@ -466,6 +495,7 @@ impl ConnectionLoop {
         metrics::histogram!("resilite_commit_duration_seconds", "writer" => name)
             .record(started.elapsed().as_secs_f64());
         metrics::gauge!("resilite_writer_queue_depth", "writer" => name).set(self.rx.len() as f64);
+        results
     }
 
     /// Run a maintenance task between two transactions.
