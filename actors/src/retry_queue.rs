@@ -784,50 +784,11 @@ impl RetryState {
         Ok(())
     }
 
-    /// Replay `entries` concurrently (SQL in one write to the database,
-    /// committed together; payloads through their handlers) and record the
-    /// outcomes; true when one failed in a way that may pass.
+    /// Replay `entries` and record the outcomes; true when one failed in a
+    /// way that may pass.
     async fn replay_group(&mut self, entries: &[Due]) -> Result<bool> {
         let in_flight = self.args.in_flight.enter(entries.iter().map(|e| e.id));
-        let mut outcomes = HashMap::new();
-        let mut handled = tokio::task::JoinSet::new();
-        let (mut sql_ids, mut sql_ops) = (Vec::new(), Vec::new());
-        for entry in entries {
-            if entry.kind != SQL_KIND {
-                let replay = self.replay_payload(entry);
-                let id = entry.id;
-                handled.spawn(async move { (id, replay.await) });
-                continue;
-            }
-            match serde_json::from_str::<Operation>(&entry.payload) {
-                Ok(op) => {
-                    sql_ids.push(entry.id);
-                    sql_ops.push(Operation::Once {
-                        key: format!("{QUEUE_KEY_PREFIX}{}", entry.id),
-                        op: Box::new(op),
-                    });
-                }
-                Err(e) => {
-                    let e = Error::bad_input(format!("the queued operation is not valid: {e}"));
-                    outcomes.insert(entry.id, Err(e));
-                }
-            }
-        }
-        if !sql_ops.is_empty() {
-            match slot::write_many(&self.args.app, sql_ops).await {
-                Ok(results) => {
-                    for (id, result) in sql_ids.into_iter().zip(results) {
-                        outcomes.insert(id, result.map(|_| ()));
-                    }
-                }
-                Err(e) => outcomes.extend(sql_ids.into_iter().map(|id| (id, Err(e.clone())))),
-            }
-        }
-        while let Some(joined) = handled.join_next().await {
-            if let Ok((id, outcome)) = joined {
-                outcomes.insert(id, outcome);
-            }
-        }
+        let mut outcomes = self.replay_entries(entries).await;
         let mut updates = Vec::new();
         let mut succeeded = Vec::new();
         let mut sql_done = Vec::new();
@@ -883,6 +844,52 @@ impl RetryState {
             Err(e) if e.detail.contains("no such table") => {}
             Err(e) => tracing::warn!(detail = %e.detail, "could not delete old idempotency keys"),
         }
+    }
+
+    /// Apply each entry; its outcome by id. SQL goes to the writer as one
+    /// `write_many` (one commit, an outcome each) while the payloads run
+    /// through their handlers.
+    async fn replay_entries(&self, entries: &[Due]) -> HashMap<i64, Result<()>> {
+        let mut outcomes = HashMap::new();
+        let mut handled = tokio::task::JoinSet::new();
+        let (mut sql_ids, mut sql_ops) = (Vec::new(), Vec::new());
+        for entry in entries {
+            if entry.kind != SQL_KIND {
+                let replay = self.replay_payload(entry);
+                let id = entry.id;
+                handled.spawn(async move { (id, replay.await) });
+                continue;
+            }
+            match serde_json::from_str::<Operation>(&entry.payload) {
+                Ok(op) => {
+                    sql_ids.push(entry.id);
+                    sql_ops.push(Operation::Once {
+                        key: format!("{QUEUE_KEY_PREFIX}{}", entry.id),
+                        op: Box::new(op),
+                    });
+                }
+                Err(e) => {
+                    let e = Error::bad_input(format!("the queued operation is not valid: {e}"));
+                    outcomes.insert(entry.id, Err(e));
+                }
+            }
+        }
+        if !sql_ops.is_empty() {
+            match slot::write_many(&self.args.app, sql_ops).await {
+                Ok(results) => {
+                    for (id, result) in sql_ids.into_iter().zip(results) {
+                        outcomes.insert(id, result.map(|_| ()));
+                    }
+                }
+                Err(e) => outcomes.extend(sql_ids.into_iter().map(|id| (id, Err(e.clone())))),
+            }
+        }
+        while let Some(joined) = handled.join_next().await {
+            if let Ok((id, outcome)) = joined {
+                outcomes.insert(id, outcome);
+            }
+        }
+        outcomes
     }
 
     /// Hand an application payload to the handler of its kind, at most
