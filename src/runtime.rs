@@ -501,8 +501,8 @@ impl Runtime {
 
     /// Counts of the retry queue by status.
     pub async fn queue_stats(&self) -> Result<QueueStats> {
-        let stats = self.read_journal(retry_queue::stats).await?;
-        Ok(self.inner.in_flight.stats(stats))
+        let in_flight = self.inner.in_flight.clone();
+        self.read_journal(move |c| in_flight.stats(c)).await
     }
 
     /// The dead-letter queue (with `all`, discarded entries too).

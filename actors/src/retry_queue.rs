@@ -261,15 +261,16 @@ impl InFlight {
         self.lock().iter().copied().collect()
     }
 
-    /// The journal's counts with the entries in flight moved from `queued`
-    /// to `retrying`.
-    pub fn stats(&self, mut stats: QueueStats) -> QueueStats {
+    /// Counts of the queue by status: the journal's, with the entries in
+    /// flight moved from `queued` to `retrying`.
+    pub fn stats(&self, conn: &Connection) -> Result<QueueStats> {
+        let mut stats = journal_counts(conn)?;
         let n = self.lock().len() as i64;
         // Just replayed entries leave the set after their outcome is
         // committed: never count fewer than zero queued.
         stats.queued = (stats.queued - n).max(0);
         stats.retrying += n;
-        stats
+        Ok(stats)
     }
 
     /// An entry as the journal has it, `retrying` while it is in flight.
@@ -454,8 +455,9 @@ pub fn entry_by_id(conn: &Connection, id: i64) -> Result<Option<Entry>> {
         .optional()?)
 }
 
-/// Counts by status (each an index range count, not a table scan).
-pub fn stats(conn: &Connection) -> Result<QueueStats> {
+/// Counts by status as the journal has them (each an index range count,
+/// not a table scan); [`InFlight::stats`] adds the entries in flight.
+fn journal_counts(conn: &Connection) -> Result<QueueStats> {
     let count = |filter: &str| -> Result<i64> {
         Ok(conn
             .prepare_cached(&format!("SELECT count(*) FROM retry_queue WHERE {filter}"))?
@@ -626,8 +628,7 @@ impl Actor for RetryQueueActor {
                 }
             }
             RetryMsg::Stats(reply) => {
-                let stats = state.read(stats).await;
-                let _ = reply.send(stats.map(|s| state.args.in_flight.stats(s)));
+                let _ = reply.send(state.stats().await);
             }
         }
         Ok(())
@@ -987,8 +988,13 @@ impl RetryState {
             .map(|_| ())
     }
 
+    async fn stats(&self) -> Result<QueueStats> {
+        let in_flight = self.args.in_flight.clone();
+        self.read(move |c| in_flight.stats(c)).await
+    }
+
     async fn publish_stats(&self) {
-        if let Ok(s) = self.read(stats).await.map(|s| self.args.in_flight.stats(s)) {
+        if let Ok(s) = self.stats().await {
             metrics::gauge!("resilite_retry_queue_depth").set((s.queued + s.retrying) as f64);
             metrics::gauge!("resilite_dead_letters").set(s.dead as f64);
         }

@@ -20,7 +20,7 @@ use crate::circuit_breaker;
 use crate::connection::{read_blocking, DbOptions};
 use crate::error::{Error, Result};
 use crate::maintenance::{CheckpointMode, Maintenance, MaintenanceRun};
-use crate::retry_queue::{self, InFlight};
+use crate::retry_queue::InFlight;
 use crate::slot::{self, ActorStatus, WriterSlot};
 use crate::value::{Operation, Statement, Value};
 use crate::writer::WriterMsg;
@@ -218,12 +218,13 @@ impl HealthState {
         self.writer_ops = ops_before_probe.map_or(0, |n| n + 1);
         report.actors = self.args.roster.borrow().clone();
         report.judge_actors();
-        let journaled = read_blocking(&self.args.journal_db, |c| {
-            Ok((retry_queue::stats(c).ok(), circuit_breaker::load(c).ok()))
+        let in_flight = self.args.in_flight.clone();
+        let journaled = read_blocking(&self.args.journal_db, move |c| {
+            Ok((in_flight.stats(c).ok(), circuit_breaker::load(c).ok()))
         })
         .await
         .unwrap_or_default();
-        report.queue = journaled.0.map(|s| self.args.in_flight.stats(s));
+        report.queue = journaled.0;
         report.breakers = journaled.1.unwrap_or_default();
         report.judge_queue();
         report.judge_breakers();
