@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use resilite_actors::health::{HealthReport, HealthStatus};
-use resilite_actors::retry_queue::{EnqueueOptions, Entry};
+use resilite_actors::retry_queue::{EnqueueOptions, Entry, Resolution};
 use resilite_actors::{Error, ErrorClass, Operation, QueryResult, Statement, WriteOutcome};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -280,25 +280,30 @@ async fn dlq_requeue(
 }
 
 async fn dlq_discard(
-    State(s): State<AppState>,
+    state: State<AppState>,
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = entry_id(id)?;
-    if !s.rt.discard(id).await? {
-        return Err(no_entry(id));
-    }
-    Ok(Json(serde_json::json!({ "discarded": id })))
+    dlq_resolve(state, id, Resolution::Discarded).await
 }
 
 async fn dlq_fixed(
-    State(s): State<AppState>,
+    state: State<AppState>,
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    dlq_resolve(state, id, Resolution::Fixed).await
+}
+
+/// Close a dead entry: `{"discarded": id}` or `{"fixed": id}`.
+async fn dlq_resolve(
+    State(s): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+    resolution: Resolution,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let id = entry_id(id)?;
-    if !s.rt.mark_fixed(id).await? {
+    if !s.rt.resolve(id, resolution).await? {
         return Err(no_entry(id));
     }
-    Ok(Json(serde_json::json!({ "fixed": id })))
+    Ok(Json(serde_json::json!({ resolution.as_str(): id })))
 }
 
 fn entry_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {

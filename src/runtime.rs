@@ -541,7 +541,9 @@ impl Runtime {
         self.resolve(id, Resolution::Fixed).await
     }
 
-    async fn resolve(&self, id: i64, resolution: Resolution) -> Result<bool> {
+    /// Close dead entry `id` with `resolution`; false when no such dead
+    /// entry exists.
+    pub async fn resolve(&self, id: i64, resolution: Resolution) -> Result<bool> {
         let stmt = retry_queue::resolve_statement(id, resolution);
         let outcome = slot::write(&self.inner.journal, Operation::Statement(stmt)).await?;
         Ok(outcome.first().is_some_and(|o| o.rows_affected > 0))
