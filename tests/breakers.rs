@@ -109,12 +109,7 @@ async fn the_database_breaker_opens_fails_fast_queues_durable_writes_and_closes(
     let report = report_with_breaker_warning(&t.rt).await;
     assert_eq!(report.breakers[0].name.as_deref(), Some("database"));
     assert_eq!(report.breakers[0].state, BreakerState::Open);
-    let advice = &report
-        .recommendations
-        .iter()
-        .find(|r| r.action == "breaker_open")
-        .unwrap()
-        .reason;
+    let advice = &report.recommendation("breaker_open").unwrap().reason;
     assert!(advice.contains("calls to `database` fail fast"), "{advice}");
 
     holder.execute_batch("COMMIT").unwrap();
@@ -214,12 +209,7 @@ async fn paused_writes_hold_queue_replays_until_resumed() {
         "{}",
         report.rule
     );
-    let advice = &report
-        .recommendations
-        .iter()
-        .find(|r| r.action == "breaker_open")
-        .unwrap()
-        .reason;
+    let advice = &report.recommendation("breaker_open").unwrap().reason;
     assert!(advice.contains("resume_writes()"), "{advice}");
     t.rt.resume_writes();
     queue_drained(&t.rt).await;

@@ -240,7 +240,12 @@ impl HealthReport {
 
     /// Whether a recommendation for `action` was made.
     pub fn recommends(&self, action: &str) -> bool {
-        self.recommendations.iter().any(|r| r.action == action)
+        self.recommendation(action).is_some()
+    }
+
+    /// The first recommendation for `action`, if one was made.
+    pub fn recommendation(&self, action: &str) -> Option<&Recommendation> {
+        self.recommendations.iter().find(|r| r.action == action)
     }
 
     /// Raise the status for actors that are restarting or failed.
