@@ -14,9 +14,9 @@
 //! Replays of SQL go through the writer as [`Operation::Once`] keyed by the
 //! entry id, so an entry replayed again after a crash (between its commit
 //! and the journal update) is not applied twice. A batch's SQL is one
-//! `write_many` message: one commit, an outcome for each entry. Application payloads are
-//! handed to the handler registered for their kind; handlers must be
-//! idempotent (delivery is at least once).
+//! `write_many` message: one commit, an outcome for each entry. Application
+//! payloads are handed to the handler registered for their kind; handlers
+//! must be idempotent (delivery is at least once).
 //!
 //! Entries being replayed are `retrying` in the counts and in
 //! [`InFlight::entry`], but their rows stay `queued`: writing the mark would
@@ -96,7 +96,8 @@ pub struct RetryConfig {
     /// How often the queue looks for due entries.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
-    /// Most entries replayed together (one journal transaction each way).
+    /// Most entries replayed together (their outcomes are one journal
+    /// transaction).
     pub replay_batch: usize,
     /// Most application handler calls running at once (SQL replays share
     /// the writer's group commits and are not limited by this).
@@ -208,7 +209,7 @@ pub struct Entry {
     pub first_failure_at_ms: Option<i64>,
     /// Last failure.
     pub last_failure_at_ms: Option<i64>,
-    /// When an operator requeued or discarded it.
+    /// When an operator requeued, discarded or marked it fixed.
     pub reviewed_at_ms: Option<i64>,
     /// `requeued`, `discarded` or `fixed` (by hand).
     pub resolution: Option<String>,
