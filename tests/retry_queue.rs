@@ -119,17 +119,23 @@ async fn assert_each_landed_once(rt: &Runtime, db: &Path, n: i64, queued: i64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn durable_writes_under_a_held_lock_are_queued_and_land_exactly_once() {
+/// An impatient runtime with table `t` (v UNIQUE), whose write lock another
+/// connection has taken and keeps (until it commits or is dropped).
+async fn table_t_under_a_held_lock() -> (common::TestRuntime, rusqlite::Connection) {
     let t = start_with(impatient).await;
     t.rt.execute(Statement::sql(
         "CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER UNIQUE)",
     ))
     .await
     .unwrap();
-    // Another process takes the write lock and keeps it.
     let holder = open_direct(&t.db_path());
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    (t, holder)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_writes_under_a_held_lock_are_queued_and_land_exactly_once() {
+    let (t, holder) = table_t_under_a_held_lock().await;
 
     const N: i64 = 10_000;
     let queued = durable_inserts(&t.rt, N).await;
@@ -320,14 +326,7 @@ async fn idempotency_keys_are_forgotten_after_their_retention() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_write_is_dead_lettered_then_requeued_after_the_fix_or_discarded() {
-    let t = start_with(impatient).await;
-    t.rt.execute(Statement::sql(
-        "CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER UNIQUE)",
-    ))
-    .await
-    .unwrap();
-    let holder = open_direct(&t.db_path());
-    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (t, holder) = table_t_under_a_held_lock().await;
     let mut ids = Vec::new();
     for v in [1, 2] {
         match t
