@@ -10,11 +10,13 @@ use std::time::Duration;
 use resilite_actors::circuit_breaker::BreakerConfig;
 use resilite_actors::connection::DEFAULT_BUSY_TIMEOUT;
 use resilite_actors::health::HealthConfig;
-use resilite_actors::readers::{DEFAULT_MAX_ROWS, DEFAULT_POOL_SIZE};
+use resilite_actors::readers::{
+    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_ROWS, DEFAULT_POOL_SIZE, DEFAULT_QUERY_TIMEOUT,
+};
 use resilite_actors::retry_queue::RetryConfig;
 use resilite_actors::writer::{
     DEFAULT_BATCH_WAIT, DEFAULT_MAX_BATCH, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY,
-    DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX,
+    DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX, DEFAULT_STATEMENT_TIMEOUT,
 };
 use resilite_actors::{DbOptions, RetryPolicy, Synchronous, WriterConfig};
 use serde::{Deserialize, Serialize};
@@ -25,6 +27,14 @@ pub const DEFAULT_DATABASE_PATH: &str = "./data/app.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 /// Default largest HTTP request body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default longest time to receive a request's headers.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default longest time to receive a request's body.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time an idle keep-alive connection is kept.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default most client connections open at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default restarts allowed within the window before escalating.
 pub const DEFAULT_MAX_RESTARTS: u32 = 5;
 /// Default restart window.
@@ -106,6 +116,10 @@ pub struct WriterSection {
     /// Longest retry delay.
     #[serde(with = "humantime_serde")]
     pub retry_max_delay: Duration,
+    /// Longest run of one caller statement; a longer one is interrupted
+    /// and rolled back, and only its caller gets the error.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
 }
 
 impl Default for WriterSection {
@@ -117,6 +131,7 @@ impl Default for WriterSection {
             max_retries: DEFAULT_MAX_RETRIES,
             retry_base_delay: DEFAULT_RETRY_BASE,
             retry_max_delay: DEFAULT_RETRY_MAX,
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
         }
     }
 }
@@ -129,6 +144,12 @@ pub struct ReadersSection {
     pub pool_size: usize,
     /// Largest number of rows one query may return.
     pub max_rows: usize,
+    /// Largest answer of one query (the sum of its values' sizes); also the
+    /// largest string or blob any statement may build (`SQLITE_LIMIT_LENGTH`).
+    pub max_response_bytes: usize,
+    /// Longest run of one query; a longer one is interrupted.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
 }
 
 impl Default for ReadersSection {
@@ -136,6 +157,8 @@ impl Default for ReadersSection {
         ReadersSection {
             pool_size: DEFAULT_POOL_SIZE,
             max_rows: DEFAULT_MAX_ROWS,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
         }
     }
 }
@@ -150,6 +173,17 @@ pub struct HttpConfig {
     pub token: Option<String>,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+    /// Longest time a client may take to send a request's headers.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Longest time a client may take to send a request's body.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// An idle keep-alive connection is closed after this long.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most client connections open at once; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -158,6 +192,10 @@ impl Default for HttpConfig {
             listen: DEFAULT_LISTEN.into(),
             token: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -283,7 +321,25 @@ impl Config {
             Duration::from_secs(3600),
         )?;
         range("readers.pool_size", self.readers.pool_size, 1, 256)?;
+        duration(
+            "writer.statement_timeout",
+            w.statement_timeout,
+            Duration::from_millis(10),
+            Duration::from_secs(86_400),
+        )?;
         range("readers.max_rows", self.readers.max_rows, 1, 100_000_000)?;
+        range(
+            "readers.max_response_bytes",
+            self.readers.max_response_bytes,
+            1024,
+            1 << 30,
+        )?;
+        duration(
+            "readers.query_timeout",
+            self.readers.query_timeout,
+            Duration::from_millis(10),
+            Duration::from_secs(86_400),
+        )?;
         let http = &self.http;
         let addr: SocketAddr = http.listen.parse().map_err(|_| {
             ConfigError(format!(
@@ -308,6 +364,19 @@ impl Config {
             1024,
             256 * 1024 * 1024,
         )?;
+        for (key, value) in [
+            ("http.header_timeout", http.header_timeout),
+            ("http.body_timeout", http.body_timeout),
+            ("http.idle_timeout", http.idle_timeout),
+        ] {
+            duration(
+                key,
+                value,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+            )?;
+        }
+        range("http.max_connections", http.max_connections, 1, 1_000_000)?;
         range(
             "supervisor.max_restarts",
             self.supervisor.max_restarts,
@@ -483,6 +552,8 @@ impl Config {
                 base_delay: w.retry_base_delay,
                 max_delay: w.retry_max_delay,
             },
+            statement_timeout: w.statement_timeout,
+            max_value_bytes: self.readers.max_response_bytes,
             init: None,
             name: "writer",
         }

@@ -350,11 +350,7 @@ async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> R
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
-            let error = Error::new(
-                ErrorClass::BadInput,
-                "missing or wrong bearer token: send `Authorization: Bearer <http.token>`",
-                "unauthorized",
-            );
+            let error = Error::classed(ErrorClass::Unauthorized, "unauthorized");
             return ApiError {
                 status: StatusCode::UNAUTHORIZED,
                 error,
@@ -381,6 +377,9 @@ impl From<Error> for ApiError {
         let status = match error.class {
             ErrorClass::BadInput | ErrorClass::Sql => StatusCode::BAD_REQUEST,
             ErrorClass::Constraint => StatusCode::CONFLICT,
+            ErrorClass::Forbidden => StatusCode::FORBIDDEN,
+            ErrorClass::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorClass::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorClass::Transient | ErrorClass::Unavailable | ErrorClass::Permission => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -209,6 +209,8 @@ impl Runtime {
             db: config.app_db(),
             pool_size: config.readers.pool_size,
             max_rows: config.readers.max_rows,
+            max_response_bytes: config.readers.max_response_bytes,
+            query_timeout: config.readers.query_timeout,
         });
         let readers = match readers {
             Ok(r) => r,

@@ -22,6 +22,13 @@ pub enum ErrorClass {
     Permission,
     /// The request itself is wrong: parameter count, types, size.
     BadInput,
+    /// A statement the gate refuses: transaction control, ATTACH, VACUUM,
+    /// a pragma outside the allow-list, a TEMP object.
+    Forbidden,
+    /// A statement or query ran longer than its time bound and was stopped.
+    Timeout,
+    /// The request lacks the bearer token, or carries a wrong one.
+    Unauthorized,
     /// The runtime cannot take the request: shut down, or failed past its
     /// restart limit.
     Unavailable,
@@ -54,6 +61,9 @@ impl ErrorClass {
             ErrorClass::Corruption => "corruption",
             ErrorClass::Permission => "permission",
             ErrorClass::BadInput => "bad_input",
+            ErrorClass::Forbidden => "forbidden",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Unauthorized => "unauthorized",
             ErrorClass::Unavailable => "unavailable",
             ErrorClass::Internal => "internal",
         }
@@ -78,6 +88,13 @@ impl ErrorClass {
                 "the database cannot be accessed (read-only file or directory, or permission denied); fix its permissions"
             }
             ErrorClass::BadInput => "the request is invalid",
+            ErrorClass::Forbidden => {
+                "the statement is not allowed: callers send statements, never transaction control, ATTACH, VACUUM or pragmas that change the connection"
+            }
+            ErrorClass::Timeout => "the statement ran longer than its time bound and was stopped; nothing was applied",
+            ErrorClass::Unauthorized => {
+                "missing or wrong bearer token: send `Authorization: Bearer <http.token>`"
+            }
             ErrorClass::Unavailable => "resilite is not accepting this request",
             ErrorClass::Internal => "internal error in resilite",
         }

@@ -6,6 +6,7 @@
 //! internal error); the pool ends when its last handle is dropped.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -18,6 +19,10 @@ use crate::value::{QueryResult, Statement, Value};
 pub const DEFAULT_POOL_SIZE: usize = 4;
 /// Default largest number of rows one query may return.
 pub const DEFAULT_MAX_ROWS: usize = 100_000;
+/// Default largest answer of one query, in bytes of values.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+/// Default longest run of one query.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Queries waiting for a reader, per connection, before callers wait.
 const QUEUE_PER_READER: usize = 256;
 
@@ -30,6 +35,10 @@ pub struct ReadPoolConfig {
     pub pool_size: usize,
     /// Largest number of rows one query may return.
     pub max_rows: usize,
+    /// Largest answer of one query (the sum of its values' sizes).
+    pub max_response_bytes: usize,
+    /// Longest run of one query before it is interrupted.
+    pub query_timeout: Duration,
 }
 
 struct ReadJob {

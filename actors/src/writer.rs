@@ -47,6 +47,10 @@ pub const DEFAULT_MAX_RETRIES: usize = 5;
 pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(10);
 /// Default longest retry delay.
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(1);
+/// Default longest run of one caller statement.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default largest string or blob a statement may build (`SQLITE_LIMIT_LENGTH`).
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 32 * 1024 * 1024;
 /// How long a stopping writer waits for its connection thread to close.
 const THREAD_JOIN_WAIT: Duration = Duration::from_secs(10);
 
@@ -103,6 +107,10 @@ pub struct WriterConfig {
     pub init: Option<InitHook>,
     /// The writer's name in logs and metrics (`writer`, `journal-writer`).
     pub name: &'static str,
+    /// Longest run of one caller statement before it is interrupted.
+    pub statement_timeout: Duration,
+    /// Largest string or blob a statement may build (`SQLITE_LIMIT_LENGTH`).
+    pub max_value_bytes: usize,
 }
 
 impl WriterConfig {
@@ -116,6 +124,8 @@ impl WriterConfig {
             retry: RetryPolicy::default(),
             init: None,
             name: "writer",
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
         }
     }
 }
