@@ -663,6 +663,14 @@ impl Runtime {
                 database.trips
             ));
         }
+        // The last write probe could not write the file (read-only,
+        // immutable): no write will, until someone fixes it. A lock held
+        // elsewhere passes: the database breaker answers for that.
+        if let Some(report) = self.latest_health() {
+            if report.recommends("fix_permissions") {
+                return Err(report.rule.clone());
+            }
+        }
         match self.status() {
             Status::Healthy => Ok(()),
             Status::Restarting => Err("a writer is restarting".into()),

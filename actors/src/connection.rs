@@ -68,6 +68,7 @@ impl DbOptions {
 pub fn open_read_write(opts: &DbOptions) -> Result<Connection> {
     create_parent_dir(&opts.path)?;
     let conn = Connection::open(&opts.path).map_err(|e| with_path(e, &opts.path))?;
+    crate::gate::harden(&conn).map_err(|e| with_path(e, &opts.path))?;
     conn.busy_timeout(opts.busy_timeout)
         .map_err(|e| with_path(e, &opts.path))?;
     let mode = if opts.wal { "WAL" } else { "DELETE" };
@@ -111,6 +112,7 @@ pub fn open_read_only(opts: &DbOptions) -> Result<Connection> {
         | OpenFlags::SQLITE_OPEN_URI;
     let conn =
         Connection::open_with_flags(&opts.path, flags).map_err(|e| with_path(e, &opts.path))?;
+    crate::gate::harden(&conn).map_err(|e| with_path(e, &opts.path))?;
     conn.busy_timeout(opts.busy_timeout)
         .map_err(|e| with_path(e, &opts.path))?;
     conn.set_prepared_statement_cache_capacity(256);

@@ -152,7 +152,7 @@ impl Error {
     pub fn from_sqlite(err: rusqlite::Error, sql: &str) -> Self {
         let mut e = Error::from(err);
         if !sql.is_empty() {
-            e.detail = format!("{}; sql: {}", e.detail, truncate(sql, 200));
+            e.detail = format!("{}; sql: {}", e.detail, printable(sql, MAX_SQL_IN_DETAIL));
         }
         e
     }
@@ -166,15 +166,15 @@ pub fn classify_code(code: ErrorCode) -> ErrorClass {
         | ErrorCode::SystemIoFailure
         | ErrorCode::DiskFull
         | ErrorCode::OutOfMemory
-        | ErrorCode::OperationInterrupted
         | ErrorCode::SchemaChanged
         | ErrorCode::FileLockingProtocolFailed
         | ErrorCode::CannotOpen => ErrorClass::Transient,
         ErrorCode::ConstraintViolation => ErrorClass::Constraint,
         ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => ErrorClass::Corruption,
-        ErrorCode::PermissionDenied
-        | ErrorCode::ReadOnly
-        | ErrorCode::AuthorizationForStatementDenied => ErrorClass::Permission,
+        ErrorCode::PermissionDenied | ErrorCode::ReadOnly => ErrorClass::Permission,
+        // Only resilite's statement gate denies or interrupts statements.
+        ErrorCode::AuthorizationForStatementDenied => ErrorClass::Forbidden,
+        ErrorCode::OperationInterrupted => ErrorClass::Timeout,
         ErrorCode::TooBig | ErrorCode::TypeMismatch | ErrorCode::ParameterOutOfRange => {
             ErrorClass::BadInput
         }
@@ -189,8 +189,15 @@ pub fn classify_code(code: ErrorCode) -> ErrorClass {
 impl From<rusqlite::Error> for Error {
     fn from(err: rusqlite::Error) -> Self {
         use rusqlite::Error as E;
-        let detail = err.to_string();
+        // SQLite's message may quote the caller's SQL: bounded and printable.
+        let detail = printable(&err.to_string(), MAX_DETAIL);
         match &err {
+            E::SqliteFailure(f, _) if f.code == ErrorCode::TooBig => Error::new(
+                ErrorClass::BadInput,
+                "a string, blob or row is larger than the configured limit (readers.max_response_bytes); \
+                 store or read it in smaller pieces, or raise the limit",
+                detail,
+            ),
             E::SqliteFailure(f, _) => Error::classed(classify_code(f.code), detail),
             E::SqlInputError { .. } => Error::classed(ErrorClass::Sql, detail),
             E::InvalidParameterCount(given, expected) => Error::new(
@@ -231,11 +238,29 @@ impl From<std::io::Error> for Error {
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
+/// Most characters of a caller's SQL quoted in an error's detail.
+const MAX_SQL_IN_DETAIL: usize = 200;
+/// Most characters of SQLite's own message kept in an error's detail.
+const MAX_DETAIL: usize = 1000;
+
+/// `s` fit for a log line or an error body: control characters escaped
+/// (a newline in a caller's SQL cannot forge a log line) and at most `max`
+/// characters, with what was cut said.
+pub fn printable(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max + 32));
+    for (n, c) in s.chars().enumerate() {
+        if n == max {
+            let rest = s.chars().count() - n;
+            out.push_str(&format!("… ({rest} more characters)"));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
+    out
 }
 
 #[cfg(test)]
@@ -265,5 +290,14 @@ mod tests {
             ErrorClass::Corruption
         );
         assert_eq!(classify_code(ErrorCode::ReadOnly), ErrorClass::Permission);
+    }
+
+    #[test]
+    fn printable_escapes_control_characters_and_bounds_length() {
+        assert_eq!(printable("a\nb\tc", 10), "a\\nb\\tc");
+        let long = "x".repeat(5000);
+        let cut = printable(&long, 100);
+        assert!(cut.starts_with(&"x".repeat(100)));
+        assert!(cut.ends_with("(4900 more characters)"), "{cut}");
     }
 }

@@ -6,6 +6,8 @@
 //!   their outcomes.
 //! - [`error`]: error classification (transient, constraint, SQL,
 //!   corruption, permission, bad input) with user and technical messages.
+//! - [`gate`]: the statement gate on every connection: what a caller's
+//!   SQL may do (authorizer, limits, time bounds).
 //! - [`connection`]: opening the read-write and read-only connections.
 //! - [`writer`]: `WriterActor`, the single writer with group commit.
 //! - [`readers`]: the read pool of read-only connections.
@@ -23,6 +25,7 @@
 pub mod circuit_breaker;
 pub mod connection;
 pub mod error;
+pub mod gate;
 pub mod health;
 pub mod journal;
 pub mod maintenance;

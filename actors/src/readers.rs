@@ -2,10 +2,17 @@
 //! one bounded queue of queries. In WAL mode a reader sees the last committed
 //! snapshot and never waits behind the writer.
 //!
+//! Every query passes the statement gate (read-only, no transaction
+//! control, ATTACH or pragma outside the allow-list), runs at most
+//! `query_timeout`, is stopped as soon as its caller goes away, and answers
+//! at most `max_rows` rows and `max_response_bytes` bytes of values.
+//!
 //! A reader thread survives a panic in one query (the caller gets an
 //! internal error); the pool ends when its last handle is dropped.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -13,6 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::connection::{open_read_only, DbOptions};
 use crate::error::{Error, ErrorClass, Result};
+use crate::gate::{self, Bounds, Gate};
 use crate::value::{QueryResult, Statement, Value};
 
 /// Default number of read-only connections.
@@ -44,6 +52,24 @@ pub struct ReadPoolConfig {
 struct ReadJob {
     stmt: Statement,
     reply: oneshot::Sender<Result<QueryResult>>,
+    /// Set when the caller stopped waiting: the query is stopped.
+    cancelled: Arc<AtomicBool>,
+}
+
+/// Sets `cancelled` when the caller's future is dropped before its answer.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// The limits of one reader connection.
+#[derive(Clone, Copy)]
+struct Limits {
+    max_rows: usize,
+    max_response_bytes: usize,
 }
 
 /// A cloneable handle to the read pool.
@@ -57,16 +83,30 @@ impl ReadPool {
     pub fn start(config: ReadPoolConfig) -> Result<ReadPool> {
         let size = config.pool_size.max(1);
         let (jobs, rx) = flume::bounded::<ReadJob>(size * QUEUE_PER_READER);
+        let bounds = Bounds {
+            timeout: config.query_timeout,
+            timeout_key: "readers.query_timeout",
+            max_value_bytes: config.max_response_bytes,
+        };
+        let limits = Limits {
+            max_rows: config.max_rows,
+            max_response_bytes: config.max_response_bytes,
+        };
         for i in 0..size {
             let conn = open_read_only(&config.db)?;
+            let gate = Gate::install(&conn, bounds)?;
             let rx = rx.clone();
-            let max_rows = config.max_rows;
             std::thread::Builder::new()
                 .name(format!("resilite-reader-{i}"))
                 .spawn(move || {
                     for job in rx.iter() {
+                        if job.reply.is_closed() {
+                            continue; // its caller left while it waited
+                        }
                         let result = catch_unwind(AssertUnwindSafe(|| {
-                            run_query(&conn, &job.stmt, max_rows)
+                            gate.caller(&conn, Some(&job.cancelled), || {
+                                run_query(&conn, &job.stmt, limits)
+                            })
                         }))
                         .unwrap_or_else(|_| {
                             Err(Error::classed(
@@ -74,6 +114,7 @@ impl ReadPool {
                                 "reader panicked on a query",
                             ))
                         });
+                        end_read(&conn);
                         let _ = job.reply.send(result);
                     }
                 })?;
@@ -84,8 +125,14 @@ impl ReadPool {
     /// Run a read-only statement and return its columns and rows.
     pub async fn query(&self, stmt: Statement) -> Result<QueryResult> {
         let (reply, rx) = oneshot::channel();
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let _stop_if_dropped = CancelOnDrop(cancelled.clone());
         self.jobs
-            .send_async(ReadJob { stmt, reply })
+            .send_async(ReadJob {
+                stmt,
+                reply,
+                cancelled,
+            })
             .await
             .map_err(|_| Error::unavailable("the read pool is stopped"))?;
         rx.await
@@ -93,13 +140,22 @@ impl ReadPool {
     }
 }
 
-fn run_query(conn: &Connection, s: &Statement, max_rows: usize) -> Result<QueryResult> {
-    if s.sql.trim().is_empty() {
-        return Err(Error::bad_input("the SQL text is empty"));
+/// A reader never keeps a transaction open between queries: it would pin
+/// an old snapshot (later reads would miss acknowledged writes) and hold
+/// back checkpoints. The gate refuses BEGIN; this is the second line.
+fn end_read(conn: &Connection) {
+    if !conn.is_autocommit() {
+        tracing::warn!("a query left a read transaction open; rolled back");
+        let _ = conn.execute_batch("ROLLBACK");
     }
-    let mut stmt = conn
-        .prepare_cached(&s.sql)
-        .map_err(|e| Error::from_sqlite(e, &s.sql))?;
+}
+
+fn run_query(conn: &Connection, s: &Statement, limits: Limits) -> Result<QueryResult> {
+    let Limits {
+        max_rows,
+        max_response_bytes,
+    } = limits;
+    let mut stmt = gate::prepare(conn, &s.sql)?;
     if !stmt.readonly() {
         return Err(Error::bad_input(
             "a query must be read-only; send writes to execute or batch",
@@ -108,6 +164,7 @@ fn run_query(conn: &Connection, s: &Statement, max_rows: usize) -> Result<QueryR
     let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
     let width = columns.len();
     let mut rows = Vec::new();
+    let mut bytes = 0usize;
     let mut cursor = stmt
         .query(rusqlite::params_from_iter(&s.params))
         .map_err(|e| Error::from_sqlite(e, &s.sql))?;
@@ -119,7 +176,17 @@ fn run_query(conn: &Connection, s: &Statement, max_rows: usize) -> Result<QueryR
         }
         let mut values = Vec::with_capacity(width);
         for i in 0..width {
-            values.push(Value::from(row.get_ref(i)?));
+            let value = Value::from(row.get_ref(i)?);
+            bytes += value.size();
+            values.push(value);
+        }
+        if bytes > max_response_bytes {
+            return Err(Error::bad_input(format!(
+                "the answer is larger than readers.max_response_bytes ({max_response_bytes} bytes) \
+                 after {} rows; page through it (WHERE key > last key ORDER BY key LIMIT n), \
+                 select fewer columns, or raise readers.max_response_bytes",
+                rows.len()
+            )));
         }
         rows.push(values);
     }

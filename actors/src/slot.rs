@@ -129,6 +129,12 @@ pub async fn write_many(
     .await?
 }
 
+/// Run the writer's write probe (a real write that changes nothing the
+/// application sees). Resent like [`write`].
+pub async fn probe(slot: &watch::Receiver<WriterSlot>) -> Result<()> {
+    resend(slot, (), |writer, ()| async move { writer.probe().await }).await?
+}
+
 /// Send `payload` with `send` to the writer running in `slot`; when its
 /// connection thread is gone before taking it (`send` gives it back), send
 /// it again to the restarted writer.

@@ -71,6 +71,19 @@ impl<T: Into<Value>> From<Option<T>> for Value {
     }
 }
 
+impl Value {
+    /// The bytes this value holds (8 for a number, 0 for NULL): what
+    /// response-size bounds count.
+    pub fn size(&self) -> usize {
+        match self {
+            Value::Null => 0,
+            Value::Integer(_) | Value::Real(_) => 8,
+            Value::Text(t) => t.len(),
+            Value::Blob(b) => b.len(),
+        }
+    }
+}
+
 impl rusqlite::ToSql for Value {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(ToSqlOutput::Borrowed(match self {
@@ -238,9 +251,11 @@ pub enum Operation {
 /// The effect of one committed statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteOutcome {
-    /// Rows inserted, updated or deleted by the statement.
+    /// Rows inserted, updated or deleted by the statement (0 for DDL).
     pub rows_affected: usize,
-    /// The connection's last insert rowid after the statement.
+    /// The rowid of the last row an INSERT inserted (SQLite's
+    /// `last_insert_rowid()` after the statement); 0 when the statement
+    /// changed no row.
     pub last_insert_rowid: i64,
 }
 

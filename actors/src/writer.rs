@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::connection::{open_read_write, DbOptions};
 use crate::error::{Error, ErrorClass, Result};
+use crate::gate::{Bounds, Gate};
 use crate::maintenance::{self, Maintenance, MaintenanceRun};
 use crate::value::{Operation, OperationOutcome, Statement, WriteOutcome};
 
@@ -196,12 +197,18 @@ impl Actor for WriterActor {
         let thread_counters = counters.clone();
         let name = format!("resilite-writer:{}", config.db.path.display());
         let thread = std::thread::Builder::new().name(name).spawn(move || {
-            let conn = match open_read_write(&config.db)
+            let bounds = Bounds {
+                timeout: config.statement_timeout,
+                timeout_key: "writer.statement_timeout",
+                max_value_bytes: config.max_value_bytes,
+            };
+            let opened = open_read_write(&config.db)
                 .and_then(|c| config.init.map_or(Ok(()), |init| init(&c)).map(|_| c))
-            {
-                Ok(conn) => {
+                .and_then(|c| Gate::install(&c, bounds).map(|gate| (c, gate)));
+            let (conn, gate) = match opened {
+                Ok(opened) => {
                     let _ = opened_tx.send(Ok(()));
-                    conn
+                    opened
                 }
                 Err(e) => {
                     let _ = opened_tx.send(Err(e));
@@ -210,6 +217,7 @@ impl Actor for WriterActor {
             };
             ConnectionLoop {
                 conn,
+                gate,
                 rx,
                 config,
                 counters: thread_counters,
@@ -315,6 +323,16 @@ impl WriterHandle {
         }
     }
 
+    /// Run the write probe (see the health check). `Err(())` when the
+    /// connection thread is gone.
+    pub async fn probe(&self) -> std::result::Result<Result<()>, ()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match self.jobs.send_async(Job::Probe(tx.into())).await {
+            Ok(()) => Ok(answer(rx).await.and_then(|r| r)),
+            Err(_) => Err(()),
+        }
+    }
+
     /// Apply independent operations in one transaction (as a group commit
     /// of as many callers would): the outcome of each, in order. One
     /// message for all of them, for callers that have many at hand.
@@ -347,6 +365,8 @@ enum Job {
     Write(Operation, RpcReplyPort<Result<OperationOutcome>>),
     /// Independent operations committed together, one outcome each.
     WriteMany(Vec<Operation>, RpcReplyPort<Vec<Result<OperationOutcome>>>),
+    /// The health check's write probe.
+    Probe(RpcReplyPort<Result<()>>),
     Maintain(Maintenance, RpcReplyPort<Result<MaintenanceRun>>),
     Barrier(RpcReplyPort<()>),
 }
@@ -377,6 +397,8 @@ impl Counters {
 
 struct ConnectionLoop {
     conn: Connection,
+    /// What callers' statements may do on `conn`.
+    gate: Gate,
     rx: flume::Receiver<Job>,
     config: WriterConfig,
     counters: Arc<Counters>,
@@ -407,6 +429,9 @@ impl ConnectionLoop {
                 }
                 Job::Maintain(task, reply) => {
                     let _ = reply.send(self.maintain(task));
+                }
+                Job::Probe(reply) => {
+                    let _ = reply.send(self.probe());
                 }
                 Job::Barrier(reply) => {
                     let _ = reply.send(());
@@ -440,9 +465,16 @@ impl ConnectionLoop {
         (batch, None)
     }
 
-    /// Commit a batch and answer every caller.
+    /// Commit a batch and answer every caller. A write whose caller went
+    /// away before it started is not applied.
     fn commit(&self, batch: Vec<Pending>) {
-        let (ops, replies): (Vec<Operation>, Vec<_>) = batch.into_iter().unzip();
+        let (ops, replies): (Vec<Operation>, Vec<_>) = batch
+            .into_iter()
+            .filter(|(_, reply)| !reply.is_closed())
+            .unzip();
+        if ops.is_empty() {
+            return;
+        }
         for (reply, result) in replies.into_iter().zip(self.apply(&ops)) {
             let _ = reply.send(result);
         }
@@ -456,7 +488,7 @@ impl ConnectionLoop {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             (|| {
                 attempts.fetch_add(1, Ordering::Relaxed);
-                apply_batch(&self.conn, ops)
+                apply_batch(&self.conn, &self.gate, ops)
             })
             .retry(self.config.retry.backoff())
             .sleep(std::thread::sleep)
@@ -508,6 +540,24 @@ impl ConnectionLoop {
         results
     }
 
+    /// resilite's own write probe, between two transactions: one that
+    /// rewrites the header's `user_version` with the value it holds. A real
+    /// write to the file, so it fails as the callers' writes would
+    /// (read-only or immutable file, full disk, lock held elsewhere), and
+    /// the application sees no change. Tried once: it measures.
+    fn probe(&self) -> Result<()> {
+        let conn = &self.conn;
+        let write = || -> rusqlite::Result<()> {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            conn.execute_batch(&format!("PRAGMA user_version = {version}; COMMIT"))
+        };
+        write().map_err(|e| {
+            rollback_quietly(conn);
+            Error::from(e)
+        })
+    }
+
     /// Run a maintenance task between two transactions.
     fn maintain(&self, task: Maintenance) -> Result<MaintenanceRun> {
         let run = maintenance::run(&self.conn, &self.config.db.path, task);
@@ -529,16 +579,23 @@ impl ConnectionLoop {
 
 /// One transaction over `ops`. A transient failure anywhere aborts the whole
 /// attempt (to be retried); any other failure fails only its operation.
-fn apply_batch(conn: &Connection, ops: &[Operation]) -> Result<Vec<Result<OperationOutcome>>> {
+///
+/// Transaction control is never taken from the statement cache: a caller's
+/// `COMMIT` would find resilite's own there, compiled outside the gate.
+fn apply_batch(
+    conn: &Connection,
+    gate: &Gate,
+    ops: &[Operation],
+) -> Result<Vec<Result<OperationOutcome>>> {
     let mut failed: Vec<Option<Error>> = vec![None; ops.len()];
     'attempt: loop {
-        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        conn.execute_batch("BEGIN IMMEDIATE")?;
         let mut done = Vec::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
             if failed[i].is_some() {
                 continue;
             }
-            match apply_operation(conn, op) {
+            match apply_operation(conn, gate, op) {
                 Ok(outcome) => done.push((i, outcome)),
                 Err(Failure { error, .. }) if error.is_transient() => {
                     rollback_quietly(conn);
@@ -558,7 +615,7 @@ fn apply_batch(conn: &Connection, ops: &[Operation]) -> Result<Vec<Result<Operat
                 }
             }
         }
-        if let Err(e) = conn.prepare_cached("COMMIT")?.execute([]) {
+        if let Err(e) = conn.execute_batch("COMMIT") {
             rollback_quietly(conn);
             return Err(e.into());
         }
@@ -602,11 +659,15 @@ impl From<rusqlite::Error> for Failure {
 /// which keeps the rows changed before the failure; `total_changes` shows
 /// it, and the caller then redoes the transaction without this operation.
 /// A batch of statements runs inside its own SAVEPOINT.
-fn apply_operation(conn: &Connection, op: &Operation) -> Result<OperationOutcome, Failure> {
+fn apply_operation(
+    conn: &Connection,
+    gate: &Gate,
+    op: &Operation,
+) -> Result<OperationOutcome, Failure> {
     let list = match op {
         Operation::Statement(s) => {
             let before = conn.total_changes();
-            return run_statement(conn, s)
+            return run_statement(conn, gate, s)
                 .map(|o| vec![o])
                 .map_err(|error| Failure {
                     error,
@@ -617,12 +678,12 @@ fn apply_operation(conn: &Connection, op: &Operation) -> Result<OperationOutcome
             return Err(Error::bad_input("a batch needs at least one statement").into())
         }
         Operation::Batch(list) => list,
-        Operation::Once { key, op } => return apply_once(conn, key, op),
+        Operation::Once { key, op } => return apply_once(conn, gate, key, op),
     };
-    conn.prepare_cached("SAVEPOINT op")?.execute([])?;
-    match list.iter().map(|s| run_statement(conn, s)).collect() {
+    conn.execute_batch("SAVEPOINT op")?;
+    match list.iter().map(|s| run_statement(conn, gate, s)).collect() {
         Ok(outcome) => {
-            conn.prepare_cached("RELEASE op")?.execute([])?;
+            conn.execute_batch("RELEASE op")?;
             Ok(outcome)
         }
         Err(e) => {
@@ -638,11 +699,16 @@ fn apply_operation(conn: &Connection, op: &Operation) -> Result<OperationOutcome
 /// same transaction, so both commit together or not at all; if `op` fails,
 /// the claim is withdrawn (no SAVEPOINT needed: SQLite's statement journal
 /// already undoes a failed statement).
-fn apply_once(conn: &Connection, key: &str, op: &Operation) -> Result<OperationOutcome, Failure> {
+fn apply_once(
+    conn: &Connection,
+    gate: &Gate,
+    key: &str,
+    op: &Operation,
+) -> Result<OperationOutcome, Failure> {
     if !claim_key(conn, key)? {
         return Ok(Vec::new());
     }
-    apply_operation(conn, op).map_err(|failure| {
+    apply_operation(conn, gate, op).map_err(|failure| {
         if conn.is_autocommit() {
             return failure; // the whole transaction is gone, claim included
         }
@@ -677,22 +743,28 @@ fn claim_key(conn: &Connection, key: &str) -> rusqlite::Result<bool> {
     Ok(inserted == 1)
 }
 
-fn run_statement(conn: &Connection, s: &Statement) -> Result<WriteOutcome> {
-    if s.sql.trim().is_empty() {
-        return Err(Error::bad_input("the SQL text is empty"));
+/// Run one caller statement through the gate. A statement that changed no
+/// row (DDL among them) reports 0 rows and rowid 0, where SQLite would
+/// repeat the count and rowid of another caller's earlier statement.
+fn run_statement(conn: &Connection, gate: &Gate, s: &Statement) -> Result<WriteOutcome> {
+    let changes_before = conn.total_changes();
+    let rows_affected = gate.caller(conn, None, || {
+        let mut stmt = crate::gate::prepare(conn, &s.sql)?;
+        if stmt.column_count() > 0 {
+            return Err(Error::from_sqlite(
+                rusqlite::Error::ExecuteReturnedResults,
+                &s.sql,
+            ));
+        }
+        stmt.execute(rusqlite::params_from_iter(&s.params))
+            .map_err(|e| Error::from_sqlite(e, &s.sql))
+    })?;
+    if conn.total_changes() == changes_before {
+        return Ok(WriteOutcome {
+            rows_affected: 0,
+            last_insert_rowid: 0,
+        });
     }
-    let mut stmt = conn
-        .prepare_cached(&s.sql)
-        .map_err(|e| Error::from_sqlite(e, &s.sql))?;
-    if stmt.column_count() > 0 {
-        return Err(Error::from_sqlite(
-            rusqlite::Error::ExecuteReturnedResults,
-            &s.sql,
-        ));
-    }
-    let rows_affected = stmt
-        .execute(rusqlite::params_from_iter(&s.params))
-        .map_err(|e| Error::from_sqlite(e, &s.sql))?;
     Ok(WriteOutcome {
         rows_affected,
         last_insert_rowid: conn.last_insert_rowid(),

@@ -18,11 +18,11 @@ use super::inspect::{measure, Checks, IntegrityCheck};
 use super::{HealthConfig, HealthReport, HealthStatus};
 use crate::circuit_breaker;
 use crate::connection::{read_blocking, DbOptions};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorClass, Result};
 use crate::maintenance::{CheckpointMode, Maintenance, MaintenanceRun};
 use crate::retry_queue::InFlight;
 use crate::slot::{self, ActorStatus, WriterSlot};
-use crate::value::{Operation, Statement, Value};
+use crate::value::Operation;
 use crate::writer::WriterMsg;
 
 /// Longest wait for the write probe before the writer counts as stuck.
@@ -212,7 +212,8 @@ impl HealthState {
         if ops_before_probe != Some(self.writer_ops) {
             self.quiet_since = Instant::now();
         }
-        report.figures.write_probe_ms = self.write_probe().await;
+        let probe = self.write_probe().await;
+        report.figures.write_probe_ms = probe.as_ref().ok().copied();
         // The probe is one more operation; a write that raced it moves the
         // count further and ends the quiet period at the next check.
         self.writer_ops = ops_before_probe.map_or(0, |n| n + 1);
@@ -230,11 +231,8 @@ impl HealthState {
         report.judge_breakers();
         if readable {
             report.judge_database(&self.args.config);
-            if report.figures.write_probe_ms.is_none() {
-                report.raise(
-                    HealthStatus::Critical,
-                    "the write probe failed: the writer is not accepting writes".into(),
-                );
+            if let Err(e) = &probe {
+                report.judge_write_probe(e);
             }
             report.maintenance = self.auto_maintain(&report).await;
         }
@@ -270,29 +268,24 @@ impl HealthState {
         }
     }
 
-    /// Milliseconds of a round trip through the writer: a transaction that
-    /// takes the write lock and changes only a TEMP table, so the
-    /// application's schema is never touched. `None` when it failed.
-    async fn write_probe(&self) -> Option<f64> {
-        let probe = Operation::Batch(vec![
-            Statement::sql(
-                "CREATE TEMP TABLE IF NOT EXISTS resilite_write_probe (id INTEGER PRIMARY KEY, at INTEGER)",
-            ),
-            Statement::new(
-                "REPLACE INTO temp.resilite_write_probe (id, at) VALUES (1, ?1)",
-                [Value::Integer(crate::maintenance::now_ms())],
-            ),
-        ]);
+    /// Milliseconds of a round trip through the writer, whose write probe
+    /// writes the database file (see `WriterHandle::probe`), so it fails
+    /// as the application's writes would.
+    async fn write_probe(&self) -> Result<f64, Error> {
         let started = Instant::now();
-        match tokio::time::timeout(WRITE_PROBE_TIMEOUT, slot::write(&self.args.app, probe)).await {
-            Ok(Ok(_)) => Some(started.elapsed().as_secs_f64() * 1000.0),
-            Ok(Err(e)) => {
+        let outcome = tokio::time::timeout(WRITE_PROBE_TIMEOUT, slot::probe(&self.args.app))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::classed(
+                    ErrorClass::Transient,
+                    format!("no answer within {WRITE_PROBE_TIMEOUT:?}"),
+                ))
+            });
+        match outcome {
+            Ok(_) => Ok(started.elapsed().as_secs_f64() * 1000.0),
+            Err(e) => {
                 tracing::warn!(class = ?e.class, detail = %e.detail, "write probe failed");
-                None
-            }
-            Err(_) => {
-                tracing::warn!(timeout = ?WRITE_PROBE_TIMEOUT, "write probe timed out");
-                None
+                Err(e)
             }
         }
     }

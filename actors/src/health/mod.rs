@@ -231,6 +231,37 @@ impl HealthReport {
         }
     }
 
+    /// The write probe failed: writes fail as it did. CRITICAL, with what
+    /// to do for the kind of failure.
+    pub(crate) fn judge_write_probe(&mut self, e: &crate::Error) {
+        self.raise(
+            HealthStatus::Critical,
+            format!(
+                "the write probe failed ({}): the database is not taking writes: {}",
+                e.class.as_str(),
+                e.detail
+            ),
+        );
+        let (action, reason) = match e.class {
+            crate::ErrorClass::Permission => (
+                "fix_permissions",
+                format!(
+                    "the database file or its directory cannot be written ({}): make both writable by resilite's user (chmod/chown; chattr -i if it was made immutable)",
+                    e.detail
+                ),
+            ),
+            crate::ErrorClass::Corruption => (
+                "restore",
+                "the write probe found the file corrupt: restore it from a verified backup".into(),
+            ),
+            _ => (
+                "check_writer",
+                format!("writes fail ({}): look at what holds the database or fills the disk", e.detail),
+            ),
+        };
+        self.recommend(action, reason);
+    }
+
     fn recommend(&mut self, action: &str, reason: String) {
         self.recommendations.push(Recommendation {
             action: action.into(),
