@@ -30,6 +30,9 @@ use tokio::sync::{broadcast, watch};
 use crate::config::{Config, DATABASE_BREAKER};
 use crate::supervisor::{spawn_error, RootSupervisor, SupervisorArgs, SupervisorMsg};
 
+/// Largest value the journal writer takes: SQLite's own default length limit.
+const JOURNAL_MAX_VALUE_BYTES: usize = 1_000_000_000;
+
 /// Health events buffered for a slow subscriber before it misses some.
 const EVENT_BUFFER: usize = 64;
 
@@ -139,6 +142,9 @@ impl Runtime {
         let mut journal_writer = config.writer_config(config.journal_db());
         journal_writer.init = Some(journal::migrate);
         journal_writer.name = "journal-writer";
+        // The journal keeps whole operations as JSON (a blob as base64), so
+        // its values may be larger than any one value of the database.
+        journal_writer.max_value_bytes = JOURNAL_MAX_VALUE_BYTES;
         // The database breaker continues from its journaled state.
         let restored = read_blocking(&config.journal_db(), circuit_breaker::load)
             .await

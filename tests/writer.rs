@@ -113,6 +113,89 @@ async fn writer_constraint_failure_fails_only_its_caller_in_a_group_commit() {
     assert_eq!(got, want);
 }
 
+/// `writer.statement_timeout`: a caller statement that runs too long is
+/// stopped with a `timeout` error and applies nothing, while the writes
+/// committed in the same group commit are all there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_statement_past_its_timeout_fails_alone_and_applies_nothing() {
+    let t = start_with(|c| {
+        c.writer.batch_wait = std::time::Duration::from_millis(50);
+        c.writer.statement_timeout = std::time::Duration::from_millis(200);
+    })
+    .await;
+    t.rt.execute(Statement::sql("CREATE TABLE u(v INTEGER)"))
+        .await
+        .unwrap();
+    let endless = Statement::sql(
+        "INSERT INTO u WITH RECURSIVE c(x) AS (SELECT 1000 UNION ALL SELECT x+1 FROM c) SELECT x FROM c",
+    );
+    let started = std::time::Instant::now();
+    let long = tokio::spawn({
+        let rt = t.rt.clone();
+        async move { rt.execute(endless).await }
+    });
+    let quick: Vec<_> = (0..20)
+        .map(|v| {
+            let rt = t.rt.clone();
+            tokio::spawn(async move { rt.execute(insert("u", v)).await })
+        })
+        .collect();
+    let err = long.await.unwrap().unwrap_err();
+    assert_eq!(err.class, ErrorClass::Timeout, "{err}");
+    assert!(err.message.contains("writer.statement_timeout"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    for q in quick {
+        q.await
+            .unwrap()
+            .expect("a quick write beside the stopped one");
+    }
+    let rows =
+        t.rt.query(Statement::sql("SELECT count(*), max(v) FROM u"))
+            .await
+            .unwrap();
+    assert_eq!(rows.rows[0], vec![Value::Integer(20), Value::Integer(19)]);
+}
+
+/// A write whose caller stopped waiting before the writer took it up is
+/// never applied: the caller could not learn its outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_skips_a_write_whose_caller_left_before_it_started() {
+    let t = start().await;
+    t.rt.execute(Statement::sql("CREATE TABLE u(v INTEGER)"))
+        .await
+        .unwrap();
+    // Holds the connection thread for a while (well under the 10 s bound).
+    let slow = tokio::spawn({
+        let rt = t.rt.clone();
+        async move {
+            rt.execute(Statement::sql(
+                "INSERT INTO u SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 3000000) SELECT x FROM c)",
+            ))
+            .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let gone = tokio::time::timeout(
+        std::time::Duration::from_millis(20),
+        t.rt.execute(insert("u", -1)),
+    )
+    .await;
+    assert!(
+        gone.is_err(),
+        "the write was answered before the slow one ended"
+    );
+    slow.await.unwrap().unwrap();
+    t.rt.execute(insert("u", 1)).await.unwrap();
+    let rows =
+        t.rt.query(Statement::sql("SELECT v FROM u ORDER BY rowid"))
+            .await
+            .unwrap();
+    assert_eq!(
+        rows.rows,
+        vec![vec![Value::Integer(3_000_000)], vec![Value::Integer(1)]]
+    );
+}
+
 /// `WriterHandle::write_many`: many independent operations in one message
 /// and one commit, an outcome for each in order; a failing one fails alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
