@@ -460,18 +460,14 @@ async fn json_errors(method: Method, uri: Uri, response: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
-    let allow = response.headers().get(header::ALLOW).cloned();
     let reason = status.canonical_reason().unwrap_or("error");
     let (class, message) = match status {
         StatusCode::METHOD_NOT_ALLOWED => (
             ErrorClass::BadInput,
+            // axum adds the Allow header after this layer has run.
             format!(
-                "{method} is not allowed on {}: use {}",
-                uri.path(),
-                allow
-                    .as_ref()
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("another method")
+                "{method} is not allowed on {}: the Allow header lists the methods it takes",
+                uri.path()
             ),
         ),
         StatusCode::PAYLOAD_TOO_LARGE => (
@@ -486,18 +482,17 @@ async fn json_errors(method: Method, uri: Uri, response: Response) -> Response {
             ErrorClass::Unauthorized,
             ErrorClass::Unauthorized.user_message().to_string(),
         ),
-        s if s.is_client_error() => (ErrorClass::BadInput, format!("the request is invalid: {reason}")),
+        s if s.is_client_error() => (
+            ErrorClass::BadInput,
+            format!("the request is invalid: {reason}"),
+        ),
         _ => (ErrorClass::Internal, format!("internal error: {reason}")),
     };
-    let mut response = ApiError {
+    ApiError {
         status,
         error: Error::new(class, message, format!("{} {reason}", status.as_u16())),
     }
-    .into_response();
-    if let Some(allow) = allow {
-        response.headers_mut().insert(header::ALLOW, allow);
-    }
-    response
+    .into_response()
 }
 
 async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> Response {
