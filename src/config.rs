@@ -173,13 +173,18 @@ pub struct HttpConfig {
     pub token: Option<String>,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
-    /// Longest time a client may take to send a request's headers.
+    /// Longest time a client may take to send a request's headers,
+    /// counted from when the server waits for them: from connect, and on
+    /// a keep-alive connection from the previous response.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
-    /// Longest time a client may take to send a request's body.
+    /// Longest time a client may take to send a request's body, counted
+    /// from the end of its headers (408).
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
-    /// An idle keep-alive connection is closed after this long.
+    /// An idle keep-alive connection is closed after this long, or after
+    /// `header_timeout` if that is shorter (its timer runs while a
+    /// connection waits for its next request).
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// Most client connections open at once; more wait to be accepted.
