@@ -32,7 +32,7 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default longest time to receive a request's body.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time an idle keep-alive connection is kept.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default most client connections open at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default restarts allowed within the window before escalating.
