@@ -142,7 +142,7 @@ impl Family {
     /// A batch that wraps `sql` between two inserts of `marker` into `h`;
     /// after its refusal no row with that marker may exist.
     async fn b_wrapped(&self, sql: &str, marker: &str) -> Reply {
-        let ins = format!("INSERT INTO h VALUES ('{marker}')");
+        let ins = format!("INSERT INTO h VALUES ('{}')", marker.replace('\'', "''"));
         self.b(&[&ins, sql, &ins]).await
     }
 

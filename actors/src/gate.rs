@@ -200,7 +200,7 @@ impl Shared {
         if !self.caller.load(Ordering::Acquire) {
             return Authorization::Allow;
         }
-        match refusal(&ctx.action) {
+        match refusal(ctx) {
             None => Authorization::Allow,
             Some(why) => {
                 self.refuse(Error::new(
@@ -282,10 +282,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Why a caller may not do `action`, or None when it may.
-fn refusal(action: &AuthAction<'_>) -> Option<String> {
+/// Why a caller may not do what `ctx` asks, or None when it may.
+fn refusal(ctx: &AuthContext<'_>) -> Option<String> {
     use AuthAction as A;
-    Some(match action {
+    let reads = matches!(
+        ctx.action,
+        A::Read { .. } | A::Select | A::Function { .. } | A::Recursive
+    );
+    if !reads && ctx.database_name == Some("temp") {
+        return Some(TEMP_REFUSAL.into());
+    }
+    Some(match ctx.action {
         A::Transaction { .. } | A::Savepoint { .. } => {
             "transaction control (BEGIN, COMMIT, END, ROLLBACK, SAVEPOINT, RELEASE) is not allowed: \
              resilite runs every operation in its own transaction; send statements that must apply \
@@ -310,17 +317,47 @@ fn refusal(action: &AuthAction<'_>) -> Option<String> {
         | A::DropTempIndex { .. }
         | A::DropTempTable { .. }
         | A::DropTempTrigger { .. }
-        | A::DropTempView { .. } => {
-            "TEMP tables, views, indexes and triggers are not allowed: resilite's connections \
-             are shared by every caller, and a TEMP object would outlive the request (a TEMP \
-             table shadows the real one for later callers); create it in the database"
-                .into()
-        }
+        | A::DropTempView { .. } => TEMP_REFUSAL.into(),
         A::Function { function_name } if function_name.eq_ignore_ascii_case("load_extension") => {
             "load_extension() is not allowed".into()
         }
         _ => return None,
     })
+}
+
+const TEMP_REFUSAL: &str = "TEMP tables, views, indexes and triggers are not allowed: \
+    resilite's connections are shared by every caller, and a TEMP object would outlive the \
+    request (a TEMP table shadows the real one for later callers); create it in the database";
+
+/// The error of a caller's statement that failed while it ran. SQLite
+/// refuses VACUUM inside the writer's transaction with a generic SQL error:
+/// that one is told apart (see [`vacuum_refusal`]) and reported as refused.
+pub fn run_error(conn: &Connection, sql: &str, e: rusqlite::Error) -> Error {
+    let err = Error::from_sqlite(e, sql);
+    if err.class != ErrorClass::Sql {
+        return err;
+    }
+    vacuum_refusal(conn, sql).unwrap_or(err)
+}
+
+/// A VACUUM refused with its reason, when `sql` is one: compiled with
+/// EXPLAIN (SQLite's own parser, no text matching) to look for its opcode.
+/// Only called on a failure, to say what was refused and why.
+pub fn vacuum_refusal(conn: &Connection, sql: &str) -> Option<Error> {
+    let mut explain = conn.prepare(&format!("EXPLAIN {sql}")).ok()?;
+    let mut rows = explain.query([]).ok()?;
+    while let Ok(Some(row)) = rows.next() {
+        if row.get_ref(1).ok()?.as_str().ok()? == "Vacuum" {
+            return Some(Error::new(
+                ErrorClass::Forbidden,
+                "VACUUM is not allowed: resilite vacuums the database itself (health.auto_vacuum, \
+                 `resilite vacuum`), between two group commits; VACUUM INTO would write a file \
+                 outside the database",
+                "refused by the statement gate",
+            ));
+        }
+    }
+    None
 }
 
 fn pragma_refusal(name: &str, sets_value: bool) -> Option<String> {
@@ -364,15 +401,18 @@ mod tests {
     }
 
     fn run(conn: &Connection, gate: &Gate, sql: &str) -> Result<usize> {
+        conn.execute_batch("BEGIN").unwrap(); // as in the writer
+        let result = run_in_transaction(conn, gate, sql);
+        conn.execute_batch("ROLLBACK").unwrap();
+        result
+    }
+
+    fn run_in_transaction(conn: &Connection, gate: &Gate, sql: &str) -> Result<usize> {
         gate.caller(conn, None, || {
             let mut stmt = prepare(conn, sql)?;
             let mut rows = stmt.raw_query();
             let mut n = 0;
-            while rows
-                .next()
-                .map_err(|e| Error::from_sqlite(e, sql))?
-                .is_some()
-            {
+            while rows.next().map_err(|e| run_error(conn, sql, e))?.is_some() {
                 n += 1;
             }
             Ok(n)
@@ -395,6 +435,9 @@ mod tests {
             "PRAGMA locking_mode=EXCLUSIVE",
             "PRAGMA user_version=3",
             "CREATE TEMP TABLE t(x)",
+            "CREATE TABLE temp.u(x)",
+            "VACUUM",
+            "VACUUM INTO 'elsewhere.db'",
         ] {
             let e = run(&conn, &gate, sql).unwrap_err();
             assert_eq!(e.class, ErrorClass::Forbidden, "{sql}: {e}");

@@ -157,6 +157,9 @@ fn run_query(conn: &Connection, s: &Statement, limits: Limits) -> Result<QueryRe
     } = limits;
     let mut stmt = gate::prepare(conn, &s.sql)?;
     if !stmt.readonly() {
+        if let Some(refused) = gate::vacuum_refusal(conn, &s.sql) {
+            return Err(refused);
+        }
         return Err(Error::bad_input(
             "a query must be read-only; send writes to execute or batch",
         ));

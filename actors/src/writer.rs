@@ -544,7 +544,8 @@ impl ConnectionLoop {
     /// rewrites the header's `user_version` with the value it holds. A real
     /// write to the file, so it fails as the callers' writes would
     /// (read-only or immutable file, full disk, lock held elsewhere), and
-    /// the application sees no change. Tried once: it measures.
+    /// the application sees no change; then the file is opened for
+    /// writing. Tried once: it measures.
     fn probe(&self) -> Result<()> {
         let conn = &self.conn;
         let write = || -> rusqlite::Result<()> {
@@ -555,7 +556,21 @@ impl ConnectionLoop {
         write().map_err(|e| {
             rollback_quietly(conn);
             Error::from(e)
-        })
+        })?;
+        // The open connection keeps writing the WAL after its file was made
+        // read-only or immutable: SQLite finds out only at the next
+        // checkpoint, or when it opens the file again after a restart.
+        // Opening the file for writing finds out now.
+        let path = &self.config.db.path;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| {
+                let mut err = Error::from(e);
+                err.detail = format!("opening {} for writing: {}", path.display(), err.detail);
+                err
+            })
     }
 
     /// Run a maintenance task between two transactions.
@@ -757,7 +772,7 @@ fn run_statement(conn: &Connection, gate: &Gate, s: &Statement) -> Result<WriteO
             ));
         }
         stmt.execute(rusqlite::params_from_iter(&s.params))
-            .map_err(|e| Error::from_sqlite(e, &s.sql))
+            .map_err(|e| crate::gate::run_error(conn, &s.sql, e))
     })?;
     if conn.total_changes() == changes_before {
         return Ok(WriteOutcome {
