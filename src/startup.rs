@@ -82,10 +82,11 @@ fn not_the_same_file(db: &Path, journal: &Path) -> Result<()> {
         _ => resolve(db) == resolve(journal),
     };
     let resolved = resolve(journal);
+    let db_resolved = resolve(db);
     let sidecar = ["-wal", "-shm", "-journal"].into_iter().find(|suffix| {
-        let mut p = resolve(db).into_os_string();
+        let mut p = db_resolved.clone().into_os_string();
         p.push(suffix);
-        PathBuf::from(p) == resolved
+        p == resolved.as_os_str()
     });
     if !same && sidecar.is_none() {
         return Ok(());

@@ -305,3 +305,37 @@ fn describe(errno: nix::errno::Errno) -> &'static str {
         _ => "permission denied",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_failures_name_the_path_and_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("notes.txt");
+        std::fs::write(&file, "x").unwrap();
+
+        let err = open_read_write(&DbOptions::new(dir.path())).unwrap_err();
+        assert_eq!(err.class, ErrorClass::BadInput, "{err}");
+        assert!(err.message.contains("is a directory"), "{err}");
+
+        for db in [file.join("app.db"), file.join("sub").join("app.db")] {
+            let err = open_read_write(&DbOptions::new(&db)).unwrap_err();
+            assert_eq!(err.class, ErrorClass::BadInput, "{err}");
+            assert!(
+                err.message.contains(&format!(
+                    "a parent, {}, is a file, not a directory",
+                    file.display()
+                )),
+                "{err}"
+            );
+        }
+
+        // Nothing wrong with a path that can be created.
+        assert!(explain_open_failure(&dir.path().join("new").join("app.db")).is_none());
+        let db = dir.path().join("app.db");
+        drop(open_read_write(&DbOptions::new(&db)).unwrap());
+        assert!(explain_open_failure(&db).is_none());
+    }
+}
