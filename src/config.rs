@@ -262,23 +262,12 @@ impl Config {
             .map_err(|e: toml::de::Error| ConfigError(format!("invalid TOML: {e}")))?;
         let applied = apply_env(&mut table, env)?;
         let config: Config = if applied.is_empty() {
-            toml::from_str(text).map_err(|e| {
-                let line = e.span().map_or(String::new(), |span| {
-                    format!(" at line {}", text[..span.start].matches('\n').count() + 1)
-                });
-                ConfigError(format!("invalid config{line}: {}", e.message()))
-            })?
+            toml::from_str(text).map_err(|e| type_error(text, &e, &[]))?
         } else {
             let merged = toml::to_string(&table).map_err(|e| ConfigError(e.to_string()))?;
-            toml::from_str(&merged).map_err(|e| {
-                ConfigError(format!(
-                    "invalid config (with environment overrides {}): {}",
-                    applied.join(", "),
-                    e.message()
-                ))
-            })?
+            toml::from_str(&merged).map_err(|e| type_error(&merged, &e, &applied))?
         };
-        config.validate()?;
+        config.validate().map_err(|e| note_env(e, &applied))?;
         Ok(config)
     }
 
@@ -290,6 +279,10 @@ impl Config {
             return Err(ConfigError(
                 "config key `database.path` is empty: set it to the SQLite file to use, e.g. \"./data/app.db\"".into(),
             ));
+        }
+        in_a_file("database.path", &db.path)?;
+        if let Some(journal) = &db.journal_path {
+            in_a_file("database.journal_path", journal)?;
         }
         if self.journal_path() == db.path {
             return Err(ConfigError(format!(
@@ -352,17 +345,7 @@ impl Config {
                 http.listen
             ))
         })?;
-        if http.token.as_deref() == Some("") {
-            return Err(ConfigError(
-                "config key `http.token` is empty: remove it, or set a long random secret".into(),
-            ));
-        }
-        if !addr.ip().is_loopback() && http.token.is_none() {
-            return Err(ConfigError(format!(
-                "config key `http.listen` = \"{}\" is not a loopback address, so `http.token` is required: set a long random secret (or RESILITE_HTTP_TOKEN)",
-                http.listen
-            )));
-        }
+        check_token(&http.listen, addr, http.token.as_deref())?;
         range(
             "http.max_body_bytes",
             http.max_body_bytes,
@@ -565,18 +548,75 @@ impl Config {
     }
 }
 
+/// Shortest bearer token accepted when the API listens off loopback.
+pub const MIN_REMOTE_TOKEN_CHARS: usize = 16;
+
+/// A token is never blank; off loopback it is required and holds at least
+/// [`MIN_REMOTE_TOKEN_CHARS`] non-blank characters.
+fn check_token(listen: &str, addr: SocketAddr, token: Option<&str>) -> Result<(), ConfigError> {
+    const MAKE_ONE: &str =
+        "make one with `openssl rand -hex 32` and set it as `http.token` (or RESILITE_HTTP_TOKEN)";
+    let remote = !addr.ip().is_loopback();
+    match token {
+        Some(t) if t.trim().is_empty() => Err(ConfigError(format!(
+            "config key `http.token` is {}: a blank token would protect nothing; remove the key{}, or {MAKE_ONE}",
+            if t.is_empty() { "empty" } else { "only whitespace" },
+            if remote { " and listen on loopback" } else { "" },
+        ))),
+        Some(t) if remote && t.chars().filter(|c| !c.is_whitespace()).count() < MIN_REMOTE_TOKEN_CHARS => {
+            Err(ConfigError(format!(
+                "config key `http.token` is too short for `http.listen` = \"{listen}\" (not a loopback address): it needs at least {MIN_REMOTE_TOKEN_CHARS} non-blank characters; {MAKE_ONE}"
+            )))
+        }
+        None if remote => Err(ConfigError(format!(
+            "config key `http.listen` = \"{listen}\" is not a loopback address, so `http.token` is required: {MAKE_ONE}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The runtime's writer and readers share the database through a file: an
+/// in-memory database (`:memory:`, `file::memory:`, `mode=memory`) or any
+/// other SQLite URI cannot be shared that way.
+fn in_a_file(key: &str, path: &Path) -> Result<(), ConfigError> {
+    let text = path.to_string_lossy();
+    if text == ":memory:" {
+        return Err(ConfigError(format!(
+            "config key `{key}` = \":memory:\" is invalid: resilite needs a database file that its writer and readers share (each connection to :memory: is its own empty database); set it to a file path, e.g. \"./data/app.db\""
+        )));
+    }
+    if text.starts_with("file:") {
+        let what = if text.contains(":memory:") || text.contains("mode=memory") {
+            "an in-memory database URI"
+        } else {
+            "an SQLite URI"
+        };
+        return Err(ConfigError(format!(
+            "config key `{key}` = \"{text}\" is invalid: {what}; resilite needs a plain path to a database file that its writer and readers share, e.g. \"./data/app.db\""
+        )));
+    }
+    Ok(())
+}
+
+/// `value` must lie in `min..=max`. Written so that a value comparing to
+/// neither bound (a float NaN) fails too: `value < min || value > max`
+/// would let it through.
 fn range<T: PartialOrd + std::fmt::Display>(
     key: &str,
     value: T,
     min: T,
     max: T,
 ) -> Result<(), ConfigError> {
-    if value < min || value > max {
-        return Err(ConfigError(format!(
-            "config key `{key}` = {value} is invalid: must be between {min} and {max}"
-        )));
+    if value >= min && value <= max {
+        return Ok(());
     }
-    Ok(())
+    // Only an unordered value (NaN) is not equal to itself.
+    #[allow(clippy::eq_op)]
+    let unordered = value != value;
+    let what = if unordered { " (not a number)" } else { "" };
+    Err(ConfigError(format!(
+        "config key `{key}` = {value} is invalid{what}: must be between {min} and {max}"
+    )))
 }
 fn duration(key: &str, value: Duration, min: Duration, max: Duration) -> Result<(), ConfigError> {
     if value < min || value > max {
@@ -590,13 +630,24 @@ fn duration(key: &str, value: Duration, min: Duration, max: Duration) -> Result<
     Ok(())
 }
 
+/// One environment override applied to the config.
+#[derive(Debug)]
+struct EnvOverride {
+    /// The variable, e.g. `RESILITE_WRITER_MAX_BATCH`.
+    var: String,
+    /// The dotted key it sets, e.g. `writer.max_batch`.
+    key: String,
+    /// Its value as given.
+    raw: String,
+}
+
 /// Apply `RESILITE_<SECTION>_<KEY>=value` overrides to `table`; returns the
-/// variables applied. A value is read as TOML when the key holds a number,
+/// overrides applied. A value is read as TOML when the key holds a number,
 /// boolean or the like, and as a string otherwise.
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<Vec<String>, ConfigError> {
+) -> Result<Vec<EnvOverride>, ConfigError> {
     let defaults =
         toml::Table::try_from(Config::default()).map_err(|e| ConfigError(e.to_string()))?;
     let mut applied = Vec::new();
@@ -618,14 +669,15 @@ fn apply_env(
         };
         let takes_string = defaults[&section].get(&key).is_none_or(|v| v.is_str());
         let value = if takes_string {
-            toml::Value::String(raw)
+            toml::Value::String(raw.clone())
         } else {
             format!("v = {raw}")
                 .parse::<toml::Table>()
                 .ok()
                 .and_then(|mut t| t.remove("v"))
-                .unwrap_or(toml::Value::String(raw))
+                .unwrap_or_else(|| toml::Value::String(raw.clone()))
         };
+        let dotted = format!("{section}.{key}");
         let section_table = table
             .entry(section.clone())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -639,9 +691,153 @@ fn apply_env(
                 )))
             }
         }
-        applied.push(var);
+        applied.push(EnvOverride {
+            var,
+            key: dotted,
+            raw,
+        });
     }
     Ok(applied)
+}
+
+/// A deserialization error of `text` (the config file, or the file merged
+/// with `env` overrides) as a message naming the key, its value and what
+/// was expected; an override names its variable too.
+fn type_error(text: &str, err: &toml::de::Error, env: &[EnvOverride]) -> ConfigError {
+    let problem = explain_serde(err.message());
+    let Some(span) = err.span() else {
+        return ConfigError(format!("invalid config{}: {problem}", env_note(env)));
+    };
+    let Some((key, value)) = key_at(text, span.start) else {
+        let line = if env.is_empty() {
+            format!(" at line {}", line_of(text, span.start))
+        } else {
+            env_note(env)
+        };
+        return ConfigError(format!("invalid config{line}: {problem}"));
+    };
+    if let Some(o) = env.iter().find(|o| o.key == key) {
+        return match err.message().strip_prefix("unknown field ") {
+            Some(expected) => ConfigError(format!(
+                "environment variable {} sets unknown config key `{key}`: {}",
+                o.var,
+                expected.split_once(", ").map_or("", |(_, rest)| rest)
+            )),
+            None => ConfigError(format!(
+                "environment variable {}={:?} sets config key `{key}`, which is invalid: {problem}",
+                o.var, o.raw
+            )),
+        };
+    }
+    let line = if env.is_empty() {
+        format!(" (line {})", line_of(text, span.start))
+    } else {
+        String::new()
+    };
+    if let Some(expected) = err.message().strip_prefix("unknown field ") {
+        let expected = expected.split_once(", ").map_or("", |(_, rest)| rest);
+        return ConfigError(format!("unknown config key `{key}`{line}: {expected}"));
+    }
+    match value {
+        Some(value) => ConfigError(format!(
+            "config key `{key}` = {value} is invalid: {problem}{line}"
+        )),
+        None => ConfigError(format!("config key `{key}` is invalid: {problem}{line}")),
+    }
+}
+
+/// A validation error about a key an environment variable set names the
+/// variable too.
+fn note_env(err: ConfigError, env: &[EnvOverride]) -> ConfigError {
+    let named: Vec<String> = env
+        .iter()
+        .filter(|o| err.0.contains(&format!("`{}`", o.key)))
+        .map(|o| {
+            if o.key == "http.token" {
+                o.var.clone() // a secret: never echoed
+            } else {
+                format!("{}={:?}", o.var, o.raw)
+            }
+        })
+        .collect();
+    match named.len() {
+        0 => err,
+        1 => ConfigError(format!(
+            "{} (set by environment variable {})",
+            err.0, named[0]
+        )),
+        _ => ConfigError(format!(
+            "{} (set by environment variables {})",
+            err.0,
+            named.join(", ")
+        )),
+    }
+}
+
+fn env_note(env: &[EnvOverride]) -> String {
+    if env.is_empty() {
+        return String::new();
+    }
+    let vars: Vec<&str> = env.iter().map(|o| o.var.as_str()).collect();
+    format!(" (with environment overrides {})", vars.join(", "))
+}
+
+fn line_of(text: &str, pos: usize) -> usize {
+    text[..pos.min(text.len())].matches('\n').count() + 1
+}
+
+/// serde's "invalid type: string \"lots\", expected usize" in a reader's
+/// words: "expected an integer (0 or more), found string \"lots\"".
+fn explain_serde(message: &str) -> String {
+    let message = message.trim_end();
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some((found, expected)) = message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.rsplit_once(", expected "))
+        {
+            let expected = match expected {
+                "usize" | "u8" | "u16" | "u32" | "u64" => "an integer (0 or more)",
+                "isize" | "i8" | "i16" | "i32" | "i64" => "an integer",
+                "f32" | "f64" => "a number",
+                other => other,
+            };
+            return format!("expected {expected}, found {found}");
+        }
+    }
+    message.to_string()
+}
+
+/// The dotted key at byte `pos` of `text` (on its name or its value), and
+/// the value as written when it is not a table.
+fn key_at(text: &str, pos: usize) -> Option<(String, Option<String>)> {
+    use toml::de::{DeTable, DeValue};
+    fn walk(
+        table: &DeTable<'_>,
+        text: &str,
+        pos: usize,
+        path: &mut Vec<String>,
+        best: &mut Option<(Vec<String>, Option<String>)>,
+    ) {
+        for (key, value) in table.iter() {
+            path.push(key.get_ref().to_string());
+            let hit = key.span().contains(&pos) || value.span().contains(&pos);
+            if hit && best.as_ref().is_none_or(|(p, _)| p.len() < path.len()) {
+                let written = match value.get_ref() {
+                    DeValue::Table(_) => None,
+                    _ => text.get(value.span()).map(str::to_string),
+                };
+                *best = Some((path.clone(), written));
+            }
+            if let DeValue::Table(inner) = value.get_ref() {
+                walk(inner, text, pos, path, best);
+            }
+            path.pop();
+        }
+    }
+    let root = DeTable::parse(text).ok()?;
+    let mut best = None;
+    walk(root.get_ref(), text, pos, &mut Vec::new(), &mut best);
+    best.map(|(path, value)| (path.join("."), value))
 }
 
 #[cfg(test)]
@@ -714,6 +910,187 @@ mod tests {
                 .contains("`retry.key_retention` = \"5s\" is invalid: must be between \"1m\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn config_type_errors_name_the_key_and_the_value() {
+        let err = parse("[writer]\nmax_batch = \"lots\"\n").unwrap_err();
+        assert!(
+            err.0.contains(
+                "config key `writer.max_batch` = \"lots\" is invalid: expected an integer"
+            ),
+            "{err}"
+        );
+        assert!(err.0.contains("line 2"), "{err}");
+        // Dotted keys and inline tables name the same key.
+        let err = parse("writer.max_batch = true\n").unwrap_err();
+        assert!(err.0.contains("`writer.max_batch` = true"), "{err}");
+        let err = parse("writer = { max_batch = 1.5 }\n").unwrap_err();
+        assert!(err.0.contains("`writer.max_batch` = 1.5"), "{err}");
+        let err = parse("[breakers.smtp]\nwindow = \"wide\"\n").unwrap_err();
+        assert!(err.0.contains("`breakers.smtp.window` = \"wide\""), "{err}");
+        let err = parse("[retry]\nfactor = \"2\"\n").unwrap_err();
+        assert!(
+            err.0.contains("`retry.factor`") && err.0.contains("expected a number"),
+            "{err}"
+        );
+        let err = parse("[database]\nbusy_timeout = 5\n").unwrap_err();
+        assert!(err.0.contains("`database.busy_timeout` = 5"), "{err}");
+        let err = parse("[http]\ntokn = \"x\"\n").unwrap_err();
+        assert!(err.0.contains("unknown config key `http.tokn`"), "{err}");
+    }
+
+    #[test]
+    fn config_env_type_errors_name_the_variable_and_the_key() {
+        let env = vec![("RESILITE_WRITER_MAX_BATCH".to_string(), "lots".to_string())];
+        let err = Config::parse("", env).unwrap_err();
+        assert!(
+            err.0.contains("RESILITE_WRITER_MAX_BATCH")
+                && err.0.contains("`writer.max_batch`")
+                && err.0.contains("expected an integer"),
+            "{err}"
+        );
+        // A bad value in the file is still named when overrides are applied.
+        let env = vec![("RESILITE_WRITER_MAX_RETRIES".to_string(), "3".to_string())];
+        let err = Config::parse("[readers]\npool_size = \"four\"\n", env).unwrap_err();
+        assert!(err.0.contains("`readers.pool_size` = \"four\""), "{err}");
+        assert!(!err.0.contains("RESILITE_WRITER_MAX_RETRIES"), "{err}");
+        // A range error of an override names the variable too.
+        let env = vec![("RESILITE_RETRY_FACTOR".to_string(), "nan".to_string())];
+        let err = Config::parse("", env).unwrap_err();
+        assert!(
+            err.0.contains("`retry.factor`") && err.0.contains("RESILITE_RETRY_FACTOR"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn config_non_finite_floats_are_refused() {
+        for (text, key) in [
+            ("[retry]\nfactor = nan\n", "retry.factor"),
+            ("[retry]\nfactor = inf\n", "retry.factor"),
+            ("[retry]\nfactor = -nan\n", "retry.factor"),
+            (
+                "[health]\nmin_utilization_pct = nan\n",
+                "health.min_utilization_pct",
+            ),
+            (
+                "[health]\nmin_utilization_pct = -inf\n",
+                "health.min_utilization_pct",
+            ),
+            (
+                "[health]\nmin_disk_free_pct = nan\n",
+                "health.min_disk_free_pct",
+            ),
+            (
+                "[health]\nmin_disk_free_pct = inf\n",
+                "health.min_disk_free_pct",
+            ),
+            (
+                "[breakers.smtp]\nfailure_rate_pct = nan\n",
+                "breakers.smtp.failure_rate_pct",
+            ),
+            (
+                "[breakers.smtp]\nslow_call_rate_pct = inf\n",
+                "breakers.smtp.slow_call_rate_pct",
+            ),
+            (
+                "[breakers.database]\nbackoff_factor = nan\n",
+                "breakers.database.backoff_factor",
+            ),
+            (
+                "[breakers.database]\nbackoff_factor = inf\n",
+                "breakers.database.backoff_factor",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.0.contains(&format!("`{key}`")), "{text:?}: {err}");
+        }
+        // The generic bound check itself refuses NaN, naming the key.
+        let err = range("x.y", f64::NAN, 0.0, 1.0).unwrap_err();
+        assert!(
+            err.0.contains("`x.y` = NaN") && err.0.contains("not a number"),
+            "{err}"
+        );
+        assert!(range("x.y", 0.5, 0.0, 1.0).is_ok());
+        assert!(range("x.y", 1.0, 0.0, 1.0).is_ok());
+    }
+
+    #[test]
+    fn config_tokens_are_never_blank_and_long_off_loopback() {
+        for token in ["", " ", "\t  "] {
+            let err = parse(&format!("[http]\ntoken = {token:?}\n")).unwrap_err();
+            assert!(err.0.contains("`http.token`"), "{token:?}: {err}");
+            assert!(err.0.contains("openssl rand -hex 32"), "{err}");
+        }
+        // Off loopback: at least 16 non-blank characters.
+        for token in ["Zq", "0123456789abcde", "  0123456789abcde  "] {
+            let err = parse(&format!(
+                "[http]\nlisten = \"0.0.0.0:7070\"\ntoken = {token:?}\n"
+            ))
+            .unwrap_err();
+            assert!(
+                err.0.contains("`http.token`")
+                    && err.0.contains("16")
+                    && err.0.contains("openssl rand"),
+                "{token:?}: {err}"
+            );
+            assert!(
+                !err.0.contains(token.trim()) || token.trim().is_empty(),
+                "the token is echoed: {err}"
+            );
+        }
+        let long = "0123456789abcdef";
+        let c = parse(&format!(
+            "[http]\nlisten = \"0.0.0.0:7070\"\ntoken = {long:?}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.http.token.as_deref(), Some(long));
+        let err = parse("[http]\nlisten = \"[::]:7070\"\n").unwrap_err();
+        assert!(err.0.contains("`http.token` is required"), "{err}");
+        // On loopback a short token is the operator's choice.
+        assert!(parse("[http]\ntoken = \"abc\"\n").is_ok());
+        // A token from the environment is checked the same, and not echoed.
+        let env = vec![
+            (
+                "RESILITE_HTTP_LISTEN".to_string(),
+                "0.0.0.0:7070".to_string(),
+            ),
+            ("RESILITE_HTTP_TOKEN".to_string(), "hunter2".to_string()),
+        ];
+        let err = Config::parse("", env).unwrap_err();
+        assert!(
+            err.0.contains("RESILITE_HTTP_TOKEN") && !err.0.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn config_in_memory_databases_are_refused() {
+        for path in [
+            ":memory:",
+            "file::memory:",
+            "file::memory:?cache=shared",
+            "file:app.db?mode=memory",
+            "file:app.db",
+        ] {
+            let err = parse(&format!("[database]\npath = {path:?}\n")).unwrap_err();
+            assert!(
+                err.0.contains("`database.path`") && err.0.contains("file"),
+                "{path}: {err}"
+            );
+            let err = parse(&format!(
+                "[database]\npath = \"a.db\"\njournal_path = {path:?}\n"
+            ))
+            .unwrap_err();
+            assert!(err.0.contains("`database.journal_path`"), "{path}: {err}");
+        }
+        let err = Config::parse(
+            "",
+            vec![("RESILITE_DATABASE_PATH".to_string(), ":memory:".to_string())],
+        )
+        .unwrap_err();
+        assert!(err.0.contains("RESILITE_DATABASE_PATH"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`config`]: `Config`, parsed from TOML with environment overrides and
 //!   validated in one place.
 //! - `runtime`: [`Runtime`], the cloneable handle an application holds.
+//! - `startup`: the checks of `Runtime::start` before any actor runs.
 //! - `supervisor`: the root supervisor (restart policy, escalation).
 //! - [`http`]: the HTTP API of `resilite run`.
 //! - [`metrics`]: the Prometheus exporter behind `/metrics`.
@@ -32,6 +33,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 mod runtime;
+mod startup;
 mod supervisor;
 
 pub use config::{Config, ConfigError};

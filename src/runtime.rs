@@ -123,11 +123,18 @@ pub enum Status {
 
 impl Runtime {
     /// Validate `config`, open (and create) the database and journal, start
-    /// the supervised actors and the read pool.
+    /// the supervised actors and the read pool. A path that cannot work (a
+    /// directory, under a file, read-only), a file that is not a database,
+    /// a damaged or newer journal, or a journal that is the database itself
+    /// is refused with an error naming the path and the problem, and the
+    /// files this start created are removed.
     pub async fn start(config: Config) -> Result<Runtime> {
         config
             .validate()
             .map_err(|e| Error::bad_input(e.to_string()))?;
+        // The files: the journal is its own file, the database opens and is
+        // a database, then the journal; nothing is left behind on failure.
+        crate::startup::check(&config).await?;
         crate::metrics::install();
         let (app_slot, app) = watch::channel(Slot::Restarting);
         let (journal_slot, journal) = watch::channel(Slot::Restarting);

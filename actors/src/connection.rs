@@ -7,7 +7,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorClass, Result};
 
 /// Default time SQLite waits on a lock before reporting BUSY.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -122,16 +122,222 @@ pub fn open_read_only(opts: &DbOptions) -> Result<Connection> {
 fn create_parent_dir(path: &Path) -> Result<()> {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir).map_err(|e| {
-            let mut err = Error::from(e);
-            err.detail = format!("creating directory {}: {}", dir.display(), err.detail);
-            err
+            let detail = format!("creating directory {}: {e}", dir.display());
+            match explain_open_failure(path) {
+                Some(explained) => with_detail(explained, detail),
+                None => {
+                    let mut err = Error::from(e);
+                    err.detail = detail;
+                    err
+                }
+            }
         }),
         _ => Ok(()),
     }
 }
 
+/// Classify an error of opening `path`; when the path itself is the
+/// problem (a directory, a parent that is a file, a read-only directory),
+/// the error says so instead of SQLite's "unable to open database file",
+/// which it would report as transient.
 fn with_path(e: rusqlite::Error, path: &Path) -> Error {
+    let path_related = matches!(
+        e.sqlite_error_code(),
+        Some(
+            rusqlite::ErrorCode::CannotOpen
+                | rusqlite::ErrorCode::ReadOnly
+                | rusqlite::ErrorCode::PermissionDenied
+                | rusqlite::ErrorCode::SystemIoFailure
+        )
+    );
     let mut err = Error::from(e);
     err.detail = format!("{}: {}", path.display(), err.detail);
+    if path_related {
+        if let Some(explained) = explain_open_failure(path) {
+            return with_detail(explained, err.detail);
+        }
+    }
     err
+}
+
+/// `explained`, with the technical detail of the failure it explains first.
+fn with_detail(mut explained: Error, detail: String) -> Error {
+    explained.detail = format!("{detail} ({})", explained.detail);
+    explained
+}
+
+/// What keeps `path` from being opened read-write as a database file, by
+/// looking at the path and its directories: it is a directory; a parent
+/// is a file, not a directory; it or its directory is read-only. `None`
+/// when nothing is wrong with the path itself (then the failure is
+/// SQLite's own: busy, locked, damaged...). Call it after an open failed,
+/// or before, to refuse a path with a precise message.
+pub fn explain_open_failure(path: &Path) -> Option<Error> {
+    use std::io::ErrorKind;
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Some(Error::new(
+            ErrorClass::BadInput,
+            format!(
+                "{shown} is a directory, not a database file; set the path to a file (e.g. {})",
+                path.join("app.db").display()
+            ),
+            format!("{shown}: is a directory"),
+        )),
+        Ok(meta) if !meta.is_file() => Some(Error::new(
+            ErrorClass::BadInput,
+            format!("{shown} is not a regular file; set the path to a database file"),
+            format!("{shown}: file type {:?}", meta.file_type()),
+        )),
+        Ok(_) => {
+            if let Err(errno) = writable(path, false) {
+                return Some(Error::new(
+                    ErrorClass::Permission,
+                    format!(
+                        "{shown} cannot be opened for writing: the file is read-only ({}); fix its permissions",
+                        describe(errno)
+                    ),
+                    format!("access({shown}, R_OK|W_OK): {errno}"),
+                ));
+            }
+            let dir = directory_of(path);
+            if let Err(errno) = writable(&dir, true) {
+                return Some(Error::new(
+                    ErrorClass::Permission,
+                    format!(
+                        "{shown} cannot be written: directory {} is read-only ({}), and SQLite creates its -wal and -shm (or -journal) files beside the database; fix the directory's permissions",
+                        dir.display(),
+                        describe(errno)
+                    ),
+                    format!("access({}, W_OK|X_OK): {errno}", dir.display()),
+                ));
+            }
+            None
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
+            // Walk up to the nearest ancestor that exists.
+            let mut ancestor = directory_of(path);
+            loop {
+                match std::fs::metadata(&ancestor) {
+                    Ok(meta) if meta.is_dir() => {
+                        return writable(&ancestor, true).err().map(|errno| {
+                            Error::new(
+                                ErrorClass::Permission,
+                                format!(
+                                    "{shown} cannot be created: directory {} is read-only ({}); fix its permissions or choose another path",
+                                    ancestor.display(),
+                                    describe(errno)
+                                ),
+                                format!("access({}, W_OK|X_OK): {errno}", ancestor.display()),
+                            )
+                        });
+                    }
+                    Ok(_) => {
+                        return Some(Error::new(
+                            ErrorClass::BadInput,
+                            format!(
+                                "{shown} cannot be created: a parent, {}, is a file, not a directory; choose another path",
+                                ancestor.display()
+                            ),
+                            format!("{}: not a directory", ancestor.display()),
+                        ))
+                    }
+                    Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
+                        match ancestor.parent() {
+                            Some(up) => ancestor = directory_of_dir(up),
+                            None => return None,
+                        }
+                    }
+                    Err(e) => return Some(unreachable_path(path, &ancestor, e)),
+                }
+            }
+        }
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+            Some(unreachable_path(path, &directory_of(path), e))
+        }
+        Err(_) => None,
+    }
+}
+
+fn unreachable_path(path: &Path, dir: &Path, e: std::io::Error) -> Error {
+    Error::new(
+        ErrorClass::Permission,
+        format!(
+            "{} cannot be reached: {} is not accessible ({e}); fix the permissions of the directories on the way",
+            path.display(),
+            dir.display()
+        ),
+        format!("stat {}: {e}", dir.display()),
+    )
+}
+
+/// The directory `path` is in; `.` for a bare file name.
+fn directory_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) => directory_of_dir(dir),
+        None => PathBuf::from("/"),
+    }
+}
+
+fn directory_of_dir(dir: &Path) -> PathBuf {
+    if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// `access(2)` for writing (and searching a directory, or reading a file).
+/// Unlike the mode bits, it answers for root too: an immutable file or a
+/// read-only filesystem refuses root as well.
+fn writable(path: &Path, dir: bool) -> std::result::Result<(), nix::errno::Errno> {
+    use nix::unistd::{access, AccessFlags};
+    let flags = if dir {
+        AccessFlags::W_OK | AccessFlags::X_OK
+    } else {
+        AccessFlags::R_OK | AccessFlags::W_OK
+    };
+    access(path, flags)
+}
+
+fn describe(errno: nix::errno::Errno) -> &'static str {
+    match errno {
+        nix::errno::Errno::EROFS => "read-only filesystem",
+        nix::errno::Errno::EPERM => "operation not permitted: immutable? see lsattr",
+        _ => "permission denied",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_failures_name_the_path_and_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("notes.txt");
+        std::fs::write(&file, "x").unwrap();
+
+        let err = open_read_write(&DbOptions::new(dir.path())).unwrap_err();
+        assert_eq!(err.class, ErrorClass::BadInput, "{err}");
+        assert!(err.message.contains("is a directory"), "{err}");
+
+        for db in [file.join("app.db"), file.join("sub").join("app.db")] {
+            let err = open_read_write(&DbOptions::new(&db)).unwrap_err();
+            assert_eq!(err.class, ErrorClass::BadInput, "{err}");
+            assert!(
+                err.message.contains(&format!(
+                    "a parent, {}, is a file, not a directory",
+                    file.display()
+                )),
+                "{err}"
+            );
+        }
+
+        // Nothing wrong with a path that can be created.
+        assert!(explain_open_failure(&dir.path().join("new").join("app.db")).is_none());
+        let db = dir.path().join("app.db");
+        drop(open_read_write(&DbOptions::new(&db)).unwrap());
+        assert!(explain_open_failure(&db).is_none());
+    }
 }

@@ -7,10 +7,13 @@
 //! The schema is migrated with `PRAGMA user_version` when the journal writer
 //! opens its connection ([`migrate`] is its init hook).
 
+use std::path::Path;
+
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::connection::{open_read_write, DbOptions};
+use crate::error::{Error, ErrorClass, Result};
 use crate::value::{Statement, Value};
 
 /// Journal schema, one entry per version, each a list of SQL scripts run in
@@ -77,19 +80,84 @@ const MIGRATIONS: &[&[&str]] = &[
     ],
 ];
 
-/// Bring the journal schema up to date (idempotent).
+/// Bring the journal schema up to date (idempotent). A journal newer than
+/// this binary's migrations is refused; a damaged one is named as the
+/// journal, with what to do.
 pub fn migrate(conn: &Connection) -> Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let applied = usize::try_from(version).unwrap_or(0);
+    let path = Path::new(conn.path().unwrap_or("the journal")).to_path_buf();
+    let applied = check_version(conn, &path)?;
     for (i, scripts) in MIGRATIONS.iter().enumerate().skip(applied) {
-        let tx = conn.unchecked_transaction()?;
+        let tx = conn
+            .unchecked_transaction()
+            .map_err(|e| explain_error(&path, e.into()))?;
         for sql in *scripts {
-            tx.execute_batch(sql)?;
+            tx.execute_batch(sql)
+                .map_err(|e| explain_error(&path, e.into()))?;
         }
-        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
-        tx.commit()?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+            .map_err(|e| explain_error(&path, e.into()))?;
+        tx.commit().map_err(|e| explain_error(&path, e.into()))?;
     }
     Ok(())
+}
+
+/// The journal schema version this binary writes.
+pub fn current_version() -> usize {
+    MIGRATIONS.len()
+}
+
+/// Open the journal at `opts` read-write, as its writer will, and check
+/// that it is a journal this binary can use: an SQLite file (a damaged one
+/// is named as the journal, with what to do) at a version no newer than
+/// [`current_version`]. Creates the file when it does not exist.
+pub fn check(opts: &DbOptions) -> Result<()> {
+    let conn = open_read_write(opts).map_err(|e| explain_error(&opts.path, e))?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(|e| explain_error(&opts.path, e.into()))?;
+    check_version(&conn, &opts.path).map(|_| ())
+}
+
+/// The journal's schema version; an error when it is newer than this
+/// binary's migrations (its tables may have changed in ways this binary
+/// does not know).
+pub fn check_version(conn: &Connection, path: &Path) -> Result<usize> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| explain_error(path, e.into()))?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        return Err(Error::new(
+            ErrorClass::BadInput,
+            format!(
+                "journal {} is at version {version}, newer than this resilite ({}): use a newer resilite (it was written by one), or set database.journal_path to another file",
+                path.display(),
+                MIGRATIONS.len()
+            ),
+            format!("PRAGMA user_version = {version}"),
+        ));
+    }
+    Ok(version)
+}
+
+/// An error met on the journal file, named as the journal: a damaged
+/// journal is not the application database, and is dealt with differently.
+pub fn explain_error(path: &Path, err: Error) -> Error {
+    if err.class != ErrorClass::Corruption {
+        return err;
+    }
+    let shown = path.display();
+    Error::new(
+        ErrorClass::Corruption,
+        format!(
+            "the journal {shown} is damaged or is not a resilite journal (the application database is not affected): \
+             move it aside (e.g. `mv {shown} {shown}.damaged`, with its -wal and -shm files) and start again; \
+             resilite then creates a new, empty journal, and the retry queue and dead-letter queue kept in the old one are lost \
+             (keep the moved file to recover them by hand)"
+        ),
+        err.detail,
+    )
 }
 
 /// What the supervisor did about a failed actor.
@@ -233,5 +301,27 @@ mod tests {
         assert!(bad.is_err(), "the status check must still hold");
         // A second run changes nothing.
         migrate(&conn).unwrap();
+    }
+
+    #[test]
+    fn a_journal_newer_than_the_migrations_is_refused() {
+        let conn = Connection::open_in_memory().unwrap();
+        let newer = MIGRATIONS.len() + 3;
+        conn.execute_batch(&format!("PRAGMA user_version = {newer}"))
+            .unwrap();
+        let err = migrate(&conn).unwrap_err();
+        assert_eq!(err.class, ErrorClass::BadInput);
+        assert!(
+            err.message.contains(&format!(
+                "is at version {newer}, newer than this resilite ({})",
+                MIGRATIONS.len()
+            )) && err.message.contains("use a newer resilite"),
+            "{err}"
+        );
+        // Nothing was created in it.
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 0);
     }
 }

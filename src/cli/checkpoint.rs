@@ -7,7 +7,7 @@ use clap::Args;
 use resilite_actors::maintenance::{self, Maintenance};
 use resilite_actors::CheckpointMode;
 
-use super::open_existing;
+use super::{explained, open_existing};
 
 #[derive(Debug, Args)]
 pub struct CheckpointArgs {
@@ -36,7 +36,8 @@ pub fn run(args: CheckpointArgs) -> Result<ExitCode, Box<dyn std::error::Error>>
         Mode::Restart => CheckpointMode::Restart,
         Mode::Truncate => CheckpointMode::Truncate,
     };
-    let run = maintenance::run(&conn, &args.db, Maintenance::Checkpoint(mode))?;
+    let run = maintenance::run(&conn, &args.db, Maintenance::Checkpoint(mode))
+        .map_err(|e| explained(&args.db, e))?;
     let Some(outcome) = run.checkpoint else {
         return Err("the checkpoint reported nothing".into());
     };

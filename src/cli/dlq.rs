@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use resilite_actors::connection::{open_read_only, DbOptions};
+use resilite_actors::connection::{explain_open_failure, open_read_only, DbOptions};
+use resilite_actors::journal;
 use resilite_actors::retry_queue::{self, Entry, Resolution};
 use resilite_actors::Statement;
 
@@ -53,6 +54,9 @@ pub fn run(args: DlqArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .clone()
         .unwrap_or_else(|| crate::Config::for_database(&args.db).journal_path());
     if !journal.is_file() {
+        if let Some(problem) = explain_open_failure(&journal) {
+            return Err(format!("journal: {}", problem.message).into());
+        }
         return Err(format!(
             "journal {} does not exist: pass the database with --db (or the journal with --journal)",
             journal.display()
@@ -60,16 +64,22 @@ pub fn run(args: DlqArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .into());
     }
     let options = DbOptions::new(&journal);
+    let read = || -> resilite_actors::Result<rusqlite::Connection> {
+        let conn = open_read_only(&options).map_err(|e| journal::explain_error(&journal, e))?;
+        journal::check_version(&conn, &journal)?;
+        Ok(conn)
+    };
+    let on_journal = |e: resilite_actors::Error| journal::explain_error(&journal, e);
     match args.action {
         Action::List { json, all } => {
-            let entries = retry_queue::dead_letters(&open_read_only(&options)?, all)?;
+            let entries = retry_queue::dead_letters(&read()?, all).map_err(on_journal)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&entries)?);
             } else {
                 print_table(&entries);
             }
         }
-        Action::Show { id } => match retry_queue::entry_by_id(&open_read_only(&options)?, id)? {
+        Action::Show { id } => match retry_queue::entry_by_id(&read()?, id).map_err(on_journal)? {
             Some(entry) => println!("{}", serde_json::to_string_pretty(&entry)?),
             None => return Err(format!("no queue entry {id}: see `resilite dlq list`").into()),
         },
@@ -111,13 +121,18 @@ fn apply(
     journal: &std::path::Path,
     statements: &[Statement],
 ) -> Result<usize, Box<dyn std::error::Error>> {
+    let on_journal =
+        |e: rusqlite::Error| journal::explain_error(journal, super::explained(journal, e.into()));
     let mut conn = super::open_existing(journal)?;
-    let tx = conn.transaction()?;
+    journal::check_version(&conn, journal)?;
+    let tx = conn.transaction().map_err(on_journal)?;
     let mut changed = 0;
     for s in statements {
-        changed += tx.execute(&s.sql, rusqlite::params_from_iter(&s.params))?;
+        changed += tx
+            .execute(&s.sql, rusqlite::params_from_iter(&s.params))
+            .map_err(on_journal)?;
     }
-    tx.commit()?;
+    tx.commit().map_err(on_journal)?;
     Ok(changed)
 }
 

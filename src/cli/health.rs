@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use resilite_actors::connection::explain_open_failure;
 use resilite_actors::health::{inspect, HealthConfig};
-use resilite_actors::DbOptions;
+use resilite_actors::{DbOptions, ErrorClass};
 
 #[derive(Debug, Args)]
 pub struct HealthArgs {
@@ -30,6 +31,13 @@ pub fn run(args: HealthArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Some(path) => crate::Config::load(path)?.health,
         None => HealthConfig::default(),
     };
+    // A path that cannot be a database file (a directory, under a file)
+    // says why, beside the UNKNOWN report.
+    if let Some(problem) = explain_open_failure(&args.db) {
+        if problem.class == ErrorClass::BadInput {
+            eprintln!("error: {}", problem.message);
+        }
+    }
     let report = inspect(&DbOptions::new(&args.db), args.full, &thresholds);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

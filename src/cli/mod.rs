@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use resilite_actors::connection::explain_open_failure;
 
 mod checkpoint;
 mod dlq;
@@ -58,21 +59,40 @@ pub fn main() -> ExitCode {
 }
 
 /// Open an existing database file read-write for a maintenance verb;
-/// a missing file is an error, never silently created.
+/// a missing file is an error, never silently created, and a path that
+/// cannot work says what is wrong with it.
 fn open_existing(
     path: &std::path::Path,
 ) -> Result<rusqlite::Connection, Box<dyn std::error::Error>> {
     if !path.is_file() {
+        if let Some(problem) = explain_open_failure(path) {
+            return Err(problem.message.into());
+        }
         return Err(format!(
-            "{} does not exist or is not a file; pass the database with --db",
+            "{} does not exist; pass an existing database with --db",
             path.display()
         )
         .into());
     }
     let conn =
-        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-    conn.busy_timeout(resilite_actors::connection::DEFAULT_BUSY_TIMEOUT)?;
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|e| explained(path, e.into()))?;
+    conn.busy_timeout(resilite_actors::connection::DEFAULT_BUSY_TIMEOUT)
+        .map_err(|e| explained(path, e.into()))?;
     Ok(conn)
+}
+
+/// `err`, met on `path`; when the path itself is the problem (read-only,
+/// a directory...), the error that says so instead.
+fn explained(path: &std::path::Path, err: resilite_actors::Error) -> resilite_actors::Error {
+    use resilite_actors::ErrorClass;
+    if matches!(err.class, ErrorClass::Transient | ErrorClass::Permission) {
+        if let Some(mut problem) = explain_open_failure(path) {
+            problem.detail = format!("{} ({})", err.detail, problem.detail);
+            return problem;
+        }
+    }
+    err
 }
 
 fn init_tracing() {

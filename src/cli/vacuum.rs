@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use resilite_actors::maintenance::{self, Maintenance};
 
-use super::open_existing;
+use super::{explained, open_existing};
 
 #[derive(Debug, Args)]
 pub struct VacuumArgs {
@@ -17,7 +17,8 @@ pub struct VacuumArgs {
 
 pub fn run(args: VacuumArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let conn = open_existing(&args.db)?;
-    let run = maintenance::run(&conn, &args.db, Maintenance::Vacuum)?;
+    let run = maintenance::run(&conn, &args.db, Maintenance::Vacuum)
+        .map_err(|e| explained(&args.db, e))?;
     println!(
         "vacuum: {} -> {} bytes ({} reclaimed) in {:.1} ms",
         run.bytes_before,
