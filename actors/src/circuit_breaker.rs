@@ -39,29 +39,6 @@ use crate::maintenance::now_ms;
 use crate::slot::{self, Slot, WriterSlot};
 use crate::value::{Operation, Statement, Value};
 
-/// Journal schema of the breakers: the latest state of each (restored at
-/// startup) and the log of their transitions.
-pub const SCHEMA: &str = "CREATE TABLE breaker_state (
-        name TEXT PRIMARY KEY,
-        state TEXT NOT NULL CHECK (state IN ('closed', 'open', 'halfopen')),
-        consecutive_failures INTEGER NOT NULL,
-        trips INTEGER NOT NULL,
-        open_until_ms INTEGER,
-        calls INTEGER NOT NULL,
-        failures INTEGER NOT NULL,
-        rejected INTEGER NOT NULL,
-        updated_at_ms INTEGER NOT NULL
-    );
-    CREATE TABLE breaker_transitions (
-        id INTEGER PRIMARY KEY,
-        at_ms INTEGER NOT NULL,
-        breaker TEXT NOT NULL,
-        from_state TEXT NOT NULL,
-        to_state TEXT NOT NULL,
-        reason TEXT NOT NULL
-    );
-    CREATE INDEX breaker_transitions_at ON breaker_transitions (breaker, at_ms);";
-
 /// `open_until_ms` of a breaker forced open: it stays open until reset.
 pub const FORCED_OPEN_UNTIL_MS: i64 = i64::MAX;
 /// The retry hint while every half-open trial call is taken: their outcome
@@ -1268,8 +1245,7 @@ mod tests {
 
     #[test]
     fn journal_rows_load_back_as_snapshots() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
+        let conn = crate::journal::in_memory();
         let mut breaker = Breaker::named(
             "db",
             BreakerConfig {
@@ -1307,8 +1283,7 @@ mod tests {
     }
 
     fn journal_init(conn: &Connection) -> Result<()> {
-        conn.execute_batch(SCHEMA)?;
-        Ok(())
+        crate::journal::migrate(conn)
     }
 
     #[tokio::test]

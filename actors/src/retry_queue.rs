@@ -45,33 +45,6 @@ use crate::maintenance::now_ms;
 use crate::slot::{self, WriterSlot};
 use crate::value::{Operation, Statement, Value};
 
-/// Journal schema of the queue (one table; the dead-letter queue is the
-/// entries whose status is `dead`).
-pub const SCHEMA: &str = "CREATE TABLE retry_queue (
-        id INTEGER PRIMARY KEY,
-        kind TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        priority INTEGER NOT NULL CHECK (priority BETWEEN 1 AND 10),
-        ordering_key TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        max_attempts INTEGER NOT NULL,
-        next_retry_at_ms INTEGER NOT NULL,
-        last_error_class TEXT,
-        last_error TEXT,
-        errors TEXT NOT NULL DEFAULT '[]',
-        status TEXT NOT NULL CHECK (status = 'queued' OR status = 'retrying' OR status = 'succeeded' OR status = 'dead'),
-        poisoned INTEGER NOT NULL DEFAULT 0,
-        first_failure_at_ms INTEGER,
-        last_failure_at_ms INTEGER,
-        dead_reason TEXT,
-        reviewed_at_ms INTEGER,
-        resolution TEXT CHECK (resolution = 'requeued' OR resolution = 'discarded' OR resolution = 'fixed'),
-        created_at_ms INTEGER NOT NULL,
-        updated_at_ms INTEGER NOT NULL
-    );
-    CREATE INDEX retry_queue_due ON retry_queue (status, priority, next_retry_at_ms, id);
-    CREATE INDEX retry_queue_ordering ON retry_queue (ordering_key, id) WHERE ordering_key IS NOT NULL;";
-
 /// Idempotency keys of queue replays: this prefix and the entry id.
 const QUEUE_KEY_PREFIX: &str = "resilite-queue:";
 /// The kind of queued SQL operations; other kinds are application payloads.
@@ -1010,8 +983,7 @@ mod tests {
     /// A journal in memory holding `entries` (priority, due offset in ms,
     /// ordering key, status).
     fn queue_of(entries: &[(u8, i64, Option<u8>, u8)]) -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
+        let conn = crate::journal::in_memory();
         for (priority, due_in, key, status) in entries {
             let status =
                 ["queued", "queued", "retrying", "succeeded", "dead"][*status as usize % 5];

@@ -1,0 +1,137 @@
+//! The journal's schema, one entry per version, each frozen as it shipped:
+//! a version's SQL is never edited once released. A table whose definition
+//! changes is rebuilt by a later version, written out in full here (never
+//! by referring to a constant that lives on). The test at the bottom builds
+//! a journal at every old version, with rows, and migrates it.
+
+/// Version N of the journal is `MIGRATIONS[..N]` applied in order; each
+/// entry is a list of scripts run in one transaction.
+pub(super) const MIGRATIONS: &[&[&str]] = &[
+    // 1: the supervisor's restart log.
+    &["CREATE TABLE actor_restarts (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        restarts_in_window INTEGER NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('restarted', 'escalated'))
+    );"],
+    // 2: health history and the maintenance log.
+    &["CREATE TABLE health_history (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        status TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        integrity TEXT NOT NULL,
+        full_integrity_check INTEGER NOT NULL,
+        db_bytes INTEGER NOT NULL,
+        wal_bytes INTEGER NOT NULL,
+        shm_bytes INTEGER NOT NULL,
+        page_count INTEGER NOT NULL,
+        page_size INTEGER NOT NULL,
+        freelist_count INTEGER NOT NULL,
+        utilization_pct REAL NOT NULL,
+        disk_free_bytes INTEGER NOT NULL,
+        disk_free_pct REAL NOT NULL,
+        read_probe_ms REAL NOT NULL,
+        write_probe_ms REAL,
+        foreign_key_violations INTEGER NOT NULL,
+        actors_failed INTEGER NOT NULL,
+        actor_restarts INTEGER NOT NULL,
+        recommendations TEXT NOT NULL
+    );
+    CREATE INDEX health_history_at ON health_history (at_ms);
+    CREATE TABLE maintenance_runs (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        task TEXT NOT NULL,
+        mode TEXT,
+        trigger TEXT NOT NULL,
+        duration_ms REAL,
+        bytes_before INTEGER,
+        bytes_after INTEGER,
+        bytes_reclaimed INTEGER,
+        outcome TEXT NOT NULL CHECK (outcome IN ('done', 'busy', 'failed')),
+        detail TEXT
+    );
+    CREATE INDEX maintenance_runs_at ON maintenance_runs (at_ms);"],
+    // 3: the retry queue and dead-letter queue.
+    &["CREATE TABLE retry_queue (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        priority INTEGER NOT NULL CHECK (priority BETWEEN 1 AND 10),
+        ordering_key TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        next_retry_at_ms INTEGER NOT NULL,
+        last_error_class TEXT,
+        last_error TEXT,
+        errors TEXT NOT NULL DEFAULT '[]',
+        status TEXT NOT NULL CHECK (status IN ('queued', 'retrying', 'succeeded', 'dead')),
+        poisoned INTEGER NOT NULL DEFAULT 0,
+        first_failure_at_ms INTEGER,
+        last_failure_at_ms INTEGER,
+        dead_reason TEXT,
+        reviewed_at_ms INTEGER,
+        resolution TEXT CHECK (resolution IN ('requeued', 'discarded', 'fixed')),
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX retry_queue_due ON retry_queue (status, priority, next_retry_at_ms, id);
+    CREATE INDEX retry_queue_ordering ON retry_queue (ordering_key, id) WHERE ordering_key IS NOT NULL;"],
+    // 4: circuit breaker state and transitions.
+    &["CREATE TABLE breaker_state (
+        name TEXT PRIMARY KEY,
+        state TEXT NOT NULL CHECK (state IN ('closed', 'open', 'halfopen')),
+        consecutive_failures INTEGER NOT NULL,
+        trips INTEGER NOT NULL,
+        open_until_ms INTEGER,
+        calls INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        rejected INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE breaker_transitions (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        breaker TEXT NOT NULL,
+        from_state TEXT NOT NULL,
+        to_state TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX breaker_transitions_at ON breaker_transitions (breaker, at_ms);"],
+    // 5: the queue's checks without `IN (...)` lists, which SQLite evaluated
+    // through a temporary b-tree on every insert and update.
+    &[
+        "DROP INDEX retry_queue_due; DROP INDEX retry_queue_ordering;
+         ALTER TABLE retry_queue RENAME TO retry_queue_old;",
+        "CREATE TABLE retry_queue (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        priority INTEGER NOT NULL CHECK (priority BETWEEN 1 AND 10),
+        ordering_key TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        next_retry_at_ms INTEGER NOT NULL,
+        last_error_class TEXT,
+        last_error TEXT,
+        errors TEXT NOT NULL DEFAULT '[]',
+        status TEXT NOT NULL CHECK (status = 'queued' OR status = 'retrying' OR status = 'succeeded' OR status = 'dead'),
+        poisoned INTEGER NOT NULL DEFAULT 0,
+        first_failure_at_ms INTEGER,
+        last_failure_at_ms INTEGER,
+        dead_reason TEXT,
+        reviewed_at_ms INTEGER,
+        resolution TEXT CHECK (resolution = 'requeued' OR resolution = 'discarded' OR resolution = 'fixed'),
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX retry_queue_due ON retry_queue (status, priority, next_retry_at_ms, id);
+    CREATE INDEX retry_queue_ordering ON retry_queue (ordering_key, id) WHERE ordering_key IS NOT NULL;",
+        "INSERT INTO retry_queue SELECT * FROM retry_queue_old; DROP TABLE retry_queue_old;",
+    ],
+];

@@ -1,0 +1,217 @@
+//! The journal: resilite's own SQLite file, beside the application database.
+//! It is written by a second WriterActor (so it gets the same group commit,
+//! retries and supervision) and keeps what explains the runtime's life: for
+//! the actor restart log, the health history and the maintenance log. It is separate from the application database
+//! so that damage to one never takes the recovery data with it.
+//!
+//! The schema is migrated with `PRAGMA user_version` when the journal writer
+//! opens its connection ([`migrate`] is its init hook).
+//!
+//! This module alone holds the journal's SQL, a file per table family:
+//! [`migrations`] (the schema, version by version, frozen as shipped),
+//! [`restarts`] (the supervisor's restart log), `queue` (the retry queue and
+//! dead-letter queue), `breakers` (circuit breaker state and transitions) and
+//! `health` (health history and the maintenance log).
+
+mod migrations;
+pub mod restarts;
+
+pub use restarts::{record_restart, restarts, RestartOutcome, RestartRecord};
+
+use migrations::MIGRATIONS;
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use crate::connection::{open_read_write, DbOptions};
+use crate::error::{Error, ErrorClass, Result};
+
+/// Bring the journal schema up to date (idempotent). A journal newer than
+/// this binary's migrations is refused; a damaged one is named as the
+/// journal, with what to do.
+pub fn migrate(conn: &Connection) -> Result<()> {
+    let path = Path::new(conn.path().unwrap_or("the journal")).to_path_buf();
+    let applied = check_version(conn, &path)?;
+    for (i, scripts) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn
+            .unchecked_transaction()
+            .map_err(|e| explain_error(&path, e.into()))?;
+        for sql in *scripts {
+            tx.execute_batch(sql)
+                .map_err(|e| explain_error(&path, e.into()))?;
+        }
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+            .map_err(|e| explain_error(&path, e.into()))?;
+        tx.commit().map_err(|e| explain_error(&path, e.into()))?;
+    }
+    Ok(())
+}
+
+/// The journal schema version this binary writes.
+pub fn current_version() -> usize {
+    MIGRATIONS.len()
+}
+
+/// Open the journal at `opts` read-write, as its writer will, and check
+/// that it is a journal this binary can use: an SQLite file (a damaged one
+/// is named as the journal, with what to do) at a version no newer than
+/// [`current_version`]. Creates the file when it does not exist.
+pub fn check(opts: &DbOptions) -> Result<()> {
+    let conn = open_read_write(opts).map_err(|e| explain_error(&opts.path, e))?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(|e| explain_error(&opts.path, e.into()))?;
+    check_version(&conn, &opts.path).map(|_| ())
+}
+
+/// The journal's schema version; an error when it is newer than this
+/// binary's migrations (its tables may have changed in ways this binary
+/// does not know).
+pub fn check_version(conn: &Connection, path: &Path) -> Result<usize> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| explain_error(path, e.into()))?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        return Err(Error::new(
+            ErrorClass::BadInput,
+            format!(
+                "journal {} is at version {version}, newer than this resilite ({}): use a newer resilite (it was written by one), or set database.journal_path to another file",
+                path.display(),
+                MIGRATIONS.len()
+            ),
+            format!("PRAGMA user_version = {version}"),
+        ));
+    }
+    Ok(version)
+}
+
+/// An error met on the journal file, named as the journal: a damaged
+/// journal is not the application database, and is dealt with differently.
+pub fn explain_error(path: &Path, err: Error) -> Error {
+    if err.class != ErrorClass::Corruption {
+        return err;
+    }
+    let shown = path.display();
+    Error::new(
+        ErrorClass::Corruption,
+        format!(
+            "the journal {shown} is damaged or is not a resilite journal (the application database is not affected): \
+             move it aside (e.g. `mv {shown} {shown}.damaged`, with its -wal and -shm files) and start again; \
+             resilite then creates a new, empty journal, and the retry queue and dead-letter queue kept in the old one are lost \
+             (keep the moved file to recover them by hand)"
+        ),
+        err.detail,
+    )
+}
+
+/// A journal in memory at the current version, for tests.
+#[cfg(test)]
+pub(crate) fn in_memory() -> Connection {
+    let conn = Connection::open_in_memory().expect("an in-memory database");
+    migrate(&conn).expect("a fresh journal migrates");
+    conn
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows a journal at `version` can hold, one per table family it has.
+    fn fill(conn: &Connection, version: usize) {
+        let rows: [(usize, &str); 4] = [
+            (1, "INSERT INTO actor_restarts (actor, reason, restarts_in_window, outcome) VALUES ('writer', 'test', 1, 'restarted')"),
+            (2, "INSERT INTO maintenance_runs (at_ms, at, task, trigger, outcome) VALUES (1, 'then', 'checkpoint', 'auto', 'done')"),
+            (3, "INSERT INTO retry_queue (kind, payload, priority, max_attempts, next_retry_at_ms, status, created_at_ms, updated_at_ms) VALUES ('webhook', '{\"n\":1}', 3, 10, 0, 'queued', 0, 0)"),
+            (4, "INSERT INTO breaker_state (name, state, consecutive_failures, trips, calls, failures, rejected, updated_at_ms) VALUES ('smtp', 'open', 5, 1, 9, 5, 0, 0)"),
+        ];
+        for (since, sql) in rows {
+            if version >= since {
+                conn.execute_batch(sql).unwrap();
+            }
+        }
+    }
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// A journal built at every old version, holding rows, migrates to the
+    /// current one with its rows and constraints kept; a second run is a
+    /// no-op.
+    #[test]
+    fn a_journal_at_every_old_version_migrates_keeping_its_rows() {
+        for version in 0..MIGRATIONS.len() {
+            let conn = Connection::open_in_memory().unwrap();
+            for scripts in &MIGRATIONS[..version] {
+                for sql in *scripts {
+                    conn.execute_batch(sql).unwrap();
+                }
+            }
+            conn.execute_batch(&format!("PRAGMA user_version = {version}"))
+                .unwrap();
+            fill(&conn, version);
+
+            migrate(&conn).unwrap();
+            migrate(&conn).unwrap();
+
+            let at = |since: usize| i64::from(version >= since);
+            assert_eq!(count(&conn, "PRAGMA user_version"), MIGRATIONS.len() as i64);
+            assert_eq!(count(&conn, "SELECT count(*) FROM actor_restarts"), at(1));
+            assert_eq!(count(&conn, "SELECT count(*) FROM maintenance_runs"), at(2));
+            assert_eq!(
+                count(
+                    &conn,
+                    "SELECT count(*) FROM retry_queue WHERE kind = 'webhook' AND priority = 3"
+                ),
+                at(3),
+                "from version {version}"
+            );
+            assert_eq!(count(&conn, "SELECT count(*) FROM breaker_state"), at(4));
+            let queue: String = conn
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE name = 'retry_queue'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert!(!queue.contains(" IN ("), "{queue}");
+            assert_eq!(
+                count(&conn, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'retry_queue'"),
+                2
+            );
+            let bad = conn.execute(
+                "INSERT INTO retry_queue (kind, payload, priority, max_attempts, next_retry_at_ms, status, created_at_ms, updated_at_ms) VALUES ('k', '{}', 3, 10, 0, 'lost', 0, 0)",
+                [],
+            );
+            assert!(
+                bad.is_err(),
+                "the status check must hold (from version {version})"
+            );
+        }
+    }
+
+    #[test]
+    fn a_journal_newer_than_the_migrations_is_refused() {
+        let conn = Connection::open_in_memory().unwrap();
+        let newer = MIGRATIONS.len() + 3;
+        conn.execute_batch(&format!("PRAGMA user_version = {newer}"))
+            .unwrap();
+        let err = migrate(&conn).unwrap_err();
+        assert_eq!(err.class, ErrorClass::BadInput);
+        assert!(
+            err.message.contains(&format!(
+                "is at version {newer}, newer than this resilite ({})",
+                MIGRATIONS.len()
+            )) && err.message.contains("use a newer resilite"),
+            "{err}"
+        );
+        // Nothing was created in it.
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 0);
+    }
+}
