@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use resilite_actors::circuit_breaker::{
-    load, state_statement, Breaker, BreakerConfig, BreakerState, FORCED_OPEN_UNTIL_MS, SCHEMA,
+    load, state_statement, Breaker, BreakerConfig, BreakerState, FORCED_OPEN_UNTIL_MS,
 };
 
 /// Some moment in 2023, so the arithmetic is not near zero.
@@ -422,7 +422,7 @@ proptest! {
         prop_assert_eq!(&from_json, &snap);
 
         let conn = rusqlite::Connection::open_in_memory().expect("in-memory db");
-        conn.execute_batch(SCHEMA).expect("schema");
+        resilite_actors::journal::migrate(&conn).expect("schema");
         let s = state_statement("db", &snap, now);
         conn.execute(&s.sql, rusqlite::params_from_iter(&s.params)).expect("upsert");
         let loaded = load(&conn).expect("load");
