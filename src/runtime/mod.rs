@@ -1,0 +1,309 @@
+//! The runtime handle: what an application holds. Cloneable, `Send + Sync`,
+//! usable from any tokio runtime. Writes go to the supervised WriterActor,
+//! reads to the read pool, health questions to the HealthActor.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ractor::{Actor, ActorRef};
+use resilite_actors::circuit_breaker::{
+    self, Breaker, BreakerArgs, BreakerConfig, BreakerMsg, BreakerState,
+};
+use resilite_actors::connection::read_blocking;
+use resilite_actors::health::{HealthArgs, HealthEvent, HealthMsg, HealthReport};
+use resilite_actors::journal::{self, RestartRecord};
+use resilite_actors::maintenance::now_ms;
+use resilite_actors::retry_queue::{Handlers, InFlight, RetryArgs, RetryMsg, SqlGate};
+use resilite_actors::slot::{self, ActorStatus, Slot, WriterSlot};
+use resilite_actors::{Error, ReadPool, ReadPoolConfig, Result, WriterMsg, WriterStats};
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+
+use crate::config::{Config, DATABASE_BREAKER};
+
+mod breakers;
+mod health;
+mod queue;
+mod writes;
+
+use crate::supervisor::{spawn_error, RootSupervisor, SupervisorArgs, SupervisorMsg};
+pub use queue::Durable;
+
+/// Largest value the journal writer takes: SQLite's own default length limit.
+const JOURNAL_MAX_VALUE_BYTES: usize = 1_000_000_000;
+
+/// Health events buffered for a slow subscriber before it misses some.
+const EVENT_BUFFER: usize = 64;
+
+/// A running resilite runtime. Clone it freely; all clones share the actors.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    app: watch::Receiver<WriterSlot>,
+    journal: watch::Receiver<WriterSlot>,
+    health: watch::Receiver<Slot<ActorRef<HealthMsg>>>,
+    retry: watch::Receiver<Slot<ActorRef<RetryMsg>>>,
+    handlers: Handlers,
+    /// Queue entries being replayed now.
+    in_flight: InFlight,
+    breakers: watch::Receiver<Slot<ActorRef<BreakerMsg>>>,
+    /// The writer's `database` breaker. A plain lock, not an actor: it is
+    /// consulted on every write.
+    database: Arc<Mutex<Breaker>>,
+    /// Mirrors `Breaker::is_quiet` of `database`, read without its lock.
+    database_quiet: AtomicBool,
+    /// Fast successes while quiet: counted here, outside the breaker's lock.
+    database_quiet_calls: AtomicU64,
+    /// `slow_call` of the database breaker.
+    slow_write: std::time::Duration,
+    roster: watch::Receiver<Vec<ActorStatus>>,
+    latest: watch::Receiver<Option<Arc<HealthReport>>>,
+    events: broadcast::Sender<HealthEvent>,
+    readers: ReadPool,
+    supervisor: ActorRef<SupervisorMsg>,
+    closing: AtomicBool,
+}
+
+/// The runtime's overall state, as `/health` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", content = "reason", rename_all = "lowercase")]
+pub enum Status {
+    /// Every actor is running.
+    Healthy,
+    /// An actor is being restarted.
+    Restarting,
+    /// An actor failed past its restart limit: writes are refused.
+    Failed(String),
+    /// Shut down.
+    Stopped,
+}
+
+impl Runtime {
+    /// Validate `config`, open (and create) the database and journal, start
+    /// the supervised actors and the read pool. A path that cannot work (a
+    /// directory, under a file, read-only), a file that is not a database,
+    /// a damaged or newer journal, or a journal that is the database itself
+    /// is refused with an error naming the path and the problem, and the
+    /// files this start created are removed.
+    pub async fn start(config: Config) -> Result<Runtime> {
+        config
+            .validate()
+            .map_err(|e| Error::bad_input(e.to_string()))?;
+        // The files: the journal is its own file, the database opens and is
+        // a database, then the journal; nothing is left behind on failure.
+        crate::startup::check(&config).await?;
+        crate::metrics::install();
+        let (app_slot, app) = watch::channel(Slot::Restarting);
+        let (journal_slot, journal) = watch::channel(Slot::Restarting);
+        let (health_slot, health) = watch::channel(Slot::Restarting);
+        let (retry_slot, retry) = watch::channel(Slot::Restarting);
+        let (breakers_slot, breakers) = watch::channel(Slot::Restarting);
+        let handlers = Handlers::default();
+        let in_flight = InFlight::default();
+        let (roster_tx, roster) = watch::channel(Vec::new());
+        let (latest_tx, latest) = watch::channel(None);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let mut journal_writer = config.writer_config(config.journal_db());
+        journal_writer.init = Some(journal::migrate);
+        journal_writer.name = "journal-writer";
+        // The journal keeps whole operations as JSON (a blob as base64), so
+        // its values may be larger than any one value of the database.
+        journal_writer.max_value_bytes = JOURNAL_MAX_VALUE_BYTES;
+        // The database breaker continues from its journaled state.
+        let restored = read_blocking(&config.journal_db(), circuit_breaker::load)
+            .await
+            .unwrap_or_default();
+        let database = match restored
+            .iter()
+            .find(|s| s.name.as_deref() == Some(DATABASE_BREAKER))
+        {
+            Some(snapshot) => Breaker::restore(config.database_breaker(), snapshot),
+            None => Breaker::named(DATABASE_BREAKER, config.database_breaker()),
+        };
+        let database = Arc::new(Mutex::new(database));
+        let gate = database.clone();
+        // Replays wait while the breaker is open, and resume once its open
+        // period is over (the next write moves it to half-open).
+        let sql_gate: SqlGate = Arc::new(move || {
+            let breaker = gate.lock().unwrap_or_else(|p| p.into_inner()).snapshot();
+            breaker.state != BreakerState::Open
+                || breaker.open_until_ms.is_some_and(|t| t <= now_ms())
+        });
+        let args = SupervisorArgs {
+            policy: config.supervisor.clone(),
+            journal: journal_writer,
+            app: config.writer_config(config.app_db()),
+            health: HealthArgs {
+                db: config.app_db(),
+                config: config.health.clone(),
+                app: app.clone(),
+                journal: journal.clone(),
+                journal_db: config.journal_db(),
+                roster: roster.clone(),
+                latest: Arc::new(latest_tx),
+                events: events.clone(),
+                in_flight: in_flight.clone(),
+            },
+            retry: RetryArgs {
+                config: config.retry.clone(),
+                journal_db: config.journal_db(),
+                journal: journal.clone(),
+                app: app.clone(),
+                handlers: handlers.clone(),
+                in_flight: in_flight.clone(),
+                sql_gate,
+            },
+            breakers: BreakerArgs {
+                configs: config
+                    .breakers
+                    .iter()
+                    .filter(|(name, _)| name.as_str() != DATABASE_BREAKER)
+                    .map(|(name, c)| (name.clone(), c.clone()))
+                    .collect(),
+                default: BreakerConfig::default(),
+                journal: journal.clone(),
+                restored: Vec::new(),
+            },
+            journal_db: config.journal_db(),
+            journal_slot,
+            app_slot,
+            health_slot,
+            retry_slot,
+            breakers_slot,
+            roster: roster_tx,
+        };
+        let (supervisor, _) = RootSupervisor::spawn(None, RootSupervisor, args)
+            .await
+            .map_err(spawn_error)?;
+        let readers = ReadPool::start(ReadPoolConfig {
+            db: config.app_db(),
+            pool_size: config.readers.pool_size,
+            max_rows: config.readers.max_rows,
+            max_response_bytes: config.readers.max_response_bytes,
+            query_timeout: config.readers.query_timeout,
+        });
+        let readers = match readers {
+            Ok(r) => r,
+            Err(e) => {
+                supervisor.stop(Some("read pool failed to start".into()));
+                return Err(e);
+            }
+        };
+        tracing::info!(
+            db = %config.database.path.display(),
+            journal = %config.journal_path().display(),
+            "resilite runtime started"
+        );
+        let slow_write = config.database_breaker().slow_call;
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                config,
+                app,
+                journal,
+                health,
+                retry,
+                handlers,
+                in_flight,
+                breakers,
+                database,
+                database_quiet: AtomicBool::new(false),
+                database_quiet_calls: AtomicU64::new(0),
+                slow_write,
+                roster,
+                latest,
+                events,
+                readers,
+                supervisor,
+                closing: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The configuration the runtime was started with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The application writer, for sending it messages directly (tests,
+    /// fault injection).
+    pub async fn writer(&self) -> Result<ActorRef<WriterMsg>> {
+        slot::running(&mut self.inner.app.clone())
+            .await
+            .map(|w| w.actor)
+    }
+
+    /// The writer's counters since its last start.
+    pub async fn writer_stats(&self) -> Result<WriterStats> {
+        let writer = self.writer().await?;
+        ractor::call!(writer, WriterMsg::Stats).map_err(|e| Error::unavailable(e.to_string()))
+    }
+
+    /// The overall state of the runtime.
+    pub fn status(&self) -> Status {
+        let mut status = Status::Healthy;
+        for slot in [&self.inner.journal, &self.inner.app] {
+            match &*slot.borrow() {
+                Slot::Running(_) => {}
+                Slot::Restarting => status = Status::Restarting,
+                Slot::Failed(reason) => return Status::Failed(reason.clone()),
+                Slot::Stopped => return Status::Stopped,
+            }
+        }
+        status
+    }
+
+    /// The journal's restart log, oldest first.
+    pub async fn restarts(&self) -> Result<Vec<RestartRecord>> {
+        self.read_journal(journal::restarts).await
+    }
+
+    /// The supervised actors: state, restarts since start, last failure.
+    pub fn actors(&self) -> Vec<ActorStatus> {
+        self.inner.roster.borrow().clone()
+    }
+
+    /// Whether the runtime takes writes: the writers run, the journal is
+    /// migrated, and it is not shutting down. `Err` says what is missing.
+    pub fn ready(&self) -> std::result::Result<(), String> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err("resilite is shutting down".into());
+        }
+        let database = self.database_breaker();
+        if database.state == BreakerState::Open {
+            return Err(format!(
+                "the database circuit breaker is open ({} trip(s)): writes fail fast until it closes",
+                database.trips
+            ));
+        }
+        // The last write probe could not write the file (read-only,
+        // immutable): no write will, until someone fixes it. A lock held
+        // elsewhere passes: the database breaker answers for that.
+        if let Some(report) = self.latest_health() {
+            if report.recommends("fix_permissions") {
+                return Err(report.rule.clone());
+            }
+        }
+        match self.status() {
+            Status::Healthy => Ok(()),
+            Status::Restarting => Err("a writer is restarting".into()),
+            Status::Failed(reason) => Err(reason),
+            Status::Stopped => Err("resilite is shut down".into()),
+        }
+    }
+
+    /// Stop taking writes, commit every write already taken, checkpoint the
+    /// WAL into the database file and stop the actors.
+    pub async fn shutdown(&self) -> Result<()> {
+        if self.inner.closing.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let result = ractor::call!(self.inner.supervisor, SupervisorMsg::Shutdown)
+            .map_err(|e| Error::unavailable(format!("supervisor is not running: {e}")))?;
+        tracing::info!("resilite runtime stopped");
+        result
+    }
+}

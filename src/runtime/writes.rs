@@ -1,0 +1,80 @@
+//! Writes and reads: every write goes through the `database` breaker to the
+//! supervised writer; reads go to the read pool.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use resilite_actors::slot;
+use resilite_actors::{
+    Error, ErrorClass, Operation, OperationOutcome, QueryResult, Result, Statement, WriteOutcome,
+};
+
+use super::Runtime;
+
+impl Runtime {
+    /// Apply one statement; returns after it is committed (durable under
+    /// the configured `synchronous` level).
+    pub async fn execute(&self, stmt: Statement) -> Result<WriteOutcome> {
+        let mut outcome = self.write(Operation::Statement(stmt)).await?;
+        outcome
+            .pop()
+            .ok_or_else(|| Error::classed(ErrorClass::Internal, "writer returned no outcome"))
+    }
+
+    /// Apply several statements atomically: all are committed, or none.
+    pub async fn batch(&self, stmts: Vec<Statement>) -> Result<Vec<WriteOutcome>> {
+        self.write(Operation::Batch(stmts)).await
+    }
+
+    /// Apply an operation through the writer, answered after COMMIT.
+    ///
+    /// If the writer's connection thread is gone before taking the
+    /// operation (it was never applied), it is sent to the restarted writer.
+    pub async fn write(&self, op: Operation) -> Result<OperationOutcome> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(Error::unavailable("resilite is shutting down"));
+        }
+        // While the breaker is quiet, a fast success changes nothing in it:
+        // only failures and slow calls take its lock.
+        let quiet = self.inner.database_quiet.load(Ordering::Relaxed);
+        let permit = if quiet {
+            None
+        } else {
+            Some(self.database_permit()?)
+        };
+        let started = Instant::now();
+        let result = slot::write(&self.inner.app, op).await;
+        let elapsed = started.elapsed();
+        if crate::metrics::sampled() {
+            metrics::histogram!("resilite_write_duration_seconds").record(elapsed.as_secs_f64());
+        }
+        // Failures of the database itself count; a constraint or SQL error
+        // means the database worked.
+        let failed = matches!(&result, Err(e) if e.class.is_retryable_later() || e.class == ErrorClass::Corruption);
+        match permit {
+            Some(permit) => permit.finish(!failed, elapsed),
+            None if failed || elapsed >= self.inner.slow_write => {
+                self.record_database_outcome(!failed, elapsed)
+            }
+            None => {
+                self.inner
+                    .database_quiet_calls
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    /// Run a read-only statement on the read pool.
+    pub async fn query(&self, stmt: Statement) -> Result<QueryResult> {
+        let started = Instant::now();
+        let result = self.inner.readers.query(stmt).await;
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        metrics::counter!("resilite_reads_total", "outcome" => outcome).increment(1);
+        if crate::metrics::sampled() {
+            metrics::histogram!("resilite_read_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+}
