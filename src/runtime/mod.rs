@@ -7,13 +7,15 @@ use std::sync::{Arc, Mutex};
 
 use ractor::{Actor, ActorRef};
 use resilite_actors::circuit_breaker::{
-    self, Breaker, BreakerArgs, BreakerConfig, BreakerMsg, BreakerState,
+    self, Breaker, BreakerArgs, BreakerConfig, BreakerMsg, BreakerState, CircuitBreakerActor,
 };
-use resilite_actors::connection::read_blocking;
-use resilite_actors::health::{HealthArgs, HealthEvent, HealthMsg, HealthReport};
+use resilite_actors::connection::{open_read_only, read_blocking};
+use resilite_actors::health::{HealthActor, HealthArgs, HealthEvent, HealthMsg, HealthReport};
 use resilite_actors::journal::{self, RestartRecord};
 use resilite_actors::maintenance::now_ms;
-use resilite_actors::retry_queue::{Handlers, InFlight, RetryArgs, RetryMsg, SqlGate};
+use resilite_actors::retry_queue::{
+    Handlers, InFlight, RetryArgs, RetryMsg, RetryQueueActor, SqlGate,
+};
 use resilite_actors::slot::{self, ActorStatus, Slot, WriterSlot};
 use resilite_actors::{Error, ReadPool, ReadPoolConfig, Result, WriterMsg, WriterStats};
 use serde::Serialize;
@@ -26,7 +28,9 @@ mod health;
 mod queue;
 mod writes;
 
-use crate::supervisor::{spawn_error, RootSupervisor, SupervisorArgs, SupervisorMsg};
+use crate::supervisor::{
+    spawn_error, ActorChild, RootSupervisor, SupervisorArgs, SupervisorMsg, WriterChild,
+};
 pub use queue::Durable;
 
 /// Largest value the journal writer takes: SQLite's own default length limit.
@@ -133,47 +137,68 @@ impl Runtime {
             breaker.state != BreakerState::Open
                 || breaker.open_until_ms.is_some_and(|t| t <= now_ms())
         });
+        let health_args = HealthArgs {
+            db: config.app_db(),
+            config: config.health.clone(),
+            app: app.clone(),
+            journal: journal.clone(),
+            journal_db: config.journal_db(),
+            roster: roster.clone(),
+            latest: Arc::new(latest_tx),
+            events: events.clone(),
+            in_flight: in_flight.clone(),
+        };
+        let retry_args = RetryArgs {
+            config: config.retry.clone(),
+            journal_db: config.journal_db(),
+            journal: journal.clone(),
+            app: app.clone(),
+            handlers: handlers.clone(),
+            in_flight: in_flight.clone(),
+            sql_gate,
+        };
+        let breaker_args = BreakerArgs {
+            configs: config
+                .breakers
+                .iter()
+                .filter(|(name, _)| name.as_str() != DATABASE_BREAKER)
+                .map(|(name, c)| (name.clone(), c.clone()))
+                .collect(),
+            default: BreakerConfig::default(),
+            journal: journal.clone(),
+            restored: Vec::new(),
+        };
+        let journal_db = config.journal_db();
+        // The supervised children, in start order (stopped in reverse).
+        let children = vec![
+            WriterChild::boxed("journal-writer", journal_writer, journal_slot),
+            WriterChild::boxed("writer", config.writer_config(config.app_db()), app_slot),
+            ActorChild::boxed(
+                "retry-queue",
+                move || Ok((RetryQueueActor, retry_args.clone())),
+                retry_slot,
+            ),
+            ActorChild::boxed(
+                "breakers",
+                move || {
+                    // Restart from the state journaled last, not the one at startup.
+                    let mut args = breaker_args.clone();
+                    args.restored =
+                        open_read_only(&journal_db).and_then(|c| circuit_breaker::load(&c))?;
+                    Ok((CircuitBreakerActor, args))
+                },
+                breakers_slot,
+            ),
+            ActorChild::boxed(
+                "health",
+                move || Ok((HealthActor, health_args.clone())),
+                health_slot,
+            ),
+        ];
         let args = SupervisorArgs {
             policy: config.supervisor.clone(),
-            journal: journal_writer,
-            app: config.writer_config(config.app_db()),
-            health: HealthArgs {
-                db: config.app_db(),
-                config: config.health.clone(),
-                app: app.clone(),
-                journal: journal.clone(),
-                journal_db: config.journal_db(),
-                roster: roster.clone(),
-                latest: Arc::new(latest_tx),
-                events: events.clone(),
-                in_flight: in_flight.clone(),
-            },
-            retry: RetryArgs {
-                config: config.retry.clone(),
-                journal_db: config.journal_db(),
-                journal: journal.clone(),
-                app: app.clone(),
-                handlers: handlers.clone(),
-                in_flight: in_flight.clone(),
-                sql_gate,
-            },
-            breakers: BreakerArgs {
-                configs: config
-                    .breakers
-                    .iter()
-                    .filter(|(name, _)| name.as_str() != DATABASE_BREAKER)
-                    .map(|(name, c)| (name.clone(), c.clone()))
-                    .collect(),
-                default: BreakerConfig::default(),
-                journal: journal.clone(),
-                restored: Vec::new(),
-            },
-            journal_db: config.journal_db(),
-            journal_slot,
-            app_slot,
-            health_slot,
-            retry_slot,
-            breakers_slot,
+            children,
+            journal: journal.clone(),
             roster: roster_tx,
         };
         let (supervisor, _) = RootSupervisor::spawn(None, RootSupervisor, args)
