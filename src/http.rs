@@ -19,6 +19,7 @@
 //! head) is answered by hyper itself, with an empty body, and the
 //! connection is closed.
 
+mod health;
 mod server;
 
 use std::future::Future;
@@ -31,7 +32,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use resilite_actors::health::{HealthReport, HealthStatus};
 use resilite_actors::retry_queue::{EnqueueOptions, Entry, Resolution};
 use resilite_actors::{Error, ErrorClass, Operation, QueryResult, Statement, WriteOutcome};
 use serde::de::DeserializeOwned;
@@ -40,7 +40,7 @@ use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 
-use crate::runtime::{Durable, Runtime, Status};
+use crate::runtime::{Durable, Runtime};
 
 #[derive(Clone)]
 struct AppState {
@@ -198,7 +198,7 @@ pub fn router(rt: Runtime) -> Router {
         rt: rt.clone(),
     };
     let protected = Router::new()
-        .route("/health/detailed", get(health_detailed))
+        .route("/health/detailed", get(health::detailed))
         .route("/v1/execute", post(execute))
         .route("/v1/batch", post(batch))
         .route("/v1/query", post(query))
@@ -209,9 +209,9 @@ pub fn router(rt: Runtime) -> Router {
         .route("/v1/dlq/{id}/fixed", post(dlq_fixed))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+        .route("/health", get(health::liveness))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
         .merge(protected)
         .fallback(not_found)
         // Both limits are max_body_bytes: tower-http answers 413 from a
@@ -233,80 +233,6 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let http = rt.config().http.clone();
     server::serve(router(rt), listener, &http, shutdown).await
-}
-
-/// The `/health` body: the latest check's status and rule, and the
-/// runtime's own state.
-#[derive(Debug, Serialize)]
-struct Liveness {
-    status: &'static str,
-    rule: String,
-    checked_at_ms: Option<i64>,
-    runtime: Status,
-}
-
-/// Liveness: 200 unless the latest check is CRITICAL or UNKNOWN or an actor
-/// failed past its restart limit (503).
-async fn health(State(s): State<AppState>) -> Response {
-    let runtime = s.rt.status();
-    let latest = s.rt.latest_health();
-    let mut body = Liveness {
-        status: latest.as_ref().map_or("PENDING", |r| r.status.as_str()),
-        rule: latest.as_ref().map_or_else(
-            || "the first health check has not finished yet".into(),
-            |r| r.rule.clone(),
-        ),
-        checked_at_ms: latest.as_ref().map(|r| r.checked_at_ms),
-        runtime,
-    };
-    let mut live = !matches!(body.status, "CRITICAL" | "UNKNOWN");
-    let down = match &body.runtime {
-        Status::Failed(reason) => Some(reason.clone()),
-        Status::Stopped => Some("resilite is shut down".into()),
-        Status::Healthy | Status::Restarting => None,
-    };
-    if let Some(reason) = down {
-        live = false;
-        body.status = HealthStatus::Critical.as_str();
-        body.rule = reason;
-    }
-    let code = if live {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, Json(body)).into_response()
-}
-
-/// Readiness: 200 while the runtime takes writes, else 503 with the reason.
-async fn ready(State(s): State<AppState>) -> Response {
-    match s.rt.ready() {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({ "ready": true }))).into_response(),
-        Err(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "ready": false, "reason": reason })),
-        )
-            .into_response(),
-    }
-}
-
-/// Every check, figure, recommendation and actor state of the latest check.
-async fn health_detailed(State(s): State<AppState>) -> Result<Json<HealthReport>, ApiError> {
-    Ok(Json(s.rt.health().await?))
-}
-
-/// Prometheus text format.
-async fn metrics() -> Response {
-    match crate::metrics::render() {
-        Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
-        None => ApiError {
-            status: StatusCode::NOT_FOUND,
-            error: Error::unavailable(
-                "metrics are not exported: the application installed its own metrics recorder",
-            ),
-        }
-        .into_response(),
-    }
 }
 
 async fn execute(

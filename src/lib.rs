@@ -41,4 +41,4 @@ pub use resilite_actors as actors;
 pub use resilite_actors::{
     Error, ErrorClass, Operation, QueryResult, Result, Statement, Value, WriteOutcome,
 };
-pub use runtime::{Durable, Runtime, Status};
+pub use runtime::{Durable, NotReady, Runtime, Status};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use resilite::actors::circuit_breaker::{BreakerConfig, BreakerError, BreakerState};
-use resilite::actors::health::{HealthReport, HealthStatus};
+use resilite::actors::health::{Action, HealthReport, HealthStatus};
 use resilite::actors::retry_queue::EnqueueOptions;
 use resilite::actors::{Error, ErrorClass, Operation};
 use resilite::{Config, Durable, Runtime, Statement, Value};
@@ -44,7 +44,7 @@ async fn report_with_breaker_warning(rt: &Runtime) -> HealthReport {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let report = rt.check_now().await.unwrap();
-        if report.recommends("breaker_open") || Instant::now() > deadline {
+        if report.recommends(Action::BreakerOpen) || Instant::now() > deadline {
             return report;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -94,6 +94,7 @@ async fn the_database_breaker_opens_fails_fast_queues_durable_writes_and_closes(
         .rt
         .ready()
         .unwrap_err()
+        .to_string()
         .contains("circuit breaker is open"));
     let queued =
         t.rt.execute_durable(Operation::Statement(insert(4)), EnqueueOptions::default())
@@ -109,7 +110,7 @@ async fn the_database_breaker_opens_fails_fast_queues_durable_writes_and_closes(
     let report = report_with_breaker_warning(&t.rt).await;
     assert_eq!(report.breakers[0].name.as_deref(), Some("database"));
     assert_eq!(report.breakers[0].state, BreakerState::Open);
-    let advice = &report.recommendation("breaker_open").unwrap().reason;
+    let advice = &report.recommendation(Action::BreakerOpen).unwrap().reason;
     assert!(advice.contains("calls to `database` fail fast"), "{advice}");
 
     holder.execute_batch("COMMIT").unwrap();
@@ -121,7 +122,13 @@ async fn the_database_breaker_opens_fails_fast_queues_durable_writes_and_closes(
     t.rt.ready().unwrap();
     queue_drained(&t.rt).await;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while t.rt.check_now().await.unwrap().recommends("breaker_open") {
+    while t
+        .rt
+        .check_now()
+        .await
+        .unwrap()
+        .recommends(Action::BreakerOpen)
+    {
         assert!(
             Instant::now() < deadline,
             "the closed breaker is still reported"
@@ -209,7 +216,7 @@ async fn paused_writes_hold_queue_replays_until_resumed() {
         "{}",
         report.rule
     );
-    let advice = &report.recommendation("breaker_open").unwrap().reason;
+    let advice = &report.recommendation(Action::BreakerOpen).unwrap().reason;
     assert!(advice.contains("resume_writes()"), "{advice}");
     t.rt.resume_writes();
     queue_drained(&t.rt).await;

@@ -8,7 +8,7 @@ mod common;
 use std::io::{Seek, SeekFrom, Write};
 use std::time::Duration;
 
-use resilite::actors::health::{HealthEvent, HealthStatus};
+use resilite::actors::health::{Action, HealthEvent, HealthStatus, Integrity};
 use resilite::actors::{CheckpointMode, Maintenance, SlotState};
 use resilite::Statement;
 
@@ -45,7 +45,7 @@ async fn a_fresh_database_is_healthy_with_probes_actors_and_history() {
     let t = start_with(quiet_schedule).await;
     let report = t.rt.check_now().await.unwrap();
     assert_eq!(report.status, HealthStatus::Healthy, "{}", report.to_text());
-    assert_eq!(report.integrity, "ok");
+    assert_eq!(report.integrity, Integrity::Ok);
     assert!(
         report.full_integrity_check,
         "check_now runs integrity_check"
@@ -116,7 +116,7 @@ async fn a_wal_grown_under_a_held_snapshot_is_recommended_then_auto_checkpointed
     assert!(grown > 2 * 1024 * 1024, "WAL grew to {grown} bytes");
 
     let held = t.rt.check_now().await.unwrap();
-    assert!(held.recommends("checkpoint"), "{}", held.to_text());
+    assert!(held.recommends(Action::Checkpoint), "{}", held.to_text());
     assert!(held.figures.wal_bytes >= grown);
     // The automatic checkpoint ran PASSIVE, could not finish, and did not
     // try TRUNCATE against the reader.
@@ -181,7 +181,7 @@ async fn low_utilization_is_vacuumed_when_the_writer_is_idle() {
     let before = std::fs::metadata(&db).unwrap().len();
 
     let report = t.rt.check_now().await.unwrap();
-    assert!(report.recommends("vacuum"), "{}", report.to_text());
+    assert!(report.recommends(Action::Vacuum), "{}", report.to_text());
     let vacuum = report
         .maintenance
         .iter()
@@ -191,7 +191,7 @@ async fn low_utilization_is_vacuumed_when_the_writer_is_idle() {
     assert!(after * 4 < before, "file {before} -> {after} bytes");
     assert!(vacuum.bytes_reclaimed() * 4 > before * 3, "{vacuum:?}");
     let again = t.rt.check_now().await.unwrap();
-    assert!(!again.recommends("vacuum"), "{}", again.to_text());
+    assert!(!again.recommends(Action::Vacuum), "{}", again.to_text());
     let rows =
         t.rt.query(Statement::sql("SELECT count(*) FROM t"))
             .await
@@ -306,7 +306,7 @@ async fn a_corrupted_page_is_critical_and_emits_integrity_failed() {
         "{}",
         report.rule
     );
-    assert!(report.recommends("restore"));
+    assert!(report.recommends(Action::Restore));
     let mut integrity_failed = false;
     while let Ok(event) = events.try_recv() {
         if let HealthEvent::IntegrityFailed { detail } = event {

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use resilite::actors::health::Action;
 use resilite::actors::retry_queue::{EnqueueOptions, QueueStats};
 use resilite::actors::{Error, Operation};
 use resilite::{Durable, Runtime, Statement, Value};
@@ -228,7 +229,7 @@ async fn durable_writes_on_a_full_disk_are_queued_and_land_exactly_once_after_sp
         .unwrap();
     assert!(full > 0, "no write failed with SQLITE_FULL");
     let report = rt.check_now().await.unwrap();
-    assert!(report.recommends("free_disk"), "{}", report.to_text());
+    assert!(report.recommends(Action::FreeDisk), "{}", report.to_text());
 
     std::fs::remove_file(filler).unwrap();
     assert_each_landed_once(&rt, &db, N, queued).await;
@@ -371,7 +372,7 @@ async fn a_poison_write_is_dead_lettered_then_requeued_after_the_fix_or_discarde
         "{}",
         report.to_text()
     );
-    assert!(report.recommends("review_dead_letters"));
+    assert!(report.recommends(Action::ReviewDeadLetters));
     assert_eq!(report.queue.unwrap().dead, 2);
 
     // Fix the data, requeue the first: it commits. Discard the second.

@@ -124,7 +124,12 @@ async fn supervisor_escalates_past_the_restart_limit_with_a_clear_error() {
         "{}",
         report.rule
     );
-    assert!(t.rt.ready().unwrap_err().contains("max_restarts"));
+    assert!(t
+        .rt
+        .ready()
+        .unwrap_err()
+        .to_string()
+        .contains("max_restarts"));
 
     let records = restarts_recorded(&t.rt, 3).await;
     let outcomes: Vec<_> = records.iter().map(|r| r.outcome).collect();

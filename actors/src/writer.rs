@@ -747,7 +747,7 @@ fn claim_key(conn: &Connection, key: &str) -> rusqlite::Result<bool> {
             .execute(rusqlite::params![key, crate::maintenance::now_ms()])
     };
     let inserted = match claim() {
-        Err(e) if e.to_string().contains("no such table") => {
+        Err(_) if conn.table_exists(None, "_resilite_idempotency").ok() == Some(false) => {
             conn.execute_batch(
                 "CREATE TABLE IF NOT EXISTS _resilite_idempotency (key TEXT PRIMARY KEY, applied_at_ms INTEGER NOT NULL) WITHOUT ROWID",
             )?;

@@ -10,7 +10,9 @@ use resilite_actors::circuit_breaker::{
     self, Breaker, BreakerArgs, BreakerConfig, BreakerMsg, BreakerState, CircuitBreakerActor,
 };
 use resilite_actors::connection::{open_read_only, read_blocking};
-use resilite_actors::health::{HealthActor, HealthArgs, HealthEvent, HealthMsg, HealthReport};
+use resilite_actors::health::{
+    Action, HealthActor, HealthArgs, HealthEvent, HealthMsg, HealthReport,
+};
 use resilite_actors::journal::{self, RestartRecord};
 use resilite_actors::maintenance::now_ms;
 use resilite_actors::retry_queue::{
@@ -26,12 +28,14 @@ use crate::config::{Config, DATABASE_BREAKER};
 mod breakers;
 mod health;
 mod queue;
+mod ready;
 mod writes;
 
 use crate::supervisor::{
     spawn_error, ActorChild, RootSupervisor, SupervisorArgs, SupervisorMsg, WriterChild,
 };
 pub use queue::Durable;
+pub use ready::NotReady;
 
 /// Largest value the journal writer takes: SQLite's own default length limit.
 const JOURNAL_MAX_VALUE_BYTES: usize = 1_000_000_000;
@@ -293,30 +297,28 @@ impl Runtime {
 
     /// Whether the runtime takes writes: the writers run, the journal is
     /// migrated, and it is not shutting down. `Err` says what is missing.
-    pub fn ready(&self) -> std::result::Result<(), String> {
+    pub fn ready(&self) -> std::result::Result<(), NotReady> {
         if self.inner.closing.load(Ordering::Acquire) {
-            return Err("resilite is shutting down".into());
+            return Err(NotReady::ShuttingDown);
         }
         let database = self.database_breaker();
         if database.state == BreakerState::Open {
-            return Err(format!(
-                "the database circuit breaker is open ({} trip(s)): writes fail fast until it closes",
-                database.trips
-            ));
+            let trips = u64::from(database.trips);
+            return Err(NotReady::DatabaseBreakerOpen { trips });
         }
         // The last write probe could not write the file (read-only,
         // immutable): no write will, until someone fixes it. A lock held
         // elsewhere passes: the database breaker answers for that.
         if let Some(report) = self.latest_health() {
-            if report.recommends("fix_permissions") {
-                return Err(report.rule.clone());
+            if report.recommends(Action::FixPermissions) {
+                return Err(NotReady::Unwritable(report.rule.clone()));
             }
         }
         match self.status() {
             Status::Healthy => Ok(()),
-            Status::Restarting => Err("a writer is restarting".into()),
-            Status::Failed(reason) => Err(reason),
-            Status::Stopped => Err("resilite is shut down".into()),
+            Status::Restarting => Err(NotReady::Restarting),
+            Status::Failed(reason) => Err(NotReady::Failed(reason)),
+            Status::Stopped => Err(NotReady::Stopped),
         }
     }
 

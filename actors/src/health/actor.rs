@@ -9,16 +9,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use super::history;
 use super::inspect::{measure, Checks, IntegrityCheck};
-use super::{HealthConfig, HealthReport, HealthStatus};
+use super::{HealthConfig, HealthEvent, HealthReport, HealthStatus, Integrity};
 use crate::circuit_breaker;
 use crate::connection::{read_blocking, DbOptions};
 use crate::error::{Error, ErrorClass, Result};
+use crate::journal::health as history;
 use crate::maintenance::{CheckpointMode, Maintenance, MaintenanceRun};
 use crate::retry_queue::InFlight;
 use crate::slot::{self, ActorStatus, WriterSlot};
@@ -51,27 +50,6 @@ pub struct HealthArgs {
     pub in_flight: InFlight,
 }
 
-/// Something a health check found that others may act on.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum HealthEvent {
-    /// The overall status changed.
-    StatusChanged {
-        /// The status before.
-        from: HealthStatus,
-        /// The status now.
-        to: HealthStatus,
-        /// The rule that set it.
-        rule: String,
-    },
-    /// An integrity check failed: the database needs recovery (restore from
-    /// a verified backup).
-    IntegrityFailed {
-        /// What the check reported.
-        detail: String,
-    },
-}
-
 /// Messages of the HealthActor.
 pub enum HealthMsg {
     /// Run the checks that are due (sent by the actor's own timer).
@@ -99,7 +77,7 @@ pub struct HealthState {
     last_full: Option<Instant>,
     last_foreign_keys: Option<Instant>,
     last_optimize: Instant,
-    integrity: Option<(String, bool)>,
+    integrity: Option<(Integrity, bool)>,
     foreign_key_violations: i64,
     /// Operations the writer had answered after the last write probe, and
     /// since when that count has not moved: how long the application has
@@ -254,7 +232,7 @@ impl HealthState {
             Some(IntegrityCheck::Quick) => self.last_quick = Some(now),
             None => {}
         }
-        if checks.integrity.is_some() && report.integrity != "not checked" {
+        if checks.integrity.is_some() && report.integrity != Integrity::NotChecked {
             self.integrity = Some((report.integrity.clone(), report.full_integrity_check));
         } else if let Some((text, full)) = &self.integrity {
             report.integrity = text.clone();
@@ -383,29 +361,35 @@ impl HealthState {
                 rule: report.rule.clone(),
             });
         }
-        if checks.integrity.is_some()
-            && report.integrity != "ok"
-            && report.integrity != "not checked"
+        if let Some(problems) = report
+            .integrity
+            .problems()
+            .filter(|_| checks.integrity.is_some())
         {
-            tracing::error!(detail = %report.integrity, "integrity check failed; recovery needed");
+            tracing::error!(detail = %problems, "integrity check failed; recovery needed");
             let _ = self.args.events.send(HealthEvent::IntegrityFailed {
-                detail: report.integrity.clone(),
+                detail: problems.to_string(),
             });
         }
-        let f = &report.figures;
-        metrics::gauge!("resilite_health_status").set(f64::from(report.status.exit_code()));
-        metrics::gauge!("resilite_db_bytes").set(f.db_bytes as f64);
-        metrics::gauge!("resilite_wal_bytes").set(f.wal_bytes as f64);
-        metrics::gauge!("resilite_disk_free_bytes").set(f.disk_free_bytes as f64);
-        metrics::gauge!("resilite_db_utilization_ratio").set(f.utilization_pct / 100.0);
-        metrics::gauge!("resilite_read_probe_seconds").set(f.read_probe_ms / 1000.0);
-        if let Some(ms) = f.write_probe_ms {
-            metrics::gauge!("resilite_write_probe_seconds").set(ms / 1000.0);
-        }
-        metrics::counter!("resilite_health_checks_total", "status" => report.status.as_str())
-            .increment(1);
+        export_metrics(report);
         self.args
             .latest
             .send_replace(Some(Arc::new(report.clone())));
     }
+}
+
+/// The report's status and figures as metrics.
+fn export_metrics(report: &HealthReport) {
+    let f = &report.figures;
+    metrics::gauge!("resilite_health_status").set(f64::from(report.status.exit_code()));
+    metrics::gauge!("resilite_db_bytes").set(f.db_bytes as f64);
+    metrics::gauge!("resilite_wal_bytes").set(f.wal_bytes as f64);
+    metrics::gauge!("resilite_disk_free_bytes").set(f.disk_free_bytes as f64);
+    metrics::gauge!("resilite_db_utilization_ratio").set(f.utilization_pct / 100.0);
+    metrics::gauge!("resilite_read_probe_seconds").set(f.read_probe_ms / 1000.0);
+    if let Some(ms) = f.write_probe_ms {
+        metrics::gauge!("resilite_write_probe_seconds").set(ms / 1000.0);
+    }
+    metrics::counter!("resilite_health_checks_total", "status" => report.status.as_str())
+        .increment(1);
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
-use super::{HealthConfig, HealthReport, HealthStatus};
+use super::{Action, HealthConfig, HealthReport, HealthStatus, Integrity};
 use crate::connection::{open_read_only, DbOptions};
 use crate::error::{ErrorClass, Result};
 use crate::maintenance::{file_len, sibling};
@@ -75,7 +75,7 @@ pub fn measure(db: &DbOptions, checks: Checks) -> (HealthReport, bool) {
         report.figures.disk_measured = true;
     }
     if let Err(e) = open_read_only(db).and_then(|conn| run_checks(&conn, checks, &mut report)) {
-        report.integrity = e.detail.clone();
+        report.integrity = Integrity::Failed(e.detail.clone());
         report.status = match e.class {
             ErrorClass::Corruption => HealthStatus::Critical,
             _ => HealthStatus::Unknown,
@@ -83,7 +83,7 @@ pub fn measure(db: &DbOptions, checks: Checks) -> (HealthReport, bool) {
         report.rule = format!("the database could not be inspected: {}", e.detail);
         if report.status == HealthStatus::Critical {
             report.recommend(
-                "restore",
+                Action::Restore,
                 "the file is not a readable SQLite database; restore it from a verified backup"
                     .into(),
             );
@@ -117,7 +117,7 @@ fn run_checks(conn: &Connection, checks: Checks, report: &mut HealthReport) -> R
         let lines: Vec<String> = stmt
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        report.integrity = lines.join("; ");
+        report.integrity = Integrity::from_lines(&lines);
         report.full_integrity_check = check == IntegrityCheck::Full;
     }
     if checks.foreign_keys {

@@ -11,8 +11,9 @@
 //! [`migrations`] (the schema, version by version, frozen as shipped),
 //! [`restarts`] (the supervisor's restart log), `queue` (the retry queue and
 //! dead-letter queue), `breakers` (circuit breaker state and transitions) and
-//! `health` (health history and the maintenance log).
+//! [`health`] (health history and the maintenance log).
 
+pub mod health;
 mod migrations;
 pub mod restarts;
 

@@ -1,11 +1,13 @@
-//! The journal's health history and maintenance log: the statements that
-//! record a check or a maintenance run (figures as columns, so they can be
-//! queried and plotted) and prune rows older than the retention period.
+//! The health history and the maintenance log: tables `health_history` and
+//! `maintenance_runs`. The statements that record a check or a maintenance
+//! run (figures as columns, so they can be queried and plotted) and prune
+//! rows older than the retention period; the HealthActor sends them to the
+//! journal writer.
 
 use std::time::Duration;
 
-use super::HealthReport;
 use crate::error::Error;
+use crate::health::HealthReport;
 use crate::maintenance::{Maintenance, MaintenanceRun};
 use crate::slot::SlotState;
 use crate::value::{Statement, Value};
