@@ -13,7 +13,7 @@ use resilite_actors::connection::read_blocking;
 use resilite_actors::health::{HealthArgs, HealthEvent, HealthMsg, HealthReport};
 use resilite_actors::journal::{self, RestartRecord};
 use resilite_actors::maintenance::now_ms;
-use resilite_actors::retry_queue::{Handlers, InFlight, RetryArgs, RetryMsg, SqlGate};
+use resilite_actors::retry_queue::{Handlers, RetryArgs, RetryMsg, SqlGate};
 use resilite_actors::slot::{self, ActorStatus, Slot, WriterSlot};
 use resilite_actors::{Error, ReadPool, ReadPoolConfig, Result, WriterMsg, WriterStats};
 use serde::Serialize;
@@ -48,8 +48,6 @@ struct Inner {
     health: watch::Receiver<Slot<ActorRef<HealthMsg>>>,
     retry: watch::Receiver<Slot<ActorRef<RetryMsg>>>,
     handlers: Handlers,
-    /// Queue entries being replayed now.
-    in_flight: InFlight,
     breakers: watch::Receiver<Slot<ActorRef<BreakerMsg>>>,
     /// The writer's `database` breaker. A plain lock, not an actor: it is
     /// consulted on every write.
@@ -103,7 +101,6 @@ impl Runtime {
         let (retry_slot, retry) = watch::channel(Slot::Restarting);
         let (breakers_slot, breakers) = watch::channel(Slot::Restarting);
         let handlers = Handlers::default();
-        let in_flight = InFlight::default();
         let (roster_tx, roster) = watch::channel(Vec::new());
         let (latest_tx, latest) = watch::channel(None);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -146,7 +143,7 @@ impl Runtime {
                 roster: roster.clone(),
                 latest: Arc::new(latest_tx),
                 events: events.clone(),
-                in_flight: in_flight.clone(),
+                retry: retry.clone(),
             },
             retry: RetryArgs {
                 config: config.retry.clone(),
@@ -154,7 +151,6 @@ impl Runtime {
                 journal: journal.clone(),
                 app: app.clone(),
                 handlers: handlers.clone(),
-                in_flight: in_flight.clone(),
                 sql_gate,
             },
             breakers: BreakerArgs {
@@ -207,7 +203,6 @@ impl Runtime {
                 health,
                 retry,
                 handlers,
-                in_flight,
                 breakers,
                 database,
                 database_quiet: AtomicBool::new(false),
