@@ -40,9 +40,9 @@ async fn ask<T: Send + 'static>(
     timeout: Duration,
     msg: impl FnOnce(RpcReplyPort<Result<T>>) -> RetryMsg,
 ) -> Result<T> {
-    let queue = slot::running(&mut slot.clone()).await.map_err(|e| {
-        Error::unavailable(format!("the retry queue is not running: {}", e.message))
-    })?;
+    let queue = slot::running(&mut slot.clone())
+        .await
+        .map_err(|e| Error::unavailable(format!("the retry queue is not running: {}", e.detail)))?;
     match queue.call(msg, Some(timeout)).await {
         Ok(CallResult::Success(answer)) => answer,
         Ok(CallResult::Timeout) => Err(Error::unavailable(format!(
@@ -52,5 +52,69 @@ async fn ask<T: Send + 'static>(
         Ok(CallResult::SenderError) | Err(_) => Err(Error::unavailable(
             "the retry queue stopped before answering (it is restarting or shut down)",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ractor::{Actor, ActorProcessingErr};
+
+    use super::*;
+    use crate::error::ErrorClass;
+
+    /// A queue that takes messages and never answers them.
+    struct Silent;
+
+    impl Actor for Silent {
+        type Msg = RetryMsg;
+        type State = Vec<RetryMsg>;
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<RetryMsg>,
+            _args: (),
+        ) -> std::result::Result<Vec<RetryMsg>, ActorProcessingErr> {
+            Ok(Vec::new())
+        }
+
+        async fn handle(
+            &self,
+            _myself: ActorRef<RetryMsg>,
+            msg: RetryMsg,
+            kept: &mut Vec<RetryMsg>,
+        ) -> std::result::Result<(), ActorProcessingErr> {
+            kept.push(msg);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn ask_is_unavailable_while_the_queue_is_down_silent_or_stopped() {
+        let (_failed, slot) = watch::channel(Slot::Failed("past the restart limit".into()));
+        let err = ask_stats(&slot, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Unavailable);
+        assert!(
+            err.detail.contains("not running") && err.detail.contains("restart limit"),
+            "{err}"
+        );
+
+        let (queue, handle) = Actor::spawn(None, Silent, ()).await.unwrap();
+        let (_running, slot) = watch::channel(Slot::Running(queue.clone()));
+        let err = ask_entry(&slot, 1, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Unavailable);
+        assert!(err.detail.contains("did not answer within 50 ms"), "{err}");
+
+        queue.stop(None);
+        handle.await.unwrap();
+        let err = ask_stats(&slot, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Unavailable);
+        assert!(err.detail.contains("stopped before answering"), "{err}");
     }
 }
