@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use resilite::actors::health::Action;
-use resilite::actors::retry_queue::{EnqueueOptions, QueueStats};
+use resilite::actors::retry_queue::{EnqueueOptions, QueueStats, Resolution};
 use resilite::actors::{Error, Operation};
 use resilite::{Durable, Runtime, Statement, Value};
 
@@ -350,7 +350,7 @@ async fn a_poison_write_is_dead_lettered_then_requeued_after_the_fix_or_discarde
     let dead = t.rt.dead_letters(false).await.unwrap();
     assert_eq!(dead.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
     for entry in &dead {
-        assert_eq!(entry.status, "dead");
+        assert_eq!(entry.status.as_str(), "dead");
         assert_eq!(entry.attempts, 1, "a permanent error is not retried");
         let reason = entry.dead_reason.as_deref().unwrap();
         assert!(
@@ -386,11 +386,14 @@ async fn a_poison_write_is_dead_lettered_then_requeued_after_the_fix_or_discarde
     assert_eq!(stats.dead, 0, "{stats:?}");
     let first = t.rt.queue_entry(ids[0]).await.unwrap().unwrap();
     assert_eq!(
-        (first.status.as_str(), first.resolution.as_deref()),
+        (
+            first.status.as_str(),
+            first.resolution.map(Resolution::as_str)
+        ),
         ("succeeded", Some("requeued"))
     );
     let second = t.rt.queue_entry(ids[1]).await.unwrap().unwrap();
-    assert_eq!(second.resolution.as_deref(), Some("discarded"));
+    assert_eq!(second.resolution.map(Resolution::as_str), Some("discarded"));
     assert_eq!(
         t.rt.dead_letters(true).await.unwrap().len(),
         1,
@@ -440,7 +443,7 @@ async fn application_payloads_reach_their_handler_with_retries_and_dead_letters(
         .unwrap();
     settled(&t.rt).await;
     let entry = t.rt.queue_entry(good).await.unwrap().unwrap();
-    assert_eq!(entry.status, "succeeded");
+    assert_eq!(entry.status.as_str(), "succeeded");
     assert_eq!(entry.attempts, 3, "two transient failures, then delivered");
     assert!(t
         .rt
@@ -505,11 +508,13 @@ async fn entries_being_replayed_are_retrying_until_their_outcome_is_recorded() {
     let t = start_with(impatient).await;
     let release = Arc::new(tokio::sync::Semaphore::new(0));
     let gate = release.clone();
+    let (called_tx, mut called) = tokio::sync::mpsc::unbounded_channel();
     t.rt.register_handler(
         "slow_webhook",
         Arc::new(move |_| {
-            let gate = gate.clone();
+            let (gate, called) = (gate.clone(), called_tx.clone());
             Box::pin(async move {
+                let _ = called.send(());
                 gate.acquire().await.expect("gate").forget();
                 Ok(())
             })
@@ -523,17 +528,15 @@ async fn entries_being_replayed_are_retrying_until_their_outcome_is_recorded() {
         )
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let stats = loop {
-        let stats = t.rt.queue_stats().await.unwrap();
-        if stats.retrying == 1 || Instant::now() > deadline {
-            break stats;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    // The handler is running: the queue actor answers meanwhile.
+    tokio::time::timeout(Duration::from_secs(10), called.recv())
+        .await
+        .expect("the handler is called")
+        .expect("the handler is registered");
+    let stats = t.rt.queue_stats().await.unwrap();
     assert_eq!((stats.queued, stats.retrying), (0, 1), "{stats:?}");
     assert_eq!(
-        t.rt.queue_entry(id).await.unwrap().unwrap().status,
+        t.rt.queue_entry(id).await.unwrap().unwrap().status.as_str(),
         "retrying"
     );
     let journal = open_direct(&t.rt.config().journal_path());
@@ -548,7 +551,7 @@ async fn entries_being_replayed_are_retrying_until_their_outcome_is_recorded() {
     let stats = settled(&t.rt).await;
     assert_eq!((stats.succeeded, stats.retrying), (1, 0), "{stats:?}");
     assert_eq!(
-        t.rt.queue_entry(id).await.unwrap().unwrap().status,
+        t.rt.queue_entry(id).await.unwrap().unwrap().status.as_str(),
         "succeeded"
     );
     t.rt.shutdown().await.unwrap();

@@ -17,8 +17,8 @@
 //! - [`maintenance`]: checkpoint, VACUUM and optimize, measured.
 //! - [`health`]: inspection of a database file: status, figures,
 //!   recommendations.
-//! - [`journal`]: the runtime's own database (restart log and, later,
-//!   queues and history).
+//! - [`journal`]: the runtime's own database and all of its SQL (restart
+//!   log, retry queue and dead-letter queue, and later breakers and history).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::await_holding_lock)]
 

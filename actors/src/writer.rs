@@ -758,6 +758,31 @@ fn claim_key(conn: &Connection, key: &str) -> rusqlite::Result<bool> {
     Ok(inserted == 1)
 }
 
+/// The statement that deletes the idempotency keys claimed before
+/// `before_ms` (their retention is over: the same key applies again). The
+/// table exists once a key was claimed; before that it fails with "no
+/// such table".
+pub fn expire_keys_statement(before_ms: i64) -> Statement {
+    Statement::new(
+        "DELETE FROM _resilite_idempotency WHERE applied_at_ms < ?1",
+        [crate::value::Value::Integer(before_ms)],
+    )
+}
+
+/// The statement that deletes the keys `prefix` followed by each id of
+/// `ids_json` (a JSON array), once their operations' success is recorded
+/// elsewhere.
+pub fn forget_keys_statement(prefix: &str, ids_json: String) -> Statement {
+    Statement::new(
+        "DELETE FROM _resilite_idempotency WHERE key IN \
+         (SELECT ?1 || value FROM json_each(?2))",
+        [
+            crate::value::Value::from(prefix),
+            crate::value::Value::Text(ids_json),
+        ],
+    )
+}
+
 /// Run one caller statement through the gate. A statement that changed no
 /// row (DDL among them) reports 0 rows and rowid 0, where SQLite would
 /// repeat the count and rowid of another caller's earlier statement.

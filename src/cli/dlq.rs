@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use resilite_actors::connection::{explain_open_failure, open_read_only, DbOptions};
-use resilite_actors::journal;
-use resilite_actors::retry_queue::{self, Entry, Resolution};
+use resilite_actors::journal::{self, queue};
+use resilite_actors::maintenance::now_ms;
+use resilite_actors::retry_queue::{Entry, Resolution};
 use resilite_actors::Statement;
 
 #[derive(Debug, Args)]
@@ -72,14 +73,14 @@ pub fn run(args: DlqArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let on_journal = |e: resilite_actors::Error| journal::explain_error(&journal, e);
     match args.action {
         Action::List { json, all } => {
-            let entries = retry_queue::dead_letters(&read()?, all).map_err(on_journal)?;
+            let entries = queue::dead_letters(&read()?, all).map_err(on_journal)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&entries)?);
             } else {
                 print_table(&entries);
             }
         }
-        Action::Show { id } => match retry_queue::entry_by_id(&read()?, id).map_err(on_journal)? {
+        Action::Show { id } => match queue::entry_by_id(&read()?, id).map_err(on_journal)? {
             Some(entry) => println!("{}", serde_json::to_string_pretty(&entry)?),
             None => return Err(format!("no queue entry {id}: see `resilite dlq list`").into()),
         },
@@ -87,7 +88,7 @@ pub fn run(args: DlqArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             if id.is_none() && !all {
                 return Err("give an entry id, or --all to requeue every dead entry".into());
             }
-            let n = apply(&journal, &retry_queue::requeue_statements(id))?;
+            let n = apply(&journal, &queue::requeue(id, now_ms()))?;
             if n == 0 {
                 return Err(match id {
                     Some(id) => format!("no dead entry {id}: see `resilite dlq list`"),
@@ -109,31 +110,23 @@ fn resolve(
     id: i64,
     resolution: Resolution,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    if apply(journal, &[retry_queue::resolve_statement(id, resolution)])? == 0 {
+    if apply(journal, &queue::resolve(id, resolution, now_ms()))? == 0 {
         return Err(format!("no dead entry {id}: see `resilite dlq list`").into());
     }
     println!("entry {id}: {}", resolution.as_str());
     Ok(())
 }
 
-/// Run `statements` in one transaction on the journal; rows changed.
+/// Run `statements` in one transaction on the journal (there is no
+/// journal writer without a server); rows changed.
 fn apply(
     journal: &std::path::Path,
     statements: &[Statement],
 ) -> Result<usize, Box<dyn std::error::Error>> {
-    let on_journal =
-        |e: rusqlite::Error| journal::explain_error(journal, super::explained(journal, e.into()));
     let mut conn = super::open_existing(journal)?;
     journal::check_version(&conn, journal)?;
-    let tx = conn.transaction().map_err(on_journal)?;
-    let mut changed = 0;
-    for s in statements {
-        changed += tx
-            .execute(&s.sql, rusqlite::params_from_iter(&s.params))
-            .map_err(on_journal)?;
-    }
-    tx.commit().map_err(on_journal)?;
-    Ok(changed)
+    queue::apply(&mut conn, statements)
+        .map_err(|e| journal::explain_error(journal, super::explained(journal, e)).into())
 }
 
 fn print_table(entries: &[Entry]) {
@@ -154,7 +147,7 @@ fn print_table(entries: &[Entry]) {
             if e.poisoned { "yes" } else { "no" },
             e.dead_reason
                 .as_deref()
-                .or(e.resolution.as_deref())
+                .or(e.resolution.map(Resolution::as_str))
                 .unwrap_or("")
         );
     }

@@ -15,9 +15,7 @@ use resilite_actors::health::{
 };
 use resilite_actors::journal::{self, RestartRecord};
 use resilite_actors::maintenance::now_ms;
-use resilite_actors::retry_queue::{
-    Handlers, InFlight, RetryArgs, RetryMsg, RetryQueueActor, SqlGate,
-};
+use resilite_actors::retry_queue::{Handlers, RetryArgs, RetryMsg, RetryQueueActor, SqlGate};
 use resilite_actors::slot::{self, ActorStatus, Slot, WriterSlot};
 use resilite_actors::{Error, ReadPool, ReadPoolConfig, Result, WriterMsg, WriterStats};
 use serde::Serialize;
@@ -56,8 +54,6 @@ struct Inner {
     health: watch::Receiver<Slot<ActorRef<HealthMsg>>>,
     retry: watch::Receiver<Slot<ActorRef<RetryMsg>>>,
     handlers: Handlers,
-    /// Queue entries being replayed now.
-    in_flight: InFlight,
     breakers: watch::Receiver<Slot<ActorRef<BreakerMsg>>>,
     /// The writer's `database` breaker. A plain lock, not an actor: it is
     /// consulted on every write.
@@ -111,7 +107,6 @@ impl Runtime {
         let (retry_slot, retry) = watch::channel(Slot::Restarting);
         let (breakers_slot, breakers) = watch::channel(Slot::Restarting);
         let handlers = Handlers::default();
-        let in_flight = InFlight::default();
         let (roster_tx, roster) = watch::channel(Vec::new());
         let (latest_tx, latest) = watch::channel(None);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -150,7 +145,7 @@ impl Runtime {
             roster: roster.clone(),
             latest: Arc::new(latest_tx),
             events: events.clone(),
-            in_flight: in_flight.clone(),
+            retry: retry.clone(),
         };
         let retry_args = RetryArgs {
             config: config.retry.clone(),
@@ -158,7 +153,6 @@ impl Runtime {
             journal: journal.clone(),
             app: app.clone(),
             handlers: handlers.clone(),
-            in_flight: in_flight.clone(),
             sql_gate,
         };
         let breaker_args = BreakerArgs {
@@ -236,7 +230,6 @@ impl Runtime {
                 health,
                 retry,
                 handlers,
-                in_flight,
                 breakers,
                 database,
                 database_quiet: AtomicBool::new(false),

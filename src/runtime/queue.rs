@@ -2,8 +2,11 @@
 //! offers them.
 
 use resilite_actors::connection::read_blocking;
+use resilite_actors::journal::queue;
+use resilite_actors::maintenance::now_ms;
 use resilite_actors::retry_queue::{
-    self, EnqueueOptions, Entry, Handler, QueueStats, Resolution, RetryMsg, SQL_KIND,
+    self, EnqueueOptions, Entry, Handler, QueueStats, Resolution, RetryMsg, DEFAULT_ASK_TIMEOUT,
+    SQL_KIND,
 };
 use resilite_actors::slot::{self, Slot};
 use resilite_actors::{Error, ErrorClass, Operation, OperationOutcome, Result};
@@ -109,30 +112,28 @@ impl Runtime {
         }
     }
 
-    /// Counts of the retry queue by status.
+    /// Counts of the retry queue by status, as the queue actor answers
+    /// them (`unavailable` while it is down).
     pub async fn queue_stats(&self) -> Result<QueueStats> {
-        let in_flight = self.inner.in_flight.clone();
-        self.read_journal(move |c| in_flight.stats(c)).await
+        retry_queue::ask_stats(&self.inner.retry, DEFAULT_ASK_TIMEOUT).await
     }
 
     /// The dead-letter queue (with `all`, discarded entries too).
     pub async fn dead_letters(&self, all: bool) -> Result<Vec<Entry>> {
-        self.read_journal(move |c| retry_queue::dead_letters(c, all))
+        self.read_journal(move |c| queue::dead_letters(c, all))
             .await
     }
 
-    /// One queue entry by id.
+    /// One queue entry by id, as the queue actor answers it (`retrying`
+    /// while in flight; `unavailable` while the actor is down).
     pub async fn queue_entry(&self, id: i64) -> Result<Option<Entry>> {
-        let entry = self
-            .read_journal(move |c| retry_queue::entry_by_id(c, id))
-            .await?;
-        Ok(entry.map(|e| self.inner.in_flight.entry(e)))
+        retry_queue::ask_entry(&self.inner.retry, id, DEFAULT_ASK_TIMEOUT).await
     }
 
     /// Send dead entry `id` (or, with `None`, every unresolved dead entry)
     /// back to the queue, due now; returns how many were requeued.
     pub async fn requeue(&self, id: Option<i64>) -> Result<usize> {
-        let ops = retry_queue::requeue_statements(id);
+        let ops = queue::requeue(id, now_ms());
         let outcome = slot::write(&self.inner.journal, Operation::Batch(ops)).await?;
         let requeued = outcome.iter().map(|o| o.rows_affected).sum();
         self.wake_queue();
@@ -151,12 +152,17 @@ impl Runtime {
         self.resolve(id, Resolution::Fixed).await
     }
 
-    /// Close dead entry `id` with `resolution`; false when no such dead
+    /// Close dead entry `id` with `resolution` (`Requeued` sends it back
+    /// to the queue, as [`Runtime::requeue`]); false when no such dead
     /// entry exists.
     pub async fn resolve(&self, id: i64, resolution: Resolution) -> Result<bool> {
-        let stmt = retry_queue::resolve_statement(id, resolution);
-        let outcome = slot::write(&self.inner.journal, Operation::Statement(stmt)).await?;
-        Ok(outcome.first().is_some_and(|o| o.rows_affected > 0))
+        let ops = queue::resolve(id, resolution, now_ms());
+        let outcome = slot::write(&self.inner.journal, Operation::Batch(ops)).await?;
+        let resolved = outcome.iter().any(|o| o.rows_affected > 0);
+        if resolved && resolution == Resolution::Requeued {
+            self.wake_queue();
+        }
+        Ok(resolved)
     }
 
     pub(super) fn wake_queue(&self) {

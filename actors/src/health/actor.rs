@@ -19,8 +19,8 @@ use crate::connection::{read_blocking, DbOptions};
 use crate::error::{Error, ErrorClass, Result};
 use crate::journal::health as history;
 use crate::maintenance::{CheckpointMode, Maintenance, MaintenanceRun};
-use crate::retry_queue::InFlight;
-use crate::slot::{self, ActorStatus, WriterSlot};
+use crate::retry_queue::{self, RetryMsg};
+use crate::slot::{self, ActorStatus, Slot, WriterSlot};
 use crate::value::Operation;
 use crate::writer::WriterMsg;
 
@@ -46,8 +46,8 @@ pub struct HealthArgs {
     pub latest: Arc<watch::Sender<Option<Arc<HealthReport>>>>,
     /// Where events go.
     pub events: broadcast::Sender<HealthEvent>,
-    /// Queue entries being replayed now.
-    pub in_flight: InFlight,
+    /// The retry queue actor (asked for the queue figures).
+    pub retry: watch::Receiver<Slot<ActorRef<RetryMsg>>>,
 }
 
 /// Messages of the HealthActor.
@@ -197,14 +197,11 @@ impl HealthState {
         self.writer_ops = ops_before_probe.map_or(0, |n| n + 1);
         report.actors = self.args.roster.borrow().clone();
         report.judge_actors();
-        let in_flight = self.args.in_flight.clone();
-        let journaled = read_blocking(&self.args.journal_db, move |c| {
-            Ok((in_flight.stats(c).ok(), circuit_breaker::load(c).ok()))
-        })
-        .await
-        .unwrap_or_default();
-        report.queue = journaled.0;
-        report.breakers = journaled.1.unwrap_or_default();
+        report.queue = self.queue_stats().await;
+        let breakers = read_blocking(&self.args.journal_db, |c| Ok(circuit_breaker::load(c).ok()))
+            .await
+            .unwrap_or_default();
+        report.breakers = breakers.unwrap_or_default();
         report.judge_queue();
         report.judge_breakers();
         if readable {
@@ -244,6 +241,17 @@ impl HealthState {
         } else {
             report.figures.foreign_key_violations = self.foreign_key_violations;
         }
+    }
+
+    /// The retry queue's figures as its actor answers them; none while it
+    /// is down or does not answer.
+    async fn queue_stats(&self) -> Option<retry_queue::QueueStats> {
+        if !matches!(*self.args.retry.borrow(), Slot::Running(_)) {
+            return None;
+        }
+        retry_queue::ask_stats(&self.args.retry, retry_queue::DEFAULT_ASK_TIMEOUT)
+            .await
+            .ok()
     }
 
     /// Milliseconds of a round trip through the writer, whose write probe
