@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use resilite_actors::circuit_breaker::{self, BreakerArgs, BreakerMsg, CircuitBreakerActor};
+use resilite_actors::breaker::{BreakerArgs, BreakerMsg, CircuitBreakerActor};
 use resilite_actors::connection::{open_read_only, DbOptions};
 use resilite_actors::health::{HealthActor, HealthArgs, HealthMsg};
 use resilite_actors::journal::{self, RestartOutcome};
@@ -306,7 +306,7 @@ impl Child {
                 // Restart from the state journaled last, not the one at startup.
                 let mut args = args.clone();
                 args.restored =
-                    open_read_only(journal_db).and_then(|c| circuit_breaker::load(&c))?;
+                    open_read_only(journal_db).and_then(|c| journal::breakers::load(&c))?;
                 spawn_published(CircuitBreakerActor, args, cell, slot).await?
             }
         };

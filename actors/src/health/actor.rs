@@ -16,9 +16,9 @@ use tokio::task::JoinHandle;
 use super::history;
 use super::inspect::{measure, Checks, IntegrityCheck};
 use super::{HealthConfig, HealthReport, HealthStatus};
-use crate::circuit_breaker;
 use crate::connection::{read_blocking, DbOptions};
 use crate::error::{Error, ErrorClass, Result};
+use crate::journal::breakers;
 use crate::maintenance::{CheckpointMode, Maintenance, MaintenanceRun};
 use crate::retry_queue::InFlight;
 use crate::slot::{self, ActorStatus, WriterSlot};
@@ -221,7 +221,7 @@ impl HealthState {
         report.judge_actors();
         let in_flight = self.args.in_flight.clone();
         let journaled = read_blocking(&self.args.journal_db, move |c| {
-            Ok((in_flight.stats(c).ok(), circuit_breaker::load(c).ok()))
+            Ok((in_flight.stats(c).ok(), breakers::load(c).ok()))
         })
         .await
         .unwrap_or_default();

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::circuit_breaker::{BreakerSnapshot, BreakerState, FORCED_OPEN_UNTIL_MS};
+use crate::breaker::{BreakerSnapshot, BreakerState, DATABASE_BREAKER, FORCED_OPEN_UNTIL_MS};
 use crate::maintenance::MaintenanceRun;
 use crate::retry_queue::QueueStats;
 use crate::slot::{ActorStatus, SlotState};
@@ -335,7 +335,7 @@ impl HealthReport {
                 (BreakerState::Closed, _) => continue,
                 (BreakerState::Open, Some(FORCED_OPEN_UNTIL_MS)) => (
                     format!("breaker `{name}` is held open"),
-                    if name == "database" {
+                    if name == DATABASE_BREAKER {
                         "writes are paused (pause_writes): durable writes are queued; resume_writes() when the database is ready".to_string()
                     } else {
                         format!("`{name}` was forced open: reset it when the service is ready")
