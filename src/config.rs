@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use resilite_actors::circuit_breaker::BreakerConfig;
+use resilite_actors::breaker::BreakerConfig;
+pub use resilite_actors::breaker::DATABASE_BREAKER;
 use resilite_actors::connection::DEFAULT_BUSY_TIMEOUT;
 use resilite_actors::health::HealthConfig;
 use resilite_actors::readers::{
@@ -39,8 +40,6 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_MAX_RESTARTS: u32 = 5;
 /// Default restart window.
 pub const DEFAULT_RESTART_WINDOW: Duration = Duration::from_secs(60);
-/// The name of the writer's built-in circuit breaker.
-pub const DATABASE_BREAKER: &str = "database";
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "RESILITE_";
 /// Environment variable of the log filter (not a config key).

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use resilite::actors::circuit_breaker::{BreakerConfig, BreakerError, BreakerState};
+use resilite::actors::breaker::{BreakerConfig, BreakerError, BreakerState};
 use resilite::actors::health::{Action, HealthReport, HealthStatus};
 use resilite::actors::retry_queue::EnqueueOptions;
 use resilite::actors::{Error, ErrorClass, Operation};
@@ -278,8 +278,8 @@ async fn a_named_breaker_wraps_calls_and_keeps_its_state_across_a_restart() {
     );
     assert_eq!(names[0], ("database".to_string(), BreakerState::Closed));
 
-    // The transition reaches the journal asynchronously.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The transition reaches the journal asynchronously: wait for it.
+    assert!(smtp.flush().await.unwrap(), "the transition is journaled");
     rt.shutdown().await.unwrap();
     let rt = Runtime::start(config).await.unwrap();
     let state = rt.breaker("smtp").unwrap().state().await.unwrap();

@@ -33,7 +33,7 @@ fn impatient(c: &mut resilite::Config) {
     // The database breaker opens under the lock; keep its open period short.
     c.breakers.insert(
         "database".into(),
-        resilite::actors::circuit_breaker::BreakerConfig {
+        resilite::actors::breaker::BreakerConfig {
             open_for: Duration::from_millis(100),
             ..Default::default()
         },

@@ -12,7 +12,8 @@
 //! - [`writer`]: `WriterActor`, the single writer with group commit.
 //! - [`readers`]: the read pool of read-only connections.
 //! - [`retry_queue`]: the durable retry queue and dead-letter queue.
-//! - [`circuit_breaker`]: named circuit breakers with persisted state.
+//! - [`breaker`]: circuit breakers, named ones (an actor) and the
+//!   database breaker, on one state machine, with persisted state.
 //! - [`slot`]: where a supervised actor stands, as handles see it.
 //! - [`maintenance`]: checkpoint, VACUUM and optimize, measured.
 //! - [`health`]: inspection of a database file: status, figures,
@@ -22,7 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::await_holding_lock)]
 
-pub mod circuit_breaker;
+pub mod breaker;
 pub mod connection;
 pub mod error;
 pub mod gate;

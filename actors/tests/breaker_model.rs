@@ -6,9 +6,8 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use resilite_actors::circuit_breaker::{
-    load, state_statement, Breaker, BreakerConfig, BreakerState, FORCED_OPEN_UNTIL_MS,
-};
+use resilite_actors::breaker::{Breaker, BreakerConfig, BreakerState, FORCED_OPEN_UNTIL_MS};
+use resilite_actors::journal::breakers::{load, state_statement};
 
 /// Some moment in 2023, so the arithmetic is not near zero.
 const START_MS: i64 = 1_700_000_000_000;
@@ -417,7 +416,7 @@ proptest! {
         let snap = b.snapshot();
 
         let json = serde_json::to_string(&snap).expect("serializes");
-        let from_json: resilite_actors::circuit_breaker::BreakerSnapshot =
+        let from_json: resilite_actors::breaker::BreakerSnapshot =
             serde_json::from_str(&json).expect("deserializes");
         prop_assert_eq!(&from_json, &snap);
 

@@ -2,19 +2,18 @@
 //! usable from any tokio runtime. Writes go to the supervised WriterActor,
 //! reads to the read pool, health questions to the HealthActor.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use ractor::{Actor, ActorRef};
-use resilite_actors::circuit_breaker::{
-    self, Breaker, BreakerArgs, BreakerConfig, BreakerMsg, BreakerState, CircuitBreakerActor,
+use resilite_actors::breaker::{
+    BreakerArgs, BreakerConfig, BreakerMsg, BreakerState, CircuitBreakerActor, DatabaseBreaker,
 };
 use resilite_actors::connection::{open_read_only, read_blocking};
 use resilite_actors::health::{
     Action, HealthActor, HealthArgs, HealthEvent, HealthMsg, HealthReport,
 };
 use resilite_actors::journal::{self, RestartRecord};
-use resilite_actors::maintenance::now_ms;
 use resilite_actors::retry_queue::{Handlers, RetryArgs, RetryMsg, RetryQueueActor, SqlGate};
 use resilite_actors::slot::{self, ActorStatus, Slot, WriterSlot};
 use resilite_actors::{Error, ReadPool, ReadPoolConfig, Result, WriterMsg, WriterStats};
@@ -55,15 +54,9 @@ struct Inner {
     retry: watch::Receiver<Slot<ActorRef<RetryMsg>>>,
     handlers: Handlers,
     breakers: watch::Receiver<Slot<ActorRef<BreakerMsg>>>,
-    /// The writer's `database` breaker. A plain lock, not an actor: it is
+    /// The writer's `database` breaker. A lock, not an actor: it is
     /// consulted on every write.
-    database: Arc<Mutex<Breaker>>,
-    /// Mirrors `Breaker::is_quiet` of `database`, read without its lock.
-    database_quiet: AtomicBool,
-    /// Fast successes while quiet: counted here, outside the breaker's lock.
-    database_quiet_calls: AtomicU64,
-    /// `slow_call` of the database breaker.
-    slow_write: std::time::Duration,
+    database: Arc<DatabaseBreaker>,
     roster: watch::Receiver<Vec<ActorStatus>>,
     latest: watch::Receiver<Option<Arc<HealthReport>>>,
     events: broadcast::Sender<HealthEvent>,
@@ -117,25 +110,16 @@ impl Runtime {
         // its values may be larger than any one value of the database.
         journal_writer.max_value_bytes = JOURNAL_MAX_VALUE_BYTES;
         // The database breaker continues from its journaled state.
-        let restored = read_blocking(&config.journal_db(), circuit_breaker::load)
+        let restored = read_blocking(&config.journal_db(), journal::breakers::load)
             .await
             .unwrap_or_default();
-        let database = match restored
-            .iter()
-            .find(|s| s.name.as_deref() == Some(DATABASE_BREAKER))
-        {
-            Some(snapshot) => Breaker::restore(config.database_breaker(), snapshot),
-            None => Breaker::named(DATABASE_BREAKER, config.database_breaker()),
-        };
-        let database = Arc::new(Mutex::new(database));
+        let database = Arc::new(DatabaseBreaker::new(
+            config.database_breaker(),
+            &restored,
+            journal.clone(),
+        ));
         let gate = database.clone();
-        // Replays wait while the breaker is open, and resume once its open
-        // period is over (the next write moves it to half-open).
-        let sql_gate: SqlGate = Arc::new(move || {
-            let breaker = gate.lock().unwrap_or_else(|p| p.into_inner()).snapshot();
-            breaker.state != BreakerState::Open
-                || breaker.open_until_ms.is_some_and(|t| t <= now_ms())
-        });
+        let sql_gate: SqlGate = Arc::new(move || gate.lets_replays_through());
         let health_args = HealthArgs {
             db: config.app_db(),
             config: config.health.clone(),
@@ -182,7 +166,7 @@ impl Runtime {
                     // Restart from the state journaled last, not the one at startup.
                     let mut args = breaker_args.clone();
                     args.restored =
-                        open_read_only(&journal_db).and_then(|c| circuit_breaker::load(&c))?;
+                        open_read_only(&journal_db).and_then(|c| journal::breakers::load(&c))?;
                     Ok((CircuitBreakerActor, args))
                 },
                 breakers_slot,
@@ -221,7 +205,6 @@ impl Runtime {
             journal = %config.journal_path().display(),
             "resilite runtime started"
         );
-        let slow_write = config.database_breaker().slow_call;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 config,
@@ -232,9 +215,6 @@ impl Runtime {
                 handlers,
                 breakers,
                 database,
-                database_quiet: AtomicBool::new(false),
-                database_quiet_calls: AtomicU64::new(0),
-                slow_write,
                 roster,
                 latest,
                 events,

@@ -36,12 +36,7 @@ impl Runtime {
         }
         // While the breaker is quiet, a fast success changes nothing in it:
         // only failures and slow calls take its lock.
-        let quiet = self.inner.database_quiet.load(Ordering::Relaxed);
-        let permit = if quiet {
-            None
-        } else {
-            Some(self.database_permit()?)
-        };
+        let permit = self.inner.database.acquire()?;
         let started = Instant::now();
         let result = slot::write(&self.inner.app, op).await;
         let elapsed = started.elapsed();
@@ -51,17 +46,7 @@ impl Runtime {
         // Failures of the database itself count; a constraint or SQL error
         // means the database worked.
         let failed = matches!(&result, Err(e) if e.class.is_retryable_later() || e.class == ErrorClass::Corruption);
-        match permit {
-            Some(permit) => permit.finish(!failed, elapsed),
-            None if failed || elapsed >= self.inner.slow_write => {
-                self.record_database_outcome(!failed, elapsed)
-            }
-            None => {
-                self.inner
-                    .database_quiet_calls
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        permit.finish(!failed, elapsed);
         result
     }
 

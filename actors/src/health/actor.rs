@@ -14,9 +14,9 @@ use tokio::task::JoinHandle;
 
 use super::inspect::{measure, Checks, IntegrityCheck};
 use super::{HealthConfig, HealthEvent, HealthReport, HealthStatus, Integrity};
-use crate::circuit_breaker;
 use crate::connection::{read_blocking, DbOptions};
 use crate::error::{Error, ErrorClass, Result};
+use crate::journal::breakers;
 use crate::journal::health as history;
 use crate::maintenance::{CheckpointMode, Maintenance, MaintenanceRun};
 use crate::retry_queue::{self, RetryMsg};
@@ -198,7 +198,7 @@ impl HealthState {
         report.actors = self.args.roster.borrow().clone();
         report.judge_actors();
         report.queue = self.queue_stats().await;
-        let breakers = read_blocking(&self.args.journal_db, |c| Ok(circuit_breaker::load(c).ok()))
+        let breakers = read_blocking(&self.args.journal_db, |c| Ok(breakers::load(c).ok()))
             .await
             .unwrap_or_default();
         report.breakers = breakers.unwrap_or_default();

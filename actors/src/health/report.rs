@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::circuit_breaker::BreakerSnapshot;
+use crate::breaker::BreakerSnapshot;
 use crate::maintenance::MaintenanceRun;
 use crate::retry_queue::QueueStats;
 use crate::slot::ActorStatus;

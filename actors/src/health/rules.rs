@@ -3,7 +3,7 @@
 //! the threshold that triggered them.
 
 use super::{Action, HealthConfig, HealthReport, HealthStatus};
-use crate::circuit_breaker::{BreakerState, FORCED_OPEN_UNTIL_MS};
+use crate::breaker::{BreakerState, DATABASE_BREAKER, FORCED_OPEN_UNTIL_MS};
 use crate::slot::SlotState;
 
 impl HealthReport {
@@ -94,7 +94,7 @@ impl HealthReport {
                 (BreakerState::Closed, _) => continue,
                 (BreakerState::Open, Some(FORCED_OPEN_UNTIL_MS)) => (
                     format!("breaker `{name}` is held open"),
-                    if name == "database" {
+                    if name == DATABASE_BREAKER {
                         "writes are paused (pause_writes): durable writes are queued; resume_writes() when the database is ready".to_string()
                     } else {
                         format!("`{name}` was forced open: reset it when the service is ready")

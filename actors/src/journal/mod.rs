@@ -10,9 +10,10 @@
 //! This module alone holds the journal's SQL, a file per table family:
 //! [`migrations`] (the schema, version by version, frozen as shipped),
 //! [`restarts`] (the supervisor's restart log), [`queue`] (the retry queue and
-//! dead-letter queue), `breakers` (circuit breaker state and transitions) and
+//! dead-letter queue), [`breakers`] (circuit breaker state and transitions) and
 //! [`health`] (health history and the maintenance log).
 
+pub mod breakers;
 pub mod health;
 mod migrations;
 pub mod queue;
