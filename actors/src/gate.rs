@@ -170,10 +170,6 @@ impl Gate {
         }
     }
 
-    /// The bounds callers run under.
-    pub fn bounds(&self) -> Bounds {
-        self.bounds
-    }
 }
 
 struct Restore<'a> {

@@ -7,12 +7,16 @@
 //! `query_timeout`, is stopped as soon as its caller goes away, and answers
 //! at most `max_rows` rows and `max_response_bytes` bytes of values.
 //!
+//! The pool can be closed and opened again on the same path while its
+//! handles stay valid ([`ReadPool::close`], [`ReadPool::open`]): a restore
+//! replaces the file.
+//!
 //! A reader thread survives a panic in one query (the caller gets an
 //! internal error); the pool ends when its last handle is dropped.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -72,54 +76,146 @@ struct Limits {
     max_response_bytes: usize,
 }
 
+/// What a reader thread takes from the pool's queue.
+enum Job {
+    Query(ReadJob),
+    /// Close the connection, then wait at the barrier until every reader
+    /// has (so that no reader takes two), then answer.
+    Close(Arc<Barrier>, oneshot::Sender<()>),
+}
+
 /// A cloneable handle to the read pool.
 #[derive(Clone)]
 pub struct ReadPool {
-    jobs: flume::Sender<ReadJob>,
+    jobs: flume::Sender<Job>,
+    size: usize,
+    /// True between [`ReadPool::close`] and [`ReadPool::open`].
+    closed: Arc<AtomicBool>,
+}
+
+/// One reader thread and its connection.
+struct Reader {
+    db: DbOptions,
+    bounds: Bounds,
+    limits: Limits,
+    closed: Arc<AtomicBool>,
+    /// The connection and its gate; opened when a query needs it.
+    open: Option<(Connection, Gate)>,
+}
+
+impl Reader {
+    /// The open connection, opened if needed; refused while the pool is
+    /// closed.
+    fn connection(&mut self) -> Result<&(Connection, Gate)> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::unavailable(format!(
+                "{} is closed while its file is replaced (a restore); query again once it reopens",
+                self.db.path.display()
+            )));
+        }
+        if self.open.is_none() {
+            let conn = open_read_only(&self.db)?;
+            let gate = Gate::install(&conn, self.bounds)?;
+            self.open = Some((conn, gate));
+        }
+        Ok(self.open.as_ref().expect("opened above"))
+    }
+
+    fn serve(mut self, rx: flume::Receiver<Job>) {
+        for job in rx.iter() {
+            match job {
+                Job::Query(job) => self.query(job),
+                Job::Close(barrier, reply) => {
+                    self.open = None;
+                    barrier.wait();
+                    let _ = reply.send(());
+                }
+            }
+        }
+    }
+
+    fn query(&mut self, job: ReadJob) {
+        if job.reply.is_closed() {
+            return; // its caller left while it waited
+        }
+        let limits = self.limits;
+        let result = self.connection().and_then(|(conn, gate)| {
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                gate.caller(conn, Some(&job.cancelled), || {
+                    run_query(conn, &job.stmt, limits)
+                })
+            }))
+            .unwrap_or_else(|_| {
+                Err(Error::classed(
+                    ErrorClass::Internal,
+                    "reader panicked on a query",
+                ))
+            });
+            end_read(conn);
+            result
+        });
+        let _ = job.reply.send(result);
+    }
 }
 
 impl ReadPool {
     /// Open `pool_size` read-only connections (the database must exist).
     pub fn start(config: ReadPoolConfig) -> Result<ReadPool> {
         let size = config.pool_size.max(1);
-        let (jobs, rx) = flume::bounded::<ReadJob>(size * QUEUE_PER_READER);
-        let bounds = Bounds {
-            timeout: config.query_timeout,
-            timeout_key: "readers.query_timeout",
-            max_value_bytes: config.max_response_bytes,
-        };
-        let limits = Limits {
-            max_rows: config.max_rows,
-            max_response_bytes: config.max_response_bytes,
-        };
+        let (jobs, rx) = flume::bounded::<Job>(size * QUEUE_PER_READER);
+        let closed = Arc::new(AtomicBool::new(false));
         for i in 0..size {
-            let conn = open_read_only(&config.db)?;
-            let gate = Gate::install(&conn, bounds)?;
+            let mut reader = Reader {
+                db: config.db.clone(),
+                bounds: Bounds {
+                    timeout: config.query_timeout,
+                    timeout_key: "readers.query_timeout",
+                    max_value_bytes: config.max_response_bytes,
+                },
+                limits: Limits {
+                    max_rows: config.max_rows,
+                    max_response_bytes: config.max_response_bytes,
+                },
+                closed: closed.clone(),
+                open: None,
+            };
+            // Open now, so that a database that cannot be read fails the start.
+            reader.connection()?;
             let rx = rx.clone();
             std::thread::Builder::new()
                 .name(format!("resilite-reader-{i}"))
-                .spawn(move || {
-                    for job in rx.iter() {
-                        if job.reply.is_closed() {
-                            continue; // its caller left while it waited
-                        }
-                        let result = catch_unwind(AssertUnwindSafe(|| {
-                            gate.caller(&conn, Some(&job.cancelled), || {
-                                run_query(&conn, &job.stmt, limits)
-                            })
-                        }))
-                        .unwrap_or_else(|_| {
-                            Err(Error::classed(
-                                ErrorClass::Internal,
-                                "reader panicked on a query",
-                            ))
-                        });
-                        end_read(&conn);
-                        let _ = job.reply.send(result);
-                    }
-                })?;
+                .spawn(move || reader.serve(rx))?;
         }
-        Ok(ReadPool { jobs })
+        Ok(ReadPool { jobs, size, closed })
+    }
+
+    /// Close every reader's connection (after the queries they are running)
+    /// and refuse queries (`unavailable`) until [`ReadPool::open`]: a
+    /// restore replaces the file. Handles stay valid.
+    pub async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        let barrier = Arc::new(Barrier::new(self.size));
+        let mut answers = Vec::with_capacity(self.size);
+        for _ in 0..self.size {
+            let (reply, answer) = oneshot::channel();
+            self.jobs
+                .send_async(Job::Close(barrier.clone(), reply))
+                .await
+                .map_err(|_| Error::unavailable("the read pool is stopped"))?;
+            answers.push(answer);
+        }
+        for answer in answers {
+            answer
+                .await
+                .map_err(|_| Error::unavailable("a reader stopped while closing"))?;
+        }
+        Ok(())
+    }
+
+    /// Take queries again; each reader opens the file at the same path
+    /// before its next query.
+    pub fn open(&self) {
+        self.closed.store(false, Ordering::Release);
     }
 
     /// Run a read-only statement and return its columns and rows.
@@ -128,11 +224,11 @@ impl ReadPool {
         let cancelled = Arc::new(AtomicBool::new(false));
         let _stop_if_dropped = CancelOnDrop(cancelled.clone());
         self.jobs
-            .send_async(ReadJob {
+            .send_async(Job::Query(ReadJob {
                 stmt,
                 reply,
                 cancelled,
-            })
+            }))
             .await
             .map_err(|_| Error::unavailable("the read pool is stopped"))?;
         rx.await

@@ -1,0 +1,200 @@
+//! One transaction over a batch of operations, each isolated so that a
+//! failing one fails only its caller; callers' statements run through the
+//! statement gate.
+
+use rusqlite::Connection;
+
+use crate::error::{Error, Result};
+use crate::gate::Gate;
+use crate::value::{Operation, OperationOutcome, Statement, WriteOutcome};
+
+use super::keys::claim_key;
+
+/// One transaction over `ops`. A transient failure anywhere aborts the whole
+/// attempt (to be retried); any other failure fails only its operation.
+///
+/// Transaction control is never taken from the statement cache: a caller's
+/// `COMMIT` would find resilite's own there, compiled outside the gate.
+pub(super) fn apply_batch(
+    conn: &Connection,
+    gate: &Gate,
+    ops: &[Operation],
+) -> Result<Vec<Result<OperationOutcome>>> {
+    let mut failed: Vec<Option<Error>> = vec![None; ops.len()];
+    'attempt: loop {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut done = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            if failed[i].is_some() {
+                continue;
+            }
+            match apply_operation(conn, gate, op) {
+                Ok(outcome) => done.push((i, outcome)),
+                Err(Failure { error, .. }) if error.is_transient() => {
+                    rollback_quietly(conn);
+                    return Err(error);
+                }
+                Err(Failure {
+                    error,
+                    left_effects,
+                }) => {
+                    failed[i] = Some(error);
+                    if left_effects || conn.is_autocommit() {
+                        // The failure left changes behind, or SQLite rolled
+                        // back the whole transaction: apply the others again.
+                        rollback_quietly(conn);
+                        continue 'attempt;
+                    }
+                }
+            }
+        }
+        if let Err(e) = conn.execute_batch("COMMIT") {
+            rollback_quietly(conn);
+            return Err(e.into());
+        }
+        let mut results: Vec<Result<OperationOutcome>> = failed
+            .into_iter()
+            .map(|f| f.map_or(Ok(Vec::new()), Err))
+            .collect();
+        for (i, outcome) in done {
+            results[i] = Ok(outcome);
+        }
+        return Ok(results);
+    }
+}
+
+/// A failed operation; `left_effects` when its partial changes remain in
+/// the transaction.
+struct Failure {
+    error: Error,
+    left_effects: bool,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure {
+            error,
+            left_effects: false,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Failure::from(Error::from(e))
+    }
+}
+
+/// Apply one operation so that, if it fails, it leaves nothing behind.
+///
+/// A single statement needs no SAVEPOINT: SQLite's statement journal undoes
+/// a failed statement by itself. The exception is OR FAIL / RAISE(FAIL),
+/// which keeps the rows changed before the failure; `total_changes` shows
+/// it, and the caller then redoes the transaction without this operation.
+/// A batch of statements runs inside its own SAVEPOINT.
+fn apply_operation(
+    conn: &Connection,
+    gate: &Gate,
+    op: &Operation,
+) -> Result<OperationOutcome, Failure> {
+    let list = match op {
+        Operation::Statement(s) => {
+            let before = conn.total_changes();
+            return run_statement(conn, gate, s)
+                .map(|o| vec![o])
+                .map_err(|error| Failure {
+                    error,
+                    left_effects: conn.total_changes() != before,
+                });
+        }
+        Operation::Batch(list) if list.is_empty() => {
+            return Err(Error::bad_input("a batch needs at least one statement").into())
+        }
+        Operation::Batch(list) => list,
+        Operation::Once { key, op } => return apply_once(conn, gate, key, op),
+    };
+    conn.execute_batch("SAVEPOINT op")?;
+    match list.iter().map(|s| run_statement(conn, gate, s)).collect() {
+        Ok(outcome) => {
+            conn.execute_batch("RELEASE op")?;
+            Ok(outcome)
+        }
+        Err(e) => {
+            if !conn.is_autocommit() {
+                conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Apply `op` unless `key` was applied before. The key is claimed in the
+/// same transaction, so both commit together or not at all; if `op` fails,
+/// the claim is withdrawn (no SAVEPOINT needed: SQLite's statement journal
+/// already undoes a failed statement).
+fn apply_once(
+    conn: &Connection,
+    gate: &Gate,
+    key: &str,
+    op: &Operation,
+) -> Result<OperationOutcome, Failure> {
+    if !claim_key(conn, key)? {
+        return Ok(Vec::new());
+    }
+    apply_operation(conn, gate, op).map_err(|failure| {
+        if conn.is_autocommit() {
+            return failure; // the whole transaction is gone, claim included
+        }
+        let withdrawn = conn
+            .prepare_cached("DELETE FROM _resilite_idempotency WHERE key = ?1")
+            .and_then(|mut stmt| stmt.execute([key]));
+        Failure {
+            left_effects: failure.left_effects || withdrawn.is_err(),
+            error: failure.error,
+        }
+    })
+}
+
+/// Run one caller statement through the gate. A statement that changed no
+/// row (DDL among them) reports 0 rows and rowid 0, where SQLite would
+/// repeat the count and rowid of another caller's earlier statement.
+fn run_statement(conn: &Connection, gate: &Gate, s: &Statement) -> Result<WriteOutcome> {
+    let changes_before = conn.total_changes();
+    let rows_affected = gate.caller(conn, None, || {
+        let mut stmt = crate::gate::prepare(conn, &s.sql)?;
+        if stmt.column_count() > 0 {
+            return Err(Error::from_sqlite(
+                rusqlite::Error::ExecuteReturnedResults,
+                &s.sql,
+            ));
+        }
+        stmt.execute(rusqlite::params_from_iter(&s.params))
+            .map_err(|e| crate::gate::run_error(conn, &s.sql, e))
+    })?;
+    if conn.total_changes() == changes_before {
+        return Ok(WriteOutcome {
+            rows_affected: 0,
+            last_insert_rowid: 0,
+        });
+    }
+    Ok(WriteOutcome {
+        rows_affected,
+        last_insert_rowid: conn.last_insert_rowid(),
+    })
+}
+
+pub(super) fn rollback_quietly(conn: &Connection) {
+    if !conn.is_autocommit() {
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::warn!(error = %e, "rollback failed");
+        }
+    }
+}
+
+pub(super) fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-text payload".into())
+}

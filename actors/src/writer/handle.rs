@@ -1,0 +1,78 @@
+//! [`WriterHandle`]: the hot path to a writer's connection thread.
+
+use crate::error::{Error, ErrorClass, Result};
+use crate::value::{Operation, OperationOutcome};
+
+use super::thread::Job;
+
+/// Sends writes straight to a writer's connection thread, skipping the
+/// actor's mailbox. Cloneable; get one with [`WriterMsg::Handle`].
+#[derive(Clone)]
+pub struct WriterHandle {
+    jobs: flume::Sender<Job>,
+}
+
+impl std::fmt::Debug for WriterHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterHandle")
+            .field("queued", &self.jobs.len())
+            .finish()
+    }
+}
+
+impl WriterHandle {
+    pub(super) fn new(jobs: flume::Sender<Job>) -> Self {
+        WriterHandle { jobs }
+    }
+
+    /// Apply `op` and wait for its committed outcome. `Err(op)` gives the
+    /// operation back, never applied, when the connection thread is gone.
+    pub async fn write(
+        &self,
+        op: Operation,
+    ) -> std::result::Result<Result<OperationOutcome>, Operation> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match self.jobs.send_async(Job::Write(op, tx.into())).await {
+            Ok(()) => Ok(answer(rx).await.and_then(|r| r)),
+            Err(flume::SendError(Job::Write(op, _))) => Err(op),
+            Err(_) => Ok(Err(Error::unavailable("the writer thread is gone"))),
+        }
+    }
+
+    /// Run the write probe (see the health check). `Err(())` when the
+    /// connection thread is gone.
+    pub async fn probe(&self) -> std::result::Result<Result<()>, ()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match self.jobs.send_async(Job::Probe(tx.into())).await {
+            Ok(()) => Ok(answer(rx).await.and_then(|r| r)),
+            Err(_) => Err(()),
+        }
+    }
+
+    /// Apply independent operations in one transaction (as a group commit
+    /// of as many callers would): the outcome of each, in order. One
+    /// message for all of them, for callers that have many at hand.
+    /// `Err(ops)` gives them back, never applied, when the thread is gone.
+    pub async fn write_many(
+        &self,
+        ops: Vec<Operation>,
+    ) -> std::result::Result<Result<Vec<Result<OperationOutcome>>>, Vec<Operation>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match self.jobs.send_async(Job::WriteMany(ops, tx.into())).await {
+            Ok(()) => Ok(answer(rx).await),
+            Err(flume::SendError(Job::WriteMany(ops, _))) => Err(ops),
+            Err(_) => Ok(Err(Error::unavailable("the writer thread is gone"))),
+        }
+    }
+}
+
+/// The connection thread's answer to a job it took (it answers every job,
+/// even after a panic).
+async fn answer<T>(rx: tokio::sync::oneshot::Receiver<T>) -> Result<T> {
+    rx.await.map_err(|_| {
+        Error::classed(
+            ErrorClass::Internal,
+            "writer thread ended without answering",
+        )
+    })
+}

@@ -1,0 +1,319 @@
+//! The connection thread: group commit over the jobs the handles and the
+//! actor send, and the connection's life (open, closed for a restore,
+//! opened again).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use backon::BlockingRetryable;
+use ractor::RpcReplyPort;
+use rusqlite::Connection;
+
+use super::apply::{apply_batch, panic_text, rollback_quietly};
+use super::{WriterConfig, WriterStats};
+use crate::connection::open_read_write;
+use crate::error::{Error, ErrorClass, Result};
+use crate::gate::{Bounds, Gate};
+use crate::maintenance::{self, Maintenance, MaintenanceRun};
+use crate::value::{Operation, OperationOutcome};
+
+pub(super) enum Job {
+    Write(Operation, RpcReplyPort<Result<OperationOutcome>>),
+    /// Independent operations committed together, one outcome each.
+    WriteMany(Vec<Operation>, RpcReplyPort<Vec<Result<OperationOutcome>>>),
+    /// The health check's write probe.
+    Probe(RpcReplyPort<Result<()>>),
+    Maintain(Maintenance, RpcReplyPort<Result<MaintenanceRun>>),
+    Barrier(RpcReplyPort<()>),
+    Close(RpcReplyPort<Result<()>>),
+    Open(RpcReplyPort<Result<()>>),
+}
+
+#[derive(Default)]
+pub(super) struct Counters {
+    commits: AtomicU64,
+    committed: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Counters {
+    pub(super) fn snapshot(&self) -> WriterStats {
+        let commits = self.commits.load(Ordering::Relaxed);
+        let committed = self.committed.load(Ordering::Relaxed);
+        WriterStats {
+            commits,
+            committed,
+            failed: self.failed.load(Ordering::Relaxed),
+            mean_batch: if commits == 0 {
+                0.0
+            } else {
+                committed as f64 / commits as f64
+            },
+        }
+    }
+}
+
+/// The open connection and its statement gate.
+struct Db {
+    conn: Connection,
+    /// What callers' statements may do on `conn`.
+    gate: Gate,
+}
+
+pub(super) struct ConnectionLoop {
+    /// `None` while closed for a restore.
+    db: Option<Db>,
+    rx: flume::Receiver<Job>,
+    config: WriterConfig,
+    counters: Arc<Counters>,
+}
+
+type Pending = (Operation, RpcReplyPort<Result<OperationOutcome>>);
+
+impl ConnectionLoop {
+    pub(super) fn new(
+        rx: flume::Receiver<Job>,
+        config: WriterConfig,
+        counters: Arc<Counters>,
+    ) -> Self {
+        ConnectionLoop {
+            db: None,
+            rx,
+            config,
+            counters,
+        }
+    }
+
+    /// Open the connection (pragmas, init hook, statement gate) unless it
+    /// is open.
+    pub(super) fn open(&mut self) -> Result<()> {
+        if self.db.is_some() {
+            return Ok(());
+        }
+        let config = &self.config;
+        let bounds = Bounds {
+            timeout: config.statement_timeout,
+            timeout_key: "writer.statement_timeout",
+            max_value_bytes: config.max_value_bytes,
+        };
+        let conn = open_read_write(&config.db)?;
+        if let Some(init) = config.init {
+            init(&conn)?;
+        }
+        let gate = Gate::install(&conn, bounds)?;
+        self.db = Some(Db { conn, gate });
+        Ok(())
+    }
+
+    /// The open connection, or why there is none.
+    fn db(&self) -> Result<&Db> {
+        self.db.as_ref().ok_or_else(|| {
+            Error::unavailable(format!(
+                "{} is closed while its file is replaced (a restore); nothing was applied, send it again once it reopens",
+                self.config.db.path.display()
+            ))
+        })
+    }
+
+    pub(super) fn run(mut self) {
+        // How many writes the last batch held: the callers we expect back
+        // while the next batch is being collected.
+        let mut expected = 1;
+        let mut next: Option<Job> = None;
+        loop {
+            let job = match next.take().map_or_else(|| self.rx.recv(), Ok) {
+                Ok(job) => job,
+                Err(_) => break, // every sender dropped: the actor is gone
+            };
+            match job {
+                Job::Write(op, reply) => {
+                    let (batch, control) = self.collect(vec![(op, reply)], expected);
+                    expected = batch.len();
+                    next = control;
+                    self.commit(batch);
+                }
+                Job::WriteMany(ops, reply) => {
+                    let _ = reply.send(self.apply(&ops));
+                }
+                Job::Maintain(task, reply) => {
+                    let _ = reply.send(self.maintain(task));
+                }
+                Job::Probe(reply) => {
+                    let _ = reply.send(self.probe());
+                }
+                Job::Barrier(reply) => {
+                    let _ = reply.send(());
+                }
+                Job::Close(reply) => {
+                    // Dropping the connection closes the file (SQLite
+                    // checkpoints the WAL when its last connection closes).
+                    self.db = None;
+                    tracing::info!(path = %self.config.db.path.display(), "writer connection closed for a restore");
+                    let _ = reply.send(Ok(()));
+                }
+                Job::Open(reply) => {
+                    let _ = reply.send(self.open());
+                }
+            }
+        }
+        tracing::debug!(path = %self.config.db.path.display(), "writer connection closed");
+    }
+
+    /// Take the writes that are waiting, up to `max_batch`; wait up to
+    /// `batch_wait` while fewer than `expected` arrived. Stops at a control
+    /// job, returned to run after this batch.
+    fn collect(&self, mut batch: Vec<Pending>, expected: usize) -> (Vec<Pending>, Option<Job>) {
+        let deadline = Instant::now() + self.config.batch_wait;
+        while batch.len() < self.config.max_batch {
+            let job = match self.rx.try_recv() {
+                Ok(job) => job,
+                Err(flume::TryRecvError::Empty) if batch.len() < expected => {
+                    match self.rx.recv_deadline(deadline) {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    }
+                }
+                Err(_) => break,
+            };
+            match job {
+                Job::Write(op, reply) => batch.push((op, reply)),
+                control => return (batch, Some(control)),
+            }
+        }
+        (batch, None)
+    }
+
+    /// Commit a batch and answer every caller. A write whose caller went
+    /// away before it started is not applied.
+    fn commit(&self, batch: Vec<Pending>) {
+        let (ops, replies): (Vec<Operation>, Vec<_>) = batch
+            .into_iter()
+            .filter(|(_, reply)| !reply.is_closed())
+            .unzip();
+        if ops.is_empty() {
+            return;
+        }
+        for (reply, result) in replies.into_iter().zip(self.apply(&ops)) {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Commit `ops` in one transaction (retrying transient failures in
+    /// place): the outcome of each.
+    fn apply(&self, ops: &[Operation]) -> Vec<Result<OperationOutcome>> {
+        let db = match self.db() {
+            Ok(db) => db,
+            Err(e) => return vec![Err(e); ops.len()],
+        };
+        let started = Instant::now();
+        let attempts = AtomicU64::new(0);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            (|| {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                apply_batch(&db.conn, &db.gate, ops)
+            })
+            .retry(self.config.retry.backoff())
+            .sleep(std::thread::sleep)
+            .when(Error::is_transient)
+            .notify(|e, delay| {
+                tracing::warn!(class = ?e.class, detail = %e.detail, ?delay, "transient write failure; retrying batch");
+            })
+            .call()
+        }));
+        let results = match outcome {
+            Ok(Ok(results)) => {
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                results
+            }
+            Ok(Err(mut e)) => {
+                if e.is_transient() {
+                    e.detail = format!(
+                        "{} (gave up after {} attempts)",
+                        e.detail,
+                        attempts.load(Ordering::Relaxed)
+                    );
+                }
+                tracing::error!(class = ?e.class, detail = %e.detail, ops = ops.len(), "write batch failed");
+                vec![Err(e); ops.len()]
+            }
+            Err(panic) => {
+                rollback_quietly(&db.conn);
+                let e = Error::classed(ErrorClass::Internal, panic_text(&panic));
+                tracing::error!(detail = %e.detail, "writer panicked applying a batch; rolled back");
+                vec![Err(e); ops.len()]
+            }
+        };
+        let failed = results.iter().filter(|r| r.is_err()).count() as u64;
+        let committed = results.len() as u64 - failed;
+        self.counters
+            .committed
+            .fetch_add(committed, Ordering::Relaxed);
+        self.counters.failed.fetch_add(failed, Ordering::Relaxed);
+        let name = self.config.name;
+        metrics::counter!("resilite_writes_total", "writer" => name, "outcome" => "committed")
+            .increment(committed);
+        metrics::counter!("resilite_writes_total", "writer" => name, "outcome" => "failed")
+            .increment(failed);
+        metrics::histogram!("resilite_commit_batch_size", "writer" => name)
+            .record(ops.len() as f64);
+        metrics::histogram!("resilite_commit_duration_seconds", "writer" => name)
+            .record(started.elapsed().as_secs_f64());
+        metrics::gauge!("resilite_writer_queue_depth", "writer" => name).set(self.rx.len() as f64);
+        results
+    }
+
+    /// resilite's own write probe, between two transactions: one that
+    /// rewrites the header's `user_version` with the value it holds. A real
+    /// write to the file, so it fails as the callers' writes would
+    /// (read-only or immutable file, full disk, lock held elsewhere), and
+    /// the application sees no change; then the file is opened for
+    /// writing. Tried once: it measures.
+    fn probe(&self) -> Result<()> {
+        let conn = &self.db()?.conn;
+        let write = || -> rusqlite::Result<()> {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            conn.execute_batch(&format!("PRAGMA user_version = {version}; COMMIT"))
+        };
+        write().map_err(|e| {
+            rollback_quietly(conn);
+            Error::from(e)
+        })?;
+        // The open connection keeps writing the WAL after its file was made
+        // read-only or immutable: SQLite finds out only at the next
+        // checkpoint, or when it opens the file again after a restart.
+        // Opening the file for writing finds out now.
+        let path = &self.config.db.path;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| {
+                let mut err = Error::from(e);
+                err.detail = format!("opening {} for writing: {}", path.display(), err.detail);
+                err
+            })
+    }
+
+    /// Run a maintenance task between two transactions.
+    fn maintain(&self, task: Maintenance) -> Result<MaintenanceRun> {
+        let run = self
+            .db()
+            .and_then(|db| maintenance::run(&db.conn, &self.config.db.path, task));
+        match &run {
+            Ok(run) => tracing::info!(
+                writer = self.config.name,
+                task = task.name(),
+                duration_ms = run.duration_ms,
+                reclaimed = run.bytes_reclaimed(),
+                "maintenance done"
+            ),
+            Err(e) => {
+                tracing::warn!(writer = self.config.name, task = task.name(), detail = %e.detail, "maintenance failed")
+            }
+        }
+        run
+    }
+}
