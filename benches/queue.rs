@@ -12,9 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use resilite::actors::retry_queue::EnqueueOptions;
-use resilite::actors::{Operation, Synchronous};
-use resilite::{Config, Runtime, Statement, Value};
+use resilite::{Config, EnqueueOptions, Operation, Runtime, Statement, Synchronous, Value};
 
 const MEMORY_ENTRIES: i64 = 1_000_000;
 /// The small queue memory is compared with.
@@ -139,7 +137,7 @@ fn main() {
         .build()
         .expect("tokio");
     tokio.block_on(async {
-        let batch = resilite::actors::retry_queue::RetryConfig::default().replay_batch;
+        let batch = resilite::config::RetryConfig::default().replay_batch;
         println!("durable retry queue; synchronous=NORMAL; {TASKS} enqueuing tasks; replay_batch {batch}\n");
         memory().await;
         let n = ops();

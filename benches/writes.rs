@@ -17,8 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use resilite::actors::Synchronous;
-use resilite::{Config, Runtime, Statement, Value};
+use resilite::{Config, Runtime, Statement, Synchronous, Value};
 use rusqlite::Connection;
 
 const INSERT: &str = "INSERT INTO t(v) VALUES (?1)";

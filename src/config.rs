@@ -7,19 +7,19 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use resilite_actors::breaker::BreakerConfig;
 pub use resilite_actors::breaker::DATABASE_BREAKER;
 use resilite_actors::connection::DEFAULT_BUSY_TIMEOUT;
-use resilite_actors::health::HealthConfig;
 use resilite_actors::readers::{
     DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_ROWS, DEFAULT_POOL_SIZE, DEFAULT_QUERY_TIMEOUT,
 };
-use resilite_actors::retry_queue::RetryConfig;
 use resilite_actors::writer::{
     DEFAULT_BATCH_WAIT, DEFAULT_MAX_BATCH, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY,
     DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX, DEFAULT_STATEMENT_TIMEOUT,
 };
 use resilite_actors::{DbOptions, RetryPolicy, Synchronous, WriterConfig};
+// The sections owned by the actors they configure: `[health]`, `[retry]`
+// and `[breakers.<name>]`.
+pub use resilite_actors::{BreakerConfig, HealthConfig, RetryConfig};
 use serde::{Deserialize, Serialize};
 
 /// Default application database.

@@ -9,7 +9,7 @@
 //! validation requires one off loopback).
 //!
 //! Every bound a caller could otherwise break is set here or in
-//! [`server`]: request bodies over `http.max_body_bytes` are refused (413,
+//! `server`: request bodies over `http.max_body_bytes` are refused (413,
 //! before the body is read when Content-Length declares it), a body must
 //! arrive within `http.body_timeout` (408), integers outside i64 are
 //! refused (400), and every 4xx/5xx carries the JSON error body, with its
@@ -225,7 +225,7 @@ pub fn router(rt: Runtime) -> Router {
 
 /// Serve the API on `listener` until `shutdown` completes, then let
 /// in-flight requests finish. Connections are bounded by the `[http]`
-/// settings (see [`server`]).
+/// settings (see the `server` module).
 pub async fn serve(
     rt: Runtime,
     listener: TcpListener,

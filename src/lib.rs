@@ -1,18 +1,13 @@
 //! resilite: a supervised, actor-based resilience runtime for SQLite.
 //!
-//! # Layout
-//!
-//! - [`config`]: `Config`, parsed from TOML with environment overrides and
-//!   validated in one place.
-//! - `runtime`: [`Runtime`], the cloneable handle an application holds.
-//! - `startup`: the checks of `Runtime::start` before any actor runs.
-//! - `supervisor`: the root supervisor (restart policy, escalation).
-//! - [`http`]: the HTTP API of `resilite run`.
-//! - [`metrics`]: the Prometheus exporter behind `/metrics`.
-//! - [`cli`]: the command line, one module per verb.
-//!
-//! The actors themselves live in the `resilite-actors` crate, re-exported as
-//! [`actors`].
+//! An application starts a [`Runtime`] on its database file and sends it
+//! statements. Every write goes through one supervised writer with group
+//! commit and is answered only after COMMIT; reads go to a pool of
+//! read-only WAL connections. Transient failures are retried in place; a
+//! write made [durable](Runtime::execute_durable) that cannot be applied
+//! now is kept in a retry queue and, failing for good, in a dead-letter
+//! queue. Circuit breakers, continuous health checks and maintenance, and
+//! the journal that records all of it come with it.
 //!
 //! ```no_run
 //! use resilite::{Config, Runtime, Statement, Value};
@@ -25,6 +20,57 @@
 //! rt.shutdown().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Everything an application uses is imported from `resilite::` (the types
+//! listed below); the runtime's plumbing is private. The same runtime also
+//! runs as a standalone process with an HTTP API (`resilite run`, see
+//! [`http`]) and operates on database files from the command line
+//! ([`cli`]).
+//!
+//! # Layout
+//!
+//! The public API, re-exported at the crate root:
+//!
+//! - The handle: [`Runtime`] (cloneable; `execute`, `batch`, `write`,
+//!   `query`, `shutdown`, ...), its [`Status`] and readiness ([`NotReady`]).
+//! - Configuration: [`Config`] and [`ConfigError`]; the sections and their
+//!   defaults are in [`config`].
+//! - Operations as data: [`Statement`], [`Operation`], [`Value`], and what
+//!   comes back: [`WriteOutcome`], [`OperationOutcome`], [`QueryResult`].
+//! - Errors: [`Error`], its [`ErrorClass`] (what to do with it), [`Result`].
+//! - Durable writes and the dead-letter queue: [`Durable`],
+//!   [`EnqueueOptions`], [`Entry`], [`EntryStatus`], [`Resolution`],
+//!   [`QueueStats`]; application payload handlers: [`Handler`],
+//!   [`HandlerFuture`].
+//! - Circuit breakers: [`BreakerHandle`], [`BreakerConfig`],
+//!   [`BreakerError`], [`BreakerOpen`], [`BreakerState`],
+//!   [`BreakerSnapshot`].
+//! - Health and maintenance: [`HealthReport`], [`HealthStatus`],
+//!   [`HealthEvent`], [`Integrity`], [`Figures`], [`Recommendation`],
+//!   [`Action`]; [`Maintenance`], [`CheckpointMode`], [`MaintenanceRun`],
+//!   [`CheckpointOutcome`].
+//! - Supervision: [`ActorStatus`], [`SlotState`], [`RestartRecord`],
+//!   [`RestartOutcome`], [`WriterStats`]; [`Synchronous`], the durability
+//!   level of `[database] synchronous`; [`journal_version`].
+//!
+//! Public modules:
+//!
+//! - [`config`]: `Config` and its sections, parsed from TOML with
+//!   environment overrides and validated in one place.
+//! - [`testing`]: the WriterActor's message API, for tests that drive it
+//!   by message or spawn it alone.
+//! - [`http`]: the HTTP API of `resilite run`, as an axum router.
+//! - [`metrics`]: the Prometheus exporter behind `/metrics`.
+//! - [`cli`]: the command line, one module per verb (the binary's `main`).
+//!
+//! Private modules: `runtime` (the handle's methods, a file per concern),
+//! `startup` (the checks of [`Runtime::start`] before any actor runs) and
+//! `supervisor` (the root supervisor: restart policy, escalation).
+//!
+//! The actors themselves live in the `resilite-actors` crate. It is not
+//! re-exported as a whole: its modules also hold the plumbing the runtime
+//! wires the actors with (slots, connections, the journal's SQL), which is
+//! not API. The types above are its types, re-exported one by one.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::await_holding_lock)]
 
@@ -37,8 +83,46 @@ mod startup;
 mod supervisor;
 
 pub use config::{Config, ConfigError};
-pub use resilite_actors as actors;
 pub use resilite_actors::{
-    Error, ErrorClass, Operation, QueryResult, Result, Statement, Value, WriteOutcome,
+    Action, ActorStatus, BreakerConfig, BreakerError, BreakerHandle, BreakerOpen, BreakerSnapshot,
+    BreakerState, CheckpointMode, CheckpointOutcome, EnqueueOptions, Entry, EntryStatus, Error,
+    ErrorClass, Figures, Handler, HandlerFuture, HealthEvent, HealthReport, HealthStatus,
+    Integrity, Maintenance, MaintenanceRun, Operation, OperationOutcome, QueryResult, QueueStats,
+    Recommendation, Resolution, RestartOutcome, RestartRecord, Result, SlotState, Statement,
+    Synchronous, Value, WriteOutcome, WriterStats,
 };
 pub use runtime::{Durable, NotReady, Runtime, Status};
+
+/// The version of the journal's schema this build of resilite writes. A
+/// journal at a newer version is refused at start (the error names both).
+pub fn journal_version() -> usize {
+    resilite_actors::journal::current_version()
+}
+
+/// The message API of the WriterActor, for tests that drive it directly
+/// (fault injection, a writer spawned alone).
+///
+/// [`Runtime::writer`] returns the supervised writer's
+/// `ractor::ActorRef<WriterMsg>`; [`WriterMsg::Handle`](testing::WriterMsg::Handle)
+/// answers a [`WriterHandle`](testing::WriterHandle) that sends writes straight to the connection thread.
+/// A writer can also run alone, without a runtime:
+///
+/// ```no_run
+/// use resilite::testing::{DbOptions, WriterActor, WriterConfig, WriterMsg};
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = WriterConfig::new(DbOptions::new("./data/app.db"));
+/// let (writer, _thread) = ractor::Actor::spawn(None, WriterActor, config).await?;
+/// let stats = ractor::call!(writer, WriterMsg::Stats)?;
+/// println!("{} operations committed", stats.committed);
+/// # Ok(()) }
+/// ```
+///
+/// These live in their own module, not at the crate root, because an
+/// application holding a [`Runtime`] never needs them: they are the third
+/// way of using resilite (by message, in tests), and keeping them apart
+/// keeps the root to what the handle takes and answers.
+pub mod testing {
+    pub use resilite_actors::{
+        DbOptions, RetryPolicy, WriterActor, WriterConfig, WriterHandle, WriterMsg,
+    };
+}

@@ -66,7 +66,7 @@ pub fn render() -> Option<String> {
 
 /// Whether this operation's latency is recorded: one in
 /// [`LATENCY_SAMPLE_EVERY`], counted per thread so no counter is shared.
-pub fn sampled() -> bool {
+pub(crate) fn sampled() -> bool {
     thread_local! {
         static SEEN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     }

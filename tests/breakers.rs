@@ -9,11 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use resilite::actors::breaker::{BreakerConfig, BreakerError, BreakerState};
-use resilite::actors::health::{Action, HealthReport, HealthStatus};
-use resilite::actors::retry_queue::EnqueueOptions;
-use resilite::actors::{Error, ErrorClass, Operation};
-use resilite::{Config, Durable, Runtime, Statement, Value};
+use resilite::{
+    Action, BreakerConfig, BreakerError, BreakerState, Config, Durable, EnqueueOptions, Error,
+    ErrorClass, HealthReport, HealthStatus, Operation, Runtime, Statement, Value,
+};
 
 use common::{open_direct, start_with};
 

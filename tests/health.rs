@@ -8,9 +8,9 @@ mod common;
 use std::io::{Seek, SeekFrom, Write};
 use std::time::Duration;
 
-use resilite::actors::health::{Action, HealthEvent, HealthStatus, Integrity};
-use resilite::actors::{CheckpointMode, Maintenance, SlotState};
-use resilite::Statement;
+use resilite::{
+    Action, CheckpointMode, HealthEvent, HealthStatus, Integrity, Maintenance, SlotState, Statement,
+};
 
 use common::{open_direct, start_with};
 
@@ -210,7 +210,10 @@ async fn health_history_is_written_and_pruned_by_age() {
     t.rt.check_now().await.unwrap();
     let journal = open_direct(&t.rt.config().journal_path());
     let day_ms: i64 = 86_400_000;
-    let now_ms = resilite::actors::maintenance::now_ms();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     for (age_days, status) in [(40, "OLD"), (20, "KEPT")] {
         journal
             .execute(

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use resilite::actors::health::Action;
-use resilite::actors::retry_queue::{EnqueueOptions, QueueStats, Resolution};
-use resilite::actors::{Error, Operation};
-use resilite::{Durable, Runtime, Statement, Value};
+use resilite::{
+    Action, Durable, EnqueueOptions, Error, Operation, QueueStats, Resolution, Runtime, Statement,
+    Value,
+};
 
 use common::{open_direct, start_with};
 
@@ -33,7 +33,7 @@ fn impatient(c: &mut resilite::Config) {
     // The database breaker opens under the lock; keep its open period short.
     c.breakers.insert(
         "database".into(),
-        resilite::actors::breaker::BreakerConfig {
+        resilite::BreakerConfig {
             open_for: Duration::from_millis(100),
             ..Default::default()
         },
@@ -368,7 +368,7 @@ async fn a_poison_write_is_dead_lettered_then_requeued_after_the_fix_or_discarde
     let report = t.rt.check_now().await.unwrap();
     assert_eq!(
         report.status,
-        resilite::actors::health::HealthStatus::Warning,
+        resilite::HealthStatus::Warning,
         "{}",
         report.to_text()
     );

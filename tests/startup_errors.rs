@@ -275,7 +275,7 @@ async fn startup_a_journal_newer_than_this_binary_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     let journal = dir.path().join("app.db.journal");
-    let newer = resilite::actors::journal::current_version() + 7;
+    let newer = resilite::journal_version() + 7;
     rusqlite::Connection::open(&journal)
         .unwrap()
         .execute_batch(&format!("PRAGMA user_version = {newer}"))
@@ -287,10 +287,7 @@ async fn startup_a_journal_newer_than_this_binary_is_refused() {
         &out,
         &[
             &format!("journal {} is at version {newer}", journal.display()),
-            &format!(
-                "newer than this resilite ({})",
-                resilite::actors::journal::current_version()
-            ),
+            &format!("newer than this resilite ({})", resilite::journal_version()),
             "use a newer resilite",
         ],
     );

@@ -6,16 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use resilite::actors::journal::RestartOutcome;
-use resilite::actors::WriterMsg;
-use resilite::{ErrorClass, Statement, Status};
+use resilite::testing::WriterMsg;
+use resilite::{ErrorClass, RestartOutcome, Statement, Status};
 
 use common::{insert, start_with};
 
-async fn restarts_recorded(
-    rt: &resilite::Runtime,
-    n: usize,
-) -> Vec<resilite::actors::journal::RestartRecord> {
+async fn restarts_recorded(rt: &resilite::Runtime, n: usize) -> Vec<resilite::RestartRecord> {
     // The journal write is asynchronous to supervision: poll briefly.
     for _ in 0..100 {
         let records = rt.restarts().await.unwrap();
@@ -74,7 +70,7 @@ async fn supervisor_restarts_a_panicking_writer_and_records_it() {
     let report = t.rt.check_now().await.unwrap();
     let writer = report.actors.iter().find(|a| a.name == "writer").unwrap();
     assert_eq!(writer.restarts, 1, "{writer:?}");
-    assert_eq!(writer.state, resilite::actors::SlotState::Running);
+    assert_eq!(writer.state, resilite::SlotState::Running);
     assert!(writer.last_failure.as_deref().unwrap().contains("injected"));
 }
 
@@ -115,10 +111,7 @@ async fn supervisor_escalates_past_the_restart_limit_with_a_clear_error() {
 
     // Health says CRITICAL and why; the runtime is not ready.
     let report = t.rt.check_now().await.unwrap();
-    assert_eq!(
-        report.status,
-        resilite::actors::health::HealthStatus::Critical
-    );
+    assert_eq!(report.status, resilite::HealthStatus::Critical);
     assert!(
         report.rule.contains("writer failed past its restart limit"),
         "{}",

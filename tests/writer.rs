@@ -206,7 +206,7 @@ async fn writer_write_many_isolates_each_operation_in_one_commit() {
         .unwrap();
     t.rt.execute(insert("u", "taken")).await.unwrap();
     let writer = t.rt.writer().await.unwrap();
-    let handle = ractor::call!(writer, resilite::actors::WriterMsg::Handle).unwrap();
+    let handle = ractor::call!(writer, resilite::testing::WriterMsg::Handle).unwrap();
     let commits_before = t.rt.writer_stats().await.unwrap().commits;
     let values = ["a", "taken", "b", "taken", "c"];
     let ops = values

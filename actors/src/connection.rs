@@ -1,5 +1,9 @@
 //! Opening connections: the one read-write connection of a writer, and the
 //! read-only connections of the read pool, with the pragmas resilite relies on.
+//!
+//! Internal: `pub` only for the `resilite` facade (startup checks, the
+//! runtime's journal reads, the CLI). [`DbOptions`] and [`Synchronous`]
+//! are re-exported at the crate root.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

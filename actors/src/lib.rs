@@ -1,45 +1,104 @@
 //! The actors of resilite and the values they exchange.
 //!
+//! This crate is the inside of the `resilite` runtime: the single writer
+//! with group commit, the read pool, the durable retry queue, the circuit
+//! breakers, the health checks and the journal that records them. It is a
+//! separate crate so that each actor is compiled and tested on its own; it
+//! is not what an application depends on. Applications use the `resilite`
+//! crate, which starts these actors under a supervisor and re-exports the
+//! chosen types from `resilite::` (the types below are the same types, so
+//! a value crosses the two crates as it is).
+//!
+//! ```no_run
+//! use resilite_actors::{DbOptions, Operation, Statement, Value, WriterActor, WriterConfig, WriterMsg};
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // One writer on one file, alone: what the runtime supervises.
+//! let config = WriterConfig::new(DbOptions::new("./data/app.db"));
+//! let (writer, _thread) = ractor::Actor::spawn(None, WriterActor, config).await?;
+//! let op = Operation::Statement(Statement::new("INSERT INTO logs VALUES (?1)", [Value::from("hi")]));
+//! let outcome = ractor::call!(writer, |reply| WriterMsg::Write { op, reply })??;
+//! println!("{outcome:?}");
+//! # Ok(()) }
+//! ```
+//!
 //! # Layout
 //!
-//! - [`value`]: operations as data (`Statement`, `Operation`, `Value`) and
-//!   their outcomes.
-//! - [`error`]: error classification (transient, constraint, SQL,
-//!   corruption, permission, bad input) with user and technical messages.
-//! - [`gate`]: the statement gate on every connection: what a caller's
-//!   SQL may do (authorizer, limits, time bounds).
-//! - [`connection`]: opening the read-write and read-only connections.
-//! - [`writer`]: `WriterActor`, the single writer with group commit.
-//! - [`readers`]: the read pool of read-only connections.
-//! - [`retry_queue`]: the durable retry queue and dead-letter queue.
-//! - [`breaker`]: circuit breakers, named ones (an actor) and the
-//!   database breaker, on one state machine, with persisted state.
-//! - [`slot`]: where a supervised actor stands, as handles see it.
-//! - [`maintenance`]: checkpoint, VACUUM and optimize, measured.
-//! - [`health`]: inspection of a database file: status, figures,
-//!   recommendations.
+//! Values, at the crate root (their modules are private):
+//!
+//! - `value`: operations as data ([`Statement`], [`Operation`], [`Value`])
+//!   and their outcomes ([`WriteOutcome`], [`OperationOutcome`],
+//!   [`QueryResult`]).
+//! - `error`: error classification ([`Error`], [`ErrorClass`]): transient,
+//!   constraint, SQL, corruption, permission, bad input, with user and
+//!   technical messages.
+//! - `gate`: the statement gate on every connection: what a caller's SQL
+//!   may do (authorizer, limits, time bounds). Used by the writer and the
+//!   readers only.
+//!
+//! The actors, a module each with its messages and configuration:
+//!
+//! - [`writer`]: [`WriterActor`], the single writer with group commit, its
+//!   messages [`WriterMsg`] and the direct [`WriterHandle`].
+//! - [`readers`]: [`ReadPool`], the read pool of read-only connections.
+//! - [`retry_queue`]: the `RetryQueueActor`, the durable retry queue and
+//!   dead-letter queue ([`Entry`], [`EnqueueOptions`], [`QueueStats`]).
+//! - [`breaker`]: circuit breakers, named ones (the `CircuitBreakerActor`)
+//!   and the database breaker, on one state machine, with persisted state
+//!   ([`BreakerHandle`], [`BreakerSnapshot`]).
+//! - [`health`]: the `HealthActor` and the inspection of a database file:
+//!   [`HealthReport`], [`HealthStatus`], recommendations, events.
+//!
+//! Internal modules. They are `pub` only because the `resilite` facade, a
+//! separate crate, wires the actors together with them (the supervisor,
+//! the runtime handle and the CLI); they are not re-exported from
+//! `resilite::` and are not meant for applications:
+//!
+//! - [`slot`]: where a supervised actor stands, as handles see it
+//!   ([`ActorStatus`], [`SlotState`] are the parts applications see).
+//! - [`connection`]: opening the read-write and read-only connections
+//!   ([`DbOptions`], [`Synchronous`] are re-exported).
+//! - [`maintenance`]: checkpoint, VACUUM and optimize, measured
+//!   ([`Maintenance`], [`MaintenanceRun`] are re-exported).
 //! - [`journal`]: the runtime's own database and all of its SQL (restart
-//!   log, retry queue and dead-letter queue, and later breakers and history).
+//!   log, retry queue and dead-letter queue, breakers, health history); the
+//!   restart log's [`RestartRecord`] is re-exported.
+//!
+//! Every type an application meets through `resilite::Runtime` is
+//! re-exported at this crate's root, so the facade takes all of them from
+//! here.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::await_holding_lock)]
 
+mod error;
+mod gate;
+mod value;
+
 pub mod breaker;
-pub mod connection;
-pub mod error;
-pub mod gate;
 pub mod health;
-pub mod journal;
-pub mod maintenance;
 pub mod readers;
 pub mod retry_queue;
-pub mod slot;
-pub mod value;
 pub mod writer;
 
+pub mod connection;
+pub mod journal;
+pub mod maintenance;
+pub mod slot;
+
+pub use breaker::{
+    BreakerConfig, BreakerError, BreakerHandle, BreakerOpen, BreakerSnapshot, BreakerState,
+};
 pub use connection::{DbOptions, Synchronous};
 pub use error::{Error, ErrorClass, Result};
+pub use health::{
+    Action, Figures, HealthConfig, HealthEvent, HealthReport, HealthStatus, Integrity,
+    Recommendation,
+};
+pub use journal::{RestartOutcome, RestartRecord};
 pub use maintenance::{CheckpointMode, CheckpointOutcome, Maintenance, MaintenanceRun};
 pub use readers::{ReadPool, ReadPoolConfig};
-pub use slot::{RunningWriter, Slot, SlotState, WriterSlot};
+pub use retry_queue::{
+    EnqueueOptions, Entry, EntryStatus, Handler, HandlerFuture, QueueStats, Resolution, RetryConfig,
+};
+pub use slot::{ActorStatus, SlotState};
 pub use value::{Operation, OperationOutcome, QueryResult, Statement, Value, WriteOutcome};
 pub use writer::{RetryPolicy, WriterActor, WriterConfig, WriterHandle, WriterMsg, WriterStats};

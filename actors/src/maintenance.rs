@@ -5,6 +5,11 @@
 //! ([`crate::WriterMsg::Maintain`]) so they never race a write; the
 //! `resilite checkpoint` and `vacuum` commands run them on their own
 //! connection.
+//!
+//! Internal: the functions are `pub` only for the `resilite` facade (the
+//! CLI verbs, the runtime's clock); the values ([`Maintenance`],
+//! [`CheckpointMode`], [`MaintenanceRun`], [`CheckpointOutcome`]) are
+//! re-exported from `resilite::`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

@@ -3,6 +3,10 @@
 //! The supervisor publishes each child in a [`Slot`] (a tokio watch
 //! channel); handles read it, so a restart is invisible to callers beyond a
 //! short wait for the new actor.
+//!
+//! Internal: `pub` only for the `resilite` facade (its supervisor and
+//! runtime handle). Applications see [`ActorStatus`] and [`SlotState`],
+//! re-exported from `resilite::`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -118,7 +122,7 @@ pub async fn write(slot: &watch::Receiver<WriterSlot>, op: Operation) -> Result<
 
 /// Apply independent operations through the writer in `slot`, committed
 /// together: the outcome of each, in order (see
-/// [`WriterHandle::write_many`]). Resent like [`write`].
+/// [`WriterHandle::write_many`]). Resent like [`write()`].
 pub async fn write_many(
     slot: &watch::Receiver<WriterSlot>,
     ops: Vec<Operation>,
@@ -130,7 +134,7 @@ pub async fn write_many(
 }
 
 /// Run the writer's write probe (a real write that changes nothing the
-/// application sees). Resent like [`write`].
+/// application sees). Resent like [`write()`].
 pub async fn probe(slot: &watch::Receiver<WriterSlot>) -> Result<()> {
     resend(slot, (), |writer, ()| async move { writer.probe().await }).await?
 }

@@ -40,10 +40,7 @@ pub fn insert(table: &str, v: impl Into<Value>) -> Statement {
 
 /// Wait (up to `limit`) until no queue entry is queued or retrying; the
 /// counts at that point (still unsettled ones if the limit passed).
-pub async fn queue_settled(
-    rt: &Runtime,
-    limit: std::time::Duration,
-) -> resilite::actors::retry_queue::QueueStats {
+pub async fn queue_settled(rt: &Runtime, limit: std::time::Duration) -> resilite::QueueStats {
     let deadline = std::time::Instant::now() + limit;
     loop {
         let stats = rt.queue_stats().await.expect("queue stats");

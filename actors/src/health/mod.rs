@@ -2,26 +2,28 @@
 //! turned into an overall status with the rule that derived it and
 //! recommendations with the thresholds that triggered them.
 //!
-//! - [`config`]: `[health]`, the schedules, thresholds and automatic
+//! # Layout
+//!
+//! - `config`: `[health]`, the schedules, thresholds and automatic
 //!   maintenance, with their defaults.
-//! - [`report`]: what a check reports: [`HealthStatus`], [`Integrity`],
+//! - `report`: what a check reports: [`HealthStatus`], [`Integrity`],
 //!   [`Figures`], [`Recommendation`] and its [`Action`], [`HealthReport`],
 //!   and the [`HealthEvent`]s others may act on.
-//! - [`rules`]: the rules that judge a report (database, write probe,
+//! - `rules`: the rules that judge a report (database, write probe,
 //!   actors, retry queue, breakers).
-//! - [`inspect`]: the checks of a database file (integrity, sizes, pages,
+//! - `inspect`: the checks of a database file (integrity, sizes, pages,
 //!   free disk, read probe). They only read, through their own read-only
 //!   connection, so they run beside a live writer or on a file no process
 //!   has open (`resilite health`).
-//! - [`actor`]: the HealthActor, which runs the checks on their schedules,
+//! - `actor`: the [`HealthActor`], which runs the checks on their schedules,
 //!   adds the write probe and actor states, records every result in the
 //!   journal (its SQL is in [`crate::journal::health`]) and runs
 //!   maintenance through the writer.
 
-pub mod actor;
-pub mod config;
-pub mod inspect;
-pub mod report;
+mod actor;
+mod config;
+mod inspect;
+mod report;
 mod rules;
 
 pub use actor::{HealthActor, HealthArgs, HealthMsg};

@@ -8,10 +8,14 @@
 //! opens its connection ([`migrate`] is its init hook).
 //!
 //! This module alone holds the journal's SQL, a file per table family:
-//! [`migrations`] (the schema, version by version, frozen as shipped),
-//! [`restarts`] (the supervisor's restart log), [`queue`] (the retry queue and
+//! `migrations` (the schema, version by version, frozen as shipped),
+//! [`restarts`](mod@restarts) (the supervisor's restart log), [`queue`] (the retry queue and
 //! dead-letter queue), [`breakers`] (circuit breaker state and transitions) and
 //! [`health`] (health history and the maintenance log).
+//!
+//! Internal: this module is `pub` only for the `resilite` facade (the
+//! supervisor's restart log, the runtime's queue reads, the `dlq` verb of
+//! the CLI) and this crate's tests; it is not part of `resilite::`.
 
 pub mod breakers;
 pub mod health;
