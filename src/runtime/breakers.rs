@@ -2,12 +2,16 @@
 //! breaker ([`DatabaseBreaker`](resilite_actors::breaker::DatabaseBreaker),
 //! consulted on every write) and handles to the named breakers.
 
-use resilite_actors::breaker::{BreakerHandle, BreakerMsg, BreakerSnapshot};
-use resilite_actors::slot;
+use std::time::Duration;
+
+use resilite_actors::breaker::{self, BreakerHandle, BreakerSnapshot};
 use resilite_actors::{Error, Result};
 
 use super::Runtime;
 use crate::config::DATABASE_BREAKER;
+
+/// Longest wait for the circuit breaker actor's answer.
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Runtime {
     /// The writer's `database` breaker.
@@ -43,12 +47,6 @@ impl Runtime {
 
     /// Every circuit breaker's state, `database` first.
     pub async fn breakers(&self) -> Result<Vec<BreakerSnapshot>> {
-        let actor = slot::running(&mut self.inner.breakers.clone()).await?;
-        let named = ractor::call!(actor, BreakerMsg::Snapshot).map_err(|e| {
-            Error::unavailable(format!("the circuit breaker actor did not answer: {e}"))
-        })?;
-        let mut all = vec![self.database_breaker()];
-        all.extend(named);
-        Ok(all)
+        breaker::snapshots(&self.inner.database, &self.inner.breakers, ASK_TIMEOUT).await
     }
 }

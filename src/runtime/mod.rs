@@ -125,11 +125,12 @@ impl Runtime {
             config: config.health.clone(),
             app: app.clone(),
             journal: journal.clone(),
-            journal_db: config.journal_db(),
             roster: roster.clone(),
             latest: Arc::new(latest_tx),
             events: events.clone(),
             retry: retry.clone(),
+            database: database.clone(),
+            breakers: breakers.clone(),
         };
         let retry_args = RetryArgs {
             config: config.retry.clone(),

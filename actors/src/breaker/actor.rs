@@ -12,9 +12,12 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::watch;
 
 use super::announce::{set_gauge, Announcer};
-use super::{Breaker, BreakerConfig, BreakerOpen, BreakerSnapshot, BreakerState, Transition};
+use super::{
+    Breaker, BreakerConfig, BreakerOpen, BreakerSnapshot, BreakerState, DatabaseBreaker, Transition,
+};
+use crate::error::Error;
 use crate::maintenance::now_ms;
-use crate::slot::WriterSlot;
+use crate::slot::{self, Slot, WriterSlot};
 
 /// What the CircuitBreakerActor needs; cloned for each (re)start.
 #[derive(Clone)]
@@ -209,6 +212,34 @@ impl Actor for CircuitBreakerActor {
         }
         Ok(())
     }
+}
+
+/// Every breaker's state: the database breaker first, then the named ones
+/// as the [`CircuitBreakerActor`] running in `named` answers (within
+/// `timeout`).
+pub async fn snapshots(
+    database: &DatabaseBreaker,
+    named: &watch::Receiver<Slot<ActorRef<BreakerMsg>>>,
+    timeout: Duration,
+) -> crate::Result<Vec<BreakerSnapshot>> {
+    let actor = slot::running(&mut named.clone()).await?;
+    let named = actor
+        .call(BreakerMsg::Snapshot, Some(timeout))
+        .await
+        .map_err(|e| {
+            Error::unavailable(format!("the circuit breaker actor did not answer: {e}"))
+        })?;
+    let answered = match named {
+        ractor::rpc::CallResult::Success(all) => all,
+        _ => {
+            return Err(Error::unavailable(format!(
+                "the circuit breaker actor did not answer within {timeout:?}"
+            )))
+        }
+    };
+    let mut all = vec![database.snapshot()];
+    all.extend(answered);
+    Ok(all)
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@ mod database;
 mod handle;
 mod machine;
 
-pub use actor::{BreakerActorState, BreakerArgs, BreakerMsg, CircuitBreakerActor};
+pub use actor::{snapshots, BreakerActorState, BreakerArgs, BreakerMsg, CircuitBreakerActor};
 pub use config::BreakerConfig;
 pub use database::{DatabaseBreaker, DatabasePermit, DATABASE_BREAKER};
 pub use handle::BreakerHandle;

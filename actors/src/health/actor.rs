@@ -14,9 +14,9 @@ use tokio::task::JoinHandle;
 
 use super::inspect::{measure, Checks, IntegrityCheck};
 use super::{HealthConfig, HealthEvent, HealthReport, HealthStatus, Integrity};
-use crate::connection::{read_blocking, DbOptions};
+use crate::breaker::{self, BreakerMsg, BreakerSnapshot, DatabaseBreaker};
+use crate::connection::DbOptions;
 use crate::error::{Error, ErrorClass, Result};
-use crate::journal::breakers;
 use crate::journal::health as history;
 use crate::maintenance::{CheckpointMode, Maintenance, MaintenanceRun};
 use crate::retry_queue::{self, RetryMsg};
@@ -26,6 +26,8 @@ use crate::writer::WriterMsg;
 
 /// Longest wait for the write probe before the writer counts as stuck.
 const WRITE_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for another actor's answer about its state.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the HealthActor needs; cloned for each (re)start.
 #[derive(Clone)]
@@ -38,8 +40,6 @@ pub struct HealthArgs {
     pub app: watch::Receiver<WriterSlot>,
     /// The journal writer (history, maintenance records).
     pub journal: watch::Receiver<WriterSlot>,
-    /// The journal file (retry queue figures).
-    pub journal_db: DbOptions,
     /// The supervised actors, as the supervisor publishes them.
     pub roster: watch::Receiver<Vec<ActorStatus>>,
     /// Where the latest report is published.
@@ -48,6 +48,10 @@ pub struct HealthArgs {
     pub events: broadcast::Sender<HealthEvent>,
     /// The retry queue actor (asked for the queue figures).
     pub retry: watch::Receiver<Slot<ActorRef<RetryMsg>>>,
+    /// The database breaker (asked for its state).
+    pub database: Arc<DatabaseBreaker>,
+    /// The circuit breaker actor (asked for the named breakers' states).
+    pub breakers: watch::Receiver<Slot<ActorRef<BreakerMsg>>>,
 }
 
 /// Messages of the HealthActor.
@@ -198,10 +202,7 @@ impl HealthState {
         report.actors = self.args.roster.borrow().clone();
         report.judge_actors();
         report.queue = self.queue_stats().await;
-        let breakers = read_blocking(&self.args.journal_db, |c| Ok(breakers::load(c).ok()))
-            .await
-            .unwrap_or_default();
-        report.breakers = breakers.unwrap_or_default();
+        report.breakers = self.breakers().await;
         report.judge_queue();
         report.judge_breakers();
         if readable {
@@ -241,6 +242,19 @@ impl HealthState {
         } else {
             report.figures.foreign_key_violations = self.foreign_key_violations;
         }
+    }
+
+    /// Every breaker's state as its owner answers it: the database breaker,
+    /// and the named ones by the breaker actor (only the database breaker
+    /// while that actor is down or does not answer).
+    async fn breakers(&self) -> Vec<BreakerSnapshot> {
+        let database = || vec![self.args.database.snapshot()];
+        if !matches!(*self.args.breakers.borrow(), Slot::Running(_)) {
+            return database();
+        }
+        breaker::snapshots(&self.args.database, &self.args.breakers, ASK_TIMEOUT)
+            .await
+            .unwrap_or_else(|_| database())
     }
 
     /// The retry queue's figures as its actor answers them; none while it
