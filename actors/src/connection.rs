@@ -127,14 +127,15 @@ fn create_parent_dir(path: &Path) -> Result<()> {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir).map_err(|e| {
             let detail = format!("creating directory {}: {e}", dir.display());
-            match explain_open_failure(path) {
+            let err = match explain_open_failure(path) {
                 Some(explained) => with_detail(explained, detail),
                 None => {
                     let mut err = Error::from(e);
                     err.detail = detail;
                     err
                 }
-            }
+            };
+            err.during("create directory", dir)
         }),
         _ => Ok(()),
     }
@@ -154,11 +155,11 @@ fn with_path(e: rusqlite::Error, path: &Path) -> Error {
                 | rusqlite::ErrorCode::SystemIoFailure
         )
     );
-    let mut err = Error::from(e);
+    let mut err = Error::from(e).during("open", path);
     err.detail = format!("{}: {}", path.display(), err.detail);
     if path_related {
         if let Some(explained) = explain_open_failure(path) {
-            return with_detail(explained, err.detail);
+            return with_detail(explained, err.detail).during("open", path);
         }
     }
     err
@@ -325,6 +326,9 @@ mod tests {
         let err = open_read_write(&DbOptions::new(dir.path())).unwrap_err();
         assert_eq!(err.class, ErrorClass::BadInput, "{err}");
         assert!(err.message.contains("is a directory"), "{err}");
+        // What resilite was doing, and on which file, are fields.
+        assert_eq!(err.op.as_deref(), Some("open"));
+        assert_eq!(err.path.as_deref(), Some(dir.path()));
 
         for db in [file.join("app.db"), file.join("sub").join("app.db")] {
             let err = open_read_write(&DbOptions::new(&db)).unwrap_err();

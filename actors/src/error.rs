@@ -2,6 +2,8 @@
 //! decides what happens next (retry in place, fail the caller, start
 //! recovery), with a message for users and the technical detail for logs.
 
+use std::path::{Path, PathBuf};
+
 use rusqlite::ErrorCode;
 use serde::{Deserialize, Serialize};
 
@@ -102,7 +104,9 @@ impl ErrorClass {
 }
 
 /// An error returned to callers: its class, a user-facing message and the
-/// technical detail (SQLite's own message, the SQL, the path).
+/// technical detail (SQLite's own message, the SQL, the path); and, where
+/// resilite was doing work of its own on a file, what (`op`) and on which
+/// file (`path`), as fields a program can read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}: {detail}")]
 pub struct Error {
@@ -112,6 +116,13 @@ pub struct Error {
     pub message: String,
     /// The technical detail, for logs.
     pub detail: String,
+    /// What resilite was doing: `open`, `checkpoint`, `vacuum`, `optimize`,
+    /// `write probe`, `migrate journal`... Absent for a caller's statement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<String>,
+    /// The file it was working on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
 }
 
 /// Results across resilite.
@@ -124,7 +135,17 @@ impl Error {
             class,
             message: message.into(),
             detail: detail.into(),
+            op: None,
+            path: None,
         }
+    }
+
+    /// This error, met while doing `op` on the file `path`. Keeps what an
+    /// inner step already recorded.
+    pub fn during(mut self, op: &str, path: &Path) -> Self {
+        self.op.get_or_insert_with(|| op.to_string());
+        self.path.get_or_insert_with(|| path.to_path_buf());
+        self
     }
 
     /// An error whose message is the class's standard user message.

@@ -106,6 +106,10 @@ impl MaintenanceRun {
 
 /// Run `task` on `conn`, the read-write connection to the database at `path`.
 pub fn run(conn: &Connection, path: &Path, task: Maintenance) -> Result<MaintenanceRun> {
+    measured(conn, path, task).map_err(|e| e.during(task.name(), path))
+}
+
+fn measured(conn: &Connection, path: &Path, task: Maintenance) -> Result<MaintenanceRun> {
     let started_at_ms = now_ms();
     let started = Instant::now();
     let bytes_before = db_and_wal_bytes(path);

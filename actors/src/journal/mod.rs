@@ -98,6 +98,7 @@ pub fn check_version(conn: &Connection, path: &Path) -> Result<usize> {
 /// An error met on the journal file, named as the journal: a damaged
 /// journal is not the application database, and is dealt with differently.
 pub fn explain_error(path: &Path, err: Error) -> Error {
+    let err = err.during("open journal", path);
     if err.class != ErrorClass::Corruption {
         return err;
     }
@@ -112,6 +113,7 @@ pub fn explain_error(path: &Path, err: Error) -> Error {
         ),
         err.detail,
     )
+    .during("open journal", path)
 }
 
 /// A journal in memory at the current version, for tests.

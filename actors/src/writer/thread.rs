@@ -277,21 +277,21 @@ impl ConnectionLoop {
             let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             conn.execute_batch(&format!("PRAGMA user_version = {version}; COMMIT"))
         };
+        let path = &self.config.db.path;
         write().map_err(|e| {
             rollback_quietly(conn);
-            Error::from(e)
+            Error::from(e).during("write probe", path)
         })?;
         // The open connection keeps writing the WAL after its file was made
         // read-only or immutable: SQLite finds out only at the next
         // checkpoint, or when it opens the file again after a restart.
         // Opening the file for writing finds out now.
-        let path = &self.config.db.path;
         std::fs::OpenOptions::new()
             .write(true)
             .open(path)
             .map(drop)
             .map_err(|e| {
-                let mut err = Error::from(e);
+                let mut err = Error::from(e).during("write probe", path);
                 err.detail = format!("opening {} for writing: {}", path.display(), err.detail);
                 err
             })
