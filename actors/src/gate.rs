@@ -19,8 +19,12 @@
 //!
 //! Every connection is opened with `SQLITE_DBCONFIG_DEFENSIVE` (no
 //! writable_schema, no direct writes to shadow tables) and an untrusted
-//! schema. resilite's own statements (transactions, maintenance, the
-//! journal) run outside caller mode: they never go through [`Gate::caller`].
+//! schema. resilite's own statements that the gate would refuse
+//! (transactions, savepoints, checkpoints, VACUUM, `PRAGMA optimize`, the
+//! write probe, the journal's migrations) run outside caller mode: they
+//! never go through [`Gate::caller`]. Every operation a writer is sent runs
+//! in caller mode, the journal writer's too: those are plain inserts,
+//! updates and deletes, which pass.
 //! A refusal is an error of class `forbidden` (a time bound: `timeout`) that
 //! fails only the statement that asked for it.
 
@@ -169,7 +173,6 @@ impl Gate {
             (result, _) => result,
         }
     }
-
 }
 
 struct Restore<'a> {

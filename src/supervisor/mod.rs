@@ -222,13 +222,16 @@ impl Supervised {
         tracing::warn!(actor = name, failures = count, %reason, "actor failed; restarting");
         self.child.set(Slot::Restarting);
         match self.child.start(supervisor.get_cell()).await {
-            Ok(id) => self.id = Some(id),
+            Ok(id) => {
+                self.id = Some(id);
+                (name, count, RestartOutcome::Restarted)
+            }
             Err(e) => {
                 tracing::error!(actor = name, error = %e, "restart failed; escalating");
                 self.child
                     .set(Slot::Failed(format!("{name} could not be restarted: {e}")));
+                (name, count, RestartOutcome::Escalated)
             }
         }
-        (name, count, RestartOutcome::Restarted)
     }
 }
