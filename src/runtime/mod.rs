@@ -14,9 +14,11 @@ use resilite_actors::health::{
     Action, HealthActor, HealthArgs, HealthEvent, HealthMsg, HealthReport,
 };
 use resilite_actors::journal::{self, RestartRecord};
-use resilite_actors::retry_queue::{Handlers, RetryArgs, RetryMsg, RetryQueueActor, SqlGate};
+use resilite_actors::retry_queue::{Handlers, RetryArgs, RetryMsg, RetryQueueActor};
 use resilite_actors::slot::{self, ActorStatus, Slot, WriterSlot};
-use resilite_actors::{Error, ReadPool, ReadPoolConfig, Result, WriterMsg, WriterStats};
+use resilite_actors::{
+    Error, ReadPool, ReadPoolConfig, Result, WriterConfig, WriterMsg, WriterStats,
+};
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
@@ -29,7 +31,7 @@ mod ready;
 mod writes;
 
 use crate::supervisor::{
-    spawn_error, ActorChild, RootSupervisor, SupervisorArgs, SupervisorMsg, WriterChild,
+    spawn_error, ActorChild, Child, RootSupervisor, SupervisorArgs, SupervisorMsg, WriterChild,
 };
 pub use queue::Durable;
 pub use ready::NotReady;
@@ -94,21 +96,7 @@ impl Runtime {
         // a database, then the journal; nothing is left behind on failure.
         crate::startup::check(&config).await?;
         crate::metrics::install();
-        let (app_slot, app) = watch::channel(Slot::Restarting);
-        let (journal_slot, journal) = watch::channel(Slot::Restarting);
-        let (health_slot, health) = watch::channel(Slot::Restarting);
-        let (retry_slot, retry) = watch::channel(Slot::Restarting);
-        let (breakers_slot, breakers) = watch::channel(Slot::Restarting);
-        let handlers = Handlers::default();
-        let (roster_tx, roster) = watch::channel(Vec::new());
-        let (latest_tx, latest) = watch::channel(None);
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let mut journal_writer = config.writer_config(config.journal_db());
-        journal_writer.init = Some(journal::migrate);
-        journal_writer.name = "journal-writer";
-        // The journal keeps whole operations as JSON (a blob as base64), so
-        // its values may be larger than any one value of the database.
-        journal_writer.max_value_bytes = JOURNAL_MAX_VALUE_BYTES;
+        let (senders, published) = channels();
         // The database breaker continues from its journaled state.
         let restored = read_blocking(&config.journal_db(), journal::breakers::load)
             .await
@@ -116,73 +104,14 @@ impl Runtime {
         let database = Arc::new(DatabaseBreaker::new(
             config.database_breaker(),
             &restored,
-            journal.clone(),
+            published.journal.clone(),
         ));
-        let gate = database.clone();
-        let sql_gate: SqlGate = Arc::new(move || gate.lets_replays_through());
-        let health_args = HealthArgs {
-            db: config.app_db(),
-            config: config.health.clone(),
-            app: app.clone(),
-            journal: journal.clone(),
-            roster: roster.clone(),
-            latest: Arc::new(latest_tx),
-            events: events.clone(),
-            retry: retry.clone(),
-            database: database.clone(),
-            breakers: breakers.clone(),
-        };
-        let retry_args = RetryArgs {
-            config: config.retry.clone(),
-            journal_db: config.journal_db(),
-            journal: journal.clone(),
-            app: app.clone(),
-            handlers: handlers.clone(),
-            sql_gate,
-        };
-        let breaker_args = BreakerArgs {
-            configs: config
-                .breakers
-                .iter()
-                .filter(|(name, _)| name.as_str() != DATABASE_BREAKER)
-                .map(|(name, c)| (name.clone(), c.clone()))
-                .collect(),
-            default: BreakerConfig::default(),
-            journal: journal.clone(),
-            restored: Vec::new(),
-        };
-        let journal_db = config.journal_db();
-        // The supervised children, in start order (stopped in reverse).
-        let children = vec![
-            WriterChild::boxed("journal-writer", journal_writer, journal_slot),
-            WriterChild::boxed("writer", config.writer_config(config.app_db()), app_slot),
-            ActorChild::boxed(
-                "retry-queue",
-                move || Ok((RetryQueueActor, retry_args.clone())),
-                retry_slot,
-            ),
-            ActorChild::boxed(
-                "breakers",
-                move || {
-                    // Restart from the state journaled last, not the one at startup.
-                    let mut args = breaker_args.clone();
-                    args.restored =
-                        open_read_only(&journal_db).and_then(|c| journal::breakers::load(&c))?;
-                    Ok((CircuitBreakerActor, args))
-                },
-                breakers_slot,
-            ),
-            ActorChild::boxed(
-                "health",
-                move || Ok((HealthActor, health_args.clone())),
-                health_slot,
-            ),
-        ];
+        let handlers = Handlers::default();
         let args = SupervisorArgs {
             policy: config.supervisor.clone(),
-            children,
-            journal: journal.clone(),
-            roster: roster_tx,
+            journal: published.journal.clone(),
+            roster: senders.roster.clone(),
+            children: children(&config, senders, &published, &database, &handlers),
         };
         let (supervisor, _) = RootSupervisor::spawn(None, RootSupervisor, args)
             .await
@@ -206,6 +135,16 @@ impl Runtime {
             journal = %config.journal_path().display(),
             "resilite runtime started"
         );
+        let Published {
+            app,
+            journal,
+            health,
+            retry,
+            breakers,
+            roster,
+            latest,
+            events,
+        } = published;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 config,
@@ -307,4 +246,140 @@ impl Runtime {
         tracing::info!("resilite runtime stopped");
         result
     }
+}
+
+/// Where the supervisor publishes each child, and the health actor its
+/// reports and events.
+struct Senders {
+    app: watch::Sender<WriterSlot>,
+    journal: watch::Sender<WriterSlot>,
+    health: watch::Sender<Slot<ActorRef<HealthMsg>>>,
+    retry: watch::Sender<Slot<ActorRef<RetryMsg>>>,
+    breakers: watch::Sender<Slot<ActorRef<BreakerMsg>>>,
+    roster: watch::Sender<Vec<ActorStatus>>,
+    latest: watch::Sender<Option<Arc<HealthReport>>>,
+}
+
+/// What the handle (and the actors that ask each other) read.
+struct Published {
+    app: watch::Receiver<WriterSlot>,
+    journal: watch::Receiver<WriterSlot>,
+    health: watch::Receiver<Slot<ActorRef<HealthMsg>>>,
+    retry: watch::Receiver<Slot<ActorRef<RetryMsg>>>,
+    breakers: watch::Receiver<Slot<ActorRef<BreakerMsg>>>,
+    roster: watch::Receiver<Vec<ActorStatus>>,
+    latest: watch::Receiver<Option<Arc<HealthReport>>>,
+    events: broadcast::Sender<HealthEvent>,
+}
+
+fn channels() -> (Senders, Published) {
+    let (app_tx, app) = watch::channel(Slot::Restarting);
+    let (journal_tx, journal) = watch::channel(Slot::Restarting);
+    let (health_tx, health) = watch::channel(Slot::Restarting);
+    let (retry_tx, retry) = watch::channel(Slot::Restarting);
+    let (breakers_tx, breakers) = watch::channel(Slot::Restarting);
+    let (roster_tx, roster) = watch::channel(Vec::new());
+    let (latest_tx, latest) = watch::channel(None);
+    let (events, _) = broadcast::channel(EVENT_BUFFER);
+    let senders = Senders {
+        app: app_tx,
+        journal: journal_tx,
+        health: health_tx,
+        retry: retry_tx,
+        breakers: breakers_tx,
+        roster: roster_tx,
+        latest: latest_tx,
+    };
+    let published = Published {
+        app,
+        journal,
+        health,
+        retry,
+        breakers,
+        roster,
+        latest,
+        events,
+    };
+    (senders, published)
+}
+
+/// The supervised children, in start order (stopped in reverse). Adding an
+/// actor is one more line here.
+fn children(
+    config: &Config,
+    senders: Senders,
+    published: &Published,
+    database: &Arc<DatabaseBreaker>,
+    handlers: &Handlers,
+) -> Vec<Box<dyn Child>> {
+    let gate = database.clone();
+    let retry = RetryArgs {
+        config: config.retry.clone(),
+        journal_db: config.journal_db(),
+        journal: published.journal.clone(),
+        app: published.app.clone(),
+        handlers: handlers.clone(),
+        sql_gate: Arc::new(move || gate.lets_replays_through()),
+    };
+    let breakers = BreakerArgs {
+        configs: config
+            .breakers
+            .iter()
+            .filter(|(name, _)| name.as_str() != DATABASE_BREAKER)
+            .map(|(name, c)| (name.clone(), c.clone()))
+            .collect(),
+        default: BreakerConfig::default(),
+        journal: published.journal.clone(),
+        restored: Vec::new(),
+    };
+    let journal_db = config.journal_db();
+    let health = HealthArgs {
+        db: config.app_db(),
+        config: config.health.clone(),
+        app: published.app.clone(),
+        journal: published.journal.clone(),
+        roster: published.roster.clone(),
+        latest: Arc::new(senders.latest),
+        events: published.events.clone(),
+        retry: published.retry.clone(),
+        database: database.clone(),
+        breakers: published.breakers.clone(),
+    };
+    vec![
+        WriterChild::boxed("journal-writer", journal_writer(config), senders.journal),
+        WriterChild::boxed("writer", config.writer_config(config.app_db()), senders.app),
+        ActorChild::boxed(
+            "retry-queue",
+            move || Ok((RetryQueueActor, retry.clone())),
+            senders.retry,
+        ),
+        ActorChild::boxed(
+            "breakers",
+            move || {
+                // Restart from the state journaled last, not the one at startup.
+                let mut args = breakers.clone();
+                args.restored =
+                    open_read_only(&journal_db).and_then(|c| journal::breakers::load(&c))?;
+                Ok((CircuitBreakerActor, args))
+            },
+            senders.breakers,
+        ),
+        ActorChild::boxed(
+            "health",
+            move || Ok((HealthActor, health.clone())),
+            senders.health,
+        ),
+    ]
+}
+
+/// The journal writer: a writer like the application's, on the journal
+/// file, migrating it when it opens.
+fn journal_writer(config: &Config) -> WriterConfig {
+    let mut writer = config.writer_config(config.journal_db());
+    writer.init = Some(journal::migrate);
+    writer.name = "journal-writer";
+    // The journal keeps whole operations as JSON (a blob as base64), so
+    // its values may be larger than any one value of the database.
+    writer.max_value_bytes = JOURNAL_MAX_VALUE_BYTES;
+    writer
 }

@@ -6,7 +6,8 @@ use crate::value::{Operation, OperationOutcome};
 use super::thread::Job;
 
 /// Sends writes straight to a writer's connection thread, skipping the
-/// actor's mailbox. Cloneable; get one with [`WriterMsg::Handle`].
+/// actor's mailbox. Cloneable; get one with
+/// [`WriterMsg::Handle`](super::WriterMsg::Handle).
 #[derive(Clone)]
 pub struct WriterHandle {
     jobs: flume::Sender<Job>,

@@ -18,14 +18,13 @@
 //! runtime sends them again); writes already handed to the connection thread
 //! are finished and answered by that thread, which closes its connection
 //! once the last sender to it is gone.
-
 //!
 //! The connection can be closed and opened again on the same path
 //! ([`WriterMsg::Close`], [`WriterMsg::Open`]) while the actor and every
 //! handle stay valid: a restore swaps the file underneath. While closed,
 //! writes are refused (`unavailable`), never applied.
 //!
-//! Files: this one (configuration, messages, the actor), [`handle`] (the
+//! Files: this one (configuration, messages, the actor), `handle` (the
 //! hot path), `thread` (the connection thread and group commit), `apply`
 //! (one transaction, each operation isolated, through the statement gate),
 //! `keys` (idempotency keys of `Operation::Once`).
