@@ -123,6 +123,16 @@ pub fn open_read_only(opts: &DbOptions) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Open an existing database read-write, creating nothing and changing no
+/// setting of the file (the CLI's maintenance verbs), hardened like every
+/// connection resilite opens.
+pub fn open_existing(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    crate::gate::harden(&conn)?;
+    conn.busy_timeout(DEFAULT_BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
 fn create_parent_dir(path: &Path) -> Result<()> {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir).map_err(|e| {

@@ -74,12 +74,7 @@ fn open_existing(
         )
         .into());
     }
-    let conn =
-        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .map_err(|e| explained(path, e.into()))?;
-    conn.busy_timeout(resilite_actors::connection::DEFAULT_BUSY_TIMEOUT)
-        .map_err(|e| explained(path, e.into()))?;
-    Ok(conn)
+    resilite_actors::connection::open_existing(path).map_err(|e| explained(path, e.into()).into())
 }
 
 /// `err`, met on `path`; when the path itself is the problem (read-only,
