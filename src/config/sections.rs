@@ -1,0 +1,180 @@
+//! The `[database]`, `[writer]`, `[readers]`, `[http]` and `[supervisor]`
+//! sections and their defaults: the runtime's own `DEFAULT_*` constants
+//! (in the parent module) and those of the actors each section configures.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use resilite_actors::connection::DEFAULT_BUSY_TIMEOUT;
+use resilite_actors::readers::{
+    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_ROWS, DEFAULT_POOL_SIZE, DEFAULT_QUERY_TIMEOUT,
+};
+use resilite_actors::writer::{
+    DEFAULT_BATCH_WAIT, DEFAULT_MAX_BATCH, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY,
+    DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX, DEFAULT_STATEMENT_TIMEOUT,
+};
+use resilite_actors::Synchronous;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    DEFAULT_BODY_TIMEOUT, DEFAULT_DATABASE_PATH, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RESTARTS,
+    DEFAULT_RESTART_WINDOW,
+};
+
+/// `[database]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// The application database file.
+    pub path: PathBuf,
+    /// The journal file; default: `<path>.journal` beside the database.
+    pub journal_path: Option<PathBuf>,
+    /// `PRAGMA synchronous`: off, normal, full or extra.
+    pub synchronous: Synchronous,
+    /// How long SQLite waits on a lock before reporting busy.
+    #[serde(with = "humantime_serde")]
+    pub busy_timeout: Duration,
+    /// Write-ahead logging (needed for readers that never wait).
+    pub wal: bool,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            path: PathBuf::from(DEFAULT_DATABASE_PATH),
+            journal_path: None,
+            synchronous: Synchronous::Full,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            wal: true,
+        }
+    }
+}
+
+/// `[writer]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriterSection {
+    /// Largest number of operations committed in one transaction.
+    pub max_batch: usize,
+    /// Longest wait for more writes before a commit (like PostgreSQL's commit_delay).
+    #[serde(with = "humantime_serde")]
+    pub batch_wait: Duration,
+    /// Writes buffered for the connection thread before callers wait.
+    pub queue_capacity: usize,
+    /// In-place retries of a transient failure.
+    pub max_retries: usize,
+    /// First retry delay (doubles each time, with jitter).
+    #[serde(with = "humantime_serde")]
+    pub retry_base_delay: Duration,
+    /// Longest retry delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+    /// Longest run of one caller statement; a longer one is interrupted
+    /// and rolled back, and only its caller gets the error.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+}
+
+impl Default for WriterSection {
+    fn default() -> Self {
+        WriterSection {
+            max_batch: DEFAULT_MAX_BATCH,
+            batch_wait: DEFAULT_BATCH_WAIT,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            max_retries: DEFAULT_MAX_RETRIES,
+            retry_base_delay: DEFAULT_RETRY_BASE,
+            retry_max_delay: DEFAULT_RETRY_MAX,
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+        }
+    }
+}
+
+/// `[readers]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadersSection {
+    /// Number of read-only connections.
+    pub pool_size: usize,
+    /// Largest number of rows one query may return.
+    pub max_rows: usize,
+    /// Largest answer of one query (the sum of its values' sizes); also the
+    /// largest string or blob any statement may build (`SQLITE_LIMIT_LENGTH`).
+    pub max_response_bytes: usize,
+    /// Longest run of one query; a longer one is interrupted.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+}
+
+impl Default for ReadersSection {
+    fn default() -> Self {
+        ReadersSection {
+            pool_size: DEFAULT_POOL_SIZE,
+            max_rows: DEFAULT_MAX_ROWS,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: String,
+    /// Bearer token for /v1/*; required when `listen` is not loopback.
+    pub token: Option<String>,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+    /// Longest time a client may take to send a request's headers,
+    /// counted from when the server waits for them: from connect, and on
+    /// a keep-alive connection from the previous response.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Longest time a client may take to send a request's body, counted
+    /// from the end of its headers (408).
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// An idle keep-alive connection is closed after this long, or after
+    /// `header_timeout` if that is shorter (its timer runs while a
+    /// connection waits for its next request).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most client connections open at once; more wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: DEFAULT_LISTEN.into(),
+            token: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// `[supervisor]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisorConfig {
+    /// Restarts allowed within `restart_window`; one more escalates.
+    pub max_restarts: u32,
+    /// The sliding window restarts are counted in.
+    #[serde(with = "humantime_serde")]
+    pub restart_window: Duration,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            max_restarts: DEFAULT_MAX_RESTARTS,
+            restart_window: DEFAULT_RESTART_WINDOW,
+        }
+    }
+}
