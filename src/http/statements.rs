@@ -1,0 +1,168 @@
+//! `POST /v1/execute`, `POST /v1/batch` and `POST /v1/query`: the request
+//! bodies, the check of their parameters (an integer must fit SQLite's
+//! 64-bit INTEGER), and the handlers, which only call the runtime.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use resilite_actors::retry_queue::EnqueueOptions;
+use resilite_actors::{Error, Operation, QueryResult, Statement, WriteOutcome};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{ApiError, AppState, JsonBody};
+use crate::runtime::Durable;
+
+/// A statement as the API receives it: the parameters stay raw JSON text
+/// until [`statement`] has checked them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStatement {
+    sql: String,
+    #[serde(default)]
+    params: Vec<Box<RawValue>>,
+}
+
+impl RawStatement {
+    fn check(self) -> Result<Statement, ApiError> {
+        statement(self.sql, self.params)
+    }
+}
+
+/// A statement from its SQL and raw JSON parameters.
+///
+/// serde_json reads an integer literal too large for u64 as a float, so
+/// `99999999999999999999999` would be stored silently as a REAL. Each
+/// parameter's literal is checked first: a JSON number without `.`, `e` or
+/// `E` must fit SQLite's 64-bit signed INTEGER (400 otherwise). Then it is
+/// converted to a [`resilite_actors::Value`] (422 for a value of no SQLite
+/// type, as for any body of the wrong shape).
+fn statement(sql: String, raw: Vec<Box<RawValue>>) -> Result<Statement, ApiError> {
+    let mut params = Vec::with_capacity(raw.len());
+    for (i, raw) in raw.iter().enumerate() {
+        let text = raw.get().trim();
+        let is_integer = text.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+            && !text.contains(['.', 'e', 'E']);
+        if is_integer && text.parse::<i64>().is_err() {
+            return Err(Error::bad_input(format!(
+                "params[{i}]: integer {text} does not fit SQLite's 64-bit signed INTEGER ({} to {}); send it as text, or as a real with a decimal point",
+                i64::MIN,
+                i64::MAX
+            ))
+            .into());
+        }
+        let value = serde_json::from_str(text).map_err(|e| ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            error: Error::bad_input(format!("params[{i}]: {e}")),
+        })?;
+        params.push(value);
+    }
+    Ok(Statement::new(sql, params))
+}
+
+/// The `/v1/execute` request body: a statement, and whether to queue it
+/// durably if the database cannot take it now.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ExecuteRequest {
+    sql: String,
+    #[serde(default)]
+    params: Vec<Box<RawValue>>,
+    #[serde(default)]
+    durable: bool,
+    #[serde(default)]
+    priority: Option<u8>,
+    #[serde(default)]
+    ordering_key: Option<String>,
+}
+
+/// The `/v1/batch` request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BatchRequest {
+    statements: Vec<RawStatement>,
+    #[serde(default)]
+    durable: bool,
+    #[serde(default)]
+    priority: Option<u8>,
+    #[serde(default)]
+    ordering_key: Option<String>,
+}
+
+/// Queue options from a request's `priority` and `ordering_key`.
+fn enqueue_options(priority: Option<u8>, ordering_key: Option<String>) -> EnqueueOptions {
+    let defaults = EnqueueOptions::default();
+    EnqueueOptions {
+        priority: priority.unwrap_or(defaults.priority),
+        ordering_key,
+        max_attempts: None,
+    }
+}
+
+/// 202 with the queue id of a write stored for replay.
+fn queued(id: i64) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "status": "queued", "id": id })),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Serialize)]
+struct BatchResponse {
+    results: Vec<WriteOutcome>,
+}
+
+pub(super) async fn execute(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<ExecuteRequest>,
+) -> Result<Response, ApiError> {
+    let stmt = statement(req.sql, req.params)?;
+    if !req.durable {
+        return Ok(Json(s.rt.execute(stmt).await?).into_response());
+    }
+    let options = enqueue_options(req.priority, req.ordering_key);
+    match s
+        .rt
+        .execute_durable(Operation::Statement(stmt), options)
+        .await?
+    {
+        Durable::Applied { mut results } => Ok(Json(results.pop()).into_response()),
+        Durable::Queued { id } => Ok(queued(id)),
+    }
+}
+
+pub(super) async fn batch(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<BatchRequest>,
+) -> Result<Response, ApiError> {
+    if req.statements.is_empty() {
+        return Err(Error::bad_input("`statements` is empty: send at least one statement").into());
+    }
+    let statements = req
+        .statements
+        .into_iter()
+        .map(RawStatement::check)
+        .collect::<Result<Vec<_>, _>>()?;
+    if !req.durable {
+        let results = s.rt.batch(statements).await?;
+        return Ok(Json(BatchResponse { results }).into_response());
+    }
+    let options = enqueue_options(req.priority, req.ordering_key);
+    match s
+        .rt
+        .execute_durable(Operation::Batch(statements), options)
+        .await?
+    {
+        Durable::Applied { results } => Ok(Json(BatchResponse { results }).into_response()),
+        Durable::Queued { id } => Ok(queued(id)),
+    }
+}
+
+pub(super) async fn query(
+    State(s): State<AppState>,
+    JsonBody(stmt): JsonBody<RawStatement>,
+) -> Result<Json<QueryResult>, ApiError> {
+    Ok(Json(s.rt.query(stmt.check()?).await?))
+}
