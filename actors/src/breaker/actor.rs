@@ -248,34 +248,9 @@ mod tests {
 
     use super::*;
     use crate::breaker::{BreakerError, BreakerHandle, FORCED_OPEN_UNTIL_MS};
-    use crate::connection::{open_read_only, DbOptions};
+    use crate::connection::open_read_only;
     use crate::error::Error;
     use crate::journal::breakers::load;
-    use crate::slot::{RunningWriter, Slot};
-    use crate::writer::{WriterActor, WriterConfig, WriterMsg};
-
-    /// A journal writer on a file in `dir`: its actor, its slot (both
-    /// ends) and its file.
-    async fn journal_writer(
-        dir: &tempfile::TempDir,
-    ) -> (
-        ActorRef<WriterMsg>,
-        watch::Sender<WriterSlot>,
-        watch::Receiver<WriterSlot>,
-        DbOptions,
-    ) {
-        let db = DbOptions::new(dir.path().join("journal.db"));
-        let mut config = WriterConfig::new(db.clone());
-        config.init = Some(crate::journal::migrate);
-        config.name = "journal-writer";
-        let (writer, _) = Actor::spawn(None, WriterActor, config).await.unwrap();
-        let handle = ractor::call!(writer, WriterMsg::Handle).unwrap();
-        let (slot, journal) = watch::channel(Slot::Running(RunningWriter {
-            actor: writer.clone(),
-            handle,
-        }));
-        (writer, slot, journal, db)
-    }
 
     /// Spawn the actor and a handle to its breaker `name`.
     async fn spawn(args: BreakerArgs, name: &str) -> (ActorRef<BreakerMsg>, BreakerHandle) {
@@ -307,7 +282,7 @@ mod tests {
     #[tokio::test]
     async fn actor_rejects_without_polling_and_journals_transitions() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, _slot, journal, db) = journal_writer(&dir).await;
+        let (writer, _slot, journal, db) = crate::journal::test_writer(&dir).await;
         let mut configs = BTreeMap::new();
         configs.insert(
             "db".to_owned(),

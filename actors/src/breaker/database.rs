@@ -193,11 +193,9 @@ impl Drop for DatabasePermit<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::{open_read_only, DbOptions};
+    use crate::connection::open_read_only;
     use crate::journal::breakers::load;
-    use crate::slot::{RunningWriter, Slot};
-    use crate::writer::{WriterActor, WriterConfig, WriterMsg};
-    use ractor::{Actor, ActorRef};
+    use crate::slot::Slot;
 
     fn config() -> BreakerConfig {
         BreakerConfig {
@@ -208,28 +206,6 @@ mod tests {
             open_for: Duration::from_secs(60),
             ..BreakerConfig::default()
         }
-    }
-
-    /// A journal writer on a file in `dir`.
-    async fn journal(
-        dir: &tempfile::TempDir,
-    ) -> (
-        ActorRef<WriterMsg>,
-        watch::Sender<WriterSlot>,
-        watch::Receiver<WriterSlot>,
-        DbOptions,
-    ) {
-        let db = DbOptions::new(dir.path().join("journal.db"));
-        let mut config = WriterConfig::new(db.clone());
-        config.init = Some(crate::journal::migrate);
-        config.name = "journal-writer";
-        let (writer, _) = Actor::spawn(None, WriterActor, config).await.unwrap();
-        let handle = ractor::call!(writer, WriterMsg::Handle).unwrap();
-        let (tx, rx) = watch::channel(Slot::Running(RunningWriter {
-            actor: writer.clone(),
-            handle,
-        }));
-        (writer, tx, rx, db)
     }
 
     fn write(breaker: &DatabaseBreaker, success: bool, ms: u64) -> Result<(), BreakerOpen> {
@@ -266,7 +242,7 @@ mod tests {
     #[tokio::test]
     async fn database_breaker_opens_on_failures_while_quiet_and_journals_it() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, _slot, journal, db) = journal(&dir).await;
+        let (writer, _slot, journal, db) = crate::journal::test_writer(&dir).await;
         let breaker = DatabaseBreaker::new(config(), &[], journal);
         for _ in 0..4 {
             write(&breaker, true, 0).unwrap();

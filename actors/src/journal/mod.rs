@@ -116,6 +116,33 @@ pub fn explain_error(path: &Path, err: Error) -> Error {
     .during("open journal", path)
 }
 
+/// A journal writer on a file in `dir`, for tests: its actor, its slot
+/// (both ends) and its file.
+#[cfg(test)]
+pub(crate) async fn test_writer(
+    dir: &tempfile::TempDir,
+) -> (
+    ractor::ActorRef<crate::writer::WriterMsg>,
+    tokio::sync::watch::Sender<crate::slot::WriterSlot>,
+    tokio::sync::watch::Receiver<crate::slot::WriterSlot>,
+    crate::connection::DbOptions,
+) {
+    use crate::writer::{WriterActor, WriterConfig, WriterMsg};
+    use ractor::Actor;
+    let db = crate::connection::DbOptions::new(dir.path().join("journal.db"));
+    let mut config = WriterConfig::new(db.clone());
+    config.init = Some(migrate);
+    config.name = "journal-writer";
+    let (writer, _) = Actor::spawn(None, WriterActor, config).await.unwrap();
+    let handle = ractor::call!(writer, WriterMsg::Handle).unwrap();
+    let (slot, journal) =
+        tokio::sync::watch::channel(crate::slot::Slot::Running(crate::slot::RunningWriter {
+            actor: writer.clone(),
+            handle,
+        }));
+    (writer, slot, journal, db)
+}
+
 /// A journal in memory at the current version, for tests.
 #[cfg(test)]
 pub(crate) fn in_memory() -> Connection {
