@@ -384,6 +384,13 @@ async fn writer_shutdown_drains_and_later_writes_are_refused() {
     }
     let err = t.rt.execute(insert("s", 1)).await.unwrap_err();
     assert_eq!(err.class, ErrorClass::Unavailable);
+    // The read pool closed too: no connection of resilite's holds the file.
+    let err = t.rt.query(Statement::sql("SELECT 1")).await.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Unavailable, "{err}");
+    assert!(
+        !t.db_path().with_extension("db-wal").exists(),
+        "the last connection to close removed the WAL"
+    );
     let conn = open_direct(&t.db_path());
     let count: i64 = conn
         .query_row("SELECT count(*) FROM s", [], |r| r.get(0))

@@ -236,10 +236,15 @@ impl Runtime {
     }
 
     /// Stop taking writes, commit every write already taken, checkpoint the
-    /// WAL into the database file and stop the actors.
+    /// WAL into the database file and stop the actors. The read pool closes
+    /// first (queries answer `unavailable` from then on), so the writer's
+    /// connection is the file's last and closing it removes the WAL.
     pub async fn shutdown(&self) -> Result<()> {
         if self.inner.closing.swap(true, Ordering::AcqRel) {
             return Ok(());
+        }
+        if let Err(e) = self.inner.readers.close().await {
+            tracing::warn!(detail = %e.detail, "the read pool did not close");
         }
         let result = ractor::call!(self.inner.supervisor, SupervisorMsg::Shutdown)
             .map_err(|e| Error::unavailable(format!("supervisor is not running: {e}")))?;
