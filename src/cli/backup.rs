@@ -40,6 +40,7 @@ pub fn run(args: BackupArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let path = dir.join(&info.name);
     let verification = backup::verify(&path, &info);
     info.apply(&verification);
+    backup::write_sidecar(&dest, &info)?;
     record(&config, &info)?;
     if !verification.passed {
         eprintln!(

@@ -157,6 +157,7 @@ impl BackupState {
         let mut info = blocking(move || take::take(&db, dest.as_ref(), &label)).await?;
         let verification = self.check(&info).await;
         info.apply(&verification);
+        self.refresh_sidecar(&info).await;
         self.record(catalog::insert_statement(&info)).await?;
         metrics::counter!("resilite_backups_total", "outcome" => if info.is_verified() { "verified" } else { "failed" }).increment(1);
         self.backups.push(info.clone());
@@ -184,13 +185,27 @@ impl BackupState {
             )));
         };
         let verification = self.check(&info).await;
+        let mut updated = info;
+        updated.apply(&verification);
         if let Some(b) = self.backups.iter_mut().find(|b| b.name == name) {
-            b.apply(&verification);
+            *b = updated.clone();
         }
         // The catalog is what counts; the sidecar is refreshed best effort.
+        self.refresh_sidecar(&updated).await;
         self.record(catalog::verified_statement(&verification))
             .await?;
         Ok(verification)
+    }
+
+    /// Rewrite the sidecar with `info` (its last verification); a failure
+    /// is logged, the catalog holds the same.
+    async fn refresh_sidecar(&self, info: &BackupInfo) {
+        let dest = self.dest.clone();
+        let info = info.clone();
+        let name = info.name.clone();
+        if let Err(e) = blocking(move || take::write_sidecar(dest.as_ref(), &info)).await {
+            tracing::warn!(backup = %name, error = %e, "the backup's sidecar was not updated");
+        }
     }
 
     /// Run the checks on a blocking thread.

@@ -29,5 +29,5 @@ pub use config::{
 pub use destination::{check_name, Destination, LocalDir, FILE_MODE};
 pub use meta::{read_sidecar, sidecar_name, BackupInfo, Verification};
 pub use retention::to_delete;
-pub use take::{take, MAX_RESTARTS};
+pub use take::{take, write_sidecar, MAX_RESTARTS};
 pub use verify::verify;

@@ -196,3 +196,49 @@ pub fn sha256(path: &Path) -> Result<String> {
         .map(|b| format!("{b:02x}"))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backup::LocalDir;
+    use crate::connection::open_read_write;
+
+    /// Writes through another connection restart the stepwise copy; after
+    /// `MAX_RESTARTS` it finishes in one step, and the copy is whole.
+    #[test]
+    fn take_under_concurrent_writes_counts_restarts_and_finishes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut db = DbOptions::new(tmp.path().join("app.db"));
+        // Fast commits, so that many land while the copy runs.
+        db.synchronous = crate::connection::Synchronous::Off;
+        let conn = open_read_write(&db).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t(v BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
+             INSERT INTO t SELECT randomblob(1000) FROM n;",
+        )
+        .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    conn.execute("INSERT INTO t VALUES (randomblob(10))", [])
+                        .unwrap();
+                }
+            })
+        };
+        let dest = LocalDir::new(tmp.path().join("backups"));
+        let info = take(&db, &dest, "busy").unwrap();
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        assert!(info.page_count > 2 * DEFAULT_STEP_PAGES as u64);
+        assert!(info.restarts >= 1, "{info:?}");
+        assert!(info.row_counts["t"] >= 10_000);
+        let path = dest.read_path(&info.name).unwrap();
+        assert!(crate::backup::verify(&path, &info).passed);
+    }
+}
