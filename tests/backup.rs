@@ -168,3 +168,55 @@ async fn retention_keeps_exactly_the_newest_keep_last() {
     assert_eq!(deleted, 2);
     t.rt.shutdown().await.unwrap();
 }
+
+/// After a restart with a smaller `keep_last`, the schedule's retention
+/// keeps the newest backup and the newest verified one, even when that
+/// one is older than every other.
+#[tokio::test]
+async fn retention_on_tick_keeps_the_newest_verified_one_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").join("app.db");
+    let backups = dir.path().join("data").join("backups");
+    let mut config = resilite::Config::for_database(&db);
+    config.backup.interval = Duration::ZERO;
+    let rt = resilite::Runtime::start(config.clone()).await.unwrap();
+    rt.execute(Statement::sql("CREATE TABLE t(v)"))
+        .await
+        .unwrap();
+    let mut names = Vec::new();
+    for _ in 0..3 {
+        names.push(rt.backup("manual").await.unwrap().name);
+    }
+    // The two newest are damaged: only the oldest still verifies.
+    for name in &names[1..] {
+        let path = backups.join(name);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[200] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+        assert!(!rt.verify_backup(name).await.unwrap().passed);
+    }
+    rt.shutdown().await.unwrap();
+    drop(rt);
+
+    config.backup.keep_last = 1;
+    config.backup.verify_every = Duration::from_secs(1);
+    let rt = resilite::Runtime::start(config).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let kept = loop {
+        let kept: Vec<String> = rt
+            .backups()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        if kept.len() == 2 || std::time::Instant::now() > deadline {
+            break kept;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(kept, [names[0].clone(), names[2].clone()]);
+    assert!(!backups.join(&names[1]).exists());
+    assert!(backups.join(&names[0]).exists() && backups.join(&names[2]).exists());
+    rt.shutdown().await.unwrap();
+}

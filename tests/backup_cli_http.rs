@@ -63,6 +63,21 @@ fn cli_backup_backups_and_verify_with_exit_codes() {
     let out = resilite(&["verify", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
 
+    // It opens in the stock sqlite3 shell, when one is installed.
+    match Command::new("sqlite3")
+        .arg(&file)
+        .arg("PRAGMA integrity_check")
+        .output()
+    {
+        Ok(out) => assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "ok",
+            "{}",
+            text(&out)
+        ),
+        Err(_) => eprintln!("sqlite3 is not installed: the shell check is skipped"),
+    }
+
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[100] ^= 0x01;
     std::fs::write(&file, bytes).unwrap();
