@@ -49,6 +49,8 @@
 //!   [`HealthEvent`], [`Integrity`], [`Figures`], [`Recommendation`],
 //!   [`Action`]; [`Maintenance`], [`CheckpointMode`], [`MaintenanceRun`],
 //!   [`CheckpointOutcome`].
+//! - Backups: [`BackupInfo`], [`Verification`] (`rt.backup`,
+//!   `rt.backups`, `rt.verify_backup`).
 //! - Supervision: [`ActorStatus`], [`SlotState`], [`RestartRecord`],
 //!   [`RestartOutcome`], [`WriterStats`]; [`Synchronous`], the durability
 //!   level of `[database] synchronous`; [`journal_version`].
@@ -84,12 +86,12 @@ mod supervisor;
 
 pub use config::{Config, ConfigError};
 pub use resilite_actors::{
-    Action, ActorStatus, BreakerConfig, BreakerError, BreakerHandle, BreakerOpen, BreakerSnapshot,
-    BreakerState, CheckpointMode, CheckpointOutcome, EnqueueOptions, Entry, EntryStatus, Error,
-    ErrorClass, Figures, Handler, HandlerFuture, HealthEvent, HealthReport, HealthStatus,
-    Integrity, Maintenance, MaintenanceRun, Operation, OperationOutcome, QueryResult, QueueStats,
-    Recommendation, Resolution, RestartOutcome, RestartRecord, Result, SlotState, Statement,
-    Synchronous, Value, WriteOutcome, WriterStats,
+    Action, ActorStatus, BackupInfo, BreakerConfig, BreakerError, BreakerHandle, BreakerOpen,
+    BreakerSnapshot, BreakerState, CheckpointMode, CheckpointOutcome, EnqueueOptions, Entry,
+    EntryStatus, Error, ErrorClass, Figures, Handler, HandlerFuture, HealthEvent, HealthReport,
+    HealthStatus, Integrity, Maintenance, MaintenanceRun, Operation, OperationOutcome, QueryResult,
+    QueueStats, Recommendation, Resolution, RestartOutcome, RestartRecord, Result, SlotState,
+    Statement, Synchronous, Value, Verification, WriteOutcome, WriterStats,
 };
 pub use runtime::{Durable, NotReady, Runtime, Status};
 

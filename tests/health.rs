@@ -63,6 +63,7 @@ async fn a_fresh_database_is_healthy_with_probes_actors_and_history() {
             "writer",
             "retry-queue",
             "breakers",
+            "backup",
             "health"
         ]
     );

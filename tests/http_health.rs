@@ -72,6 +72,7 @@ async fn health_ready_and_detailed_report_over_http() {
             "writer",
             "retry-queue",
             "breakers",
+            "backup",
             "health"
         ]
     );

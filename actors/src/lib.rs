@@ -45,6 +45,8 @@
 //! - [`breaker`]: circuit breakers, named ones (the `CircuitBreakerActor`)
 //!   and the database breaker, on one state machine, with persisted state
 //!   ([`BreakerHandle`], [`BreakerSnapshot`]).
+//! - [`backup`]: the `BackupActor`: online backups, verification,
+//!   retention and the backup catalog ([`BackupConfig`]).
 //! - [`health`]: the `HealthActor` and the inspection of a database file:
 //!   [`HealthReport`], [`HealthStatus`], recommendations, events.
 //!
@@ -73,6 +75,7 @@ mod error;
 mod gate;
 mod value;
 
+pub mod backup;
 pub mod breaker;
 pub mod health;
 pub mod readers;
@@ -84,6 +87,7 @@ pub mod journal;
 pub mod maintenance;
 pub mod slot;
 
+pub use backup::{BackupConfig, BackupInfo, Verification};
 pub use breaker::{
     BreakerConfig, BreakerError, BreakerHandle, BreakerOpen, BreakerSnapshot, BreakerState,
 };

@@ -5,11 +5,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use resilite_actors::connection::explain_open_failure;
 
+mod backup;
+mod backups;
 mod checkpoint;
 mod dlq;
 mod health;
 mod run;
 mod vacuum;
+mod verify;
 
 /// resilite: a supervised, actor-based resilience runtime for SQLite.
 #[derive(Debug, Parser)]
@@ -36,6 +39,14 @@ enum Command {
     Vacuum(vacuum::VacuumArgs),
     /// Review the dead-letter queue: list, show, requeue, discard, fixed.
     Dlq(dlq::DlqArgs),
+    /// Take an online backup of a database file, verify it and record it in
+    /// the journal's catalog. Exit 0 verified, 1 failed.
+    Backup(backup::BackupArgs),
+    /// List the backups of a database file recorded in its journal.
+    Backups(backups::BackupsArgs),
+    /// Verify a backup file (checksum, integrity_check, row counts) against
+    /// its `.json` sidecar. Exit 0 ok, 1 failed.
+    Verify(verify::VerifyArgs),
 }
 
 /// Parse the command line and run the verb; returns the process exit code.
@@ -48,6 +59,9 @@ pub fn main() -> ExitCode {
         Command::Checkpoint(args) => checkpoint::run(args),
         Command::Vacuum(args) => vacuum::run(args),
         Command::Dlq(args) => dlq::run(args),
+        Command::Backup(args) => backup::run(args),
+        Command::Backups(args) => backups::run(args),
+        Command::Verify(args) => verify::run(args),
     };
     match result {
         Ok(code) => code,

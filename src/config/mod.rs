@@ -7,8 +7,8 @@
 //! - this module: [`Config`], [`ConfigError`], the `DEFAULT_*` constants,
 //!   loading and parsing ([`Config::load`], [`Config::parse`]) and what the
 //!   runtime derives from a config (open options, the writer's config).
-//! - `sections`: the `[database]`, `[writer]`, `[readers]`, `[http]` and
-//!   `[supervisor]` sections and their defaults (`[health]`, `[retry]` and
+//! - `sections`: the `[database]`, `[writer]`, `[readers]`, `[http]`,
+//!   `[supervisor]` and `[backup]` sections and their defaults (`[health]`, `[retry]` and
 //!   `[breakers.<name>]` belong to the actors they configure).
 //! - `validate`: [`Config::validate`] and its range, duration, path and
 //!   token checks.
@@ -27,13 +27,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use resilite_actors::breaker::DATABASE_BREAKER;
-use resilite_actors::{DbOptions, RetryPolicy, WriterConfig};
+use resilite_actors::{BackupConfig, DbOptions, RetryPolicy, WriterConfig};
 // The sections owned by the actors they configure: `[health]`, `[retry]`
 // and `[breakers.<name>]`.
 pub use resilite_actors::{BreakerConfig, HealthConfig, RetryConfig};
 use serde::{Deserialize, Serialize};
 
-pub use sections::{DatabaseConfig, HttpConfig, ReadersSection, SupervisorConfig, WriterSection};
+pub use sections::{
+    BackupSection, DatabaseConfig, HttpConfig, ReadersSection, SupervisorConfig, WriterSection,
+};
 pub use validate::MIN_REMOTE_TOKEN_CHARS;
 
 use env::{apply_env, note_env};
@@ -82,6 +84,8 @@ pub struct Config {
     pub retry: RetryConfig,
     /// `[breakers.<name>]`: circuit breakers; `database` is the writer's.
     pub breakers: BTreeMap<String, BreakerConfig>,
+    /// `[backup]`: scheduled backups, retention and verification.
+    pub backup: BackupSection,
 }
 
 /// A configuration that cannot be used; the message names the key, the
@@ -145,6 +149,30 @@ impl Config {
             p.push(".journal");
             PathBuf::from(p)
         })
+    }
+
+    /// The backup directory: configured, or `backups/` beside the database.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.backup.dir.clone().unwrap_or_else(|| {
+            let parent = self.database.path.parent().unwrap_or(Path::new(""));
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            parent.join("backups")
+        })
+    }
+
+    /// The BackupActor's configuration.
+    pub fn backup_config(&self) -> BackupConfig {
+        BackupConfig {
+            db: self.app_db(),
+            dir: self.backup_dir(),
+            interval: self.backup.interval,
+            keep_last: self.backup.keep_last,
+            verify_every: self.backup.verify_every,
+        }
     }
 
     /// Open options of the application database.

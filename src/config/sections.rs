@@ -1,10 +1,11 @@
-//! The `[database]`, `[writer]`, `[readers]`, `[http]` and `[supervisor]`
-//! sections and their defaults: the runtime's own `DEFAULT_*` constants
+//! The `[database]`, `[writer]`, `[readers]`, `[http]`, `[supervisor]` and
+//! `[backup]` sections and their defaults: the runtime's own `DEFAULT_*` constants
 //! (in the parent module) and those of the actors each section configures.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use resilite_actors::backup::{DEFAULT_INTERVAL, DEFAULT_KEEP_LAST, DEFAULT_VERIFY_EVERY};
 use resilite_actors::connection::DEFAULT_BUSY_TIMEOUT;
 use resilite_actors::readers::{
     DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_ROWS, DEFAULT_POOL_SIZE, DEFAULT_QUERY_TIMEOUT,
@@ -175,6 +176,34 @@ impl Default for SupervisorConfig {
         SupervisorConfig {
             max_restarts: DEFAULT_MAX_RESTARTS,
             restart_window: DEFAULT_RESTART_WINDOW,
+        }
+    }
+}
+
+/// `[backup]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupSection {
+    /// Where backups are written; default: `backups/` beside the database.
+    pub dir: Option<PathBuf>,
+    /// A scheduled backup is taken when the newest is this old; `0s`: no
+    /// schedule (backups on request only).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Backups kept; older ones are deleted (never the newest verified one).
+    pub keep_last: usize,
+    /// A backup not verified within this long is verified again.
+    #[serde(with = "humantime_serde")]
+    pub verify_every: Duration,
+}
+
+impl Default for BackupSection {
+    fn default() -> Self {
+        BackupSection {
+            dir: None,
+            interval: DEFAULT_INTERVAL,
+            keep_last: DEFAULT_KEEP_LAST,
+            verify_every: DEFAULT_VERIFY_EVERY,
         }
     }
 }

@@ -40,6 +40,7 @@ impl Config {
         )?;
         self.validate_health()?;
         self.validate_retry()?;
+        self.validate_backup()?;
         for (name, breaker) in &self.breakers {
             breaker.validate(name).map_err(ConfigError)?;
         }
@@ -187,6 +188,29 @@ impl Config {
             "retry.key_retention",
             r.key_retention,
             Duration::from_secs(60),
+            Duration::from_secs(10 * 366 * 86_400),
+        )?;
+        Ok(())
+    }
+
+    fn validate_backup(&self) -> Result<(), ConfigError> {
+        let b = &self.backup;
+        if let Some(dir) = &b.dir {
+            if dir.as_os_str().is_empty() {
+                return Err(ConfigError(
+                    "config key `backup.dir` is empty: set it to a directory, e.g. \"./data/backups\", or remove it for `backups/` beside the database".into(),
+                ));
+            }
+        }
+        let year = Duration::from_secs(366 * 86_400);
+        if !b.interval.is_zero() {
+            duration("backup.interval", b.interval, Duration::from_secs(1), year)?;
+        }
+        range("backup.keep_last", b.keep_last, 1, 100_000)?;
+        duration(
+            "backup.verify_every",
+            b.verify_every,
+            Duration::from_secs(1),
             Duration::from_secs(10 * 366 * 86_400),
         )?;
         Ok(())

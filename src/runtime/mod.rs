@@ -1,11 +1,13 @@
 //! The runtime handle: what an application holds. Cloneable, `Send + Sync`,
 //! usable from any tokio runtime. Writes go to the supervised WriterActor,
-//! reads to the read pool, health questions to the HealthActor.
+//! reads to the read pool, health questions to the HealthActor, backups
+//! to the BackupActor.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use ractor::{Actor, ActorRef};
+use resilite_actors::backup::{BackupActor, BackupArgs, BackupMsg};
 use resilite_actors::breaker::{
     BreakerArgs, BreakerConfig, BreakerMsg, BreakerState, CircuitBreakerActor, DatabaseBreaker,
 };
@@ -24,6 +26,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::config::{Config, DATABASE_BREAKER};
 
+mod backup;
 mod breakers;
 mod health;
 mod queue;
@@ -56,6 +59,7 @@ struct Inner {
     retry: watch::Receiver<Slot<ActorRef<RetryMsg>>>,
     handlers: Handlers,
     breakers: watch::Receiver<Slot<ActorRef<BreakerMsg>>>,
+    backup: watch::Receiver<Slot<ActorRef<BackupMsg>>>,
     /// The writer's `database` breaker. A lock, not an actor: it is
     /// consulted on every write.
     database: Arc<DatabaseBreaker>,
@@ -141,6 +145,7 @@ impl Runtime {
             health,
             retry,
             breakers,
+            backup,
             roster,
             latest,
             events,
@@ -154,6 +159,7 @@ impl Runtime {
                 retry,
                 handlers,
                 breakers,
+                backup,
                 database,
                 roster,
                 latest,
@@ -261,6 +267,7 @@ struct Senders {
     health: watch::Sender<Slot<ActorRef<HealthMsg>>>,
     retry: watch::Sender<Slot<ActorRef<RetryMsg>>>,
     breakers: watch::Sender<Slot<ActorRef<BreakerMsg>>>,
+    backup: watch::Sender<Slot<ActorRef<BackupMsg>>>,
     roster: watch::Sender<Vec<ActorStatus>>,
     latest: watch::Sender<Option<Arc<HealthReport>>>,
 }
@@ -272,6 +279,7 @@ struct Published {
     health: watch::Receiver<Slot<ActorRef<HealthMsg>>>,
     retry: watch::Receiver<Slot<ActorRef<RetryMsg>>>,
     breakers: watch::Receiver<Slot<ActorRef<BreakerMsg>>>,
+    backup: watch::Receiver<Slot<ActorRef<BackupMsg>>>,
     roster: watch::Receiver<Vec<ActorStatus>>,
     latest: watch::Receiver<Option<Arc<HealthReport>>>,
     events: broadcast::Sender<HealthEvent>,
@@ -283,6 +291,7 @@ fn channels() -> (Senders, Published) {
     let (health_tx, health) = watch::channel(Slot::Restarting);
     let (retry_tx, retry) = watch::channel(Slot::Restarting);
     let (breakers_tx, breakers) = watch::channel(Slot::Restarting);
+    let (backup_tx, backup) = watch::channel(Slot::Restarting);
     let (roster_tx, roster) = watch::channel(Vec::new());
     let (latest_tx, latest) = watch::channel(None);
     let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -292,6 +301,7 @@ fn channels() -> (Senders, Published) {
         health: health_tx,
         retry: retry_tx,
         breakers: breakers_tx,
+        backup: backup_tx,
         roster: roster_tx,
         latest: latest_tx,
     };
@@ -301,6 +311,7 @@ fn channels() -> (Senders, Published) {
         health,
         retry,
         breakers,
+        backup,
         roster,
         latest,
         events,
@@ -350,6 +361,11 @@ fn children(
         database: database.clone(),
         breakers: published.breakers.clone(),
     };
+    let backup = BackupArgs {
+        config: config.backup_config(),
+        journal_db: config.journal_db(),
+        journal: published.journal.clone(),
+    };
     vec![
         WriterChild::boxed("journal-writer", journal_writer(config), senders.journal),
         WriterChild::boxed("writer", config.writer_config(config.app_db()), senders.app),
@@ -368,6 +384,11 @@ fn children(
                 Ok((CircuitBreakerActor, args))
             },
             senders.breakers,
+        ),
+        ActorChild::boxed(
+            "backup",
+            move || Ok((BackupActor, backup.clone())),
+            senders.backup,
         ),
         ActorChild::boxed(
             "health",

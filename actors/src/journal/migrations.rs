@@ -134,4 +134,23 @@ pub(super) const MIGRATIONS: &[&[&str]] = &[
     CREATE INDEX retry_queue_ordering ON retry_queue (ordering_key, id) WHERE ordering_key IS NOT NULL;",
         "INSERT INTO retry_queue SELECT * FROM retry_queue_old; DROP TABLE retry_queue_old;",
     ],
+    // 6: the backup catalog.
+    &["CREATE TABLE backups (
+        name TEXT PRIMARY KEY,
+        label TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        page_count INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        sqlite_version TEXT NOT NULL,
+        user_version INTEGER NOT NULL,
+        row_counts TEXT NOT NULL,
+        restarts INTEGER NOT NULL DEFAULT 0,
+        verified_at_ms INTEGER,
+        verified INTEGER,
+        verify_errors TEXT NOT NULL DEFAULT '[]',
+        deleted_at_ms INTEGER
+    );
+    CREATE INDEX backups_created ON backups (created_at_ms);"],
 ];

@@ -1,0 +1,303 @@
+//! The BackupActor: owns the backup directory and answers for the backup
+//! catalog.
+//!
+//! It takes backups (on request, and on its schedule: when `interval` has
+//! passed since the newest), verifies each right after taking it and
+//! again when its last verification is older than `verify_every`, and
+//! deletes old ones by retention (the newest `keep_last`, and the newest
+//! verified one, are kept). Every backup, verification and deletion is
+//! recorded in the journal's catalog through the journal writer; the list
+//! it answers is its own state, rebuilt from the catalog at each start.
+//!
+//! Messages: [`BackupMsg`]. One job runs at a time: a backup, a verify or
+//! a tick waits for the one before it. The copying and checking run on
+//! tokio's blocking pool.
+//!
+//! Failures: a backup or verification that fails is answered as an error
+//! (or a failed [`Verification`]) and the actor goes on. It fails (and is
+//! restarted by the supervisor) only when the catalog cannot be read at
+//! start.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::config::BackupConfig;
+use super::destination::{check_name, Destination, LocalDir};
+use super::meta::{BackupInfo, Verification};
+use super::{retention, take, verify};
+use crate::connection::{read_blocking, DbOptions};
+use crate::error::{Error, ErrorClass, Result};
+use crate::journal::backups as catalog;
+use crate::maintenance::now_ms;
+use crate::slot::{self, WriterSlot};
+use crate::value::{Operation, Statement};
+
+/// Longest time between two ticks (the schedule is checked this often).
+pub const DEFAULT_TICK: Duration = Duration::from_secs(60);
+
+/// Messages of the BackupActor.
+pub enum BackupMsg {
+    /// Take a backup now, labelled `label`, verify it and apply retention.
+    Backup {
+        /// Why it is taken (`manual`, `pre-migration`...).
+        label: String,
+        /// The new backup, verified.
+        reply: RpcReplyPort<Result<BackupInfo>>,
+    },
+    /// The backups kept, oldest first.
+    List(RpcReplyPort<Vec<BackupInfo>>),
+    /// Verify the backup `name` (a catalog name, never a path) now.
+    Verify {
+        /// As `List` answers it.
+        name: String,
+        /// The outcome; `Err` if there is no such backup.
+        reply: RpcReplyPort<Result<Verification>>,
+    },
+    /// Do what is due: a scheduled backup, retention, verifications. Sent
+    /// by its own timer.
+    Tick,
+}
+
+/// What the BackupActor needs; cloned for each (re)start.
+#[derive(Clone)]
+pub struct BackupArgs {
+    /// The schedule and where backups go.
+    pub config: BackupConfig,
+    /// The journal file (the catalog is read from it at start).
+    pub journal_db: DbOptions,
+    /// The journal writer: the catalog's rows are written through it.
+    pub journal: watch::Receiver<WriterSlot>,
+}
+
+/// The BackupActor.
+pub struct BackupActor;
+
+/// Its state: the catalog, as it answers for it.
+pub struct BackupState {
+    args: BackupArgs,
+    dest: Arc<dyn Destination>,
+    backups: Vec<BackupInfo>,
+    timer: Option<JoinHandle<()>>,
+}
+
+impl Actor for BackupActor {
+    type Msg = BackupMsg;
+    type State = BackupState;
+    type Arguments = BackupArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<BackupMsg>,
+        args: BackupArgs,
+    ) -> Result<BackupState, ActorProcessingErr> {
+        let backups = read_blocking(&args.journal_db, catalog::live).await?;
+        let config = &args.config;
+        let mut tick = DEFAULT_TICK.min(config.verify_every);
+        if !config.interval.is_zero() {
+            tick = tick.min(config.interval);
+        }
+        let timer = myself.send_interval(tick, || BackupMsg::Tick);
+        Ok(BackupState {
+            dest: Arc::new(LocalDir::new(config.dir.clone())),
+            args,
+            backups,
+            timer: Some(timer),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<BackupMsg>,
+        msg: BackupMsg,
+        state: &mut BackupState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            BackupMsg::Backup { label, reply } => {
+                let result = state.backup(&label).await;
+                if !reply.is_closed() {
+                    let _ = reply.send(result);
+                }
+            }
+            BackupMsg::List(reply) => {
+                let _ = reply.send(state.backups.clone());
+            }
+            BackupMsg::Verify { name, reply } => {
+                let result = state.verify_named(&name).await;
+                if !reply.is_closed() {
+                    let _ = reply.send(result);
+                }
+            }
+            BackupMsg::Tick => state.tick().await,
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<BackupMsg>,
+        state: &mut BackupState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = state.timer.take() {
+            timer.abort();
+        }
+        Ok(())
+    }
+}
+
+impl BackupState {
+    /// Take, record, verify, then apply retention.
+    async fn backup(&mut self, label: &str) -> Result<BackupInfo> {
+        let db = self.args.config.db.clone();
+        let dest = self.dest.clone();
+        let label = label.to_string();
+        let mut info = blocking(move || take::take(&db, dest.as_ref(), &label)).await?;
+        let verification = self.check(&info).await;
+        info.apply(&verification);
+        self.refresh_sidecar(&info).await;
+        self.record(catalog::insert_statement(&info)).await?;
+        metrics::counter!("resilite_backups_total", "outcome" => if info.is_verified() { "verified" } else { "failed" }).increment(1);
+        self.backups.push(info.clone());
+        self.retain().await;
+        if !info.is_verified() {
+            return Err(Error::new(
+                ErrorClass::Corruption,
+                format!(
+                    "backup {} was written but failed verification: {}",
+                    info.name,
+                    info.verify_errors.join("; ")
+                ),
+                "the copy is kept and recorded as failed; check the disk holding the backup directory",
+            ));
+        }
+        Ok(info)
+    }
+
+    /// Verify the backup `name` and record the outcome.
+    async fn verify_named(&mut self, name: &str) -> Result<Verification> {
+        check_name(name)?;
+        let Some(info) = self.backups.iter().find(|b| b.name == name).cloned() else {
+            return Err(Error::bad_input(format!(
+                "no backup named {name} in the catalog: list them with `resilite backups` or GET /v1/backups"
+            )));
+        };
+        let verification = self.check(&info).await;
+        let mut updated = info;
+        updated.apply(&verification);
+        if let Some(b) = self.backups.iter_mut().find(|b| b.name == name) {
+            *b = updated.clone();
+        }
+        // The catalog is what counts; the sidecar is refreshed best effort.
+        self.refresh_sidecar(&updated).await;
+        self.record(catalog::verified_statement(&verification))
+            .await?;
+        Ok(verification)
+    }
+
+    /// Rewrite the sidecar with `info` (its last verification); a failure
+    /// is logged, the catalog holds the same.
+    async fn refresh_sidecar(&self, info: &BackupInfo) {
+        let dest = self.dest.clone();
+        let info = info.clone();
+        let name = info.name.clone();
+        if let Err(e) = blocking(move || take::write_sidecar(dest.as_ref(), &info)).await {
+            tracing::warn!(backup = %name, error = %e, "the backup's sidecar was not updated");
+        }
+    }
+
+    /// Run the checks on a blocking thread.
+    async fn check(&self, info: &BackupInfo) -> Verification {
+        let dest = self.dest.clone();
+        let info = info.clone();
+        let name = info.name.clone();
+        let verification = blocking(move || match dest.read_path(&info.name) {
+            Ok(path) => Ok(verify::verify(&path, &info)),
+            Err(e) => Ok(Verification {
+                name: info.name.clone(),
+                passed: false,
+                errors: vec![e.message],
+                verified_at_ms: now_ms(),
+                duration_ms: 0,
+            }),
+        })
+        .await;
+        let verification = verification.unwrap_or_else(|e| Verification {
+            name,
+            passed: false,
+            errors: vec![e.to_string()],
+            verified_at_ms: now_ms(),
+            duration_ms: 0,
+        });
+        if !verification.passed {
+            metrics::counter!("resilite_backup_verify_failures_total").increment(1);
+            tracing::warn!(backup = %verification.name, errors = ?verification.errors, "backup failed verification");
+        }
+        verification
+    }
+
+    /// Delete what retention says, each deletion recorded.
+    async fn retain(&mut self) {
+        for name in retention::to_delete(&self.backups, self.args.config.keep_last) {
+            let dest = self.dest.clone();
+            let file = name.clone();
+            let deleted = blocking(move || {
+                dest.delete(&file)?;
+                dest.delete(&super::meta::sidecar_name(&file))
+            })
+            .await;
+            if let Err(e) = deleted {
+                tracing::warn!(backup = %name, error = %e, "retention could not delete a backup");
+                continue;
+            }
+            if let Err(e) = self
+                .record(catalog::deleted_statement(&name, now_ms()))
+                .await
+            {
+                tracing::warn!(backup = %name, error = %e, "the deletion of a backup was not recorded");
+            }
+            tracing::info!(backup = %name, "backup deleted by retention");
+            self.backups.retain(|b| b.name != name);
+        }
+    }
+
+    /// The schedule: a backup when due, retention, verifications.
+    async fn tick(&mut self) {
+        let config = &self.args.config;
+        let now = now_ms();
+        let interval = config.interval.as_millis() as i64;
+        let newest = self.backups.iter().map(|b| b.created_at_ms).max();
+        if interval > 0 && newest.is_none_or(|at| now - at >= interval) {
+            if let Err(e) = self.backup("scheduled").await {
+                tracing::warn!(error = %e, "scheduled backup failed");
+            }
+        }
+        self.retain().await;
+        let every = self.args.config.verify_every.as_millis() as i64;
+        let due: Vec<String> = self
+            .backups
+            .iter()
+            .filter(|b| b.verified_at_ms.is_none_or(|at| now - at >= every))
+            .map(|b| b.name.clone())
+            .collect();
+        for name in due {
+            if let Err(e) = self.verify_named(&name).await {
+                tracing::warn!(backup = %name, error = %e, "scheduled verification not recorded");
+            }
+        }
+    }
+
+    async fn record(&self, statement: Statement) -> Result<()> {
+        slot::write(&self.args.journal, Operation::Statement(statement))
+            .await
+            .map(|_| ())
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?
+}

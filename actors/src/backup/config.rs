@@ -1,0 +1,53 @@
+//! The BackupActor's configuration and its defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::connection::DbOptions;
+
+/// Default time between scheduled backups.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
+/// Default number of backups kept.
+pub const DEFAULT_KEEP_LAST: usize = 10;
+/// Default age of a verification after which a backup is verified again.
+pub const DEFAULT_VERIFY_EVERY: Duration = Duration::from_secs(86_400);
+/// Pages copied per backup step.
+pub const DEFAULT_STEP_PAGES: i32 = 256;
+/// Pause between two backup steps, so that writers get the file.
+pub const DEFAULT_STEP_PAUSE: Duration = Duration::from_millis(1);
+
+/// What the BackupActor needs to know: which database, where its backups
+/// go, and the schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupConfig {
+    /// The application database (backups read it read-only).
+    pub db: DbOptions,
+    /// The directory backups are written to.
+    pub dir: PathBuf,
+    /// A scheduled backup is taken when the newest is this old; zero: no
+    /// schedule.
+    pub interval: Duration,
+    /// Backups kept by retention.
+    pub keep_last: usize,
+    /// A backup not verified within this long is verified again.
+    pub verify_every: Duration,
+}
+
+impl BackupConfig {
+    /// Defaults for `db`, with backups in `backups/` beside it.
+    pub fn new(db: DbOptions) -> BackupConfig {
+        let dir = db
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .join("backups");
+        BackupConfig {
+            db,
+            dir,
+            interval: DEFAULT_INTERVAL,
+            keep_last: DEFAULT_KEEP_LAST,
+            verify_every: DEFAULT_VERIFY_EVERY,
+        }
+    }
+}

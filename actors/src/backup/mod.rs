@@ -1,0 +1,33 @@
+//! Backups of the application database: taken online, verified, kept by
+//! retention, catalogued in the journal.
+//!
+//! # Layout
+//!
+//! - `config`: [`BackupConfig`] and the `DEFAULT_*` constants.
+//! - `destination`: the [`Destination`] interface (stage, put, list, read,
+//!   delete; each method's contract stated) and [`LocalDir`].
+//! - `meta`: [`BackupInfo`] (sidecar and catalog row), [`Verification`],
+//!   naming.
+//! - `take`: the online copy (why it is read-only and stepwise: see there).
+//! - `verify`: checksum, read-only open, `integrity_check`, row counts.
+//! - `retention`: which backups to delete.
+//! - `actor`: the [`BackupActor`] and its messages [`BackupMsg`].
+
+mod actor;
+mod config;
+mod destination;
+mod meta;
+mod retention;
+mod take;
+mod verify;
+
+pub use actor::{BackupActor, BackupArgs, BackupMsg, BackupState, DEFAULT_TICK};
+pub use config::{
+    BackupConfig, DEFAULT_INTERVAL, DEFAULT_KEEP_LAST, DEFAULT_STEP_PAGES, DEFAULT_STEP_PAUSE,
+    DEFAULT_VERIFY_EVERY,
+};
+pub use destination::{check_name, Destination, LocalDir, FILE_MODE};
+pub use meta::{read_sidecar, sidecar_name, BackupInfo, Verification};
+pub use retention::to_delete;
+pub use take::{take, write_sidecar, MAX_RESTARTS};
+pub use verify::verify;

@@ -1,0 +1,80 @@
+//! `resilite backup`: take a verified backup of a database file, no server
+//! needed, and record it in the journal's catalog.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use resilite_actors::backup::{self, LocalDir};
+use resilite_actors::connection::{open_read_write, DbOptions};
+use resilite_actors::journal;
+
+use super::explained;
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The SQLite database file.
+    #[arg(long)]
+    db: PathBuf,
+    /// Why it is taken: 1 to 64 letters, digits, `-` or `_`.
+    #[arg(long, default_value = "manual")]
+    label: String,
+    /// Where to write it; default: `backups/` beside the database.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+pub fn run(args: BackupArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if !args.db.is_file() {
+        return Err(format!(
+            "{} does not exist; pass an existing database with --db",
+            args.db.display()
+        )
+        .into());
+    }
+    let config = crate::config::Config::for_database(&args.db);
+    let dir = args.dir.unwrap_or_else(|| config.backup_dir());
+    let dest = LocalDir::new(&dir);
+    let mut info = backup::take(&DbOptions::new(&args.db), &dest, &args.label)
+        .map_err(|e| explained(&args.db, e))?;
+    let path = dir.join(&info.name);
+    let verification = backup::verify(&path, &info);
+    info.apply(&verification);
+    backup::write_sidecar(&dest, &info)?;
+    record(&config, &info)?;
+    if !verification.passed {
+        eprintln!(
+            "error: backup {} was written but failed verification: {}; check the disk holding {}",
+            path.display(),
+            verification.errors.join("; "),
+            dir.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let rows: u64 = info.row_counts.values().sum();
+    println!(
+        "backup {}: {} bytes, {} pages, {} rows in {} tables, {} ms; verified",
+        path.display(),
+        info.size,
+        info.page_count,
+        rows,
+        info.row_counts.len(),
+        info.duration_ms
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Record the backup in the journal's catalog (the journal beside the
+/// database, created and migrated if needed).
+fn record(
+    config: &crate::config::Config,
+    info: &resilite_actors::BackupInfo,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let journal_db = config.journal_db();
+    let conn = open_read_write(&journal_db)
+        .and_then(|c| journal::migrate(&c).map(|()| c))
+        .map_err(|e| journal::explain_error(&journal_db.path, e))?;
+    journal::backups::apply(&conn, &[journal::backups::insert_statement(info)])
+        .map_err(|e| journal::explain_error(&journal_db.path, e))?;
+    Ok(())
+}

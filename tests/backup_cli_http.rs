@@ -1,0 +1,173 @@
+//! Backups from the command line (no server) and over HTTP: `resilite
+//! backup`, `backups`, `verify` with their exit codes, and the
+//! token-protected `/v1/backups` routes, which take names, never paths.
+
+mod server;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "s3cret-s3cret-s3cret";
+
+fn resilite(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_resilite"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn make_db(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(v); INSERT INTO t VALUES (1), (2), (3);",
+    )
+    .unwrap();
+}
+
+#[test]
+fn cli_backup_backups_and_verify_with_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").join("app.db");
+    make_db(&db);
+    let db_arg = db.to_str().unwrap();
+
+    let out = resilite(&["backup", "--db", db_arg, "--label", "nightly"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("verified"), "{}", text(&out));
+
+    let out = resilite(&["backups", "--db", db_arg, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["label"], "nightly");
+    assert_eq!(listed[0]["verified"], true);
+    assert_eq!(listed[0]["row_counts"]["t"], 3);
+    let name = listed[0]["name"].as_str().unwrap();
+    let file = dir.path().join("data").join("backups").join(name);
+    let out = resilite(&["backups", "--db", db_arg]);
+    assert!(text(&out).contains(name), "{}", text(&out));
+
+    let out = resilite(&["verify", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // It opens in the stock sqlite3 shell, when one is installed.
+    match Command::new("sqlite3")
+        .arg(&file)
+        .arg("PRAGMA integrity_check")
+        .output()
+    {
+        Ok(out) => assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "ok",
+            "{}",
+            text(&out)
+        ),
+        Err(_) => eprintln!("sqlite3 is not installed: the shell check is skipped"),
+    }
+
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[100] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    let out = resilite(&["verify", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("checksum mismatch"), "{}", text(&out));
+
+    // --dir elsewhere.
+    let other = dir.path().join("elsewhere");
+    let out = resilite(&["backup", "--db", db_arg, "--dir", other.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 2);
+
+    // Failures say what and how to fix.
+    let missing = dir.path().join("missing.db");
+    let out = resilite(&["backup", "--db", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("does not exist; pass an existing database with --db"),
+        "{}",
+        text(&out)
+    );
+    let out = resilite(&["backup", "--db", db_arg, "--label", "../x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("invalid backup label"),
+        "{}",
+        text(&out)
+    );
+    let out = resilite(&["verify", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+async fn call(
+    c: &Client,
+    s: &server::Server,
+    post: bool,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = if post {
+        c.post(s.url(path))
+    } else {
+        c.get(s.url(path))
+    }
+    .bearer_auth(TOKEN);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn http_backups_take_list_verify_and_refuse_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(&dir, &format!("token = \"{TOKEN}\""));
+    let c = Client::new();
+    let (status, info) = call(
+        &c,
+        &s,
+        true,
+        "/v1/backups",
+        Some(json!({"label": "pre-migration"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!(info["verified"], true);
+    let name = info["name"].as_str().unwrap().to_string();
+    assert!(name.ends_with("-pre-migration.db"), "{name}");
+
+    let (status, listed) = call(&c, &s, false, "/v1/backups", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed["backups"][0]["name"], name.as_str());
+
+    let (status, v) = call(&c, &s, true, &format!("/v1/backups/{name}/verify"), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["passed"], true);
+
+    for bad in ["..%2Fapp.db", "..x.db", "a%2Fb.db", "%2Fetc%2Fpasswd"] {
+        let (status, body) = call(&c, &s, true, &format!("/v1/backups/{bad}/verify"), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("not a path"), "{bad}: {body}");
+    }
+    let (status, body) = call(&c, &s, true, "/v1/backups", Some(json!({"label": "a b"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // Token-protected.
+    let r = c.get(s.url("/v1/backups")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
