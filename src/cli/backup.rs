@@ -66,7 +66,7 @@ pub fn run(args: BackupArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
 
 /// Record the backup in the journal's catalog (the journal beside the
 /// database, created and migrated if needed).
-fn record(
+pub(super) fn record(
     config: &crate::config::Config,
     info: &resilite_actors::BackupInfo,
 ) -> Result<(), Box<dyn std::error::Error>> {

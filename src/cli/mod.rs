@@ -10,6 +10,7 @@ mod backups;
 mod checkpoint;
 mod dlq;
 mod health;
+mod restore;
 mod run;
 mod vacuum;
 mod verify;
@@ -47,6 +48,10 @@ enum Command {
     /// Verify a backup file (checksum, integrity_check, row counts) against
     /// its `.json` sidecar. Exit 0 ok, 1 failed.
     Verify(verify::VerifyArgs),
+    /// Restore a backup file onto a database file no program has open:
+    /// verified first, a `pre-restore` backup taken, the file replaced
+    /// atomically. Asks unless --yes. Exit 0 restored, 1 refused or failed.
+    Restore(restore::RestoreArgs),
 }
 
 /// Parse the command line and run the verb; returns the process exit code.
@@ -62,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Backup(args) => backup::run(args),
         Command::Backups(args) => backups::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Restore(args) => restore::run(args),
     };
     match result {
         Ok(code) => code,

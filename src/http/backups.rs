@@ -1,5 +1,6 @@
 //! Backups over HTTP: `POST /v1/backups` (`{"label": "..."}`, optional,
-//! default `manual`), `GET /v1/backups`, `POST /v1/backups/{name}/verify`.
+//! default `manual`), `GET /v1/backups`, `POST /v1/backups/{name}/verify`,
+//! `POST /v1/restore` (`{"backup": "<name>"}`).
 //! A backup is named as the catalog lists it, never by a path: a name with
 //! `/` or `..` is refused with 400.
 
@@ -45,4 +46,20 @@ pub(super) async fn verify(
     let Path(name) = name.map_err(|e| Error::bad_input(e.body_text()))?;
     check_name(&name)?;
     Ok(Json(s.rt.verify_backup(&name).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RestoreRequest {
+    backup: String,
+}
+
+/// Restore the backup named in the body (a catalog name, never a path)
+/// onto the database, online.
+pub(super) async fn restore(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<RestoreRequest>,
+) -> Result<Json<crate::RestoreOutcome>, ApiError> {
+    check_name(&req.backup)?;
+    Ok(Json(s.rt.restore(&req.backup).await?))
 }

@@ -36,6 +36,7 @@ mod writes;
 use crate::supervisor::{
     spawn_error, ActorChild, Child, RootSupervisor, SupervisorArgs, SupervisorMsg, WriterChild,
 };
+pub use backup::RestoreOutcome;
 pub use queue::Durable;
 pub use ready::NotReady;
 

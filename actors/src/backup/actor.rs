@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use super::config::BackupConfig;
 use super::destination::{check_name, Destination, LocalDir};
 use super::meta::{BackupInfo, Verification};
+use super::restore::{self, Staged};
 use super::{retention, take, verify};
 use crate::connection::{read_blocking, DbOptions};
 use crate::error::{Error, ErrorClass, Result};
@@ -56,6 +57,20 @@ pub enum BackupMsg {
         name: String,
         /// The outcome; `Err` if there is no such backup.
         reply: RpcReplyPort<Result<Verification>>,
+    },
+    /// Prepare a restore of the backup `name` (a catalog name, never a
+    /// path): verify it now (the outcome recorded), take a `pre-restore`
+    /// backup of the current file when it is readable, and stage a checked
+    /// copy of the backup beside the database. The caller, once every
+    /// connection to the database is closed, puts it in place with
+    /// [`install`](super::install). Refused, the database untouched, when
+    /// there is no such backup or it fails verification.
+    Restore {
+        /// As `List` answers it.
+        name: String,
+        /// The staged copy, and the name of the `pre-restore` backup (if
+        /// one was taken).
+        reply: RpcReplyPort<Result<(Staged, Option<String>)>>,
     },
     /// Do what is due: a scheduled backup, retention, verifications. Sent
     /// by its own timer.
@@ -131,6 +146,12 @@ impl Actor for BackupActor {
                     let _ = reply.send(result);
                 }
             }
+            BackupMsg::Restore { name, reply } => {
+                let result = state.prepare_restore(&name).await;
+                if !reply.is_closed() {
+                    let _ = reply.send(result);
+                }
+            }
             BackupMsg::Tick => state.tick().await,
         }
         Ok(())
@@ -151,6 +172,59 @@ impl Actor for BackupActor {
 impl BackupState {
     /// Take, record, verify, then apply retention.
     async fn backup(&mut self, label: &str) -> Result<BackupInfo> {
+        let info = self.backup_kept(label).await?;
+        self.retain().await;
+        Ok(info)
+    }
+
+    /// See [`BackupMsg::Restore`].
+    async fn prepare_restore(&mut self, name: &str) -> Result<(Staged, Option<String>)> {
+        let verification = self.verify_named(name).await?;
+        if !verification.passed {
+            return Err(Error::new(
+                ErrorClass::Corruption,
+                format!(
+                    "backup {name} failed verification: {}",
+                    verification.errors.join("; ")
+                ),
+                "do not restore from it: pick another verified backup (GET /v1/backups); the database was not changed",
+            ));
+        }
+        // The safety copy; retention waits for the next tick so that it
+        // cannot delete the backup being restored meanwhile.
+        let safety = match self.backup_kept("pre-restore").await {
+            Ok(info) => Some(info.name),
+            Err(e) if e.class == ErrorClass::Corruption => {
+                tracing::warn!(error = %e, "the current database is not readable: restoring without a pre-restore backup");
+                None
+            }
+            Err(e) => {
+                return Err(Error::new(
+                    e.class,
+                    format!("the pre-restore backup of the current database failed: {e}"),
+                    "nothing was restored and the database was not changed; fix the cause (disk space, the backup directory) and try again",
+                ))
+            }
+        };
+        let info = self
+            .backups
+            .iter()
+            .find(|b| b.name == name)
+            .cloned()
+            .ok_or_else(|| Error::bad_input(format!("no backup named {name} in the catalog")))?;
+        let dest = self.dest.clone();
+        let target = self.args.config.db.path.clone();
+        let staged = blocking(move || {
+            let path = dest.read_path(&info.name)?;
+            restore::prepare(&path, &info, &target)
+        })
+        .await?;
+        tracing::info!(backup = %name, staged = %staged.path().display(), "restore: backup verified and staged");
+        Ok((staged, safety))
+    }
+
+    /// Take, record and verify a backup (no retention).
+    async fn backup_kept(&mut self, label: &str) -> Result<BackupInfo> {
         let db = self.args.config.db.clone();
         let dest = self.dest.clone();
         let label = label.to_string();
@@ -161,7 +235,6 @@ impl BackupState {
         self.record(catalog::insert_statement(&info)).await?;
         metrics::counter!("resilite_backups_total", "outcome" => if info.is_verified() { "verified" } else { "failed" }).increment(1);
         self.backups.push(info.clone());
-        self.retain().await;
         if !info.is_verified() {
             return Err(Error::new(
                 ErrorClass::Corruption,

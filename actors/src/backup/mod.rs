@@ -11,12 +11,14 @@
 //! - `take`: the online copy (why it is read-only and stepwise: see there).
 //! - `verify`: checksum, read-only open, `integrity_check`, row counts.
 //! - `retention`: which backups to delete.
+//! - `restore`: check, stage and install a backup in place of the database.
 //! - `actor`: the [`BackupActor`] and its messages [`BackupMsg`].
 
 mod actor;
 mod config;
 mod destination;
 mod meta;
+mod restore;
 mod retention;
 mod take;
 mod verify;
@@ -28,6 +30,7 @@ pub use config::{
 };
 pub use destination::{check_name, Destination, LocalDir, FILE_MODE};
 pub use meta::{read_sidecar, sidecar_name, BackupInfo, Verification};
+pub use restore::{install, prepare, restore_file, Staged};
 pub use retention::to_delete;
 pub use take::{take, write_sidecar, MAX_RESTARTS};
 pub use verify::verify;
