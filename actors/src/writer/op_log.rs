@@ -202,3 +202,93 @@ impl OpLog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::{Statement, Value};
+
+    fn op(v: i64) -> Operation {
+        Operation::Statement(Statement::new(
+            "INSERT INTO t VALUES (?1)",
+            [Value::Integer(v)],
+        ))
+    }
+
+    fn journal(dir: &tempfile::TempDir) -> DbOptions {
+        let mut opts = DbOptions::new(dir.path().join("journal.db"));
+        opts.busy_timeout = Duration::from_millis(10);
+        crate::journal::migrate(&open_read_write(&opts).unwrap()).unwrap();
+        opts
+    }
+
+    /// An append that fails (the journal locked past the busy timeout and
+    /// the retries) loses no number: the range becomes a gap, recorded
+    /// with the next append that succeeds.
+    #[test]
+    fn a_failed_append_becomes_a_gap_recorded_with_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = journal(&dir);
+        let app = Connection::open_in_memory().unwrap();
+        let mut log = OpLog::open(&opts, &app).unwrap();
+        let (a, b, c) = (op(1), op(2), op(3));
+        log.append(&[&a]);
+        assert_eq!(log.last(), 1);
+
+        let other = open_read_write(&opts).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        log.append(&[&b]);
+        assert_eq!(
+            log.last(),
+            2,
+            "the number is used even though the append failed"
+        );
+        other.execute_batch("COMMIT").unwrap();
+
+        log.append(&[&c]);
+        let seqs: Vec<i64> = journal_log::after(&log.conn, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|o| o.seq)
+            .collect();
+        assert_eq!(seqs, [1, 3]);
+        let gaps = journal_log::gaps(&log.conn).unwrap();
+        assert_eq!(
+            (gaps.len(), gaps[0].after_seq, gaps[0].through_seq),
+            (1, 1, 2)
+        );
+        assert!(
+            gaps[0].reason.starts_with("append failed"),
+            "{}",
+            gaps[0].reason
+        );
+    }
+
+    /// A database whose position is ahead of the log (a crash between the
+    /// two commits) is a gap found at open; numbering goes on after it.
+    #[test]
+    fn a_database_ahead_of_the_log_is_a_gap_found_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = journal(&dir);
+        let app = Connection::open_in_memory().unwrap();
+        assert_eq!(position(&app).unwrap(), None);
+        write_position(&app, 5).unwrap();
+        assert_eq!(position(&app).unwrap(), Some(5));
+        let mut log = OpLog::open(&opts, &app).unwrap();
+        assert_eq!(log.last(), 5);
+        log.append(&[&op(1)]);
+        assert_eq!(journal_log::newest_seq(&log.conn).unwrap(), Some(6));
+        let gaps = journal_log::gaps(&log.conn).unwrap();
+        assert_eq!((gaps[0].after_seq, gaps[0].through_seq), (0, 5));
+        // Opened again (a restart, or the file replaced by an older copy):
+        // never a number given before.
+        write_position(&app, 2).unwrap();
+        log.resync(&app).unwrap();
+        assert_eq!(log.last(), 6);
+        let mut again = OpLog::open(&opts, &app).unwrap();
+        assert_eq!(again.last(), 6);
+        again.append(&[&op(2)]);
+        assert_eq!(journal_log::newest_seq(&again.conn).unwrap(), Some(7));
+        assert_eq!(journal_log::gaps(&again.conn).unwrap().len(), 1);
+    }
+}
