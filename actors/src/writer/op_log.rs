@@ -43,6 +43,15 @@
 //! database's position ahead of the log). Recovery cannot replay past a
 //! gap: from a backup older than the gap, the operations in it are lost;
 //! a backup taken after it starts a complete log again.
+//!
+//! # Limits
+//!
+//! With `op_log = false` nothing is logged and the database's position is
+//! not advanced; turning the log on again continues the numbering with no
+//! gap recorded for what was committed meanwhile, so only backups taken
+//! after the log was turned back on replay completely. Replaying the log
+//! (recovery) is not here yet: when it comes through this writer, its
+//! operations will be logged again under new numbers, after the backup's.
 
 use std::path::PathBuf;
 use std::time::Duration;
