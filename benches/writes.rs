@@ -1,4 +1,5 @@
-//! `cargo bench --bench writes` (`BENCH_SECONDS=0.5` for a quick run).
+//! `cargo bench --bench writes` (`BENCH_SECONDS=0.5` for a quick run;
+//! `RESILITE_BACKUP_OP_LOG=false` for resilite without the operation log).
 //!
 //! Acknowledged single-row inserts/s, in one run, for resilite and its
 //! baselines at synchronous FULL and NORMAL:
@@ -105,6 +106,7 @@ async fn bench_resilite(sync: Synchronous, tasks: usize) -> (Measured, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config::for_database(dir.path().join("app.db"));
     config.database.synchronous = sync;
+    config.backup.op_log = op_log();
     let rt = Runtime::start(config).await.expect("runtime");
     rt.execute(Statement::sql(CREATE)).await.expect("create");
     let writer = rt.clone();
@@ -205,6 +207,12 @@ fn bench_ceiling(sync: Synchronous) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// `RESILITE_BACKUP_OP_LOG=false` measures resilite without the operation
+/// log (default: on, as configured by default).
+fn op_log() -> bool {
+    std::env::var("RESILITE_BACKUP_OP_LOG").map_or(true, |v| v != "false")
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -212,8 +220,9 @@ fn main() {
         .expect("tokio");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "acknowledged single-row inserts/s; {:.1}s per case; {cores} cores; latencies in microseconds\n",
-        seconds().as_secs_f64()
+        "acknowledged single-row inserts/s; {:.1}s per case; {cores} cores; latencies in microseconds; resilite's operation log {}\n",
+        seconds().as_secs_f64(),
+        if op_log() { "on" } else { "off (RESILITE_BACKUP_OP_LOG=false)" }
     );
     for sync in [Synchronous::Full, Synchronous::Normal] {
         let ceiling = bench_ceiling(sync);

@@ -211,7 +211,18 @@ impl Config {
             max_value_bytes: self.readers.max_response_bytes,
             init: None,
             name: "writer",
+            op_log: None,
         }
+    }
+
+    /// The application writer's configuration: [`Config::writer_config`]
+    /// with the operation log in the journal when `backup.op_log` is on.
+    pub fn app_writer_config(&self) -> WriterConfig {
+        let mut writer = self.writer_config(self.app_db());
+        if self.backup.op_log {
+            writer.op_log = Some(self.journal_db());
+        }
+        writer
     }
 }
 

@@ -195,6 +195,10 @@ pub struct BackupSection {
     /// A backup not verified within this long is verified again.
     #[serde(with = "humantime_serde")]
     pub verify_every: Duration,
+    /// Keep the operation log: every operation the writer commits is
+    /// appended to the journal (one extra commit per group commit) so that
+    /// recovery can replay what came after the newest verified backup.
+    pub op_log: bool,
 }
 
 impl Default for BackupSection {
@@ -204,6 +208,7 @@ impl Default for BackupSection {
             interval: DEFAULT_INTERVAL,
             keep_last: DEFAULT_KEEP_LAST,
             verify_every: DEFAULT_VERIFY_EVERY,
+            op_log: true,
         }
     }
 }

@@ -369,7 +369,7 @@ fn children(
     };
     vec![
         WriterChild::boxed("journal-writer", journal_writer(config), senders.journal),
-        WriterChild::boxed("writer", config.writer_config(config.app_db()), senders.app),
+        WriterChild::boxed("writer", config.app_writer_config(), senders.app),
         ActorChild::boxed(
             "retry-queue",
             move || Ok((RetryQueueActor, retry.clone())),

@@ -334,6 +334,24 @@ impl BackupState {
             tracing::info!(backup = %name, "backup deleted by retention");
             self.backups.retain(|b| b.name != name);
         }
+        self.trim_op_log().await;
+    }
+
+    /// Trim the operation log up to the position of the newest verified
+    /// backup: recovery replays from there, never from before it.
+    async fn trim_op_log(&self) {
+        let newest_verified = self
+            .backups
+            .iter()
+            .filter(|b| b.is_verified())
+            .max_by(|a, b| (a.created_at_ms, &a.name).cmp(&(b.created_at_ms, &b.name)));
+        let Some(seq) = newest_verified.and_then(|b| b.op_log_seq) else {
+            return;
+        };
+        let trim = crate::journal::op_log::trim_statement(seq);
+        if let Err(e) = slot::write(&self.args.journal, trim).await {
+            tracing::warn!(seq, error = %e, "the operation log was not trimmed");
+        }
     }
 
     /// The schedule: a backup when due, retention, verifications.

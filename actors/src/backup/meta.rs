@@ -49,6 +49,12 @@ pub struct BackupInfo {
     /// What the last verification found wrong (empty when it passed).
     #[serde(default)]
     pub verify_errors: Vec<String>,
+    /// The operation-log position the copy holds: every logged operation
+    /// up to this sequence number is in it, none after it (read from the
+    /// copy itself, see `take`). Recovery replays the log after it. `None`
+    /// when no operation was ever logged for the database.
+    #[serde(default)]
+    pub op_log_seq: Option<i64>,
 }
 
 impl BackupInfo {

@@ -38,6 +38,7 @@ mod tests {
             verified_at_ms: None,
             verified,
             verify_errors: Vec::new(),
+            op_log_seq: None,
         }
     }
 

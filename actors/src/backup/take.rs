@@ -25,6 +25,25 @@
 //! rows per table), fsynced and renamed to
 //! `<dbname>-<UTC timestamp>-<label>.db`, the directory fsynced; then its
 //! metadata is written beside it as `<name>.json`.
+//!
+//! # The operation-log position
+//!
+//! A backup records the operation-log sequence number it covers
+//! ([`BackupInfo::op_log_seq`]), read **from the finished copy itself**:
+//! the writer stores the last sequence number of each group commit in the
+//! database's `_resilite_op_log` row inside that same transaction, so any
+//! consistent copy holds exactly the logged operations up to the number in
+//! it, and none after. Replaying the log after that number onto the copy
+//! re-applies every later operation once and nothing twice.
+//!
+//! Reading the log's newest number before (or after) the copy instead
+//! would not be sound: the log is appended just after the database's
+//! commit, so at any instant the database may hold a commit the log does
+//! not show yet (replay would apply it twice), and the stepwise copy
+//! restarts, so its final snapshot is taken at an unknown moment. Keyed
+//! operations (`Operation::Once`) would survive a double replay (their key
+//! is in the copy), plain statements would not (an INSERT would be
+//! duplicated); the position in the copy needs no such luck.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -57,15 +76,17 @@ pub fn take(db: &DbOptions, dest: &dyn Destination, label: &str) -> Result<Backu
     let staged = dest.stage(&name)?;
     let copied = copy(&source, &staged).and_then(|restarts| {
         let (page_count, user_version, row_counts) = measure(&staged)?;
+        let op_log_seq = crate::writer::op_log_position(&open_backup(&staged)?)?;
         Ok((
             restarts,
             page_count,
             user_version,
             row_counts,
             sha256(&staged)?,
+            op_log_seq,
         ))
     });
-    let (restarts, page_count, user_version, row_counts, sha256) = match copied {
+    let (restarts, page_count, user_version, row_counts, sha256, op_log_seq) = match copied {
         Ok(c) => c,
         Err(e) => {
             let _ = std::fs::remove_file(&staged);
@@ -88,6 +109,7 @@ pub fn take(db: &DbOptions, dest: &dyn Destination, label: &str) -> Result<Backu
         verified_at_ms: None,
         verified: None,
         verify_errors: Vec::new(),
+        op_log_seq,
     };
     write_sidecar(dest, &info)?;
     if restarts > 0 {

@@ -10,8 +10,8 @@ use crate::value::{Statement, Value};
 /// The statement that records a new backup (sent to the journal writer).
 pub fn insert_statement(info: &BackupInfo) -> Statement {
     Statement::new(
-        "INSERT OR REPLACE INTO backups (name, label, created_at_ms, duration_ms, size, page_count, sha256, sqlite_version, user_version, row_counts, restarts, verified_at_ms, verified, verify_errors) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        "INSERT OR REPLACE INTO backups (name, label, created_at_ms, duration_ms, size, page_count, sha256, sqlite_version, user_version, row_counts, restarts, verified_at_ms, verified, verify_errors, op_log_seq) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         [
             Value::from(info.name.as_str()),
             Value::from(info.label.as_str()),
@@ -27,6 +27,7 @@ pub fn insert_statement(info: &BackupInfo) -> Statement {
             info.verified_at_ms.map_or(Value::Null, Value::Integer),
             info.verified.map_or(Value::Null, |v| Value::Integer(v.into())),
             json(&info.verify_errors),
+            info.op_log_seq.map_or(Value::Null, Value::Integer),
         ],
     )
 }
@@ -55,7 +56,7 @@ pub fn deleted_statement(name: &str, at_ms: i64) -> Statement {
 /// The backups not deleted, oldest first.
 pub fn live(conn: &Connection) -> Result<Vec<BackupInfo>> {
     let mut stmt = conn.prepare(
-        "SELECT name, label, created_at_ms, duration_ms, size, page_count, sha256, sqlite_version, user_version, row_counts, restarts, verified_at_ms, verified, verify_errors \
+        "SELECT name, label, created_at_ms, duration_ms, size, page_count, sha256, sqlite_version, user_version, row_counts, restarts, verified_at_ms, verified, verify_errors, op_log_seq \
          FROM backups WHERE deleted_at_ms IS NULL ORDER BY created_at_ms, name",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -76,6 +77,7 @@ pub fn live(conn: &Connection) -> Result<Vec<BackupInfo>> {
             verified_at_ms: r.get(11)?,
             verified: r.get::<_, Option<i64>>(12)?.map(|v| v != 0),
             verify_errors: serde_json::from_str(&errors).unwrap_or_default(),
+            op_log_seq: r.get(14)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -122,6 +124,7 @@ mod tests {
             verified_at_ms: None,
             verified: None,
             verify_errors: Vec::new(),
+            op_log_seq: None,
         };
         apply(&conn, &[insert_statement(&info)]).unwrap();
         assert_eq!(live(&conn).unwrap(), [info.clone()]);

@@ -153,4 +153,20 @@ pub(super) const MIGRATIONS: &[&[&str]] = &[
         deleted_at_ms INTEGER
     );
     CREATE INDEX backups_created ON backups (created_at_ms);"],
+    // 7: the operation log (every operation the application writer
+    // committed, in commit order), its gaps, and the op-log position a
+    // backup covers.
+    &["CREATE TABLE op_log (
+        seq INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        op TEXT NOT NULL
+    );
+    CREATE TABLE op_log_gaps (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        after_seq INTEGER NOT NULL,
+        through_seq INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );
+    ALTER TABLE backups ADD COLUMN op_log_seq INTEGER;"],
 ];

@@ -13,12 +13,17 @@ use super::keys::claim_key;
 /// One transaction over `ops`. A transient failure anywhere aborts the whole
 /// attempt (to be retried); any other failure fails only its operation.
 ///
+/// With `logged_up_to` (the operation log is on: the last sequence number
+/// given), the operations that succeeded take the next numbers and the
+/// last one is written as the database's op-log position before COMMIT.
+///
 /// Transaction control is never taken from the statement cache: a caller's
 /// `COMMIT` would find resilite's own there, compiled outside the gate.
 pub(super) fn apply_batch(
     conn: &Connection,
     gate: &Gate,
     ops: &[Operation],
+    logged_up_to: Option<i64>,
 ) -> Result<Vec<Result<OperationOutcome>>> {
     let mut failed: Vec<Option<Error>> = vec![None; ops.len()];
     'attempt: loop {
@@ -46,6 +51,12 @@ pub(super) fn apply_batch(
                         continue 'attempt;
                     }
                 }
+            }
+        }
+        if let (Some(last), false) = (logged_up_to, done.is_empty()) {
+            if let Err(e) = super::op_log::write_position(conn, last + done.len() as i64) {
+                rollback_quietly(conn);
+                return Err(e.into());
             }
         }
         if let Err(e) = conn.execute_batch("COMMIT") {

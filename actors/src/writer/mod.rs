@@ -27,15 +27,19 @@
 //! Files: this one (configuration, messages, the actor), `handle` (the
 //! hot path), `thread` (the connection thread and group commit), `apply`
 //! (one transaction, each operation isolated, through the statement gate),
-//! `keys` (idempotency keys of `Operation::Once`).
+//! `keys` (idempotency keys of `Operation::Once`), `op_log` (the operation
+//! log: sequence numbers, the database's op-log position, the append to
+//! the journal after each group commit, gaps).
 
 mod apply;
 mod handle;
 mod keys;
+mod op_log;
 mod thread;
 
 pub use handle::WriterHandle;
 pub use keys::{expire_keys_statement, forget_keys_statement};
+pub use op_log::{position as op_log_position, POSITION_TABLE as OP_LOG_POSITION_TABLE};
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -128,6 +132,12 @@ pub struct WriterConfig {
     pub statement_timeout: Duration,
     /// Largest string or blob a statement may build (`SQLITE_LIMIT_LENGTH`).
     pub max_value_bytes: usize,
+    /// The journal to keep the operation log in (`[backup] op_log`):
+    /// every committed operation is appended there before its caller is
+    /// answered, one journal transaction per group commit (see
+    /// `writer::op_log`). `None` for the journal writer itself and when
+    /// the log is off.
+    pub op_log: Option<DbOptions>,
 }
 
 impl WriterConfig {
@@ -143,6 +153,7 @@ impl WriterConfig {
             name: "writer",
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            op_log: None,
         }
     }
 }

@@ -12,6 +12,7 @@ use ractor::RpcReplyPort;
 use rusqlite::Connection;
 
 use super::apply::{apply_batch, panic_text, rollback_quietly};
+use super::op_log::OpLog;
 use super::{WriterConfig, WriterStats};
 use crate::connection::open_read_write;
 use crate::error::{Error, ErrorClass, Result};
@@ -65,6 +66,8 @@ struct Db {
 pub(super) struct ConnectionLoop {
     /// `None` while closed for a restore.
     db: Option<Db>,
+    /// The operation log, when on; opened with the database.
+    op_log: Option<OpLog>,
     rx: flume::Receiver<Job>,
     config: WriterConfig,
     counters: Arc<Counters>,
@@ -80,6 +83,7 @@ impl ConnectionLoop {
     ) -> Self {
         ConnectionLoop {
             db: None,
+            op_log: None,
             rx,
             config,
             counters,
@@ -103,6 +107,11 @@ impl ConnectionLoop {
             init(&conn)?;
         }
         let gate = Gate::install(&conn, bounds)?;
+        match (&mut self.op_log, &config.op_log) {
+            (Some(log), _) => log.resync(&conn)?,
+            (None, Some(journal)) => self.op_log = Some(OpLog::open(journal, &conn)?),
+            (None, None) => {}
+        }
         self.db = Some(Db { conn, gate });
         Ok(())
     }
@@ -187,7 +196,7 @@ impl ConnectionLoop {
 
     /// Commit a batch and answer every caller. A write whose caller went
     /// away before it started is not applied.
-    fn commit(&self, batch: Vec<Pending>) {
+    fn commit(&mut self, batch: Vec<Pending>) {
         let (ops, replies): (Vec<Operation>, Vec<_>) = batch
             .into_iter()
             .filter(|(_, reply)| !reply.is_closed())
@@ -201,8 +210,10 @@ impl ConnectionLoop {
     }
 
     /// Commit `ops` in one transaction (retrying transient failures in
-    /// place): the outcome of each.
-    fn apply(&self, ops: &[Operation]) -> Vec<Result<OperationOutcome>> {
+    /// place), then log the committed ones (when the operation log is on):
+    /// the outcome of each, to be answered only after both.
+    fn apply(&mut self, ops: &[Operation]) -> Vec<Result<OperationOutcome>> {
+        let logged_up_to = self.op_log.as_ref().map(OpLog::last);
         let db = match self.db() {
             Ok(db) => db,
             Err(e) => return vec![Err(e); ops.len()],
@@ -212,7 +223,7 @@ impl ConnectionLoop {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             (|| {
                 attempts.fetch_add(1, Ordering::Relaxed);
-                apply_batch(&db.conn, &db.gate, ops)
+                apply_batch(&db.conn, &db.gate, ops, logged_up_to)
             })
             .retry(self.config.retry.backoff())
             .sleep(std::thread::sleep)
@@ -225,6 +236,15 @@ impl ConnectionLoop {
         let results = match outcome {
             Ok(Ok(results)) => {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                if let Some(log) = self.op_log.as_mut() {
+                    let committed: Vec<&Operation> = ops
+                        .iter()
+                        .zip(&results)
+                        .filter(|(_, r)| r.is_ok())
+                        .map(|(op, _)| op)
+                        .collect();
+                    log.append(&committed);
+                }
                 results
             }
             Ok(Err(mut e)) => {

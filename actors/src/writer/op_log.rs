@@ -1,0 +1,303 @@
+//! The application writer's side of the operation log: a connection of its
+//! own on the journal, the sequence numbers, and the op-log position kept
+//! in the application database.
+//!
+//! # What is written, and when
+//!
+//! Each group commit that committed at least one operation gives its
+//! successful operations the next sequence numbers, in the order they were
+//! applied (failed ones get none and are not logged; an `Operation::Once`
+//! keeps its key). Inside the application transaction, before COMMIT, the
+//! last of those numbers is written to `_resilite_op_log` (one row) of the
+//! **application database**: so every copy of the database (a backup, the
+//! file itself) says exactly which prefix of the log it holds. After COMMIT
+//! returned, the operations are appended to the journal's `op_log` in one
+//! journal transaction, and only then are the callers answered: an
+//! acknowledged write is always in the log (or inside a recorded gap,
+//! below). A crash between the two commits loses no acknowledged write
+//! (nobody was answered) and is found at the next open: the database's
+//! position is then ahead of the log, and that range is recorded as a gap.
+//!
+//! # A second writer on the journal
+//!
+//! The journal is a WAL file written by the journal writer; this connection
+//! is a second writer on it. SQLite serializes writers with the WAL write
+//! lock, so this is sound: each append is one `BEGIN IMMEDIATE … COMMIT`,
+//! which takes the write lock at its start (where `busy_timeout` waits for
+//! the journal writer's transaction to end, with no lock upgrade that could
+//! deadlock), and a transient failure left after the timeout is retried a
+//! few times with backoff. Sequence numbers come from this writer alone
+//! (nobody else inserts into `op_log`), so the two writers never conflict
+//! on rows. What it costs: one more commit, with its fsync of the journal's
+//! WAL, per group commit (not per write), on the writer's thread before the
+//! callers are answered; and, while the journal writer holds the lock, a
+//! wait of at most one journal transaction (the journal writer waits for an
+//! append in the same way).
+//!
+//! # When the append fails
+//!
+//! The operations are committed to the database: their callers are answered
+//! `Ok`, the failure is logged at error level, and the range of sequence
+//! numbers is a **gap**: recorded in `op_log_gaps` with the next append
+//! that succeeds (in the same transaction), or found at the next open (the
+//! database's position ahead of the log). Recovery cannot replay past a
+//! gap: from a backup older than the gap, the operations in it are lost;
+//! a backup taken after it starts a complete log again.
+//!
+//! # Limits
+//!
+//! With `op_log = false` nothing is logged and the database's position is
+//! not advanced; turning the log on again continues the numbering with no
+//! gap recorded for what was committed meanwhile, so only backups taken
+//! after the log was turned back on replay completely. Replaying the log
+//! (recovery) is not here yet: when it comes through this writer, its
+//! operations will be logged again under new numbers, after the backup's.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::connection::{open_read_write, DbOptions};
+use crate::error::{Error, Result};
+use crate::journal::op_log::{self as journal_log, Gap};
+use crate::maintenance::now_ms;
+use crate::value::Operation;
+
+/// Attempts of one append that fails with a transient error (BUSY past
+/// the busy timeout, IOERR).
+const APPEND_ATTEMPTS: u32 = 4;
+/// First pause between two attempts; doubled each time.
+const APPEND_RETRY_BASE: Duration = Duration::from_millis(5);
+
+/// The application database's table holding the last sequence number it
+/// committed (one row, `id = 1`).
+pub const POSITION_TABLE: &str = "_resilite_op_log";
+
+/// The sequence number the database at `conn` holds the operation log up
+/// to (every logged operation up to it is in the database, none after it):
+/// `None` when no operation was ever logged for it.
+pub fn position(conn: &Connection) -> Result<Option<i64>> {
+    if !conn.table_exists(None, POSITION_TABLE)? {
+        return Ok(None);
+    }
+    Ok(conn
+        .query_row("SELECT seq FROM _resilite_op_log WHERE id = 1", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?)
+}
+
+/// Write `seq` as the database's position, inside the open transaction.
+pub(super) fn write_position(conn: &Connection, seq: i64) -> rusqlite::Result<()> {
+    const SET: &str = "INSERT INTO _resilite_op_log (id, seq) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq";
+    match conn.prepare_cached(SET).and_then(|mut s| s.execute([seq])) {
+        Err(_) if conn.table_exists(None, POSITION_TABLE).ok() == Some(false) => {
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS _resilite_op_log (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL)",
+            )?;
+            conn.prepare_cached(SET)?.execute([seq]).map(drop)
+        }
+        other => other.map(drop),
+    }
+}
+
+/// The writer's journal connection and where the sequence stands.
+pub(super) struct OpLog {
+    conn: Connection,
+    path: PathBuf,
+    /// The last sequence number given to a committed operation.
+    last: i64,
+    /// Gaps not yet recorded in the journal.
+    pending: Vec<Gap>,
+}
+
+impl OpLog {
+    /// Open the journal at `opts` (with its pragmas and busy timeout) and
+    /// find where the sequence stands, from the log and from the database
+    /// `app`. The journal must be migrated already (its writer starts first).
+    pub(super) fn open(opts: &DbOptions, app: &Connection) -> Result<OpLog> {
+        let conn =
+            open_read_write(opts).map_err(|e| e.during("open the operation log", &opts.path))?;
+        let mut log = OpLog {
+            conn,
+            path: opts.path.clone(),
+            last: 0,
+            pending: Vec::new(),
+        };
+        log.resync(app)?;
+        Ok(log)
+    }
+
+    /// Find where the sequence stands again (at open, and when the
+    /// database file was replaced): never lower than before, and past both
+    /// the log's newest number and the database's position. A database
+    /// ahead of the log had operations committed that were never logged
+    /// (a crash between the two commits, or an append that failed): a gap.
+    pub(super) fn resync(&mut self, app: &Connection) -> Result<()> {
+        let logged = journal_log::highest_known_seq(&self.conn)
+            .map_err(|e| e.during("read the operation log", &self.path))?;
+        let held = position(app)?.unwrap_or(0);
+        if held > logged && held > self.last {
+            let gap = Gap {
+                after_seq: logged.max(self.last),
+                through_seq: held,
+                at_ms: now_ms(),
+                reason: "the database holds operations that never reached the log (a crash between the database's commit and the log's, or a failed append)".into(),
+            };
+            tracing::error!(
+                after = gap.after_seq,
+                through = gap.through_seq,
+                "operation log gap found at open"
+            );
+            self.pending.push(gap);
+        }
+        self.last = self.last.max(logged).max(held);
+        Ok(())
+    }
+
+    /// The last sequence number given.
+    pub(super) fn last(&self) -> i64 {
+        self.last
+    }
+
+    /// Log `ops`, just committed with the numbers after [`OpLog::last`].
+    /// Never fails: a failure becomes a gap (see the module doc).
+    pub(super) fn append(&mut self, ops: &[&Operation]) {
+        if ops.is_empty() && self.pending.is_empty() {
+            return;
+        }
+        let first = self.last + 1;
+        let numbered: Vec<(i64, &Operation)> = ops
+            .iter()
+            .enumerate()
+            .map(|(i, op)| (first + i as i64, *op))
+            .collect();
+        self.last += ops.len() as i64;
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            match journal_log::append(&self.conn, now_ms(), &numbered, &self.pending) {
+                Err(e) if e.is_transient() && attempt < APPEND_ATTEMPTS => {
+                    tracing::warn!(detail = %e.detail, attempt, "operation log append busy; retrying");
+                    std::thread::sleep(APPEND_RETRY_BASE * 2u32.pow(attempt - 1));
+                }
+                other => break other,
+            }
+        };
+        match result {
+            Ok(()) => self.pending.clear(),
+            Err(e) => self.gap(first - 1, self.last, e),
+        }
+    }
+
+    fn gap(&mut self, after_seq: i64, through_seq: i64, e: Error) {
+        metrics::counter!("resilite_op_log_gaps_total").increment(1);
+        tracing::error!(
+            path = %self.path.display(), after_seq, through_seq, class = ?e.class, detail = %e.detail,
+            "operation log append failed after the database committed: the writes stand and are answered, the log has a gap recovery cannot replay past"
+        );
+        if through_seq > after_seq {
+            self.pending.push(Gap {
+                after_seq,
+                through_seq,
+                at_ms: now_ms(),
+                reason: format!("append failed: {}", e.detail),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::{Statement, Value};
+
+    fn op(v: i64) -> Operation {
+        Operation::Statement(Statement::new(
+            "INSERT INTO t VALUES (?1)",
+            [Value::Integer(v)],
+        ))
+    }
+
+    fn journal(dir: &tempfile::TempDir) -> DbOptions {
+        let mut opts = DbOptions::new(dir.path().join("journal.db"));
+        opts.busy_timeout = Duration::from_millis(10);
+        crate::journal::migrate(&open_read_write(&opts).unwrap()).unwrap();
+        opts
+    }
+
+    /// An append that fails (the journal locked past the busy timeout and
+    /// the retries) loses no number: the range becomes a gap, recorded
+    /// with the next append that succeeds.
+    #[test]
+    fn a_failed_append_becomes_a_gap_recorded_with_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = journal(&dir);
+        let app = Connection::open_in_memory().unwrap();
+        let mut log = OpLog::open(&opts, &app).unwrap();
+        let (a, b, c) = (op(1), op(2), op(3));
+        log.append(&[&a]);
+        assert_eq!(log.last(), 1);
+
+        let other = open_read_write(&opts).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        log.append(&[&b]);
+        assert_eq!(
+            log.last(),
+            2,
+            "the number is used even though the append failed"
+        );
+        other.execute_batch("COMMIT").unwrap();
+
+        log.append(&[&c]);
+        let seqs: Vec<i64> = journal_log::after(&log.conn, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|o| o.seq)
+            .collect();
+        assert_eq!(seqs, [1, 3]);
+        let gaps = journal_log::gaps(&log.conn).unwrap();
+        assert_eq!(
+            (gaps.len(), gaps[0].after_seq, gaps[0].through_seq),
+            (1, 1, 2)
+        );
+        assert!(
+            gaps[0].reason.starts_with("append failed"),
+            "{}",
+            gaps[0].reason
+        );
+    }
+
+    /// A database whose position is ahead of the log (a crash between the
+    /// two commits) is a gap found at open; numbering goes on after it.
+    #[test]
+    fn a_database_ahead_of_the_log_is_a_gap_found_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = journal(&dir);
+        let app = Connection::open_in_memory().unwrap();
+        assert_eq!(position(&app).unwrap(), None);
+        write_position(&app, 5).unwrap();
+        assert_eq!(position(&app).unwrap(), Some(5));
+        let mut log = OpLog::open(&opts, &app).unwrap();
+        assert_eq!(log.last(), 5);
+        log.append(&[&op(1)]);
+        assert_eq!(journal_log::newest_seq(&log.conn).unwrap(), Some(6));
+        let gaps = journal_log::gaps(&log.conn).unwrap();
+        assert_eq!((gaps[0].after_seq, gaps[0].through_seq), (0, 5));
+        // Opened again (a restart, or the file replaced by an older copy):
+        // never a number given before.
+        write_position(&app, 2).unwrap();
+        log.resync(&app).unwrap();
+        assert_eq!(log.last(), 6);
+        let mut again = OpLog::open(&opts, &app).unwrap();
+        assert_eq!(again.last(), 6);
+        again.append(&[&op(2)]);
+        assert_eq!(journal_log::newest_seq(&again.conn).unwrap(), Some(7));
+        assert_eq!(journal_log::gaps(&again.conn).unwrap().len(), 1);
+    }
+}
