@@ -207,10 +207,10 @@ fn bench_ceiling(sync: Synchronous) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-/// `RESILITE_BACKUP_OP_LOG=false` measures resilite without the operation
-/// log (default: on, as configured by default).
+/// `RESILITE_BACKUP_OP_LOG=true` measures resilite with the operation log
+/// (default: off, as configured by default).
 fn op_log() -> bool {
-    std::env::var("RESILITE_BACKUP_OP_LOG").map_or(true, |v| v != "false")
+    std::env::var("RESILITE_BACKUP_OP_LOG").is_ok_and(|v| v == "true")
 }
 
 fn main() {
@@ -222,7 +222,7 @@ fn main() {
     println!(
         "acknowledged single-row inserts/s; {:.1}s per case; {cores} cores; latencies in microseconds; resilite's operation log {}\n",
         seconds().as_secs_f64(),
-        if op_log() { "on" } else { "off (RESILITE_BACKUP_OP_LOG=false)" }
+        if op_log() { "on (RESILITE_BACKUP_OP_LOG=true)" } else { "off" }
     );
     for sync in [Synchronous::Full, Synchronous::Normal] {
         let ceiling = bench_ceiling(sync);

@@ -134,7 +134,11 @@ async fn eight_writers(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_acknowledged_write_is_logged_once_in_commit_order() {
-    let t = start_with(|c| c.backup.interval = Duration::ZERO).await;
+    let t = start_with(|c| {
+        c.backup.interval = Duration::ZERO;
+        c.backup.op_log = true;
+    })
+    .await;
     t.rt.execute(Statement::sql(SCHEMA)).await.unwrap();
     let (acked, failed) = eight_writers(&t.rt, 140, None).await;
     assert_eq!(failed.len(), 8 * 20, "every 7th write fails");
@@ -179,7 +183,11 @@ async fn every_acknowledged_write_is_logged_once_in_commit_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backup_plus_the_log_after_its_position_is_the_live_table() {
-    let t = start_with(|c| c.backup.interval = Duration::ZERO).await;
+    let t = start_with(|c| {
+        c.backup.interval = Duration::ZERO;
+        c.backup.op_log = true;
+    })
+    .await;
     t.rt.execute(Statement::sql(SCHEMA)).await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let writers = {

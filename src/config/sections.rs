@@ -197,7 +197,9 @@ pub struct BackupSection {
     pub verify_every: Duration,
     /// Keep the operation log: every operation the writer commits is
     /// appended to the journal (one extra commit per group commit) so that
-    /// recovery can replay what came after the newest verified backup.
+    /// recovery can replay what came after the newest verified backup. Off
+    /// by default until recovery replays it and its cost is brought down
+    /// (28–50% of write throughput as measured; see docs/benchmarks.md).
     pub op_log: bool,
 }
 
@@ -208,7 +210,7 @@ impl Default for BackupSection {
             interval: DEFAULT_INTERVAL,
             keep_last: DEFAULT_KEEP_LAST,
             verify_every: DEFAULT_VERIFY_EVERY,
-            op_log: true,
+            op_log: false,
         }
     }
 }
