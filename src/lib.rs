@@ -93,7 +93,7 @@ pub use resilite_actors::{
     QueueStats, Recommendation, Resolution, RestartOutcome, RestartRecord, Result, SlotState,
     Statement, Synchronous, Value, Verification, WriteOutcome, WriterStats,
 };
-pub use runtime::{Durable, NotReady, RestoreOutcome, Runtime, Status};
+pub use runtime::{Durable, NotReady, RecoveryOutcome, RestoreOutcome, Runtime, Status};
 
 /// The version of the journal's schema this build of resilite writes. A
 /// journal at a newer version is refused at start (the error names both).

@@ -125,7 +125,7 @@ impl Runtime {
     }
 
     /// `PRAGMA integrity_check` through the read pool: `ok` or an error.
-    async fn integrity_check(&self) -> Result<()> {
+    pub(super) async fn integrity_check(&self) -> Result<()> {
         let result = self
             .inner
             .readers
@@ -143,7 +143,7 @@ impl Runtime {
     }
 }
 
-async fn call_writer(
+pub(super) async fn call_writer(
     writer: &ractor::ActorRef<WriterMsg>,
     msg: fn(ractor::RpcReplyPort<Result<()>>) -> WriterMsg,
 ) -> Result<()> {

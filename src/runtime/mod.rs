@@ -31,6 +31,7 @@ mod breakers;
 mod health;
 mod queue;
 mod ready;
+mod recover;
 mod writes;
 
 use crate::supervisor::{
@@ -39,6 +40,7 @@ use crate::supervisor::{
 pub use backup::RestoreOutcome;
 pub use queue::Durable;
 pub use ready::NotReady;
+pub use recover::RecoveryOutcome;
 
 /// Largest value the journal writer takes: SQLite's own default length limit.
 const JOURNAL_MAX_VALUE_BYTES: usize = 1_000_000_000;
@@ -70,6 +72,8 @@ struct Inner {
     readers: ReadPool,
     supervisor: ActorRef<SupervisorMsg>,
     closing: AtomicBool,
+    /// A recovery is running: a second one is refused.
+    recovering: AtomicBool,
 }
 
 /// The runtime's overall state, as `/health` reports it.
@@ -168,6 +172,7 @@ impl Runtime {
                 readers,
                 supervisor,
                 closing: AtomicBool::new(false),
+                recovering: AtomicBool::new(false),
             }),
         })
     }

@@ -72,6 +72,13 @@ pub enum BackupMsg {
         /// one was taken).
         reply: RpcReplyPort<Result<(Staged, Option<String>)>>,
     },
+    /// Prepare a recovery: verify the newest backup that passed its last
+    /// verification again now (the outcome recorded), falling back to the
+    /// next older one when it fails, and stage a checked copy beside the
+    /// database. No `pre-restore` backup: the database is damaged (it is
+    /// quarantined by the caller instead). `Err` with class `Unavailable`
+    /// when no backup is verified.
+    Recover(RpcReplyPort<Result<Staged>>),
     /// Do what is due: a scheduled backup, retention, verifications. Sent
     /// by its own timer.
     Tick,
@@ -152,6 +159,12 @@ impl Actor for BackupActor {
                     let _ = reply.send(result);
                 }
             }
+            BackupMsg::Recover(reply) => {
+                let result = state.prepare_recovery().await;
+                if !reply.is_closed() {
+                    let _ = reply.send(result);
+                }
+            }
             BackupMsg::Tick => state.tick().await,
         }
         Ok(())
@@ -221,6 +234,54 @@ impl BackupState {
         .await?;
         tracing::info!(backup = %name, staged = %staged.path().display(), "restore: backup verified and staged");
         Ok((staged, safety))
+    }
+
+    /// See [`BackupMsg::Recover`].
+    async fn prepare_recovery(&mut self) -> Result<Staged> {
+        let mut candidates: Vec<BackupInfo> = self
+            .backups
+            .iter()
+            .filter(|b| b.is_verified())
+            .cloned()
+            .collect();
+        candidates.sort_by_key(|b| std::cmp::Reverse(b.created_at_ms));
+        let mut refused = Vec::new();
+        for info in candidates {
+            let verification = self.verify_named(&info.name).await?;
+            if !verification.passed {
+                tracing::warn!(backup = %info.name, "recovery: backup fails verification now; trying an older one");
+                refused.push(format!(
+                    "{} ({})",
+                    info.name,
+                    verification.errors.join("; ")
+                ));
+                continue;
+            }
+            let dest = self.dest.clone();
+            let target = self.args.config.db.path.clone();
+            let name = info.name.clone();
+            match blocking(move || {
+                let path = dest.read_path(&info.name)?;
+                restore::prepare(&path, &info, &target)
+            })
+            .await
+            {
+                Ok(staged) => return Ok(staged),
+                Err(e) => refused.push(format!("{name} ({e})")),
+            }
+        }
+        Err(Error::new(
+            ErrorClass::Unavailable,
+            if refused.is_empty() {
+                "no verified backup to recover from".to_string()
+            } else {
+                format!(
+                    "no verified backup to recover from: {} failed verification now",
+                    refused.join(", ")
+                )
+            },
+            "the damaged database was left in place and writes stay paused",
+        ))
     }
 
     /// Take, record and verify a backup (no retention).

@@ -29,7 +29,7 @@ pub use config::{
     DEFAULT_VERIFY_EVERY,
 };
 pub use destination::{check_name, Destination, LocalDir, FILE_MODE};
-pub use meta::{read_sidecar, sidecar_name, BackupInfo, Verification};
+pub use meta::{read_sidecar, sidecar_name, utc_stamp, BackupInfo, Verification};
 pub use restore::{install, prepare, restore_file, Staged};
 pub use retention::to_delete;
 pub use take::{take, write_sidecar, MAX_RESTARTS};

@@ -169,4 +169,15 @@ pub(super) const MIGRATIONS: &[&[&str]] = &[
         reason TEXT NOT NULL
     );
     ALTER TABLE backups ADD COLUMN op_log_seq INTEGER;"],
+    // 8: the recovery log (every automatic or requested recovery attempt).
+    &["CREATE TABLE recoveries (
+        id INTEGER PRIMARY KEY,
+        started_at_ms INTEGER NOT NULL,
+        trigger TEXT NOT NULL,
+        steps TEXT NOT NULL DEFAULT '[]',
+        outcome TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        explanation TEXT NOT NULL
+    );
+    CREATE INDEX recoveries_started ON recoveries (started_at_ms);"],
 ];

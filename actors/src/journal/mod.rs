@@ -12,7 +12,8 @@
 //! [`restarts`](mod@restarts) (the supervisor's restart log), [`queue`] (the retry queue and
 //! dead-letter queue), [`breakers`] (circuit breaker state and transitions) and
 //! [`health`] (health history and the maintenance log), [`backups`]
-//! (the backup catalog) and [`op_log`] (the operation log).
+//! (the backup catalog), [`op_log`] (the operation log) and
+//! [`recoveries`] (the recovery log).
 //!
 //! Internal: this module is `pub` only for the `resilite` facade (the
 //! supervisor's restart log, the runtime's queue reads, the `dlq` verb of
@@ -24,6 +25,7 @@ pub mod health;
 mod migrations;
 pub mod op_log;
 pub mod queue;
+pub mod recoveries;
 pub mod restarts;
 
 pub use restarts::{record_restart, restarts, RestartOutcome, RestartRecord};
@@ -160,7 +162,7 @@ mod tests {
 
     /// Rows a journal at `version` can hold, one per table family it has.
     fn fill(conn: &Connection, version: usize) {
-        let rows: [(usize, &str); 7] = [
+        let rows: [(usize, &str); 8] = [
             (1, "INSERT INTO actor_restarts (actor, reason, restarts_in_window, outcome) VALUES ('writer', 'test', 1, 'restarted')"),
             (2, "INSERT INTO maintenance_runs (at_ms, at, task, trigger, outcome) VALUES (1, 'then', 'checkpoint', 'auto', 'done')"),
             (3, "INSERT INTO retry_queue (kind, payload, priority, max_attempts, next_retry_at_ms, status, created_at_ms, updated_at_ms) VALUES ('webhook', '{\"n\":1}', 3, 10, 0, 'queued', 0, 0)"),
@@ -168,6 +170,7 @@ mod tests {
             (6, "INSERT INTO backups (name, label, created_at_ms, duration_ms, size, page_count, sha256, sqlite_version, user_version, row_counts) VALUES ('app-x-manual.db', 'manual', 1, 2, 4096, 1, 'ab', '3.50.0', 0, '{}')"),
             (7, "INSERT INTO op_log (seq, at_ms, op) VALUES (1, 1, '{\"statement\":{\"sql\":\"SELECT 1\",\"params\":[]}}')"),
             (7, "INSERT INTO op_log_gaps (at_ms, after_seq, through_seq, reason) VALUES (1, 1, 2, 'test')"),
+            (8, "INSERT INTO recoveries (started_at_ms, trigger, steps, outcome, duration_ms, explanation) VALUES (1, 'manual', '[]', 'recovered', 2, 'test')"),
         ];
         for (since, sql) in rows {
             if version >= since {
@@ -222,6 +225,7 @@ mod tests {
             );
             assert_eq!(count(&conn, "SELECT count(*) FROM op_log"), at(7));
             assert_eq!(count(&conn, "SELECT count(*) FROM op_log_gaps"), at(7));
+            assert_eq!(count(&conn, "SELECT count(*) FROM recoveries"), at(8));
             let queue: String = conn
                 .query_row(
                     "SELECT sql FROM sqlite_master WHERE name = 'retry_queue'",

@@ -1,0 +1,378 @@
+//! Automatic recovery: a damaged database replaced by the newest verified
+//! backup, the operation log replayed on top of it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use resilite_actors::backup::{self, utc_stamp, BackupMsg};
+use resilite_actors::journal::op_log as log;
+use resilite_actors::journal::recoveries::{self, RecoveryRecord};
+use resilite_actors::slot;
+use resilite_actors::{Error, ErrorClass, Operation, Result, WriterMsg};
+
+use super::backup::call_writer;
+use super::Runtime;
+
+/// Operations read from the log at a time during a replay.
+const REPLAY_CHUNK: usize = 1000;
+
+/// What [`Runtime::recover`] did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecoveryOutcome {
+    /// The backup restored.
+    pub restored: String,
+    /// Where the damaged file was moved (kept, never deleted).
+    pub quarantined: PathBuf,
+    /// Operations of the log replayed on top of the backup.
+    pub replayed: u64,
+    /// Why no replay happened, when none did (`None` when it did).
+    pub replay_skipped: Option<String>,
+    /// The steps taken, in order.
+    pub steps: Vec<String>,
+    /// How long the whole recovery took, pause to resume.
+    pub duration_ms: u64,
+}
+
+/// A failed attempt: its outcome label and the error.
+struct Failed {
+    outcome: &'static str,
+    error: Error,
+}
+
+impl Failed {
+    fn new(outcome: &'static str, error: Error) -> Failed {
+        Failed { outcome, error }
+    }
+}
+
+impl Runtime {
+    /// Recover the database from damage, online. The sequence: pause
+    /// writes (the `database` breaker held open: durable writes queue);
+    /// the BackupActor verifies the newest verified backup again and
+    /// stages a checked copy; the read pool and the writer close; the
+    /// damaged file (with its `-wal` and `-shm`) is renamed to
+    /// `<db>.damaged-<UTC time>` and kept; the copy is put in its place;
+    /// the writer and the read pool open again; the operation log after
+    /// the backup's position is replayed through the writer, in order
+    /// (skipped, and said so, when the log is off, the backup has no
+    /// position or a gap lies after it); `PRAGMA integrity_check`; writes
+    /// resume. Every attempt is recorded in the journal's `recoveries`.
+    ///
+    /// With no verified backup the damaged file is left in place,
+    /// untouched, writes stay paused (reads are served where the file
+    /// allows) and the error says what to do.
+    pub async fn recover(&self) -> Result<RecoveryOutcome> {
+        self.recover_with("manual").await
+    }
+
+    /// [`recover`](Self::recover), recorded with `trigger` as its cause.
+    pub async fn recover_with(&self, trigger: &str) -> Result<RecoveryOutcome> {
+        if self.inner.recovering.swap(true, Ordering::AcqRel) {
+            return Err(Error::unavailable(
+                "a recovery is already in progress: wait for it to end (its outcome is recorded in the journal's recoveries table)",
+            ));
+        }
+        let started_at_ms = now_ms();
+        let started = Instant::now();
+        let mut steps = Vec::new();
+        let result = self.recover_steps(&mut steps).await;
+        self.inner.recovering.store(false, Ordering::Release);
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let (outcome, explanation) = match &result {
+            Ok(done) => (
+                "recovered",
+                format!(
+                    "The database {db} was damaged. It was moved aside to {q} (kept for inspection) and backup {b} was restored in its place{replay}; the integrity check passed and writes resumed. Nothing to do now; delete {q} once you no longer need it.",
+                    db = self.db_path().display(),
+                    q = done.quarantined.display(),
+                    b = done.restored,
+                    replay = match &done.replay_skipped {
+                        None => format!(", then {} logged operations written after that backup were replayed", done.replayed),
+                        Some(why) => format!(", but the operation log was not replayed ({why}): writes made after that backup are lost from the database"),
+                    }
+                ),
+            ),
+            Err(f) => (f.outcome, format!("{} {}", f.error.message, f.error.detail)),
+        };
+        let record = RecoveryRecord {
+            started_at_ms,
+            trigger: trigger.to_string(),
+            steps: steps.clone(),
+            outcome: outcome.to_string(),
+            duration_ms: duration_ms as i64,
+            explanation,
+        };
+        if let Err(e) =
+            slot::write(&self.inner.journal, recoveries::insert_statement(&record)).await
+        {
+            tracing::error!(error = %e, "the recovery attempt could not be recorded in the journal");
+        }
+        metrics::counter!("resilite_recoveries_total", "outcome" => outcome).increment(1);
+        match result {
+            Ok(mut done) => {
+                done.steps = steps;
+                done.duration_ms = duration_ms;
+                tracing::info!(backup = %done.restored, replayed = done.replayed, ms = duration_ms, "recovery done; writes resumed");
+                Ok(done)
+            }
+            Err(f) => {
+                tracing::error!(outcome, error = %f.error, "recovery did not complete; writes stay paused");
+                Err(f.error)
+            }
+        }
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.inner.config.app_db().path
+    }
+
+    async fn recover_steps(
+        &self,
+        steps: &mut Vec<String>,
+    ) -> std::result::Result<RecoveryOutcome, Failed> {
+        let fail = |e: Error| Failed::new("failed", e);
+        let db = self.db_path();
+        let backup = slot::running(&mut self.inner.backup.clone())
+            .await
+            .map_err(fail)?;
+        let writer = self.writer().await.map_err(fail)?;
+        self.pause_writes("recovery in progress");
+        steps
+            .push("paused writes (the database breaker is held open; durable writes queue)".into());
+        let staged = ractor::call!(backup, BackupMsg::Recover)
+            .map_err(|e| Error::unavailable(format!("the backup actor did not answer: {e}")))
+            .and_then(|r| r);
+        let staged = match staged {
+            Ok(s) => s,
+            Err(e) => {
+                steps.push(format!("found no backup to restore: {}", e.message));
+                return Err(Failed::new(
+                    "no-backup",
+                    Error::new(
+                        ErrorClass::Unavailable,
+                        format!(
+                            "recovery of {} is not possible: {}.",
+                            db.display(),
+                            e.message
+                        ),
+                        format!(
+                            "The damaged database {db} was left in place, untouched, and writes stay paused (durable writes are queued; reads are served where the file allows). What to do: copy {db} (with its -wal and -shm) somewhere safe; try `sqlite3 {db} .recover` on the copy to salvage rows; or restore a backup you trust (`resilite restore`); then resume writes.",
+                            db = db.display()
+                        ),
+                    ),
+                ));
+            }
+        };
+        let info = staged.info.clone();
+        steps.push(format!(
+            "verified backup {} again and staged a copy of it",
+            info.name
+        ));
+        let close = async {
+            self.inner.readers.close().await?;
+            call_writer(&writer, WriterMsg::Close).await
+        }
+        .await;
+        if let Err(e) = close {
+            self.reopen(&writer).await;
+            return Err(fail(e.during("close the database for recovery", &db)));
+        }
+        steps.push("closed the read pool and the writer".into());
+        let stamp = utc_stamp(now_ms());
+        let moved = {
+            let db = db.clone();
+            tokio::task::spawn_blocking(move || -> Result<PathBuf> {
+                let quarantined = quarantine(&db, &stamp)?;
+                if let Err(e) = backup::install(staged, &db) {
+                    // Put the damaged file back rather than leave no file.
+                    let _ = unquarantine(&db, &quarantined);
+                    return Err(e);
+                }
+                Ok(quarantined)
+            })
+            .await
+            .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))
+            .and_then(|r| r)
+        };
+        let quarantined = match moved {
+            Ok(q) => q,
+            Err(e) => {
+                self.reopen(&writer).await;
+                return Err(fail(Error::new(
+                    e.class,
+                    format!("recovery of {} failed while replacing the file: {e}", db.display()),
+                    "the damaged database is in place again and writes stay paused; fix the cause (disk space, permissions) and recover again",
+                )));
+            }
+        };
+        steps.push(format!(
+            "moved the damaged file to {} (kept) and put backup {} in its place",
+            quarantined.display(),
+            info.name
+        ));
+        if let Err(e) = call_writer(&writer, WriterMsg::Open).await {
+            self.inner.readers.open();
+            return Err(fail(Error::new(
+                e.class,
+                format!("recovery: the writer did not open the restored file: {e}"),
+                "writes stay paused; check the database file, then resume writes",
+            )));
+        }
+        self.inner.readers.open();
+        steps.push("opened the writer and the read pool".into());
+        let (replayed, replay_skipped) = match self.replay(info.op_log_seq).await {
+            Ok(r) => r,
+            Err(e) => {
+                steps.push(format!("the replay of the operation log failed: {e}"));
+                return Err(fail(Error::new(
+                    e.class,
+                    format!("recovery: backup {} was restored but the replay of the operation log failed: {e}", info.name),
+                    format!("writes stay paused; the damaged file is kept at {}; check the database, then resume writes", quarantined.display()),
+                )));
+            }
+        };
+        steps.push(match &replay_skipped {
+            None => format!("replayed {replayed} logged operations after the backup"),
+            Some(why) => format!("did not replay the operation log: {why}"),
+        });
+        if let Err(e) = self.integrity_check().await {
+            steps.push(format!("the integrity check failed: {e}"));
+            return Err(fail(Error::new(
+                ErrorClass::Corruption,
+                format!("recovery: the recovered database fails integrity_check: {e}"),
+                format!("writes stay paused; the damaged file is kept at {}; restore another backup (`resilite restore`)", quarantined.display()),
+            )));
+        }
+        steps.push("integrity_check: ok".into());
+        self.resume_writes();
+        steps.push("resumed writes".into());
+        Ok(RecoveryOutcome {
+            restored: info.name,
+            quarantined,
+            replayed,
+            replay_skipped,
+            steps: Vec::new(),
+            duration_ms: 0,
+        })
+    }
+
+    /// Replay the operation log after `from` through the writer (past the
+    /// breaker, which is held open). The count, or why nothing was replayed.
+    async fn replay(&self, from: Option<i64>) -> Result<(u64, Option<String>)> {
+        if !self.inner.config.backup.op_log {
+            return Ok((
+                0,
+                Some("the operation log is off (backup.op_log = false)".into()),
+            ));
+        }
+        let Some(from) = from else {
+            return Ok((
+                0,
+                Some("the backup records no operation-log position".into()),
+            ));
+        };
+        let gaps = self.read_journal(log::gaps).await?;
+        if let Some(gap) = gaps.iter().find(|g| g.through_seq > from) {
+            return Ok((
+                0,
+                Some(format!(
+                    "the log has a gap after the backup (operations {} to {} are missing: {})",
+                    gap.after_seq + 1,
+                    gap.through_seq,
+                    gap.reason
+                )),
+            ));
+        }
+        // Replayed operations are logged again, after this bound: stop there.
+        let Some(until) = self.read_journal(log::newest_seq).await? else {
+            return Ok((0, None));
+        };
+        let mut next = from;
+        let mut replayed = 0;
+        while next < until {
+            let before = next;
+            let ops = self
+                .read_journal(move |c| log::after(c, next, REPLAY_CHUNK))
+                .await?;
+            if ops.is_empty() {
+                break;
+            }
+            for op in ops.into_iter().filter(|o| o.seq <= until) {
+                if replayed == 0 && op.seq > from + 1 {
+                    return Ok((
+                        0,
+                        Some(format!(
+                            "the log starts at operation {}, after the backup's position {from} (trimmed)",
+                            op.seq
+                        )),
+                    ));
+                }
+                let operation: Operation = op.op;
+                slot::write(&self.inner.app, operation).await.map_err(|e| {
+                    Error::new(
+                        e.class,
+                        format!(
+                            "logged operation {} failed on replay: {}",
+                            op.seq, e.message
+                        ),
+                        e.detail,
+                    )
+                })?;
+                next = op.seq;
+                replayed += 1;
+            }
+            if next == before {
+                break;
+            }
+        }
+        Ok((replayed, None))
+    }
+
+    /// Open the writer and the read pool again after a failed step.
+    async fn reopen(&self, writer: &ractor::ActorRef<WriterMsg>) {
+        if let Err(e) = call_writer(writer, WriterMsg::Open).await {
+            tracing::error!(error = %e, "recovery: the writer did not open again");
+        }
+        self.inner.readers.open();
+    }
+}
+
+fn side(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Rename `db` (with its `-wal` and `-shm`) to `<db>.damaged-<stamp>`; the
+/// new path. Blocking.
+pub fn quarantine(db: &Path, stamp: &str) -> Result<PathBuf> {
+    let to = side(db, &format!(".damaged-{stamp}"));
+    std::fs::rename(db, &to).map_err(|e| Error::from(e).during("quarantine", db))?;
+    for suffix in ["-wal", "-shm"] {
+        let from = side(db, suffix);
+        if from.exists() {
+            std::fs::rename(&from, side(&to, suffix))
+                .map_err(|e| Error::from(e).during("quarantine", &from))?;
+        }
+    }
+    Ok(to)
+}
+
+fn unquarantine(db: &Path, from: &Path) -> Result<()> {
+    for suffix in ["-wal", "-shm"] {
+        let q = side(from, suffix);
+        if q.exists() {
+            std::fs::rename(&q, side(db, suffix))
+                .map_err(|e| Error::from(e).during("restore", &q))?;
+        }
+    }
+    std::fs::rename(from, db).map_err(|e| Error::from(e).during("restore", from))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,166 @@
+//! Automatic recovery on real files: a database damaged on disk is moved
+//! aside and replaced by the newest verified backup, the operation log
+//! replayed on top; with no verified backup nothing is touched and writes
+//! stay paused. Every attempt is recorded in the journal.
+
+mod common;
+
+use std::time::Duration;
+
+use resilite::{CheckpointMode, Maintenance, Statement, Value};
+use resilite_actors::journal::recoveries;
+
+use common::{open_direct, start_with};
+
+const SCHEMA: &str =
+    "CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER NOT NULL, pad TEXT NOT NULL)";
+
+fn insert(v: i64) -> Statement {
+    Statement::new(
+        "INSERT INTO t(v, pad) VALUES (?1, ?2)",
+        [Value::Integer(v), Value::Text("x".repeat(300))],
+    )
+}
+
+/// Checkpoint the WAL into the file, then overwrite the start of the
+/// table's root page so that the file itself is damaged.
+async fn corrupt(t: &common::TestRuntime) {
+    t.rt.maintain(Maintenance::Checkpoint(CheckpointMode::Truncate))
+        .await
+        .unwrap();
+    let db = t.db_path();
+    let (root, page_size): (i64, i64) = {
+        let c = open_direct(&db);
+        let root = c
+            .query_row(
+                "SELECT rootpage FROM sqlite_master WHERE name = 't'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let size = c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        (root, size)
+    };
+    let mut bytes = std::fs::read(&db).unwrap();
+    let at = ((root - 1) * page_size) as usize;
+    bytes[at..at + 64].iter_mut().for_each(|b| *b = 0xFF);
+    std::fs::write(&db, &bytes).unwrap();
+    let ok: std::result::Result<String, _> =
+        open_direct(&db).query_row("PRAGMA integrity_check", [], |r| r.get(0));
+    assert!(
+        !matches!(ok.as_deref(), Ok("ok")),
+        "the file must be damaged: {ok:?}"
+    );
+}
+
+fn damaged_files(t: &common::TestRuntime) -> Vec<String> {
+    std::fs::read_dir(t.db_path().parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("app.db.damaged-"))
+        .collect()
+}
+
+fn recorded(t: &common::TestRuntime) -> Vec<recoveries::RecoveryRecord> {
+    recoveries::list(&open_direct(&t.rt.config().journal_path())).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_restores_the_backup_and_replays_every_acknowledged_write() {
+    let t = start_with(|c| {
+        c.backup.interval = Duration::ZERO;
+        c.backup.op_log = true;
+    })
+    .await;
+    t.rt.execute(Statement::sql(SCHEMA)).await.unwrap();
+    for v in 0..100 {
+        t.rt.execute(insert(v)).await.unwrap();
+    }
+    let backup = t.rt.backup("manual").await.unwrap();
+    assert!(backup.op_log_seq.is_some());
+    for v in 100..250 {
+        t.rt.execute(insert(v)).await.unwrap();
+    }
+    corrupt(&t).await;
+
+    let done = t.rt.recover().await.unwrap();
+    assert_eq!(done.restored, backup.name);
+    assert_eq!(done.replay_skipped, None, "{done:?}");
+    assert_eq!(done.replayed, 150);
+
+    let result =
+        t.rt.query(Statement::sql("SELECT v FROM t ORDER BY v"))
+            .await
+            .unwrap();
+    let values: Vec<i64> = result
+        .rows
+        .iter()
+        .map(|r| match r[0] {
+            Value::Integer(v) => v,
+            ref other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        values,
+        (0..250).collect::<Vec<_>>(),
+        "every acknowledged row, once"
+    );
+    let check =
+        t.rt.query(Statement::sql("PRAGMA integrity_check"))
+            .await
+            .unwrap();
+    assert_eq!(check.rows, vec![vec![Value::Text("ok".into())]]);
+    assert_eq!(damaged_files(&t).len(), 1, "the damaged file is kept");
+    assert!(done.quarantined.is_file());
+    // Writes resumed.
+    t.rt.execute(insert(250)).await.unwrap();
+    let log = recorded(&t);
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        (log[0].trigger.as_str(), log[0].outcome.as_str()),
+        ("manual", "recovered")
+    );
+    assert!(
+        log[0].explanation.contains("was damaged"),
+        "{}",
+        log[0].explanation
+    );
+    assert!(log[0].steps.len() >= 6, "{:?}", log[0].steps);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_verified_backup_nothing_is_touched_and_writes_stay_paused() {
+    let t = start_with(|c| {
+        c.backup.interval = Duration::ZERO;
+        c.backup.op_log = true;
+    })
+    .await;
+    t.rt.execute(Statement::sql(SCHEMA)).await.unwrap();
+    for v in 0..100 {
+        t.rt.execute(insert(v)).await.unwrap();
+    }
+    corrupt(&t).await;
+    let before = std::fs::read(t.db_path()).unwrap();
+
+    let err = t.rt.recover().await.unwrap_err();
+    assert!(err.message.contains("no verified backup"), "{err}");
+    assert!(err.detail.contains("left in place"), "{err}");
+    assert_eq!(
+        std::fs::read(t.db_path()).unwrap(),
+        before,
+        "the file is untouched"
+    );
+    assert!(damaged_files(&t).is_empty());
+    assert!(
+        t.rt.execute(insert(1000)).await.is_err(),
+        "writes stay paused"
+    );
+    let log = recorded(&t);
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].outcome, "no-backup");
+    assert!(
+        log[0].explanation.contains("What to do"),
+        "{}",
+        log[0].explanation
+    );
+}
