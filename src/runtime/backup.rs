@@ -1,5 +1,6 @@
 //! Backups, answered by the BackupActor.
 
+use ractor::ActorRef;
 use resilite_actors::backup::{self, check_name, BackupMsg};
 use resilite_actors::slot;
 use resilite_actors::{
@@ -76,8 +77,7 @@ impl Runtime {
         tracing::info!(backup = %name, pre_restore = ?pre_restore, "restore: closing the read pool and the writer");
         let target = self.inner.config.app_db().path;
         let replaced = async {
-            self.inner.readers.close().await?;
-            call_writer(&writer, WriterMsg::Close).await?;
+            self.close_database(&writer).await?;
             tracing::info!(backup = %name, "restore: replacing the database file");
             let target = target.clone();
             tokio::task::spawn_blocking(move || backup::install(staged, &target))
@@ -86,8 +86,7 @@ impl Runtime {
         }
         .await;
         tracing::info!(backup = %name, "restore: opening the writer and the read pool");
-        let opened = call_writer(&writer, WriterMsg::Open).await;
-        self.inner.readers.open();
+        let opened = self.open_database(&writer).await;
         let checked = match (&replaced, &opened) {
             (Ok(_), Ok(())) => self.integrity_check().await,
             _ => Ok(()),
@@ -122,6 +121,21 @@ impl Runtime {
             pre_restore,
             duration_ms: started.elapsed().as_millis() as u64,
         })
+    }
+
+    /// Close the read pool, then the application writer: no connection of
+    /// resilite's holds the database file (its file may then be replaced).
+    pub(super) async fn close_database(&self, writer: &ActorRef<WriterMsg>) -> Result<()> {
+        self.inner.readers.close().await?;
+        call_writer(writer, WriterMsg::Close).await
+    }
+
+    /// Open the application writer and the read pool again on the same
+    /// path; the read pool takes queries again even when the writer fails.
+    pub(super) async fn open_database(&self, writer: &ActorRef<WriterMsg>) -> Result<()> {
+        let opened = call_writer(writer, WriterMsg::Open).await;
+        self.inner.readers.open();
+        opened
     }
 
     /// `PRAGMA integrity_check` through the read pool: `ok` or an error.

@@ -8,10 +8,10 @@ use std::time::Instant;
 use resilite_actors::backup::{self, utc_stamp, BackupMsg};
 use resilite_actors::journal::op_log as log;
 use resilite_actors::journal::recoveries::{self, RecoveryRecord};
+use resilite_actors::maintenance::{now_ms, sibling};
 use resilite_actors::slot;
 use resilite_actors::{Error, ErrorClass, Operation, Result, WriterMsg};
 
-use super::backup::call_writer;
 use super::Runtime;
 
 /// Operations read from the log at a time during a replay.
@@ -169,12 +169,7 @@ impl Runtime {
             "verified backup {} again and staged a copy of it",
             info.name
         ));
-        let close = async {
-            self.inner.readers.close().await?;
-            call_writer(&writer, WriterMsg::Close).await
-        }
-        .await;
-        if let Err(e) = close {
+        if let Err(e) = self.close_database(&writer).await {
             self.reopen(&writer).await;
             return Err(fail(e.during("close the database for recovery", &db)));
         }
@@ -211,15 +206,13 @@ impl Runtime {
             quarantined.display(),
             info.name
         ));
-        if let Err(e) = call_writer(&writer, WriterMsg::Open).await {
-            self.inner.readers.open();
+        if let Err(e) = self.open_database(&writer).await {
             return Err(fail(Error::new(
                 e.class,
                 format!("recovery: the writer did not open the restored file: {e}"),
                 "writes stay paused; check the database file, then resume writes",
             )));
         }
-        self.inner.readers.open();
         steps.push("opened the writer and the read pool".into());
         let (replayed, replay_skipped) = match self.replay(info.op_log_seq).await {
             Ok(r) => r,
@@ -331,28 +324,21 @@ impl Runtime {
 
     /// Open the writer and the read pool again after a failed step.
     async fn reopen(&self, writer: &ractor::ActorRef<WriterMsg>) {
-        if let Err(e) = call_writer(writer, WriterMsg::Open).await {
+        if let Err(e) = self.open_database(writer).await {
             tracing::error!(error = %e, "recovery: the writer did not open again");
         }
-        self.inner.readers.open();
     }
-}
-
-fn side(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 /// Rename `db` (with its `-wal` and `-shm`) to `<db>.damaged-<stamp>`; the
 /// new path. Blocking.
 pub fn quarantine(db: &Path, stamp: &str) -> Result<PathBuf> {
-    let to = side(db, &format!(".damaged-{stamp}"));
+    let to = sibling(db, &format!(".damaged-{stamp}"));
     std::fs::rename(db, &to).map_err(|e| Error::from(e).during("quarantine", db))?;
     for suffix in ["-wal", "-shm"] {
-        let from = side(db, suffix);
+        let from = sibling(db, suffix);
         if from.exists() {
-            std::fs::rename(&from, side(&to, suffix))
+            std::fs::rename(&from, sibling(&to, suffix))
                 .map_err(|e| Error::from(e).during("quarantine", &from))?;
         }
     }
@@ -361,18 +347,11 @@ pub fn quarantine(db: &Path, stamp: &str) -> Result<PathBuf> {
 
 fn unquarantine(db: &Path, from: &Path) -> Result<()> {
     for suffix in ["-wal", "-shm"] {
-        let q = side(from, suffix);
+        let q = sibling(from, suffix);
         if q.exists() {
-            std::fs::rename(&q, side(db, suffix))
+            std::fs::rename(&q, sibling(db, suffix))
                 .map_err(|e| Error::from(e).during("restore", &q))?;
         }
     }
     std::fs::rename(from, db).map_err(|e| Error::from(e).during("restore", from))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

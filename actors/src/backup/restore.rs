@@ -31,6 +31,7 @@ use super::meta::{backup_name, read_sidecar, BackupInfo};
 use super::take::sha256;
 use super::verify::verify;
 use crate::error::{Error, ErrorClass, Result};
+use crate::maintenance::sibling;
 
 /// A verified copy of a backup beside the database, ready to be renamed
 /// over it by [`install`]. Dropped without being installed, it is removed.
@@ -120,9 +121,7 @@ pub fn prepare(backup: &Path, info: &BackupInfo, target: &Path) -> Result<Staged
 /// fsync the directory. Blocking.
 pub fn install(staged: Staged, target: &Path) -> Result<BackupInfo> {
     for suffix in ["-wal", "-shm"] {
-        let mut side = target.as_os_str().to_owned();
-        side.push(suffix);
-        let side = PathBuf::from(side);
+        let side = sibling(target, suffix);
         match std::fs::remove_file(&side) {
             Ok(()) => {
                 tracing::info!(file = %side.display(), "stale file of the old database removed")
