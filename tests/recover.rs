@@ -126,6 +126,22 @@ async fn recovery_restores_the_backup_and_replays_every_acknowledged_write() {
         log[0].explanation
     );
     assert!(log[0].steps.len() >= 6, "{:?}", log[0].steps);
+
+    // Damaged again before any newer backup: the second recovery starts
+    // from the same backup and replays each logged operation once (the
+    // first replay did not log them again).
+    corrupt(&t).await;
+    let again = t.rt.recover().await.unwrap();
+    assert_eq!(again.restored, backup.name);
+    assert_eq!(again.replayed, 151, "{again:?}");
+    let count =
+        t.rt.query(Statement::sql("SELECT count(*), count(DISTINCT v) FROM t"))
+            .await
+            .unwrap();
+    assert_eq!(
+        count.rows,
+        vec![vec![Value::Integer(251), Value::Integer(251)]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use resilite_actors::journal::op_log as log;
 use resilite_actors::journal::recoveries::{self, RecoveryRecord};
 use resilite_actors::maintenance::{now_ms, sibling};
 use resilite_actors::slot;
-use resilite_actors::{Error, ErrorClass, Operation, Result, WriterMsg};
+use resilite_actors::{Error, ErrorClass, Result, WriterMsg};
 
 use super::Runtime;
 
@@ -51,8 +51,9 @@ impl Runtime {
     /// writes (the `database` breaker held open: durable writes queue);
     /// the BackupActor verifies the newest verified backup again and
     /// stages a checked copy; the read pool and the writer close; the
-    /// damaged file (with its `-wal` and `-shm`) is renamed to
-    /// `<db>.damaged-<UTC time>` and kept; the copy is put in its place;
+    /// damaged file (with its `-wal` and `-shm`) is kept as
+    /// `<db>.damaged-<UTC time>` (hard links); the copy is renamed over
+    /// the database, so the path always names a whole file;
     /// the writer and the read pool open again; the operation log after
     /// the backup's position is replayed through the writer, in order
     /// (skipped, and said so, when the log is off, the backup has no
@@ -180,8 +181,7 @@ impl Runtime {
             tokio::task::spawn_blocking(move || -> Result<PathBuf> {
                 let quarantined = quarantine(&db, &stamp)?;
                 if let Err(e) = backup::install(staged, &db) {
-                    // Put the damaged file back rather than leave no file.
-                    let _ = unquarantine(&db, &quarantined);
+                    unquarantine(&quarantined);
                     return Err(e);
                 }
                 Ok(quarantined)
@@ -202,7 +202,7 @@ impl Runtime {
             }
         };
         steps.push(format!(
-            "moved the damaged file to {} (kept) and put backup {} in its place",
+            "kept the damaged file as {} and put backup {} in its place",
             quarantined.display(),
             info.name
         ));
@@ -251,7 +251,9 @@ impl Runtime {
     }
 
     /// Replay the operation log after `from` through the writer (past the
-    /// breaker, which is held open). The count, or why nothing was replayed.
+    /// breaker, which is held open), a chunk per transaction; the replayed
+    /// operations keep their numbers and are not logged again. The count,
+    /// or why nothing was replayed.
     async fn replay(&self, from: Option<i64>) -> Result<(u64, Option<String>)> {
         if !self.inner.config.backup.op_log {
             return Ok((
@@ -277,47 +279,30 @@ impl Runtime {
                 )),
             ));
         }
-        // Replayed operations are logged again, after this bound: stop there.
-        let Some(until) = self.read_journal(log::newest_seq).await? else {
-            return Ok((0, None));
-        };
+        let writer = self.writer().await?;
         let mut next = from;
         let mut replayed = 0;
-        while next < until {
-            let before = next;
+        loop {
             let ops = self
                 .read_journal(move |c| log::after(c, next, REPLAY_CHUNK))
                 .await?;
-            if ops.is_empty() {
+            let (Some(first), Some(last)) = (ops.first(), ops.last()) else {
                 break;
+            };
+            if replayed == 0 && first.seq > from + 1 {
+                return Ok((
+                    0,
+                    Some(format!(
+                        "the log starts at operation {}, after the backup's position {from} (trimmed)",
+                        first.seq
+                    )),
+                ));
             }
-            for op in ops.into_iter().filter(|o| o.seq <= until) {
-                if replayed == 0 && op.seq > from + 1 {
-                    return Ok((
-                        0,
-                        Some(format!(
-                            "the log starts at operation {}, after the backup's position {from} (trimmed)",
-                            op.seq
-                        )),
-                    ));
-                }
-                let operation: Operation = op.op;
-                slot::write(&self.inner.app, operation).await.map_err(|e| {
-                    Error::new(
-                        e.class,
-                        format!(
-                            "logged operation {} failed on replay: {}",
-                            op.seq, e.message
-                        ),
-                        e.detail,
-                    )
-                })?;
-                next = op.seq;
-                replayed += 1;
-            }
-            if next == before {
-                break;
-            }
+            let (count, last) = (ops.len() as u64, last.seq);
+            ractor::call!(writer, |reply| WriterMsg::Replay { ops, reply })
+                .map_err(|e| Error::unavailable(format!("the writer did not answer: {e}")))??;
+            next = last;
+            replayed += count;
         }
         Ok((replayed, None))
     }
@@ -330,28 +315,29 @@ impl Runtime {
     }
 }
 
-/// Rename `db` (with its `-wal` and `-shm`) to `<db>.damaged-<stamp>`; the
-/// new path. Blocking.
+/// Keep the damaged `db` (with its `-wal` and `-shm`) as
+/// `<db>.damaged-<stamp>`: hard links (a copy where the filesystem has
+/// none), so the database path always names a whole file: a crash during
+/// a recovery leaves the damaged file in place or the restored one, never
+/// none and never a mix. The new path. Blocking.
 pub fn quarantine(db: &Path, stamp: &str) -> Result<PathBuf> {
     let to = sibling(db, &format!(".damaged-{stamp}"));
-    std::fs::rename(db, &to).map_err(|e| Error::from(e).during("quarantine", db))?;
-    for suffix in ["-wal", "-shm"] {
-        let from = sibling(db, suffix);
-        if from.exists() {
-            std::fs::rename(&from, sibling(&to, suffix))
-                .map_err(|e| Error::from(e).during("quarantine", &from))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let (from, kept) = (sibling(db, suffix), sibling(&to, suffix));
+        if !suffix.is_empty() && !from.exists() {
+            continue;
         }
+        std::fs::hard_link(&from, &kept)
+            .or_else(|_| std::fs::copy(&from, &kept).map(drop))
+            .map_err(|e| Error::from(e).during("quarantine", &from))?;
     }
     Ok(to)
 }
 
-fn unquarantine(db: &Path, from: &Path) -> Result<()> {
-    for suffix in ["-wal", "-shm"] {
-        let q = sibling(from, suffix);
-        if q.exists() {
-            std::fs::rename(&q, sibling(db, suffix))
-                .map_err(|e| Error::from(e).during("restore", &q))?;
-        }
+/// Drop the quarantined names of a recovery that did not replace the file
+/// (the damaged file is still at the database path).
+fn unquarantine(quarantined: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(sibling(quarantined, suffix));
     }
-    std::fs::rename(from, db).map_err(|e| Error::from(e).during("restore", from))
 }

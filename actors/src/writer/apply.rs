@@ -6,6 +6,7 @@ use rusqlite::Connection;
 
 use crate::error::{Error, Result};
 use crate::gate::Gate;
+use crate::journal::op_log::LoggedOp;
 use crate::value::{Operation, OperationOutcome, Statement, WriteOutcome};
 
 use super::keys::claim_key;
@@ -72,6 +73,34 @@ pub(super) fn apply_batch(
         }
         return Ok(results);
     }
+}
+
+/// Re-apply logged operations (a recovery's replay of the operation log)
+/// in one transaction, all or nothing, and write the last one's own
+/// sequence number as the database's op-log position. They are not logged
+/// again: the log already holds them, under those numbers, so a later
+/// recovery from the same backup replays each once.
+pub(super) fn replay_batch(conn: &Connection, gate: &Gate, ops: &[LoggedOp]) -> Result<()> {
+    let Some(last) = ops.last() else {
+        return Ok(());
+    };
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let applied = (|| -> Result<()> {
+        for logged in ops {
+            apply_operation(conn, gate, &logged.op).map_err(|f| {
+                let mut e = f.error;
+                e.message = format!("logged operation {}: {}", logged.seq, e.message);
+                e
+            })?;
+        }
+        super::op_log::write_position(conn, last.seq)?;
+        conn.execute_batch("COMMIT")?;
+        Ok(())
+    })();
+    if applied.is_err() {
+        rollback_quietly(conn);
+    }
+    applied
 }
 
 /// A failed operation; `left_effects` when its partial changes remain in

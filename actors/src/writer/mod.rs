@@ -52,6 +52,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::connection::DbOptions;
 use crate::error::{Error, ErrorClass, Result};
+use crate::journal::op_log::LoggedOp;
 use crate::maintenance::{Maintenance, MaintenanceRun};
 use crate::value::{Operation, OperationOutcome};
 use thread::{ConnectionLoop, Counters, Job};
@@ -197,6 +198,16 @@ pub enum WriterMsg {
     /// Open the connection again on the same path (as at start: pragmas,
     /// init hook, statement gate). Answered `Ok` at once if it is open.
     Open(RpcReplyPort<Result<()>>),
+    /// Re-apply operations of the operation log (a recovery's replay), in
+    /// one transaction, all or nothing, after every write received before
+    /// it. The database's op-log position becomes the last one's sequence
+    /// number; they are not logged again.
+    Replay {
+        /// The logged operations, in order.
+        ops: Vec<LoggedOp>,
+        /// Where the outcome goes.
+        reply: RpcReplyPort<Result<()>>,
+    },
     /// Counters since start.
     Stats(RpcReplyPort<WriterStats>),
     /// A handle that sends writes straight to the connection thread.
@@ -265,6 +276,7 @@ impl Actor for WriterActor {
             WriterMsg::Drain(reply) => Job::Barrier(reply),
             WriterMsg::Close(reply) => Job::Close(reply),
             WriterMsg::Open(reply) => Job::Open(reply),
+            WriterMsg::Replay { ops, reply } => Job::Replay(ops, reply),
             WriterMsg::Stats(reply) => {
                 let _ = reply.send(state.counters.snapshot());
                 return Ok(());

@@ -49,9 +49,16 @@
 //! With `op_log = false` nothing is logged and the database's position is
 //! not advanced; turning the log on again continues the numbering with no
 //! gap recorded for what was committed meanwhile, so only backups taken
-//! after the log was turned back on replay completely. Replaying the log
-//! (recovery) is not here yet: when it comes through this writer, its
-//! operations will be logged again under new numbers, after the backup's.
+//! after the log was turned back on replay completely.
+//!
+//! # Replay
+//!
+//! A recovery re-applies the log after a backup's position with
+//! [`WriterMsg::Replay`](super::WriterMsg::Replay): those operations keep
+//! their numbers (the database's position follows them) and are not
+//! logged again, so the log stays one history of the database's
+//! operations, and a second recovery from the same backup replays each
+//! operation once.
 
 use std::path::PathBuf;
 use std::time::Duration;

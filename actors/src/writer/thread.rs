@@ -11,12 +11,13 @@ use backon::BlockingRetryable;
 use ractor::RpcReplyPort;
 use rusqlite::Connection;
 
-use super::apply::{apply_batch, panic_text, rollback_quietly};
+use super::apply::{apply_batch, panic_text, replay_batch, rollback_quietly};
 use super::op_log::OpLog;
 use super::{WriterConfig, WriterStats};
 use crate::connection::open_read_write;
 use crate::error::{Error, ErrorClass, Result};
 use crate::gate::{Bounds, Gate};
+use crate::journal::op_log::LoggedOp;
 use crate::maintenance::{self, Maintenance, MaintenanceRun};
 use crate::value::{Operation, OperationOutcome};
 
@@ -26,6 +27,8 @@ pub(super) enum Job {
     WriteMany(Vec<Operation>, RpcReplyPort<Vec<Result<OperationOutcome>>>),
     /// The health check's write probe.
     Probe(RpcReplyPort<Result<()>>),
+    /// Logged operations re-applied by a recovery, not logged again.
+    Replay(Vec<LoggedOp>, RpcReplyPort<Result<()>>),
     Maintain(Maintenance, RpcReplyPort<Result<MaintenanceRun>>),
     Barrier(RpcReplyPort<()>),
     Close(RpcReplyPort<Result<()>>),
@@ -151,6 +154,9 @@ impl ConnectionLoop {
                 }
                 Job::Probe(reply) => {
                     let _ = reply.send(self.probe());
+                }
+                Job::Replay(ops, reply) => {
+                    let _ = reply.send(self.replay(&ops));
                 }
                 Job::Barrier(reply) => {
                     let _ = reply.send(());
@@ -282,6 +288,23 @@ impl ConnectionLoop {
             .record(started.elapsed().as_secs_f64());
         metrics::gauge!("resilite_writer_queue_depth", "writer" => name).set(self.rx.len() as f64);
         results
+    }
+
+    /// Re-apply logged operations in one transaction (see
+    /// [`replay_batch`]), retrying transient failures in place.
+    fn replay(&self, ops: &[LoggedOp]) -> Result<()> {
+        let db = self.db()?;
+        catch_unwind(AssertUnwindSafe(|| {
+            (|| replay_batch(&db.conn, &db.gate, ops))
+                .retry(self.config.retry.backoff())
+                .sleep(std::thread::sleep)
+                .when(Error::is_transient)
+                .call()
+        }))
+        .unwrap_or_else(|panic| {
+            rollback_quietly(&db.conn);
+            Err(Error::classed(ErrorClass::Internal, panic_text(&panic)))
+        })
     }
 
     /// resilite's own write probe, between two transactions: one that
