@@ -180,3 +180,178 @@ async fn with_no_verified_backup_nothing_is_touched_and_writes_stay_paused() {
         log[0].explanation
     );
 }
+
+/// How the file is damaged in the automatic-recovery tests.
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    /// The table's root page overwritten (`corrupt`).
+    TablePage,
+    /// The 100-byte header zeroed: no longer an SQLite file.
+    Header,
+    /// The file cut to half its length.
+    Truncated,
+}
+
+async fn damage(t: &common::TestRuntime, how: Damage) {
+    match how {
+        Damage::TablePage => corrupt(t).await,
+        Damage::Header | Damage::Truncated => {
+            t.rt.maintain(Maintenance::Checkpoint(CheckpointMode::Truncate))
+                .await
+                .unwrap();
+            let mut bytes = std::fs::read(t.db_path()).unwrap();
+            match how {
+                Damage::Header => bytes[..100].fill(0),
+                _ => bytes.truncate(bytes.len() / 2),
+            }
+            std::fs::write(t.db_path(), &bytes).unwrap();
+        }
+    }
+}
+
+/// Wait for the recovery the damage started by itself to be recorded.
+async fn recorded_within(
+    t: &common::TestRuntime,
+    limit: Duration,
+) -> Vec<recoveries::RecoveryRecord> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let log = recorded(t);
+        if !log.is_empty() || std::time::Instant::now() > deadline {
+            return log;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn values(t: &common::TestRuntime) -> Vec<i64> {
+    let result =
+        t.rt.query(Statement::sql("SELECT v FROM t ORDER BY v"))
+            .await
+            .unwrap();
+    result
+        .rows
+        .iter()
+        .map(|r| match r[0] {
+            Value::Integer(v) => v,
+            ref other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+/// Start with the operation log on, 100 rows, a verified backup, then
+/// 150 more acknowledged rows.
+async fn written_after_a_backup() -> common::TestRuntime {
+    let t = start_with(|c| {
+        c.backup.interval = Duration::ZERO;
+        c.backup.op_log = true;
+    })
+    .await;
+    t.rt.execute(Statement::sql(SCHEMA)).await.unwrap();
+    for v in 0..100 {
+        t.rt.execute(insert(v)).await.unwrap();
+    }
+    t.rt.backup("manual").await.unwrap();
+    for v in 100..250 {
+        t.rt.execute(insert(v)).await.unwrap();
+    }
+    t
+}
+
+/// A query that meets SQLITE_CORRUPT makes health CRITICAL at once (not at
+/// the next scheduled check) and starts a recovery by itself; afterwards
+/// every acknowledged row is there once and health is HEALTHY again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corruption_met_by_a_query_makes_health_critical_at_once_and_recovers_by_itself() {
+    let t = written_after_a_backup().await;
+    let mut events = t.rt.health_events();
+    corrupt(&t).await;
+    // The read pool has not read `t` yet: the query reads the damaged page.
+    let err =
+        t.rt.query(Statement::sql("SELECT sum(v) FROM t"))
+            .await
+            .unwrap_err();
+    assert_eq!(err.class, resilite::ErrorClass::Corruption, "{err}");
+    let critical = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(resilite_actors::health::HealthEvent::StatusChanged { to, rule, .. }) =
+                events.recv().await
+            {
+                if to == resilite_actors::health::HealthStatus::Critical {
+                    return rule;
+                }
+            }
+        }
+    })
+    .await
+    .expect("health turns CRITICAL within seconds");
+    assert!(critical.contains("corruption"), "{critical}");
+
+    let log = recorded_within(&t, Duration::from_secs(30)).await;
+    assert_eq!(log.len(), 1, "one recovery: {log:?}");
+    assert!(
+        log[0]
+            .trigger
+            .starts_with("automatic: a query met a damaged database"),
+        "{}",
+        log[0].trigger
+    );
+    assert_eq!(log[0].outcome, "recovered", "{}", log[0].explanation);
+    assert_eq!(values(&t).await, (0..250).collect::<Vec<_>>());
+    let report = t.rt.health().await.unwrap();
+    assert_eq!(
+        report.status,
+        resilite_actors::health::HealthStatus::Healthy,
+        "{}",
+        report.rule
+    );
+    t.rt.execute(insert(250)).await.unwrap();
+}
+
+/// Damage found by health's own checks (a page overwritten, the header
+/// zeroed, the file truncated) is recovered by itself, every acknowledged
+/// write present afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_found_by_the_health_check_is_recovered_by_itself() {
+    for how in [Damage::TablePage, Damage::Header, Damage::Truncated] {
+        let t = written_after_a_backup().await;
+        damage(&t, how).await;
+        let report = t.rt.check_now().await.unwrap();
+        assert_eq!(
+            report.status,
+            resilite_actors::health::HealthStatus::Critical,
+            "{how:?}"
+        );
+        let log = recorded_within(&t, Duration::from_secs(30)).await;
+        assert_eq!(log.len(), 1, "{how:?}: {log:?}");
+        assert_eq!(
+            log[0].outcome, "recovered",
+            "{how:?}: {}",
+            log[0].explanation
+        );
+        assert_eq!(values(&t).await, (0..250).collect::<Vec<_>>(), "{how:?}");
+    }
+}
+
+/// With no verified backup, the automatic recovery is tried once: later
+/// reports of the same damage do not start it again, and the file stays
+/// as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_backup_automatic_recovery_is_tried_once() {
+    let t = start_with(|c| c.backup.interval = Duration::ZERO).await;
+    t.rt.execute(Statement::sql(SCHEMA)).await.unwrap();
+    for v in 0..100 {
+        t.rt.execute(insert(v)).await.unwrap();
+    }
+    corrupt(&t).await;
+    let before = std::fs::read(t.db_path()).unwrap();
+    t.rt.check_now().await.unwrap();
+    let log = recorded_within(&t, Duration::from_secs(30)).await;
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].outcome, "no-backup");
+    t.rt.check_now().await.unwrap();
+    t.rt.check_now().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(recorded(&t).len(), 1, "not tried again");
+    assert_eq!(std::fs::read(t.db_path()).unwrap(), before);
+}

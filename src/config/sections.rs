@@ -201,6 +201,10 @@ pub struct BackupSection {
     /// by default until recovery replays it and its cost is brought down
     /// (28–50% of write throughput as measured; see docs/benchmarks.md).
     pub op_log: bool,
+    /// Recover by itself when the database is found damaged (an integrity
+    /// check fails, or a query or write meets SQLITE_CORRUPT/NOTADB): once
+    /// per damaged file, from the newest verified backup.
+    pub auto_recover: bool,
 }
 
 impl Default for BackupSection {
@@ -211,6 +215,7 @@ impl Default for BackupSection {
             keep_last: DEFAULT_KEEP_LAST,
             verify_every: DEFAULT_VERIFY_EVERY,
             op_log: false,
+            auto_recover: true,
         }
     }
 }

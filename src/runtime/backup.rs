@@ -113,6 +113,7 @@ impl Runtime {
             ));
         }
         self.resume_writes();
+        self.file_replaced().await;
         metrics::counter!("resilite_restores_total").increment(1);
         let info = replaced.expect("checked above");
         tracing::info!(backup = %name, ms = started.elapsed().as_millis() as u64, "restore done; writes resumed");

@@ -28,6 +28,7 @@ use crate::config::{Config, DATABASE_BREAKER};
 
 mod backup;
 mod breakers;
+mod damage;
 mod health;
 mod queue;
 mod ready;
@@ -74,6 +75,10 @@ struct Inner {
     closing: AtomicBool,
     /// A recovery is running: a second one is refused.
     recovering: AtomicBool,
+    /// A corruption error was reported to health (once per damaged file).
+    corruption_reported: AtomicBool,
+    /// An automatic recovery of the current damage was tried.
+    auto_recovery_spent: AtomicBool,
 }
 
 /// The runtime's overall state, as `/health` reports it.
@@ -155,7 +160,7 @@ impl Runtime {
             latest,
             events,
         } = published;
-        Ok(Runtime {
+        let rt = Runtime {
             inner: Arc::new(Inner {
                 config,
                 app,
@@ -173,8 +178,12 @@ impl Runtime {
                 supervisor,
                 closing: AtomicBool::new(false),
                 recovering: AtomicBool::new(false),
+                corruption_reported: AtomicBool::new(false),
+                auto_recovery_spent: AtomicBool::new(false),
             }),
-        })
+        };
+        damage::watch(&rt);
+        Ok(rt)
     }
 
     /// The configuration the runtime was started with.

@@ -78,6 +78,9 @@ impl Runtime {
         let started = Instant::now();
         let mut steps = Vec::new();
         let result = self.recover_steps(&mut steps).await;
+        if result.is_ok() {
+            self.file_replaced().await;
+        }
         self.inner.recovering.store(false, Ordering::Release);
         let duration_ms = started.elapsed().as_millis() as u64;
         let (outcome, explanation) = match &result {

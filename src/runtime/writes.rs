@@ -47,6 +47,7 @@ impl Runtime {
         // means the database worked.
         let failed = matches!(&result, Err(e) if e.class.is_retryable_later() || e.class == ErrorClass::Corruption);
         permit.finish(!failed, elapsed);
+        self.note_corruption("a write", &result);
         result
     }
 
@@ -60,6 +61,7 @@ impl Runtime {
             metrics::histogram!("resilite_read_duration_seconds")
                 .record(started.elapsed().as_secs_f64());
         }
+        self.note_corruption("a query", &result);
         result
     }
 }

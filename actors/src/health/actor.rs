@@ -60,6 +60,20 @@ pub enum HealthMsg {
     Tick,
     /// Run every check now, the full integrity check included.
     CheckNow(RpcReplyPort<HealthReport>),
+    /// A query, a write or an actor met a corruption error (SQLITE_CORRUPT,
+    /// SQLITE_NOTADB): the report turns CRITICAL at once, a `quick_check`
+    /// runs, and [`HealthEvent::IntegrityFailed`] goes out (recovery
+    /// starts from it). Reported once per damaged file.
+    CorruptionSeen {
+        /// Who met it (`a query`, `a write`...).
+        source: String,
+        /// SQLite's error.
+        detail: String,
+    },
+    /// The database file was replaced (a restore or a recovery succeeded):
+    /// the corruption seen in the old file is forgotten and every check
+    /// runs now.
+    DatabaseReplaced(RpcReplyPort<HealthReport>),
     /// Run a maintenance task through the writer and record it.
     Maintain {
         /// The task.
@@ -82,6 +96,9 @@ pub struct HealthState {
     last_foreign_keys: Option<Instant>,
     last_optimize: Instant,
     integrity: Option<(Integrity, bool)>,
+    /// A corruption error met outside the checks, until the file is
+    /// replaced or a full integrity check passes.
+    corruption: Option<String>,
     foreign_key_violations: i64,
     /// Operations the writer had answered after the last write probe, and
     /// since when that count has not moved: how long the application has
@@ -112,6 +129,7 @@ impl Actor for HealthActor {
             last_foreign_keys: None,
             last_optimize: Instant::now(),
             integrity: None,
+            corruption: None,
             foreign_key_violations: 0,
             writer_ops: 0,
             quiet_since: Instant::now(),
@@ -135,6 +153,26 @@ impl Actor for HealthActor {
                 state.check(checks).await;
             }
             HealthMsg::CheckNow(reply) => {
+                let report = state.check(Checks::all(true)).await;
+                let _ = reply.send(report);
+            }
+            HealthMsg::CorruptionSeen { source, detail } => {
+                if state.corruption.is_some() {
+                    return Ok(());
+                }
+                let seen = format!("{source} met a damaged database: {detail}");
+                tracing::error!(%seen, "corruption seen; health is CRITICAL and recovery is due");
+                state.corruption = Some(seen);
+                state.publish_corruption_now();
+                let quick = Checks {
+                    integrity: Some(IntegrityCheck::Quick),
+                    foreign_keys: false,
+                };
+                state.check(quick).await;
+            }
+            HealthMsg::DatabaseReplaced(reply) => {
+                state.corruption = None;
+                state.integrity = None;
                 let report = state.check(Checks::all(true)).await;
                 let _ = reply.send(report);
             }
@@ -210,10 +248,20 @@ impl HealthState {
             if let Err(e) = &probe {
                 report.judge_write_probe(e);
             }
+        }
+        if checks.integrity == Some(IntegrityCheck::Full) && report.integrity == Integrity::Ok {
+            if let Some(seen) = self.corruption.take() {
+                tracing::warn!(%seen, "a full integrity check passes: the corruption seen earlier is no longer reported");
+            }
+        }
+        if let Some(seen) = &self.corruption {
+            report.judge_corruption_seen(seen);
+        }
+        if readable && report.integrity.problems().is_none() {
             report.maintenance = self.auto_maintain(&report).await;
         }
         self.record(&report).await;
-        self.publish(&report, checks);
+        self.publish(&report, checks.integrity.is_some() || !readable);
         metrics::histogram!("resilite_health_check_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         report
@@ -367,8 +415,23 @@ impl HealthState {
         }
     }
 
-    /// Publish the report, its metrics and the events it raises.
-    fn publish(&self, report: &HealthReport, checks: Checks) {
+    /// Publish the latest report again, CRITICAL for the corruption just
+    /// seen, without waiting for a check to read the file.
+    fn publish_corruption_now(&self) {
+        let latest = self.args.latest.borrow().as_deref().cloned();
+        let mut report = latest.unwrap_or_else(|| HealthReport::new(self.args.db.path.clone()));
+        report.checked_at_ms = crate::maintenance::now_ms();
+        if let Some(seen) = &self.corruption {
+            report.judge_corruption_seen(seen);
+        }
+        self.publish(&report, true);
+    }
+
+    /// Publish the report, its metrics and the events it raises;
+    /// `integrity_checked`: its integrity result is new (checked, or the
+    /// file could not be read, or corruption was just seen), so a failure
+    /// raises [`HealthEvent::IntegrityFailed`].
+    fn publish(&self, report: &HealthReport, integrity_checked: bool) {
         let previous = self.args.latest.borrow().as_ref().map(|r| r.status);
         if previous != Some(report.status) {
             let from = previous.unwrap_or(HealthStatus::Unknown);
@@ -383,11 +446,7 @@ impl HealthState {
                 rule: report.rule.clone(),
             });
         }
-        if let Some(problems) = report
-            .integrity
-            .problems()
-            .filter(|_| checks.integrity.is_some())
-        {
+        if let Some(problems) = report.integrity.problems().filter(|_| integrity_checked) {
             tracing::error!(detail = %problems, "integrity check failed; recovery needed");
             let _ = self.args.events.send(HealthEvent::IntegrityFailed {
                 detail: problems.to_string(),

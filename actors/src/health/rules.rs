@@ -2,7 +2,7 @@
 //! wins and names itself) and adds the recommendations it calls for, with
 //! the threshold that triggered them.
 
-use super::{Action, HealthConfig, HealthReport, HealthStatus};
+use super::{Action, HealthConfig, HealthReport, HealthStatus, Integrity};
 use crate::breaker::{BreakerState, DATABASE_BREAKER, FORCED_OPEN_UNTIL_MS};
 use crate::slot::SlotState;
 
@@ -126,6 +126,23 @@ impl HealthReport {
         self.judge_wal(t);
         self.judge_space(t);
         self.judge_probes(t);
+    }
+
+    /// CRITICAL: a query, a write or an actor met a corruption error
+    /// (`seen` says which and what), whatever this run's checks found: the
+    /// damaged page may lie outside what they read. Kept until the file is
+    /// replaced or a full integrity check passes.
+    pub(crate) fn judge_corruption_seen(&mut self, seen: &str) {
+        if self.integrity.problems().is_none() {
+            self.integrity = Integrity::Failed(seen.to_string());
+        }
+        self.raise(HealthStatus::Critical, format!("corruption seen: {seen}"));
+        if !self.recommends(Action::Restore) {
+            self.recommend(
+                Action::Restore,
+                "SQLite reported the file damaged; restore from a verified backup (recovery starts from here)".into(),
+            );
+        }
     }
 
     /// CRITICAL when the integrity check reported problems.
