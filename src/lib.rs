@@ -90,8 +90,8 @@ pub use resilite_actors::{
     BreakerSnapshot, BreakerState, CheckpointMode, CheckpointOutcome, EnqueueOptions, Entry,
     EntryStatus, Error, ErrorClass, Figures, Handler, HandlerFuture, HealthEvent, HealthReport,
     HealthStatus, Integrity, Maintenance, MaintenanceRun, Operation, OperationOutcome, QueryResult,
-    QueueStats, Recommendation, Resolution, RestartOutcome, RestartRecord, Result, SlotState,
-    Statement, Synchronous, Value, Verification, WriteOutcome, WriterStats,
+    QueueStats, Recommendation, RecoveryRecord, Resolution, RestartOutcome, RestartRecord, Result,
+    SlotState, Statement, Synchronous, Value, Verification, WriteOutcome, WriterStats,
 };
 pub use runtime::{Durable, NotReady, RecoveryOutcome, RestoreOutcome, Runtime, Status};
 

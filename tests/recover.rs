@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use resilite::{CheckpointMode, Maintenance, Statement, Value};
+use resilite::{CheckpointMode, HealthStatus, Maintenance, Statement, Value};
 use resilite_actors::journal::recoveries;
 
 use common::{open_direct, start_with};
@@ -121,7 +121,7 @@ async fn recovery_restores_the_backup_and_replays_every_acknowledged_write() {
         ("manual", "recovered")
     );
     assert!(
-        log[0].explanation.contains("was damaged"),
+        log[0].explanation.contains("was restored in its place"),
         "{}",
         log[0].explanation
     );
@@ -264,7 +264,6 @@ async fn written_after_a_backup() -> common::TestRuntime {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corruption_met_by_a_query_makes_health_critical_at_once_and_recovers_by_itself() {
     let t = written_after_a_backup().await;
-    let mut events = t.rt.health_events();
     corrupt(&t).await;
     // The read pool has not read `t` yet: the query reads the damaged page.
     let err =
@@ -272,20 +271,24 @@ async fn corruption_met_by_a_query_makes_health_critical_at_once_and_recovers_by
             .await
             .unwrap_err();
     assert_eq!(err.class, resilite::ErrorClass::Corruption, "{err}");
+    // CRITICAL at once: published before any check reads the file again.
     let critical = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            if let Ok(resilite_actors::health::HealthEvent::StatusChanged { to, rule, .. }) =
-                events.recv().await
-            {
-                if to == resilite_actors::health::HealthStatus::Critical {
-                    return rule;
+            if let Some(r) = t.rt.latest_health() {
+                if r.status == HealthStatus::Critical && r.integrity.problems().is_some() {
+                    return r;
                 }
             }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await
     .expect("health turns CRITICAL within seconds");
-    assert!(critical.contains("corruption"), "{critical}");
+    assert!(
+        critical.recommends(resilite::Action::Restore),
+        "{}",
+        critical.rule
+    );
 
     let log = recorded_within(&t, Duration::from_secs(30)).await;
     assert_eq!(log.len(), 1, "one recovery: {log:?}");
@@ -299,12 +302,7 @@ async fn corruption_met_by_a_query_makes_health_critical_at_once_and_recovers_by
     assert_eq!(log[0].outcome, "recovered", "{}", log[0].explanation);
     assert_eq!(values(&t).await, (0..250).collect::<Vec<_>>());
     let report = t.rt.health().await.unwrap();
-    assert_eq!(
-        report.status,
-        resilite_actors::health::HealthStatus::Healthy,
-        "{}",
-        report.rule
-    );
+    assert_eq!(report.status, HealthStatus::Healthy, "{}", report.rule);
     t.rt.execute(insert(250)).await.unwrap();
 }
 
@@ -317,11 +315,7 @@ async fn damage_found_by_the_health_check_is_recovered_by_itself() {
         let t = written_after_a_backup().await;
         damage(&t, how).await;
         let report = t.rt.check_now().await.unwrap();
-        assert_eq!(
-            report.status,
-            resilite_actors::health::HealthStatus::Critical,
-            "{how:?}"
-        );
+        assert_eq!(report.status, HealthStatus::Critical, "{how:?}");
         let log = recorded_within(&t, Duration::from_secs(30)).await;
         assert_eq!(log.len(), 1, "{how:?}: {log:?}");
         assert_eq!(

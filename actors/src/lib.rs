@@ -97,6 +97,7 @@ pub use health::{
     Action, Figures, HealthConfig, HealthEvent, HealthReport, HealthStatus, Integrity,
     Recommendation,
 };
+pub use journal::recoveries::RecoveryRecord;
 pub use journal::{RestartOutcome, RestartRecord};
 pub use maintenance::{CheckpointMode, CheckpointOutcome, Maintenance, MaintenanceRun};
 pub use readers::{ReadPool, ReadPoolConfig};

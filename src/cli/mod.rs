@@ -10,6 +10,7 @@ mod backups;
 mod checkpoint;
 mod dlq;
 mod health;
+mod recover;
 mod restore;
 mod run;
 mod vacuum;
@@ -52,6 +53,11 @@ enum Command {
     /// verified first, a `pre-restore` backup taken, the file replaced
     /// atomically. Asks unless --yes. Exit 0 restored, 1 refused or failed.
     Restore(restore::RestoreArgs),
+    /// Recover a damaged database file no program has open: the newest
+    /// verified backup put in its place (the damaged file kept beside it),
+    /// the operation log replayed, integrity checked, the attempt recorded.
+    /// Asks unless --yes. Exit 0 recovered, 1 not.
+    Recover(recover::RecoverArgs),
 }
 
 /// Parse the command line and run the verb; returns the process exit code.
@@ -68,6 +74,7 @@ pub fn main() -> ExitCode {
         Command::Backups(args) => backups::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Restore(args) => restore::run(args),
+        Command::Recover(args) => recover::run(args),
     };
     match result {
         Ok(code) => code,

@@ -48,7 +48,12 @@ pub fn run(args: RestoreArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     ensure_not_in_use(&args.db)?;
     let info = backup::read_sidecar(&args.backup)?;
     let staged = backup::prepare(&args.backup, &info, &args.db)?;
-    if !args.yes && !confirm(&args.db, &args.backup)? {
+    let question = format!(
+        "replace {} with the backup {}?",
+        args.db.display(),
+        args.backup.display()
+    );
+    if !args.yes && !confirm(&question)? {
         eprintln!("restore cancelled; the database was not changed");
         return Ok(ExitCode::FAILURE);
     }
@@ -90,8 +95,9 @@ pub fn run(args: RestoreArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
 
 /// Refuse when another connection has `db` open: an exclusive lock (with
 /// `locking_mode=EXCLUSIVE`, which in WAL mode needs every other
-/// connection gone) is not granted within a short wait.
-fn ensure_not_in_use(db: &Path) -> Result<(), Box<dyn std::error::Error>> {
+/// connection gone) is not granted within a short wait. A file SQLite
+/// cannot read as a database passes (nothing can be using it).
+pub(super) fn ensure_not_in_use(db: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let conn = rusqlite::Connection::open_with_flags(
         db,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -103,6 +109,15 @@ fn ensure_not_in_use(db: &Path) -> Result<(), Box<dyn std::error::Error>> {
             conn.execute_batch("BEGIN EXCLUSIVE; SELECT count(*) FROM sqlite_schema; ROLLBACK;")
         });
     drop(conn);
+    // A file SQLite cannot read as a database is no program's database.
+    let unreadable = matches!(
+        &locked,
+        Err(rusqlite::Error::SqliteFailure(f, _))
+            if matches!(f.code, rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    );
+    if unreadable {
+        return Ok(());
+    }
     locked.map_err(|e| {
         format!(
             "{} is in use ({e}): stop the resilite server or any program that has it open, or restore online with POST /v1/restore; the database was not changed",
@@ -112,20 +127,15 @@ fn ensure_not_in_use(db: &Path) -> Result<(), Box<dyn std::error::Error>> {
     })
 }
 
-/// Ask on the terminal; refuse when stdin is not one.
-fn confirm(db: &Path, backup: &Path) -> Result<bool, Box<dyn std::error::Error>> {
+/// Ask `question` on the terminal; refuse when stdin is not one.
+pub(super) fn confirm(question: &str) -> Result<bool, Box<dyn std::error::Error>> {
     if !std::io::stdin().is_terminal() {
         return Err(format!(
-            "restore replaces {}: confirm on a terminal or pass --yes; the database was not changed",
-            db.display()
+            "{question} Confirm on a terminal or pass --yes; the database was not changed"
         )
         .into());
     }
-    print!(
-        "replace {} with the backup {}? [y/N] ",
-        db.display(),
-        backup.display()
-    );
+    print!("{question} [y/N] ");
     std::io::stdout().flush()?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;

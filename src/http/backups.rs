@@ -1,6 +1,7 @@
 //! Backups over HTTP: `POST /v1/backups` (`{"label": "..."}`, optional,
 //! default `manual`), `GET /v1/backups`, `POST /v1/backups/{name}/verify`,
-//! `POST /v1/restore` (`{"backup": "<name>"}`).
+//! `POST /v1/restore` (`{"backup": "<name>"}`), `POST /v1/recover`,
+//! `GET /v1/recoveries`.
 //! A backup is named as the catalog lists it, never by a path: a name with
 //! `/` or `..` is refused with 400.
 
@@ -62,4 +63,20 @@ pub(super) async fn restore(
 ) -> Result<Json<crate::RestoreOutcome>, ApiError> {
     check_name(&req.backup)?;
     Ok(Json(s.rt.restore(&req.backup).await?))
+}
+
+/// Recover the database now from the newest verified backup (the damaged
+/// file kept aside, the operation log replayed).
+pub(super) async fn recover(
+    State(s): State<AppState>,
+) -> Result<Json<crate::RecoveryOutcome>, ApiError> {
+    Ok(Json(s.rt.recover_with("http").await?))
+}
+
+/// Every recovery attempt, oldest first.
+pub(super) async fn recoveries(
+    State(s): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let recoveries = s.rt.recoveries().await?;
+    Ok(Json(serde_json::json!({ "recoveries": recoveries })))
 }

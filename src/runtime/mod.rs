@@ -19,7 +19,7 @@ use resilite_actors::journal::{self, RestartRecord};
 use resilite_actors::retry_queue::{Handlers, RetryArgs, RetryMsg, RetryQueueActor};
 use resilite_actors::slot::{self, ActorStatus, Slot, WriterSlot};
 use resilite_actors::{
-    Error, ReadPool, ReadPoolConfig, Result, WriterConfig, WriterMsg, WriterStats,
+    Error, ErrorClass, ReadPool, ReadPoolConfig, Result, WriterConfig, WriterMsg, WriterStats,
 };
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
@@ -108,7 +108,20 @@ impl Runtime {
             .map_err(|e| Error::bad_input(e.to_string()))?;
         // The files: the journal is its own file, the database opens and is
         // a database, then the journal; nothing is left behind on failure.
-        crate::startup::check(&config).await?;
+        let early = match crate::startup::check(&config).await {
+            Ok(()) => None,
+            // The database cannot be read: recover before anything opens it.
+            Err(e) if e.class == ErrorClass::Corruption && config.backup.auto_recover => {
+                let cfg = config.clone();
+                let early =
+                    tokio::task::spawn_blocking(move || recover::replace_before_start(&cfg, e))
+                        .await
+                        .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))??;
+                crate::startup::check(&config).await?;
+                Some(early)
+            }
+            Err(e) => return Err(e),
+        };
         crate::metrics::install();
         let (senders, published) = channels();
         // The database breaker continues from its journaled state.
@@ -183,6 +196,9 @@ impl Runtime {
             }),
         };
         damage::watch(&rt);
+        if let Some(early) = early {
+            rt.finish_early_recovery(early).await;
+        }
         Ok(rt)
     }
 

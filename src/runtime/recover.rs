@@ -5,14 +5,17 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use resilite_actors::backup::{self, utc_stamp, BackupMsg};
+use resilite_actors::backup::{self, utc_stamp, BackupMsg, Destination, LocalDir};
+use resilite_actors::connection::{open_read_only, open_read_write};
+use resilite_actors::journal::backups as catalog;
 use resilite_actors::journal::op_log as log;
 use resilite_actors::journal::recoveries::{self, RecoveryRecord};
 use resilite_actors::maintenance::{now_ms, sibling};
 use resilite_actors::slot;
-use resilite_actors::{Error, ErrorClass, Result, WriterMsg};
+use resilite_actors::{Error, ErrorClass, Operation, Result, WriterMsg};
 
 use super::Runtime;
+use crate::config::Config;
 
 /// Operations read from the log at a time during a replay.
 const REPLAY_CHUNK: usize = 1000;
@@ -67,6 +70,12 @@ impl Runtime {
         self.recover_with("manual").await
     }
 
+    /// Every recovery attempt recorded in the journal, oldest first: what
+    /// started it, the steps, the outcome and an explanation.
+    pub async fn recoveries(&self) -> Result<Vec<RecoveryRecord>> {
+        self.read_journal(recoveries::list).await
+    }
+
     /// [`recover`](Self::recover), recorded with `trigger` as its cause.
     pub async fn recover_with(&self, trigger: &str) -> Result<RecoveryOutcome> {
         if self.inner.recovering.swap(true, Ordering::AcqRel) {
@@ -87,7 +96,7 @@ impl Runtime {
             Ok(done) => (
                 "recovered",
                 format!(
-                    "The database {db} was damaged. It was moved aside to {q} (kept for inspection) and backup {b} was restored in its place{replay}; the integrity check passed and writes resumed. Nothing to do now; delete {q} once you no longer need it.",
+                    "Recovery of {db} ({trigger}): the file was kept as {q} (for inspection) and backup {b} was restored in its place{replay}; the integrity check passed and writes resumed. Nothing to do now; delete {q} once you no longer need it.",
                     db = self.db_path().display(),
                     q = done.quarantined.display(),
                     b = done.restored,
@@ -342,5 +351,207 @@ pub fn quarantine(db: &Path, stamp: &str) -> Result<PathBuf> {
 fn unquarantine(quarantined: &Path) {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(sibling(quarantined, suffix));
+    }
+}
+
+/// A recovery begun before the actors started: the database file could
+/// not be opened, and the newest verified backup was put in its place.
+/// The runtime finishes it once started ([`Runtime::finish_early_recovery`]).
+pub(super) struct EarlyRecovery {
+    started_at_ms: i64,
+    started: Instant,
+    cause: String,
+    info: resilite_actors::BackupInfo,
+    quarantined: PathBuf,
+    steps: Vec<String>,
+}
+
+/// Before start: when the database at `config`'s path cannot be read as a
+/// database (`cause`: the startup check's error; a damaged journal is not
+/// this), put the newest verified backup that passes verification again
+/// in its place, the damaged file kept as `<db>.damaged-<UTC time>`.
+/// Blocking. With no such backup the file is untouched and the error says
+/// so (and is recorded in the journal when it can be).
+pub(super) fn replace_before_start(config: &Config, cause: Error) -> Result<EarlyRecovery> {
+    let db = config.app_db();
+    let damaged = db.path.is_file()
+        && matches!(
+            open_read_only(&db).and_then(|c| Ok(c.query_row(
+                "SELECT count(*) FROM sqlite_master",
+                [],
+                |r| r.get::<_, i64>(0)
+            )?)),
+            Err(e) if e.class == ErrorClass::Corruption
+        );
+    if !damaged {
+        return Err(cause); // the database reads: the journal was the problem
+    }
+    let started_at_ms = now_ms();
+    let started = Instant::now();
+    let mut steps = vec![format!(
+        "found the database unreadable at start: {}",
+        cause.message
+    )];
+    let candidates = std::fs::metadata(config.journal_path())
+        .ok()
+        .and_then(|_| open_read_only(&config.journal_db()).ok())
+        .and_then(|c| catalog::live(&c).ok())
+        .unwrap_or_default();
+    let mut candidates: Vec<_> = candidates.into_iter().filter(|b| b.is_verified()).collect();
+    candidates.sort_by_key(|b| std::cmp::Reverse(b.created_at_ms));
+    let dest = LocalDir::new(config.backup_dir());
+    let mut refused = Vec::new();
+    for info in candidates {
+        let staged = dest
+            .read_path(&info.name)
+            .and_then(|path| backup::prepare(&path, &info, &db.path));
+        let staged = match staged {
+            Ok(s) => s,
+            Err(e) => {
+                refused.push(format!("{} ({})", info.name, e.message));
+                continue;
+            }
+        };
+        steps.push(format!(
+            "verified backup {} again and staged a copy of it",
+            info.name
+        ));
+        let quarantined = quarantine(&db.path, &utc_stamp(now_ms()))?;
+        if let Err(e) = backup::install(staged, &db.path) {
+            unquarantine(&quarantined);
+            return Err(e);
+        }
+        steps.push(format!(
+            "kept the damaged file as {} and put backup {} in its place",
+            quarantined.display(),
+            info.name
+        ));
+        return Ok(EarlyRecovery {
+            started_at_ms,
+            started,
+            cause: cause.message.clone(),
+            info,
+            quarantined,
+            steps,
+        });
+    }
+    let why = if refused.is_empty() {
+        "there is no verified backup".to_string()
+    } else {
+        format!("no backup passes verification now: {}", refused.join("; "))
+    };
+    steps.push(format!("found no backup to restore: {why}"));
+    let error = Error::new(
+        ErrorClass::Corruption,
+        format!("{} (recovery at start is not possible: {why})", cause.message),
+        format!(
+            "the damaged database {db} was left in place, untouched. What to do: copy {db} (with its -wal and -shm) somewhere safe; try `sqlite3 {db} .recover` on the copy to salvage rows; or restore a backup you trust (`resilite restore`). ({})",
+            cause.detail,
+            db = db.path.display()
+        ),
+    );
+    record_directly(
+        config,
+        &RecoveryRecord {
+            started_at_ms,
+            trigger: format!("automatic at start: {}", cause.message),
+            steps,
+            outcome: "no-backup".into(),
+            duration_ms: started.elapsed().as_millis() as i64,
+            explanation: format!("{} {}", error.message, error.detail),
+        },
+    );
+    Err(error)
+}
+
+/// Record a recovery attempt made with no runtime running (the journal
+/// writer is not started): on a connection of its own, when the journal
+/// exists and takes it.
+fn record_directly(config: &Config, record: &RecoveryRecord) {
+    if !config.journal_path().is_file() {
+        return;
+    }
+    let written = open_read_write(&config.journal_db()).and_then(|c| {
+        let Operation::Statement(s) = recoveries::insert_statement(record) else {
+            return Ok(());
+        };
+        c.execute(&s.sql, rusqlite::params_from_iter(&s.params))?;
+        Ok(())
+    });
+    if let Err(e) = written {
+        tracing::error!(error = %e, "the recovery attempt could not be recorded in the journal");
+    }
+}
+
+impl Runtime {
+    /// Finish a recovery begun before start: with writes paused, replay the
+    /// operation log after the backup, check integrity, resume, and record
+    /// the attempt. A failure leaves writes paused (reads are served) and
+    /// is logged and recorded; the runtime runs on.
+    pub(super) async fn finish_early_recovery(&self, early: EarlyRecovery) {
+        let EarlyRecovery {
+            started_at_ms,
+            started,
+            cause,
+            info,
+            quarantined,
+            mut steps,
+        } = early;
+        self.pause_writes("recovery at start: replaying the operation log");
+        let finished = async {
+            let (replayed, skipped) = self.replay(info.op_log_seq).await?;
+            steps.push(match &skipped {
+                None => format!("replayed {replayed} logged operations after the backup"),
+                Some(why) => format!("did not replay the operation log: {why}"),
+            });
+            self.integrity_check().await?;
+            steps.push("integrity_check: ok".into());
+            Ok::<_, Error>(skipped)
+        }
+        .await;
+        let (outcome, explanation) = match &finished {
+            Ok(skipped) => {
+                self.resume_writes();
+                steps.push("resumed writes".into());
+                ("recovered", format!(
+                    "At start, the database {db} could not be read ({cause}). It was kept as {q} and backup {b} was put in its place{replay}; the integrity check passed. Nothing to do now; delete {q} once you no longer need it.",
+                    db = self.db_path().display(),
+                    q = quarantined.display(),
+                    b = info.name,
+                    replay = match skipped {
+                        None => ", then the operation log after it was replayed".to_string(),
+                        Some(why) => format!(", but the operation log was not replayed ({why}): writes made after that backup are lost from the database"),
+                    }
+                ))
+            }
+            Err(e) => {
+                steps.push(format!("failed: {e}"));
+                ("failed", format!(
+                    "At start, the database could not be read and backup {} was put in its place, but finishing the recovery failed: {e}. Writes stay paused; the damaged file is kept at {}; check the database, then resume writes or restore another backup.",
+                    info.name,
+                    quarantined.display()
+                ))
+            }
+        };
+        let record = RecoveryRecord {
+            started_at_ms,
+            trigger: format!("automatic at start: {cause}"),
+            steps,
+            outcome: outcome.into(),
+            duration_ms: started.elapsed().as_millis() as i64,
+            explanation,
+        };
+        if let Err(e) =
+            slot::write(&self.inner.journal, recoveries::insert_statement(&record)).await
+        {
+            tracing::error!(error = %e, "the recovery attempt could not be recorded in the journal");
+        }
+        metrics::counter!("resilite_recoveries_total", "outcome" => outcome).increment(1);
+        match finished {
+            Ok(_) => tracing::info!(backup = %info.name, "recovery at start done; writes resumed"),
+            Err(e) => {
+                tracing::error!(error = %e, "recovery at start did not complete; writes stay paused")
+            }
+        }
     }
 }

@@ -14,7 +14,8 @@ use crate::value::{Operation, Statement, Value};
 pub struct RecoveryRecord {
     /// When it started (ms since the Unix epoch).
     pub started_at_ms: i64,
-    /// What started it: `manual`, `integrity-failed`, `cli`, `http`.
+    /// What started it: `manual` (the runtime handle), `http`, `cli`, or
+    /// `automatic: <the damage found>`.
     pub trigger: String,
     /// The steps taken, in order, one sentence each.
     pub steps: Vec<String>,
