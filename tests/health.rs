@@ -327,3 +327,58 @@ async fn a_corrupted_page_is_critical_and_emits_integrity_failed() {
         1
     );
 }
+
+/// The report carries the backup figures from the journal's catalog; the
+/// newest verified backup older than `health.backup_max_age` is a
+/// WARNING with a take_backup recommendation, and no verified backup at
+/// all (backups failing) is CRITICAL once `backup_missing_after` passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_age_and_missing_backups_are_judged() {
+    let t = start_with(|c| {
+        quiet_schedule(c);
+        c.health.backup_max_age = Duration::from_millis(1);
+    })
+    .await;
+    let taken = t.rt.backup("manual").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let report = t.rt.check_now().await.unwrap();
+    let figures = report.backups.clone().expect("backup figures");
+    assert_eq!(
+        figures.newest_verified.as_deref(),
+        Some(taken.name.as_str())
+    );
+    assert!(figures.newest_verified_age_s.unwrap() > 0.0);
+    assert_eq!(figures.last_size, Some(taken.size));
+    assert_eq!(
+        report.status,
+        resilite::HealthStatus::Warning,
+        "{}",
+        report.rule
+    );
+    assert!(report.recommends(resilite::Action::TakeBackup));
+
+    // Backups cannot be written (the directory is a file): none verified.
+    let dir = tempfile::tempdir().unwrap();
+    let blocked = dir.path().join("not-a-dir");
+    std::fs::write(&blocked, b"x").unwrap();
+    let t = start_with(|c| {
+        quiet_schedule(c);
+        c.backup.dir = Some(blocked.clone());
+        c.health.backup_missing_after = Duration::ZERO;
+    })
+    .await;
+    let report = t.rt.check_now().await.unwrap();
+    assert_eq!(report.backups.as_ref().unwrap().newest_verified, None);
+    assert_eq!(
+        report.status,
+        resilite::HealthStatus::Critical,
+        "{}",
+        report.rule
+    );
+    assert!(
+        report.rule.contains("no verified backup"),
+        "{}",
+        report.rule
+    );
+    assert!(report.recommends(resilite::Action::TakeBackup));
+}

@@ -380,9 +380,11 @@ fn children(
         restored: Vec::new(),
     };
     let journal_db = config.journal_db();
+    let mut health_config = config.health.clone();
+    health_config.backup_interval = config.backup.interval;
     let health = HealthArgs {
         db: config.app_db(),
-        config: config.health.clone(),
+        config: health_config,
         app: published.app.clone(),
         journal: published.journal.clone(),
         roster: published.roster.clone(),
@@ -391,6 +393,7 @@ fn children(
         retry: published.retry.clone(),
         database: database.clone(),
         breakers: published.breakers.clone(),
+        journal_db: config.journal_db(),
     };
     let backup = BackupArgs {
         config: config.backup_config(),

@@ -13,9 +13,9 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use super::inspect::{measure, Checks, IntegrityCheck};
-use super::{HealthConfig, HealthEvent, HealthReport, HealthStatus, Integrity};
+use super::{BackupFigures, HealthConfig, HealthEvent, HealthReport, HealthStatus, Integrity};
 use crate::breaker::{self, BreakerMsg, BreakerSnapshot, DatabaseBreaker};
-use crate::connection::DbOptions;
+use crate::connection::{read_blocking, DbOptions};
 use crate::error::{Error, ErrorClass, Result};
 use crate::journal::health as history;
 use crate::maintenance::{CheckpointMode, Maintenance, MaintenanceRun};
@@ -52,6 +52,8 @@ pub struct HealthArgs {
     pub database: Arc<DatabaseBreaker>,
     /// The circuit breaker actor (asked for the named breakers' states).
     pub breakers: watch::Receiver<Slot<ActorRef<BreakerMsg>>>,
+    /// The journal file (the backup catalog is read from it).
+    pub journal_db: DbOptions,
 }
 
 /// Messages of the HealthActor.
@@ -105,6 +107,8 @@ pub struct HealthState {
     /// not written (the probes themselves do not count).
     writer_ops: u64,
     quiet_since: Instant,
+    /// When this actor started (a missing backup counts from then).
+    started: Instant,
 }
 
 impl Actor for HealthActor {
@@ -133,6 +137,7 @@ impl Actor for HealthActor {
             foreign_key_violations: 0,
             writer_ops: 0,
             quiet_since: Instant::now(),
+            started: Instant::now(),
         })
     }
 
@@ -241,8 +246,10 @@ impl HealthState {
         report.judge_actors();
         report.queue = self.queue_stats().await;
         report.breakers = self.breakers().await;
+        report.backups = self.backups().await;
         report.judge_queue();
         report.judge_breakers();
+        report.judge_backups(&self.args.config, self.started.elapsed());
         if readable {
             report.judge_database(&self.args.config);
             if let Err(e) = &probe {
@@ -314,6 +321,19 @@ impl HealthState {
         retry_queue::ask_stats(&self.args.retry, retry_queue::DEFAULT_ASK_TIMEOUT)
             .await
             .ok()
+    }
+
+    /// The backup figures from the journal's catalog; none when it
+    /// cannot be read.
+    async fn backups(&self) -> Option<BackupFigures> {
+        let live = read_blocking(&self.args.journal_db, crate::journal::backups::live).await;
+        match live {
+            Ok(live) => Some(BackupFigures::of(&live, crate::maintenance::now_ms())),
+            Err(e) => {
+                tracing::warn!(detail = %e.detail, "could not read the backup catalog");
+                None
+            }
+        }
     }
 
     /// Milliseconds of a round trip through the writer, whose write probe
@@ -470,6 +490,15 @@ fn export_metrics(report: &HealthReport) {
     metrics::gauge!("resilite_read_probe_seconds").set(f.read_probe_ms / 1000.0);
     if let Some(ms) = f.write_probe_ms {
         metrics::gauge!("resilite_write_probe_seconds").set(ms / 1000.0);
+    }
+    if let Some(b) = &report.backups {
+        if let Some(age) = b.newest_verified_age_s {
+            metrics::gauge!("resilite_backup_age_seconds").set(age);
+        }
+        if let (Some(ms), Some(size)) = (b.last_duration_ms, b.last_size) {
+            metrics::gauge!("resilite_backup_last_duration_seconds").set(ms as f64 / 1000.0);
+            metrics::gauge!("resilite_backup_last_size_bytes").set(size as f64);
+        }
     }
     metrics::counter!("resilite_health_checks_total", "status" => report.status.as_str())
         .increment(1);

@@ -31,6 +31,8 @@ pub const DEFAULT_ARCHIVE_BYTES: u64 = 100 * 1024 * 1024;
 pub const DEFAULT_SLOW_READ: Duration = Duration::from_millis(50);
 /// Default `slow_write`.
 pub const DEFAULT_SLOW_WRITE: Duration = Duration::from_millis(20);
+/// Default `backup_missing_after`.
+pub const DEFAULT_BACKUP_MISSING_AFTER: Duration = Duration::from_secs(10 * 60);
 /// Default `min_disk_free_pct`.
 pub const DEFAULT_MIN_DISK_FREE_PCT: f64 = 10.0;
 
@@ -79,6 +81,18 @@ pub struct HealthConfig {
     pub slow_write: Duration,
     /// Free disk (%) below which the status is CRITICAL.
     pub min_disk_free_pct: f64,
+    /// Age of the newest verified backup above which the status is
+    /// WARNING; `0s`: twice `backup.interval`.
+    #[serde(with = "humantime_serde")]
+    pub backup_max_age: Duration,
+    /// With scheduled backups, how long after start a missing verified
+    /// backup makes the status CRITICAL (the first one is taken at start).
+    #[serde(with = "humantime_serde")]
+    pub backup_missing_after: Duration,
+    /// `backup.interval`, copied from `[backup]` (zero: no schedule, and
+    /// no backup-age rule).
+    #[serde(skip)]
+    pub backup_interval: Duration,
 }
 
 impl Default for HealthConfig {
@@ -100,6 +114,9 @@ impl Default for HealthConfig {
             slow_read: DEFAULT_SLOW_READ,
             slow_write: DEFAULT_SLOW_WRITE,
             min_disk_free_pct: DEFAULT_MIN_DISK_FREE_PCT,
+            backup_max_age: Duration::ZERO,
+            backup_missing_after: DEFAULT_BACKUP_MISSING_AFTER,
+            backup_interval: Duration::ZERO,
         }
     }
 }

@@ -30,5 +30,6 @@ pub use actor::{HealthActor, HealthArgs, HealthMsg};
 pub use config::HealthConfig;
 pub use inspect::inspect;
 pub use report::{
-    Action, Figures, HealthEvent, HealthReport, HealthStatus, Integrity, Recommendation,
+    Action, BackupFigures, Figures, HealthEvent, HealthReport, HealthStatus, Integrity,
+    Recommendation,
 };

@@ -87,6 +87,8 @@ pub enum Action {
     FixPermissions,
     /// Writes fail for another reason: look at the writer's surroundings.
     CheckWriter,
+    /// Take (or fix) backups: none is verified, or the newest is too old.
+    TakeBackup,
 }
 
 impl Action {
@@ -106,6 +108,7 @@ impl Action {
             Action::BreakerOpen => "breaker_open",
             Action::FixPermissions => "fix_permissions",
             Action::CheckWriter => "check_writer",
+            Action::TakeBackup => "take_backup",
         }
     }
 }
@@ -210,6 +213,43 @@ pub struct Figures {
     pub foreign_key_violations: i64,
 }
 
+/// The backups as the journal's catalog records them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct BackupFigures {
+    /// Backups kept.
+    pub count: usize,
+    /// The newest backup whose last verification passed.
+    pub newest_verified: Option<String>,
+    /// How old it is, in seconds.
+    pub newest_verified_age_s: Option<f64>,
+    /// How long the newest backup took to take, in milliseconds.
+    pub last_duration_ms: Option<u64>,
+    /// The newest backup's size in bytes.
+    pub last_size: Option<u64>,
+    /// Backups whose last verification failed.
+    pub failed_verification: usize,
+}
+
+impl BackupFigures {
+    /// The figures of `backups` (the live catalog) at `now_ms`.
+    pub fn of(backups: &[crate::BackupInfo], now_ms: i64) -> BackupFigures {
+        let newest = backups.iter().max_by_key(|b| b.created_at_ms);
+        let verified = backups
+            .iter()
+            .filter(|b| b.is_verified())
+            .max_by_key(|b| b.created_at_ms);
+        BackupFigures {
+            count: backups.len(),
+            newest_verified: verified.map(|b| b.name.clone()),
+            newest_verified_age_s: verified
+                .map(|b| (now_ms - b.created_at_ms).max(0) as f64 / 1000.0),
+            last_duration_ms: newest.map(|b| b.duration_ms),
+            last_size: newest.map(|b| b.size),
+            failed_verification: backups.iter().filter(|b| b.verified == Some(false)).count(),
+        }
+    }
+}
+
 /// The result of one health check.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HealthReport {
@@ -234,6 +274,8 @@ pub struct HealthReport {
     /// The circuit breakers as last journaled, `database` among them
     /// (empty from the CLI).
     pub breakers: Vec<BreakerSnapshot>,
+    /// The backups (absent from the CLI).
+    pub backups: Option<BackupFigures>,
     /// Maintenance run because of this check.
     pub maintenance: Vec<MaintenanceRun>,
     /// What to do, with the thresholds that triggered it.
@@ -253,6 +295,7 @@ impl HealthReport {
             actors: Vec::new(),
             queue: None,
             breakers: Vec::new(),
+            backups: None,
             maintenance: Vec::new(),
             recommendations: Vec::new(),
         }
@@ -347,6 +390,17 @@ impl HealthReport {
                 b.rejected
             ));
         }
+        if let Some(b) = &self.backups {
+            out.push_str(&format!(
+                "  backups: {} kept, newest verified {}, {} failed verification\n",
+                b.count,
+                match (&b.newest_verified, b.newest_verified_age_s) {
+                    (Some(name), Some(age)) => format!("{name} ({age:.0} s old)"),
+                    _ => "none".into(),
+                },
+                b.failed_verification
+            ));
+        }
         for m in &self.maintenance {
             out.push_str(&format!(
                 "  maintenance {}: {:.1} ms, {} bytes reclaimed\n",
@@ -415,6 +469,7 @@ mod tests {
             Action::BreakerOpen,
             Action::FixPermissions,
             Action::CheckWriter,
+            Action::TakeBackup,
         ] {
             let json = serde_json::to_value(action).unwrap();
             assert_eq!(json, action.as_str());

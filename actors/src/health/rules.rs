@@ -145,6 +145,58 @@ impl HealthReport {
         }
     }
 
+    /// With scheduled backups (`t.backup_interval` > 0): WARNING when the
+    /// newest verified backup is older than `t.backup_max_age` (default
+    /// twice the interval), CRITICAL when none is verified `up_for` past
+    /// `t.backup_missing_after`.
+    pub(crate) fn judge_backups(&mut self, t: &HealthConfig, up_for: std::time::Duration) {
+        let Some(b) = self.backups.clone() else {
+            return;
+        };
+        if t.backup_interval.is_zero() {
+            return;
+        }
+        let max_age = if t.backup_max_age.is_zero() {
+            t.backup_interval * 2
+        } else {
+            t.backup_max_age
+        };
+        match b.newest_verified_age_s {
+            None if up_for >= t.backup_missing_after => {
+                self.raise(
+                    HealthStatus::Critical,
+                    format!(
+                        "no verified backup ({} kept, {} failed verification) {} s after start",
+                        b.count,
+                        b.failed_verification,
+                        up_for.as_secs()
+                    ),
+                );
+                self.recommend(
+                    Action::TakeBackup,
+                    "no verified backup to recover from: look at the backup log lines and the backup directory (space, permissions), then take one (`POST /v1/backups`)".into(),
+                );
+            }
+            Some(age) if age > max_age.as_secs_f64() => {
+                self.raise(
+                    HealthStatus::Warning,
+                    format!(
+                        "the newest verified backup is {age:.0} s old, over {} s",
+                        max_age.as_secs()
+                    ),
+                );
+                self.recommend(
+                    Action::TakeBackup,
+                    format!(
+                        "scheduled backups are not being taken or verified (every {} s expected): look at the backup log lines, then take one (`POST /v1/backups`)",
+                        t.backup_interval.as_secs()
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+
     /// CRITICAL when the integrity check reported problems.
     fn judge_integrity(&mut self) {
         if let Some(problems) = self.integrity.problems() {
