@@ -25,6 +25,7 @@ pub(crate) async fn check(config: &Config) -> Result<()> {
 
 fn check_blocking(app: &DbOptions, journal: &DbOptions) -> Result<()> {
     not_the_same_file(&app.path, &journal.path)?;
+    resilite_actors::backup::remove_stale_staged(&app.path);
     let created = Created::before(&[&app.path, &journal.path]);
     let result = check_app(app).and_then(|()| check_journal(journal));
     if result.is_err() {

@@ -30,7 +30,7 @@ pub use config::{
 };
 pub use destination::{check_name, Destination, LocalDir, FILE_MODE};
 pub use meta::{read_sidecar, sidecar_name, utc_stamp, BackupInfo, Verification};
-pub use restore::{install, prepare, restore_file, Staged};
+pub use restore::{install, prepare, remove_stale_staged, restore_file, staged_path, Staged};
 pub use retention::to_delete;
 pub use take::{take, write_sidecar, MAX_RESTARTS};
 pub use verify::verify;

@@ -80,13 +80,8 @@ pub fn prepare(backup: &Path, info: &BackupInfo, target: &Path) -> Result<Staged
             "do not restore from it: pick another verified backup (`resilite backups`); the database was not changed",
         ));
     }
-    let dir = parent_dir(target);
-    let file_name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "db".into());
     let staged = Staged {
-        path: dir.join(format!(".{file_name}.restore.tmp")),
+        path: staged_path(target),
         info: info.clone(),
     };
     let copy = || -> std::io::Result<()> {
@@ -114,6 +109,31 @@ pub fn prepare(backup: &Path, info: &BackupInfo, target: &Path) -> Result<Staged
         ));
     }
     Ok(staged)
+}
+
+/// Where [`prepare`] stages the copy for `target`: a hidden temporary
+/// name beside it, `.<file name>.restore.tmp`.
+pub fn staged_path(target: &Path) -> PathBuf {
+    let file_name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "db".into());
+    parent_dir(target).join(format!(".{file_name}.restore.tmp"))
+}
+
+/// Remove a staged copy left by a restore or recovery that was killed
+/// before [`install`] (the database itself is whole: old or new). Blocking.
+pub fn remove_stale_staged(target: &Path) {
+    let stale = staged_path(target);
+    match std::fs::remove_file(&stale) {
+        Ok(()) => {
+            tracing::warn!(file = %stale.display(), "removed the copy staged by a restore or recovery that did not finish (the database file was not replaced by it)")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(file = %stale.display(), error = %e, "could not remove a stale staged copy")
+        }
+    }
 }
 
 /// Put `staged` in place of the database at `target`: remove its stale
