@@ -190,6 +190,12 @@ impl Config {
             Duration::from_secs(60),
             Duration::from_secs(10 * 366 * 86_400),
         )?;
+        duration(
+            "retry.durable_answer_within",
+            r.durable_answer_within,
+            Duration::from_millis(1),
+            Duration::from_secs(3600),
+        )?;
         Ok(())
     }
 

@@ -2,9 +2,11 @@
 //! breaker ([`DatabaseBreaker`](resilite_actors::breaker::DatabaseBreaker),
 //! consulted on every write) and handles to the named breakers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use resilite_actors::breaker::{self, BreakerHandle, BreakerSnapshot};
+use resilite_actors::slot;
 use resilite_actors::{Error, Result};
 
 use super::Runtime;
@@ -12,6 +14,9 @@ use crate::config::DATABASE_BREAKER;
 
 /// Longest wait for the circuit breaker actor's answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first pause before a recovery probe of the database; each next one
+/// doubles, up to the breaker's `open_for`.
+const FIRST_PROBE: Duration = Duration::from_millis(100);
 
 impl Runtime {
     /// The writer's `database` breaker.
@@ -56,4 +61,37 @@ impl Runtime {
     pub async fn breakers(&self) -> Result<Vec<BreakerSnapshot>> {
         breaker::snapshots(&self.inner.database, &self.inner.breakers, ASK_TIMEOUT).await
     }
+}
+
+/// Probe the database while its breaker is open by itself: a real write
+/// (the health check's write probe) after 100 ms, then at doubling pauses
+/// up to `open_for`; the first that passes half-opens the breaker at once
+/// and wakes the retry queue, so a database back after a short outage
+/// takes writes again within a fraction of a second, not after `open_for`.
+/// A breaker forced open (a restore, a recovery) is not probed. The named
+/// breakers keep their time-based open period: they guard remote
+/// dependencies that are not cheap to probe.
+pub(super) fn probe_database(rt: &Runtime) {
+    let weak = Arc::downgrade(&rt.inner);
+    let database = rt.inner.database.clone();
+    tokio::spawn(async move {
+        loop {
+            database.opened().await;
+            let mut pause = FIRST_PROBE;
+            while database.needs_probe() {
+                tokio::time::sleep(pause).await;
+                let Some(inner) = weak.upgrade() else { return };
+                if !inner.database.needs_probe() {
+                    break;
+                }
+                if slot::probe(&inner.app).await.is_ok() {
+                    tracing::info!("database recovery probe passed: the breaker half-opens");
+                    inner.database.probe_passed();
+                    Runtime { inner }.wake_queue();
+                    break;
+                }
+                pause = (pause * 2).min(database.open_for().max(FIRST_PROBE));
+            }
+        }
+    });
 }

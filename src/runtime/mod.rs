@@ -29,6 +29,7 @@ use crate::config::{Config, DATABASE_BREAKER};
 mod backup;
 mod breakers;
 mod damage;
+mod durable;
 mod health;
 mod queue;
 mod ready;
@@ -39,7 +40,7 @@ use crate::supervisor::{
     spawn_error, ActorChild, Child, RootSupervisor, SupervisorArgs, SupervisorMsg, WriterChild,
 };
 pub use backup::RestoreOutcome;
-pub use queue::Durable;
+pub use durable::Durable;
 pub use ready::NotReady;
 pub use recover::RecoveryOutcome;
 
@@ -79,6 +80,8 @@ struct Inner {
     corruption_reported: AtomicBool,
     /// An automatic recovery of the current damage was tried.
     auto_recovery_spent: AtomicBool,
+    /// The idempotency keys of durable writes.
+    durable_keys: durable::DurableKeys,
 }
 
 /// The runtime's overall state, as `/health` reports it.
@@ -193,9 +196,12 @@ impl Runtime {
                 recovering: AtomicBool::new(false),
                 corruption_reported: AtomicBool::new(false),
                 auto_recovery_spent: AtomicBool::new(false),
+                durable_keys: durable::DurableKeys::new(),
             }),
         };
         damage::watch(&rt);
+        breakers::probe_database(&rt);
+        durable::forget_applied_keys(&rt);
         if let Some(early) = early {
             rt.finish_early_recovery(early).await;
         }

@@ -9,45 +9,11 @@ use resilite_actors::retry_queue::{
     SQL_KIND,
 };
 use resilite_actors::slot::{self, Slot};
-use resilite_actors::{Error, ErrorClass, Operation, OperationOutcome, Result};
-use serde::Serialize;
+use resilite_actors::{Error, ErrorClass, Operation, Result};
 
 use super::Runtime;
 
-/// What became of a durable write.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "status", rename_all = "lowercase")]
-pub enum Durable {
-    /// Committed now.
-    Applied {
-        /// One outcome per statement.
-        results: OperationOutcome,
-    },
-    /// Stored in the retry queue (committed to the journal); replayed later.
-    Queued {
-        /// The queue entry's id.
-        id: i64,
-    },
-}
-
 impl Runtime {
-    /// Apply `op` now if the database takes it; if it fails in a way that
-    /// may pass (transient, unavailable, permission), store it in the
-    /// durable retry queue and answer `Queued` once that is committed. Other
-    /// errors (constraint, SQL, bad input) are returned as they are.
-    pub async fn execute_durable(&self, op: Operation, options: EnqueueOptions) -> Result<Durable> {
-        options.validate()?;
-        match self.write(op.clone()).await {
-            Ok(results) => Ok(Durable::Applied { results }),
-            Err(e) if e.class.is_retryable_later() => {
-                let id = self.queue_operation(&op, &options, Some(&e)).await?;
-                tracing::info!(id, class = e.class.as_str(), "write queued for replay");
-                Ok(Durable::Queued { id })
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     /// Store `op` in the durable retry queue without trying it first (e.g.
     /// while the application knows the database is unavailable); returns
     /// the queue id once the entry is committed to the journal.
@@ -55,7 +21,7 @@ impl Runtime {
         self.queue_operation(&op, &options, None).await
     }
 
-    async fn queue_operation(
+    pub(super) async fn queue_operation(
         &self,
         op: &Operation,
         options: &EnqueueOptions,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::announce::Announcer;
 use super::{Breaker, BreakerConfig, BreakerOpen, BreakerSnapshot, BreakerState, Transition};
@@ -35,6 +35,8 @@ pub struct DatabaseBreaker {
     quiet_calls: AtomicU64,
     /// `slow_call` of its configuration.
     slow_call: Duration,
+    /// Woken when it opens by itself (not forced): recovery probes start.
+    opened: Notify,
     announcer: Announcer,
 }
 
@@ -62,6 +64,7 @@ impl DatabaseBreaker {
             quiet: AtomicBool::new(false),
             quiet_calls: AtomicU64::new(0),
             slow_call,
+            opened: Notify::new(),
             announcer: Announcer::start(journal, OPENED),
         }
     }
@@ -98,6 +101,34 @@ impl DatabaseBreaker {
         self.update(|b, now| (b.reset(now), ()));
     }
 
+    /// Resolves when the breaker has opened by itself (failures, not
+    /// [`force_open`](Self::force_open)) since the last call, or is open
+    /// so now.
+    pub async fn opened(&self) {
+        let notified = self.opened.notified();
+        if self.needs_probe() {
+            return;
+        }
+        notified.await;
+    }
+
+    /// Whether recovery probes are due: open by itself (not forced).
+    pub fn needs_probe(&self) -> bool {
+        let breaker = self.lock();
+        breaker.state() == BreakerState::Open && !breaker.is_forced_open()
+    }
+
+    /// A recovery probe (a real write) passed while it is open: half-open
+    /// now, ahead of the open period's end. Nothing when forced open.
+    pub fn probe_passed(&self) {
+        self.update(|b, now| (b.probe_passed(now), ()));
+    }
+
+    /// `open_for` of its configuration: the longest pause between probes.
+    pub fn open_for(&self) -> Duration {
+        self.lock().config().open_for
+    }
+
     /// Whether queued writes may be replayed now: not while it is open,
     /// but once its open period is over (the next write moves it to
     /// half-open).
@@ -131,6 +162,9 @@ impl DatabaseBreaker {
         let (transition, value) = change(&mut breaker, now_ms());
         self.quiet.store(breaker.is_quiet(), Ordering::Relaxed);
         if let Some(t) = transition {
+            if t.to == BreakerState::Open && !breaker.is_forced_open() {
+                self.opened.notify_one();
+            }
             let snapshot = self.snapshot_of(&breaker);
             self.announcer.announce(DATABASE_BREAKER, &snapshot, &t);
         }

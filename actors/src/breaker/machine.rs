@@ -307,6 +307,20 @@ impl Breaker {
         None
     }
 
+    /// A recovery probe of the dependency passed while the breaker is open
+    /// (and not forced open): half-open now, ahead of the open period's
+    /// end. Only for a dependency that is cheap to probe (the database).
+    pub fn probe_passed(&mut self, now_ms: i64) -> Option<Transition> {
+        if self.state != BreakerState::Open || self.is_forced_open() {
+            return None;
+        }
+        let reason = format!(
+            "a recovery probe succeeded; letting up to {} trial call(s) through",
+            self.config.half_open_calls
+        );
+        Some(self.move_to(BreakerState::HalfOpen, now_ms, reason))
+    }
+
     /// Ask to make a call: `Ok` lets it through (record its outcome with
     /// [`record`](Self::record), or [`release`](Self::release) it if it was
     /// cancelled), `Err` says when to try again.

@@ -29,6 +29,8 @@ const DEFAULT_HANDLER_CONCURRENCY: usize = 64;
 const DEFAULT_SUCCEEDED_RETENTION: Duration = Duration::from_secs(86_400);
 /// How long the key of an idempotent operation is remembered.
 const DEFAULT_KEY_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+/// Longest wait for a durable write's answer before it is queued.
+const DEFAULT_DURABLE_ANSWER_WITHIN: Duration = Duration::from_secs(1);
 /// Priority of an entry queued without one.
 const DEFAULT_PRIORITY: u8 = 5;
 
@@ -63,6 +65,11 @@ pub struct RetryConfig {
     /// key within this time is skipped, one after it is applied again.
     #[serde(with = "humantime_serde")]
     pub key_retention: Duration,
+    /// A durable write not answered within this (the database locked, the
+    /// writer busy) is queued and answered `queued` while it stays in
+    /// flight; its idempotency key makes the two one write.
+    #[serde(with = "humantime_serde")]
+    pub durable_answer_within: Duration,
 }
 
 impl Default for RetryConfig {
@@ -77,6 +84,7 @@ impl Default for RetryConfig {
             handler_concurrency: DEFAULT_HANDLER_CONCURRENCY,
             succeeded_retention: DEFAULT_SUCCEEDED_RETENTION,
             key_retention: DEFAULT_KEY_RETENTION,
+            durable_answer_within: DEFAULT_DURABLE_ANSWER_WITHIN,
         }
     }
 }

@@ -27,6 +27,9 @@ use crate::writer;
 
 /// Idempotency keys of queue replays: this prefix and the entry id.
 const QUEUE_KEY_PREFIX: &str = "resilite-queue:";
+/// Idempotency keys the runtime gives durable writes (this prefix and a
+/// number): forgotten with the queue's key once a queued copy succeeded.
+pub const DURABLE_KEY_PREFIX: &str = "resilite-durable:";
 /// The same error this many times in a row marks a dead entry poisoned.
 const POISON_REPEATS: usize = 3;
 
@@ -131,8 +134,9 @@ impl Replayer {
 pub(crate) struct Record {
     /// The journal updates, one transaction.
     pub(crate) updates: Vec<Statement>,
-    /// Replayed SQL whose idempotency keys can go once this is recorded.
-    pub(crate) sql_done: Vec<i64>,
+    /// The idempotency keys of replayed SQL, to go once this is recorded:
+    /// the queue's, and a durable write's own.
+    pub(crate) sql_done: Vec<String>,
     /// One failed in a way that may pass: the target may still be down.
     pub(crate) still_failing: bool,
 }
@@ -157,7 +161,14 @@ pub(crate) fn record_of(entries: &[Due], mut outcomes: Outcomes, config: &RetryC
             Ok(()) => {
                 succeeded.push(entry.id);
                 if entry.kind == SQL_KIND {
-                    record.sql_done.push(entry.id);
+                    record
+                        .sql_done
+                        .push(format!("{QUEUE_KEY_PREFIX}{}", entry.id));
+                    if let Ok(Operation::Once { key, .. }) = serde_json::from_str(&entry.payload) {
+                        if key.starts_with(DURABLE_KEY_PREFIX) {
+                            record.sql_done.push(key);
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -243,8 +254,8 @@ pub(crate) async fn write_record(
     recorded();
     written?;
     if !record.sql_done.is_empty() {
-        let forget =
-            writer::forget_keys_statement(QUEUE_KEY_PREFIX, queue::ids_json(&record.sql_done));
+        let keys = serde_json::to_string(&record.sql_done).unwrap_or_else(|_| "[]".into());
+        let forget = writer::forget_keys_statement("", keys);
         if let Err(e) = slot::write(&app, Operation::Statement(forget)).await {
             tracing::warn!(detail = %e.detail, "could not delete the idempotency keys of replayed entries");
         }

@@ -1,0 +1,151 @@
+//! Bounded answers and fast recovery while the database is locked by
+//! another process: a durable write is answered within
+//! `retry.durable_answer_within` even when SQLite's busy wait is long, and
+//! lands exactly once; after the lock ends, the database breaker's
+//! recovery probe half-opens it at once (not after `open_for`) and the
+//! queue drains within seconds.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use resilite::{BreakerConfig, BreakerState, EnqueueOptions, Operation, Statement, Value};
+
+use common::{open_direct, start_with};
+
+fn insert(v: i64) -> Operation {
+    Operation::Statement(Statement::new(
+        "INSERT INTO t(v) VALUES (?1)",
+        [Value::Integer(v)],
+    ))
+}
+
+fn count(db: &std::path::Path) -> (i64, i64) {
+    open_direct(db)
+        .query_row("SELECT count(*), count(DISTINCT v) FROM t", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap()
+}
+
+/// With SQLite's busy wait at 5 s (the default) and the file locked, a
+/// durable write is answered `queued` within its 300 ms bound; the write
+/// that stayed in flight and its queued copy land once between them, and
+/// no idempotency key is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_write_is_answered_within_its_bound_and_lands_once() {
+    let t = start_with(|c| {
+        c.retry.durable_answer_within = Duration::from_millis(300);
+        c.retry.base_delay = Duration::from_millis(50);
+        c.retry.poll_interval = Duration::from_millis(50);
+    })
+    .await;
+    t.rt.execute(Statement::sql("CREATE TABLE t(v INTEGER)"))
+        .await
+        .unwrap();
+    let holder = open_direct(&t.db_path());
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+    let mut answers = Vec::new();
+    for v in 0..5 {
+        let started = Instant::now();
+        let outcome =
+            t.rt.execute_durable(insert(v), EnqueueOptions::default())
+                .await
+                .unwrap();
+        answers.push(started.elapsed());
+        assert!(
+            matches!(outcome, resilite::Durable::Queued { .. }),
+            "{outcome:?}"
+        );
+    }
+    let slowest = answers.iter().max().unwrap();
+    assert!(
+        *slowest < Duration::from_millis(1500),
+        "answers took {answers:?}"
+    );
+
+    // The lock ends while the first write is still in SQLite's busy wait.
+    holder.execute_batch("COMMIT").unwrap();
+    drop(holder);
+    let s = common::queue_settled(&t.rt, Duration::from_secs(30)).await;
+    assert_eq!(s.queued + s.retrying, 0, "{s:?}");
+    assert_eq!(count(&t.db_path()), (5, 5), "each write exactly once");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let keys: i64 = open_direct(&t.db_path())
+            .query_row("SELECT count(*) FROM _resilite_idempotency", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        if keys == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{keys} idempotency keys left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The breaker opened under a held lock with a 30 s open period; the lock
+/// ends, the recovery probe half-opens it within a second, and the queued
+/// writes are all in the table within two seconds of the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_drains_within_seconds_of_the_lock_ending() {
+    let t = start_with(|c| {
+        c.database.busy_timeout = Duration::from_millis(20);
+        c.writer.max_retries = 0;
+        c.retry.base_delay = Duration::from_millis(50);
+        c.retry.poll_interval = Duration::from_millis(100);
+        c.retry.max_attempts = 1000;
+        c.breakers.insert(
+            "database".into(),
+            BreakerConfig {
+                consecutive_failures: 3,
+                open_for: Duration::from_secs(30),
+                max_open_for: Duration::from_secs(60),
+                ..BreakerConfig::default()
+            },
+        );
+    })
+    .await;
+    t.rt.execute(Statement::sql("CREATE TABLE t(v INTEGER)"))
+        .await
+        .unwrap();
+    let holder = open_direct(&t.db_path());
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    for v in 0..50 {
+        t.rt.execute_durable(insert(v), EnqueueOptions::default())
+            .await
+            .unwrap();
+    }
+    assert_eq!(t.rt.database_breaker().state, BreakerState::Open);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    holder.execute_batch("COMMIT").unwrap();
+    drop(holder);
+    let ended = Instant::now();
+    while t.rt.database_breaker().state == BreakerState::Open {
+        assert!(
+            ended.elapsed() < Duration::from_secs(2),
+            "still open: the probe did not pass"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let half_open_after = ended.elapsed();
+    loop {
+        if count(&t.db_path()).0 == 50 {
+            break;
+        }
+        assert!(
+            ended.elapsed() < Duration::from_secs(3),
+            "the queue did not drain: {:?} rows",
+            count(&t.db_path())
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "half-open {half_open_after:?} and drained {:?} after the lock ended",
+        ended.elapsed()
+    );
+    assert_eq!(count(&t.db_path()), (50, 50));
+}
