@@ -545,7 +545,9 @@ async fn bench_latency(dir: &Path, load_mib: u64) {
     let rt = start(&app, Synchronous::Full, false).await;
     let window = seconds();
     // One backup with nothing else running: its duration alone.
-    let quiet = rt.backup("manual").await.expect("backup");
+    let t = Instant::now();
+    let info = rt.backup("manual").await.expect("backup");
+    let quiet = (t.elapsed().as_secs_f64(), info);
     // Warm up the writer and the WAL.
     let stop = Arc::new(AtomicBool::new(false));
     stop_after(&stop, Duration::from_millis(500));
@@ -567,7 +569,7 @@ async fn bench_latency(dir: &Path, load_mib: u64) {
             while started.elapsed() < window || taken.len() < 2 {
                 let t = Instant::now();
                 let info = rt.backup("manual").await.expect("backup under load");
-                taken.push((t.elapsed().as_secs_f64(), info.restarts));
+                taken.push((t.elapsed().as_secs_f64(), info));
             }
             stop.store(true, Ordering::Relaxed);
             taken
@@ -609,14 +611,17 @@ async fn bench_latency(dir: &Path, load_mib: u64) {
         if p99 <= 2.0 { "met" } else { "NOT met" },
         busy.rate / base.rate
     );
-    let list: Vec<String> = taken
-        .iter()
-        .map(|(s, r)| format!("{s:.2} s ({r} restarts)"))
-        .collect();
+    let describe = |(secs, info): &(f64, resilite::BackupInfo)| {
+        format!(
+            "{secs:.2} s (take {:.2} s, {} restarts)",
+            info.duration_ms as f64 / 1000.0,
+            info.restarts
+        )
+    };
+    let list: Vec<String> = taken.iter().map(describe).collect();
     println!(
-        "rt.backup (take, verify, record, retention): {:.2} s with no writes ({} restarts); under writes: {}\n",
-        quiet.duration_ms as f64 / 1000.0,
-        quiet.restarts,
+        "rt.backup (take, then verify, record, retention): {} with no writes; under writes: {}\n",
+        describe(&quiet),
         list.join(", ")
     );
     let _ = std::fs::remove_dir_all(app.parent().expect("parent"));
