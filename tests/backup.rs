@@ -220,3 +220,95 @@ async fn retention_on_tick_keeps_the_newest_verified_one_too() {
     assert!(backups.join(&names[0]).exists() && backups.join(&names[2]).exists());
     rt.shutdown().await.unwrap();
 }
+
+/// Daily and monthly generations: after a restart with `keep_last = 1`,
+/// `keep_daily = 2`, `keep_monthly = 2`, the schedule's retention keeps the
+/// newest backup, the newest of each of the last two days that have one
+/// and the newest of each of the last two months; the rest is deleted,
+/// file and sidecar, and each deletion recorded in the catalog.
+#[tokio::test]
+async fn retention_generations_keep_newest_of_each_day_and_month() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").join("app.db");
+    let backups = dir.path().join("data").join("backups");
+    let mut config = resilite::Config::for_database(&db);
+    config.backup.interval = Duration::ZERO;
+    let rt = resilite::Runtime::start(config.clone()).await.unwrap();
+    rt.execute(Statement::sql("CREATE TABLE t(v)"))
+        .await
+        .unwrap();
+    // When each backup is said to have been taken (UTC), oldest first.
+    let dates = [
+        ("2024-01-15T10:00", 1_705_312_800_000i64),
+        ("2024-02-10T10:00", 1_707_559_200_000),
+        ("2024-02-20T10:00", 1_708_423_200_000),
+        ("2024-02-20T20:00", 1_708_459_200_000),
+        ("2024-02-21T10:00", 1_708_509_600_000),
+    ];
+    let mut names = Vec::new();
+    for _ in dates {
+        names.push(rt.backup("manual").await.unwrap().name);
+    }
+    rt.shutdown().await.unwrap();
+    drop(rt);
+    let journal = open_direct(&config.journal_path());
+    for (name, (_, at)) in names.iter().zip(dates) {
+        journal
+            .execute(
+                "UPDATE backups SET created_at_ms = ?2 WHERE name = ?1",
+                rusqlite::params![name, at],
+            )
+            .unwrap();
+    }
+    drop(journal);
+
+    config.backup.keep_last = 1;
+    config.backup.keep_daily = 2;
+    config.backup.keep_monthly = 2;
+    config.backup.verify_every = Duration::from_secs(1);
+    let rt = resilite::Runtime::start(config.clone()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let kept = loop {
+        let kept: Vec<String> = rt
+            .backups()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        if kept.len() == 3 || std::time::Instant::now() > deadline {
+            break kept;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // 02-21: the newest (keep_last), day 1 and February; 02-20T20:00: day 2;
+    // 01-15: January. Deleted: 02-20T10:00 (not the newest of its day)
+    // and 02-10 (neither day nor month).
+    assert_eq!(
+        kept,
+        [names[0].clone(), names[3].clone(), names[4].clone()],
+        "{dates:?}"
+    );
+    for (i, name) in names.iter().enumerate() {
+        let there = [0, 3, 4].contains(&i);
+        assert_eq!(backups.join(name).exists(), there, "{name}");
+        assert_eq!(
+            backups.join(format!("{name}.json")).exists(),
+            there,
+            "{name}"
+        );
+    }
+    let journal = open_direct(&config.journal_path());
+    let mut deleted: Vec<String> = journal
+        .prepare("SELECT name FROM backups WHERE deleted_at_ms IS NOT NULL ORDER BY created_at_ms")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    deleted.sort();
+    let mut expected = vec![names[1].clone(), names[2].clone()];
+    expected.sort();
+    assert_eq!(deleted, expected);
+    rt.shutdown().await.unwrap();
+}

@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use resilite_actors::backup::{DEFAULT_INTERVAL, DEFAULT_KEEP_LAST, DEFAULT_VERIFY_EVERY};
+use resilite_actors::backup::{
+    DEFAULT_INTERVAL, DEFAULT_KEEP_GENERATIONS, DEFAULT_KEEP_LAST, DEFAULT_VERIFY_EVERY,
+};
 use resilite_actors::connection::DEFAULT_BUSY_TIMEOUT;
 use resilite_actors::readers::{
     DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_ROWS, DEFAULT_POOL_SIZE, DEFAULT_QUERY_TIMEOUT,
@@ -190,8 +192,17 @@ pub struct BackupSection {
     /// schedule (backups on request only).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
-    /// Backups kept; older ones are deleted (never the newest verified one).
+    /// The newest this many backups are kept, verified or not; `0` only
+    /// with a generation below.
     pub keep_last: usize,
+    /// The newest verified backup of each of the last this many UTC days
+    /// that have one is kept too; `0`: off.
+    pub keep_daily: usize,
+    /// The same per ISO week (Monday to Sunday, UTC); `0`: off.
+    pub keep_weekly: usize,
+    /// The same per calendar month (UTC); `0`: off. Whatever these say, the
+    /// newest verified backup is never deleted.
+    pub keep_monthly: usize,
     /// A backup not verified within this long is verified again.
     #[serde(with = "humantime_serde")]
     pub verify_every: Duration,
@@ -209,6 +220,9 @@ impl Default for BackupSection {
             dir: None,
             interval: DEFAULT_INTERVAL,
             keep_last: DEFAULT_KEEP_LAST,
+            keep_daily: DEFAULT_KEEP_GENERATIONS,
+            keep_weekly: DEFAULT_KEEP_GENERATIONS,
+            keep_monthly: DEFAULT_KEEP_GENERATIONS,
             verify_every: DEFAULT_VERIFY_EVERY,
             op_log: false,
         }

@@ -206,7 +206,19 @@ impl Config {
         if !b.interval.is_zero() {
             duration("backup.interval", b.interval, Duration::from_secs(1), year)?;
         }
-        range("backup.keep_last", b.keep_last, 1, 100_000)?;
+        range("backup.keep_last", b.keep_last, 0, 100_000)?;
+        for (key, value) in [
+            ("backup.keep_daily", b.keep_daily),
+            ("backup.keep_weekly", b.keep_weekly),
+            ("backup.keep_monthly", b.keep_monthly),
+        ] {
+            range(key, value, 0, 100_000)?;
+        }
+        if b.keep_last == 0 && b.keep_daily + b.keep_weekly + b.keep_monthly == 0 {
+            return Err(ConfigError(
+                "config key `backup.keep_last` = 0 is invalid with no generation set: retention would keep only the newest verified backup; set `backup.keep_last` to 1 or more (default 10), or set `backup.keep_daily`, `backup.keep_weekly` or `backup.keep_monthly`".into(),
+            ));
+        }
         duration(
             "backup.verify_every",
             b.verify_every,
@@ -385,6 +397,43 @@ mod tests {
         assert!(err.0.contains("`health.quick_check_every`"), "{err}");
         let err = parse("[health]\nintervall = \"1s\"\n").unwrap_err();
         assert!(err.0.contains("intervall"), "{err}");
+    }
+
+    #[test]
+    fn config_backup_retention_keys_are_checked() {
+        let c = parse("[backup]\nkeep_daily = 7\nkeep_weekly = 4\nkeep_monthly = 12\n").unwrap();
+        assert_eq!(
+            (
+                c.backup.keep_last,
+                c.backup.keep_daily,
+                c.backup.keep_weekly,
+                c.backup.keep_monthly
+            ),
+            (10, 7, 4, 12)
+        );
+        let r = c.backup_config().retention;
+        assert_eq!(
+            (r.keep_last, r.keep_daily, r.keep_weekly, r.keep_monthly),
+            (10, 7, 4, 12)
+        );
+        // keep_last = 0 only with a generation.
+        assert!(parse("[backup]\nkeep_last = 0\nkeep_weekly = 4\n").is_ok());
+        let err = parse("[backup]\nkeep_last = 0\n").unwrap_err();
+        assert!(
+            err.0.contains("`backup.keep_last` = 0") && err.0.contains("`backup.keep_daily`"),
+            "{err}"
+        );
+        let err = parse("[backup]\nkeep_monthly = 1000000\n").unwrap_err();
+        assert!(
+            err.0.contains(
+                "`backup.keep_monthly` = 1000000 is invalid: must be between 0 and 100000"
+            ),
+            "{err}"
+        );
+        let err = parse("[backup]\nkeep_daily = -1\n").unwrap_err();
+        assert!(err.0.contains("`backup.keep_daily` = -1"), "{err}");
+        let env = vec![("RESILITE_BACKUP_KEEP_WEEKLY".to_string(), "5".to_string())];
+        assert_eq!(Config::parse("", env).unwrap().backup.keep_weekly, 5);
     }
 
     #[test]

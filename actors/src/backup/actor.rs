@@ -4,8 +4,9 @@
 //! It takes backups (on request, and on its schedule: when `interval` has
 //! passed since the newest), verifies each right after taking it and
 //! again when its last verification is older than `verify_every`, and
-//! deletes old ones by retention (the newest `keep_last`, and the newest
-//! verified one, are kept). Every backup, verification and deletion is
+//! deletes old ones by retention ([`Retention`](super::Retention): the
+//! newest `keep_last`, the daily, weekly and monthly generations, and the
+//! newest verified one are kept). Every backup, verification and deletion is
 //! recorded in the journal's catalog through the journal writer; the list
 //! it answers is its own state, rebuilt from the catalog at each start.
 //!
@@ -373,8 +374,20 @@ impl BackupState {
     }
 
     /// Delete what retention says, each deletion recorded.
+    ///
+    /// No lock is needed to keep a deletion from pulling a backup out from
+    /// under a verification or a restore that is reading it: all three run
+    /// inside this actor's own handler, one message at a time. A verify
+    /// (`verify_named`), a restore's or a recovery's verification and
+    /// staged copy (`prepare_restore`, `prepare_recovery`) read the backup
+    /// file and finish before the handler returns, and retention runs only
+    /// from a handler (`backup`, `tick`), so it never overlaps them. What a
+    /// restore installs afterwards is its own staged copy, not the backup.
+    /// (A `resilite verify` or `restore` run by hand on the same directory
+    /// is another process: a deletion meanwhile makes it fail with "not
+    /// found", never read a part of a file.)
     async fn retain(&mut self) {
-        for name in retention::to_delete(&self.backups, self.args.config.keep_last) {
+        for name in retention::to_delete(&self.backups, &self.args.config.retention) {
             let dest = self.dest.clone();
             let file = name.clone();
             let deleted = blocking(move || {

@@ -3,12 +3,16 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::retention::Retention;
 use crate::connection::DbOptions;
 
 /// Default time between scheduled backups.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
 /// Default number of backups kept.
 pub const DEFAULT_KEEP_LAST: usize = 10;
+/// Default number of days, ISO weeks and months whose newest verified
+/// backup is kept: none (only `keep_last` applies).
+pub const DEFAULT_KEEP_GENERATIONS: usize = 0;
 /// Default age of a verification after which a backup is verified again.
 pub const DEFAULT_VERIFY_EVERY: Duration = Duration::from_secs(86_400);
 /// Pages copied per backup step.
@@ -27,8 +31,8 @@ pub struct BackupConfig {
     /// A scheduled backup is taken when the newest is this old; zero: no
     /// schedule.
     pub interval: Duration,
-    /// Backups kept by retention.
-    pub keep_last: usize,
+    /// Which backups retention keeps.
+    pub retention: Retention,
     /// A backup not verified within this long is verified again.
     pub verify_every: Duration,
 }
@@ -46,7 +50,12 @@ impl BackupConfig {
             db,
             dir,
             interval: DEFAULT_INTERVAL,
-            keep_last: DEFAULT_KEEP_LAST,
+            retention: Retention {
+                keep_last: DEFAULT_KEEP_LAST,
+                keep_daily: DEFAULT_KEEP_GENERATIONS,
+                keep_weekly: DEFAULT_KEEP_GENERATIONS,
+                keep_monthly: DEFAULT_KEEP_GENERATIONS,
+            },
             verify_every: DEFAULT_VERIFY_EVERY,
         }
     }

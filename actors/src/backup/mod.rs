@@ -10,7 +10,8 @@
 //!   naming.
 //! - `take`: the online copy (why it is read-only and stepwise: see there).
 //! - `verify`: checksum, read-only open, `integrity_check`, row counts.
-//! - `retention`: which backups to delete.
+//! - `retention`: which backups to delete ([`Retention`]: the newest
+//!   `keep_last`, and daily, weekly, monthly generations).
 //! - `restore`: check, stage and install a backup in place of the database.
 //! - `actor`: the [`BackupActor`] and its messages [`BackupMsg`].
 
@@ -25,12 +26,12 @@ mod verify;
 
 pub use actor::{BackupActor, BackupArgs, BackupMsg, BackupState, DEFAULT_TICK};
 pub use config::{
-    BackupConfig, DEFAULT_INTERVAL, DEFAULT_KEEP_LAST, DEFAULT_STEP_PAGES, DEFAULT_STEP_PAUSE,
-    DEFAULT_VERIFY_EVERY,
+    BackupConfig, DEFAULT_INTERVAL, DEFAULT_KEEP_GENERATIONS, DEFAULT_KEEP_LAST,
+    DEFAULT_STEP_PAGES, DEFAULT_STEP_PAUSE, DEFAULT_VERIFY_EVERY,
 };
 pub use destination::{check_name, Destination, LocalDir, FILE_MODE};
 pub use meta::{read_sidecar, sidecar_name, utc_stamp, BackupInfo, Verification};
 pub use restore::{install, prepare, restore_file, Staged};
-pub use retention::to_delete;
+pub use retention::{to_delete, Retention};
 pub use take::{take, write_sidecar, MAX_RESTARTS};
 pub use verify::verify;
