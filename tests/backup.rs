@@ -312,3 +312,56 @@ async fn retention_generations_keep_newest_of_each_day_and_month() {
     assert_eq!(deleted, expected);
     rt.shutdown().await.unwrap();
 }
+
+/// `backup.trial_restore = true`: each verification also restores the
+/// backup on trial, opened read-write. A backup that reads well but
+/// cannot be written (write version 3 in its header, recorded as written)
+/// passes the standard checks and fails the trial restore, recorded among
+/// its verification errors.
+#[tokio::test]
+async fn trial_restore_on_verify_records_a_backup_that_cannot_be_opened_read_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").join("app.db");
+    let mut config = resilite::Config::for_database(&db);
+    config.backup.interval = Duration::ZERO;
+    config.backup.trial_restore = true;
+    let rt = resilite::Runtime::start(config.clone()).await.unwrap();
+    rt.execute(Statement::sql("CREATE TABLE t(v)"))
+        .await
+        .unwrap();
+    rt.execute(insert("t", 1)).await.unwrap();
+    let info = rt.backup("manual").await.unwrap();
+    assert!(info.is_verified(), "{:?}", info.verify_errors);
+    rt.shutdown().await.unwrap();
+    drop(rt);
+
+    let path = db.parent().unwrap().join("backups").join(&info.name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[18] = 3;
+    std::fs::write(&path, bytes).unwrap();
+    let sum = resilite_actors::backup::sha256(&path).unwrap();
+    open_direct(&config.journal_path())
+        .execute(
+            "UPDATE backups SET sha256 = ?2 WHERE name = ?1",
+            [&info.name, &sum],
+        )
+        .unwrap();
+
+    let rt = resilite::Runtime::start(config.clone()).await.unwrap();
+    let v = rt.verify_backup(&info.name).await.unwrap();
+    assert!(!v.passed);
+    assert_eq!(v.errors.len(), 1, "{:?}", v.errors);
+    assert!(v.errors[0].starts_with("trial restore: "), "{:?}", v.errors);
+    let listed = rt.backups().await.unwrap();
+    assert_eq!(listed[0].verified, Some(false));
+    assert_eq!(listed[0].verify_errors, v.errors);
+    rt.shutdown().await.unwrap();
+    drop(rt);
+
+    // Without the trial, the same file passes.
+    config.backup.trial_restore = false;
+    let rt = resilite::Runtime::start(config).await.unwrap();
+    let v = rt.verify_backup(&info.name).await.unwrap();
+    assert!(v.passed, "{:?}", v.errors);
+    rt.shutdown().await.unwrap();
+}

@@ -62,6 +62,9 @@ fn cli_backup_backups_and_verify_with_exit_codes() {
 
     let out = resilite(&["verify", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
+    let out = resilite(&["verify", "--trial-restore", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("trial restore"), "{}", text(&out));
 
     // It opens in the stock sqlite3 shell, when one is installed.
     match Command::new("sqlite3")
@@ -170,4 +173,40 @@ async fn http_backups_take_list_verify_and_refuse_paths() {
     // Token-protected.
     let r = c.get(s.url("/v1/backups")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// `resilite verify --trial-restore` catches a backup that passes the
+/// standard checks but cannot be opened read-write (write version 3 in
+/// its header, with the sidecar's checksum matching it).
+#[test]
+fn cli_verify_trial_restore_fails_a_backup_that_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").join("app.db");
+    make_db(&db);
+    let out = resilite(&["backup", "--db", db.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let backups = dir.path().join("data").join("backups");
+    let name = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.ends_with(".db"))
+        .unwrap();
+    let file = backups.join(&name);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[18] = 3;
+    std::fs::write(&file, bytes).unwrap();
+    let sidecar = backups.join(format!("{name}.json"));
+    let mut info: Value = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+    info["sha256"] = resilite_actors::backup::sha256(&file).unwrap().into();
+    std::fs::write(&sidecar, serde_json::to_vec(&info).unwrap()).unwrap();
+
+    let out = resilite(&["verify", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = resilite(&["verify", "--trial-restore", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("trial restore: the restored copy does not open read-write"),
+        "{}",
+        text(&out)
+    );
 }

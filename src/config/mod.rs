@@ -178,6 +178,7 @@ impl Config {
                 keep_monthly: self.backup.keep_monthly,
             },
             verify_every: self.backup.verify_every,
+            trial_restore: self.backup.trial_restore,
         }
     }
 

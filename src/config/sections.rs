@@ -212,6 +212,11 @@ pub struct BackupSection {
     /// by default until recovery replays it and its cost is brought down
     /// (28–50% of write throughput as measured; see docs/benchmarks.md).
     pub op_log: bool,
+    /// Every verification also restores the backup on trial: a copy in a
+    /// temporary directory (`TMPDIR`), opened read-write as the runtime
+    /// opens its database (WAL, `synchronous`, busy timeout) and checked
+    /// with `PRAGMA integrity_check` there.
+    pub trial_restore: bool,
 }
 
 impl Default for BackupSection {
@@ -225,6 +230,7 @@ impl Default for BackupSection {
             keep_monthly: DEFAULT_KEEP_GENERATIONS,
             verify_every: DEFAULT_VERIFY_EVERY,
             op_log: false,
+            trial_restore: false,
         }
     }
 }

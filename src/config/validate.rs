@@ -437,6 +437,24 @@ mod tests {
     }
 
     #[test]
+    fn config_backup_trial_restore_is_a_boolean() {
+        assert!(!parse("").unwrap().backup_config().trial_restore);
+        let c = parse("[backup]\ntrial_restore = true\n").unwrap();
+        assert!(c.backup_config().trial_restore);
+        let err = parse("[backup]\ntrial_restore = \"yes\"\n").unwrap_err();
+        assert!(
+            err.0
+                .contains("`backup.trial_restore` = \"yes\" is invalid: expected a boolean"),
+            "{err}"
+        );
+        let env = vec![(
+            "RESILITE_BACKUP_TRIAL_RESTORE".to_string(),
+            "true".to_string(),
+        )];
+        assert!(Config::parse("", env).unwrap().backup.trial_restore);
+    }
+
+    #[test]
     fn config_retry_key_retention_is_checked() {
         let c = parse("[retry]\nkey_retention = \"30days\"\n").unwrap();
         assert_eq!(c.retry.key_retention, Duration::from_secs(30 * 86_400));

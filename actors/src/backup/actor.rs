@@ -30,6 +30,7 @@ use super::config::BackupConfig;
 use super::destination::{check_name, Destination, LocalDir};
 use super::meta::{BackupInfo, Verification};
 use super::restore::{self, Staged};
+use super::verify::VerifyOptions;
 use super::{retention, take, verify};
 use crate::connection::{read_blocking, DbOptions};
 use crate::error::{Error, ErrorClass, Result};
@@ -343,13 +344,18 @@ impl BackupState {
         }
     }
 
-    /// Run the checks on a blocking thread.
+    /// Run the checks on a blocking thread (with a trial restore when
+    /// `trial_restore` is on).
     async fn check(&self, info: &BackupInfo) -> Verification {
         let dest = self.dest.clone();
         let info = info.clone();
         let name = info.name.clone();
+        let config = &self.args.config;
+        let options = VerifyOptions {
+            trial_restore: config.trial_restore.then(|| config.db.clone()),
+        };
         let verification = blocking(move || match dest.read_path(&info.name) {
-            Ok(path) => Ok(verify::verify(&path, &info)),
+            Ok(path) => Ok(verify::verify_with(&path, &info, &options)),
             Err(e) => Ok(Verification {
                 name: info.name.clone(),
                 passed: false,

@@ -35,6 +35,10 @@ pub struct BackupConfig {
     pub retention: Retention,
     /// A backup not verified within this long is verified again.
     pub verify_every: Duration,
+    /// Every verification also restores the backup on trial: a copy in a
+    /// temporary directory, opened read-write with `db`'s options and
+    /// checked there (see [`verify_with`](super::verify_with)).
+    pub trial_restore: bool,
 }
 
 impl BackupConfig {
@@ -57,6 +61,7 @@ impl BackupConfig {
                 keep_monthly: DEFAULT_KEEP_GENERATIONS,
             },
             verify_every: DEFAULT_VERIFY_EVERY,
+            trial_restore: false,
         }
     }
 }

@@ -9,7 +9,8 @@
 //! - `meta`: [`BackupInfo`] (sidecar and catalog row), [`Verification`],
 //!   naming.
 //! - `take`: the online copy (why it is read-only and stepwise: see there).
-//! - `verify`: checksum, read-only open, `integrity_check`, row counts.
+//! - `verify`: checksum, read-only open, `integrity_check`, row counts;
+//!   optionally a trial restore ([`VerifyOptions`]).
 //! - `retention`: which backups to delete ([`Retention`]: the newest
 //!   `keep_last`, and daily, weekly, monthly generations).
 //! - `restore`: check, stage and install a backup in place of the database.
@@ -33,5 +34,5 @@ pub use destination::{check_name, Destination, LocalDir, FILE_MODE};
 pub use meta::{read_sidecar, sidecar_name, utc_stamp, BackupInfo, Verification};
 pub use restore::{install, prepare, restore_file, Staged};
 pub use retention::{to_delete, Retention};
-pub use take::{take, write_sidecar, MAX_RESTARTS};
-pub use verify::verify;
+pub use take::{sha256, take, write_sidecar, MAX_RESTARTS};
+pub use verify::{verify, verify_with, VerifyOptions};

@@ -4,17 +4,50 @@
 //! The checks, each failure one line of [`Verification::errors`]: the
 //! file's SHA-256 is the recorded one; it opens read-only; `PRAGMA
 //! integrity_check` answers `ok`; the rows per table are those recorded.
+//!
+//! With a **trial restore** ([`VerifyOptions::trial_restore`]) the backup
+//! is also restored on trial: copied (mode 0600) into a new temporary
+//! directory (under `TMPDIR`, default `/tmp`), opened read-write there as
+//! the runtime opens its database after a restore (`journal_mode=WAL`, the
+//! configured `synchronous` and busy timeout, foreign keys on), checked
+//! with `PRAGMA integrity_check` through that connection, and the write
+//! lock taken and released (`BEGIN IMMEDIATE; ROLLBACK`). The read-only
+//! checks cannot see a file that reads well but cannot be written (a
+//! header that makes SQLite treat it as read-only, a journal mode that
+//! cannot be set). The copy and its directory are removed afterwards; the
+//! backup itself is never opened read-write.
 
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Instant;
 
+use rusqlite::Connection;
+
+use super::destination::FILE_MODE;
 use super::meta::{BackupInfo, Verification};
 use super::take::{open_backup, row_counts, sha256};
+use crate::connection::{open_read_write, DbOptions};
 use crate::maintenance::now_ms;
 
-/// Verify the backup file at `path` against `info`; blocking. Never an
-/// error: what went wrong is in the answer.
+/// What a verification does beyond the standard checks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VerifyOptions {
+    /// Restore a copy on trial (see the module documentation), opened
+    /// with these options; their `path` is ignored (the copy's is used).
+    /// `None`: no trial restore.
+    pub trial_restore: Option<DbOptions>,
+}
+
+/// Verify the backup file at `path` against `info` with the standard
+/// checks; blocking. Never an error: what went wrong is in the answer.
 pub fn verify(path: &Path, info: &BackupInfo) -> Verification {
+    verify_with(path, info, &VerifyOptions::default())
+}
+
+/// Verify the backup file at `path` against `info`, with `options`;
+/// blocking. Never an error: what went wrong is in the answer.
+pub fn verify_with(path: &Path, info: &BackupInfo, options: &VerifyOptions) -> Verification {
     let started = Instant::now();
     let mut errors = Vec::new();
     match sha256(path) {
@@ -28,13 +61,8 @@ pub fn verify(path: &Path, info: &BackupInfo) -> Verification {
     match open_backup(path) {
         Err(e) => errors.push(format!("does not open read-only: {e}")),
         Ok(conn) => {
-            let integrity: Result<Vec<String>, _> = conn
-                .prepare("PRAGMA integrity_check")
-                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect());
-            match integrity {
-                Ok(lines) if lines == ["ok"] => {}
-                Ok(lines) => errors.push(format!("integrity_check: {}", lines.join("; "))),
-                Err(e) => errors.push(format!("integrity_check failed: {e}")),
+            if let Err(e) = integrity_ok(&conn) {
+                errors.push(e);
             }
             match row_counts(&conn) {
                 Ok(counts) if counts == info.row_counts => {}
@@ -46,6 +74,11 @@ pub fn verify(path: &Path, info: &BackupInfo) -> Verification {
             }
         }
     }
+    if let Some(db) = &options.trial_restore {
+        if let Err(e) = trial_restore(path, db) {
+            errors.push(format!("trial restore: {e}"));
+        }
+    }
     Verification {
         name: info.name.clone(),
         passed: errors.is_empty(),
@@ -53,6 +86,56 @@ pub fn verify(path: &Path, info: &BackupInfo) -> Verification {
         verified_at_ms: now_ms(),
         duration_ms: started.elapsed().as_millis() as u64,
     }
+}
+
+/// `PRAGMA integrity_check` answers `ok`; otherwise what it found.
+fn integrity_ok(conn: &Connection) -> Result<(), String> {
+    let lines: Result<Vec<String>, _> = conn
+        .prepare("PRAGMA integrity_check")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect());
+    match lines {
+        Ok(lines) if lines == ["ok"] => Ok(()),
+        Ok(lines) => Err(format!("integrity_check: {}", lines.join("; "))),
+        Err(e) => Err(format!("integrity_check failed: {e}")),
+    }
+}
+
+/// Copy the database file at `path` into a new temporary directory, open
+/// the copy read-write with `db`'s options and check it there; the
+/// directory is removed on return.
+fn trial_restore(path: &Path, db: &DbOptions) -> Result<(), String> {
+    let dir = tempfile::Builder::new()
+        .prefix("resilite-trial-restore-")
+        .tempdir()
+        .map_err(|e| {
+            format!(
+                "cannot create a temporary directory under {} ({e}): set TMPDIR to a directory with room for a copy of the backup",
+                std::env::temp_dir().display()
+            )
+        })?;
+    let copy = dir.path().join("restored.db");
+    let copied = (|| -> std::io::Result<()> {
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&copy)?;
+        std::io::copy(&mut File::open(path)?, &mut out)?;
+        out.sync_all()
+    })();
+    copied.map_err(|e| format!("cannot copy the backup to {} ({e})", copy.display()))?;
+    let options = DbOptions {
+        path: copy.clone(),
+        ..db.clone()
+    };
+    let conn = open_read_write(&options)
+        .map_err(|e| format!("the restored copy does not open read-write: {e}"))?;
+    integrity_ok(&conn)?;
+    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+        .map_err(|e| format!("the restored copy takes no write lock: {e}"))?;
+    conn.close()
+        .map_err(|(_, e)| format!("the restored copy does not close: {e}"))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -93,6 +176,52 @@ mod tests {
             bad.errors[0].contains("checksum mismatch"),
             "{:?}",
             bad.errors
+        );
+    }
+
+    /// A trial restore passes on a sound backup and leaves it untouched;
+    /// it catches a file that reads well but cannot be opened read-write
+    /// (write version 3 in the header: SQLite treats it as read-only),
+    /// which the standard checks pass.
+    #[test]
+    fn verify_with_trial_restore_catches_a_file_that_cannot_be_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = DbOptions::new(tmp.path().join("app.db"));
+        open_read_write(&db)
+            .unwrap()
+            .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2);")
+            .unwrap();
+        let dest = LocalDir::new(tmp.path().join("backups"));
+        let mut info = take(&db, &dest, "manual").unwrap();
+        let path = dest.read_path(&info.name).unwrap();
+        let trial = VerifyOptions {
+            trial_restore: Some(db.clone()),
+        };
+        let ok = verify_with(&path, &info, &trial);
+        assert!(ok.passed, "{:?}", ok.errors);
+        // The backup itself was not opened read-write: same bytes, no -wal.
+        assert_eq!(sha256(&path).unwrap(), info.sha256);
+        assert!(!tmp
+            .path()
+            .join("backups")
+            .join(format!("{}-wal", info.name))
+            .exists());
+
+        // Write version 3 (byte 18 of the header), recorded as written.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[18] = 3;
+        std::fs::write(&path, bytes).unwrap();
+        info.sha256 = sha256(&path).unwrap();
+        let standard = verify(&path, &info);
+        assert!(standard.passed, "{:?}", standard.errors);
+        let failed = verify_with(&path, &info, &trial);
+        assert!(!failed.passed);
+        assert_eq!(failed.errors.len(), 1, "{:?}", failed.errors);
+        assert!(
+            failed.errors[0]
+                .starts_with("trial restore: the restored copy does not open read-write"),
+            "{:?}",
+            failed.errors
         );
     }
 }
