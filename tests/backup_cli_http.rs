@@ -210,3 +210,92 @@ fn cli_verify_trial_restore_fails_a_backup_that_cannot_be_written() {
         text(&out)
     );
 }
+
+fn rows(path: &Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// `resilite backup --compress zstd` writes a `.db.zst`; `resilite verify`
+/// (with and without a trial restore) and `resilite restore` take it; one
+/// changed byte fails verification (exit 1) and the restore is refused,
+/// the database untouched.
+#[test]
+fn cli_compressed_backup_verify_restore_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").join("app.db");
+    make_db(&db);
+    let db_arg = db.to_str().unwrap();
+    let out = resilite(&[
+        "backup",
+        "--db",
+        db_arg,
+        "--compress",
+        "zstd",
+        "--compress-level",
+        "5",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("uncompressed"), "{}", text(&out));
+    let backups = dir.path().join("data").join("backups");
+    let name = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.ends_with(".db.zst"))
+        .expect("a .db.zst backup");
+    let file = backups.join(&name);
+    let sidecar: Value =
+        serde_json::from_slice(&std::fs::read(backups.join(format!("{name}.json"))).unwrap())
+            .unwrap();
+    assert!(sidecar["uncompressed_size"].as_u64().unwrap() > sidecar["size"].as_u64().unwrap());
+
+    for args in [vec!["verify"], vec!["verify", "--trial-restore"]] {
+        let mut args = args;
+        args.push(file.to_str().unwrap());
+        let out = resilite(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+    }
+
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("INSERT INTO t VALUES (4)", [])
+        .unwrap();
+    assert_eq!(rows(&db), 4);
+    let out = resilite(&["restore", "--db", db_arg, file.to_str().unwrap(), "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(rows(&db), 3);
+
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    let out = resilite(&["verify", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("checksum mismatch"), "{}", text(&out));
+    let before = std::fs::read(&db).unwrap();
+    let out = resilite(&["restore", "--db", db_arg, file.to_str().unwrap(), "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("failed verification"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the database was not changed"
+    );
+
+    let out = resilite(&["backup", "--db", db_arg, "--compress", "gzip"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--compress"), "{}", text(&out));
+    let out = resilite(&[
+        "backup",
+        "--db",
+        db_arg,
+        "--compress",
+        "zstd",
+        "--compress-level",
+        "30",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--compress-level"), "{}", text(&out));
+}

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use resilite_actors::backup::{self, LocalDir};
+use resilite_actors::backup::{
+    self, Compress, LocalDir, TakeOptions, DEFAULT_COMPRESS_LEVEL, MAX_COMPRESS_LEVEL,
+    MIN_COMPRESS_LEVEL,
+};
 use resilite_actors::connection::{open_read_write, DbOptions};
 use resilite_actors::journal;
 
@@ -22,6 +25,14 @@ pub struct BackupArgs {
     /// Where to write it; default: `backups/` beside the database.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// `none`: a `.db` file as SQLite wrote it; `zstd`: a zstd-compressed
+    /// `.db.zst` file.
+    #[arg(long, default_value = "none", value_parser = ["none", "zstd"])]
+    compress: String,
+    /// The zstd level with `--compress zstd`: 1 to 19.
+    #[arg(long, default_value_t = DEFAULT_COMPRESS_LEVEL,
+          value_parser = clap::value_parser!(i32).range(MIN_COMPRESS_LEVEL as i64..=MAX_COMPRESS_LEVEL as i64))]
+    compress_level: i32,
 }
 
 pub fn run(args: BackupArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -35,7 +46,15 @@ pub fn run(args: BackupArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let config = crate::config::Config::for_database(&args.db);
     let dir = args.dir.unwrap_or_else(|| config.backup_dir());
     let dest = LocalDir::new(&dir);
-    let mut info = backup::take(&DbOptions::new(&args.db), &dest, &args.label)
+    let options = TakeOptions {
+        compress: if args.compress == "zstd" {
+            Compress::Zstd
+        } else {
+            Compress::None
+        },
+        compress_level: args.compress_level,
+    };
+    let mut info = backup::take_with(&DbOptions::new(&args.db), &dest, &args.label, &options)
         .map_err(|e| explained(&args.db, e))?;
     let path = dir.join(&info.name);
     let verification = backup::verify(&path, &info);
@@ -52,10 +71,13 @@ pub fn run(args: BackupArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         return Ok(ExitCode::FAILURE);
     }
     let rows: u64 = info.row_counts.values().sum();
+    let size = match info.uncompressed_size {
+        Some(plain) => format!("{} bytes (zstd; {plain} uncompressed)", info.size),
+        None => format!("{} bytes", info.size),
+    };
     println!(
-        "backup {}: {} bytes, {} pages, {} rows in {} tables, {} ms; verified",
+        "backup {}: {size}, {} pages, {} rows in {} tables, {} ms; verified",
         path.display(),
-        info.size,
         info.page_count,
         rows,
         info.row_counts.len(),

@@ -179,6 +179,8 @@ impl Config {
             },
             verify_every: self.backup.verify_every,
             trial_restore: self.backup.trial_restore,
+            compress: self.backup.compress,
+            compress_level: self.backup.compress_level,
         }
     }
 

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use resilite_actors::backup::{
-    DEFAULT_INTERVAL, DEFAULT_KEEP_GENERATIONS, DEFAULT_KEEP_LAST, DEFAULT_VERIFY_EVERY,
+    Compress, DEFAULT_COMPRESS_LEVEL, DEFAULT_INTERVAL, DEFAULT_KEEP_GENERATIONS,
+    DEFAULT_KEEP_LAST, DEFAULT_VERIFY_EVERY,
 };
 use resilite_actors::connection::DEFAULT_BUSY_TIMEOUT;
 use resilite_actors::readers::{
@@ -217,6 +218,12 @@ pub struct BackupSection {
     /// opens its database (WAL, `synchronous`, busy timeout) and checked
     /// with `PRAGMA integrity_check` there.
     pub trial_restore: bool,
+    /// `none`: backups are stored as SQLite wrote them (`.db`); `zstd`:
+    /// zstd-compressed (`.db.zst`, streamed), the SHA-256 of the stored
+    /// file recorded along with the database's own size.
+    pub compress: Compress,
+    /// The zstd level (1 to 19) when `compress = "zstd"`.
+    pub compress_level: i32,
 }
 
 impl Default for BackupSection {
@@ -231,6 +238,8 @@ impl Default for BackupSection {
             verify_every: DEFAULT_VERIFY_EVERY,
             op_log: false,
             trial_restore: false,
+            compress: Compress::None,
+            compress_level: DEFAULT_COMPRESS_LEVEL,
         }
     }
 }

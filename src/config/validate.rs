@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use resilite_actors::backup::{MAX_COMPRESS_LEVEL, MIN_COMPRESS_LEVEL};
+
 use super::{Config, ConfigError};
 
 impl Config {
@@ -225,6 +227,12 @@ impl Config {
             Duration::from_secs(1),
             Duration::from_secs(10 * 366 * 86_400),
         )?;
+        if !(MIN_COMPRESS_LEVEL..=MAX_COMPRESS_LEVEL).contains(&b.compress_level) {
+            return Err(ConfigError(format!(
+                "config key `backup.compress_level` = {} is invalid: must be between {MIN_COMPRESS_LEVEL} and {MAX_COMPRESS_LEVEL} (zstd levels; 3 is zstd's default, higher is smaller and slower)",
+                b.compress_level
+            )));
+        }
         Ok(())
     }
 
@@ -434,6 +442,54 @@ mod tests {
         assert!(err.0.contains("`backup.keep_daily` = -1"), "{err}");
         let env = vec![("RESILITE_BACKUP_KEEP_WEEKLY".to_string(), "5".to_string())];
         assert_eq!(Config::parse("", env).unwrap().backup.keep_weekly, 5);
+    }
+
+    #[test]
+    fn config_backup_compress_is_none_or_zstd_with_a_level() {
+        use resilite_actors::backup::Compress;
+        let c = parse("").unwrap().backup_config();
+        assert_eq!((c.compress, c.compress_level), (Compress::None, 3));
+        let c = parse("[backup]\ncompress = \"zstd\"\ncompress_level = 19\n").unwrap();
+        let b = c.backup_config();
+        assert_eq!((b.compress, b.compress_level), (Compress::Zstd, 19));
+        let err = parse("[backup]\ncompress = \"gzip\"\n").unwrap_err();
+        assert!(
+            err.0
+                .contains("config key `backup.compress` = \"gzip\" is invalid")
+                && err.0.contains("`none`")
+                && err.0.contains("`zstd`"),
+            "{err}"
+        );
+        for level in ["0", "20", "-5"] {
+            let err = parse(&format!(
+                "[backup]\ncompress = \"zstd\"\ncompress_level = {level}\n"
+            ))
+            .unwrap_err();
+            assert!(
+                err.0.contains(&format!(
+                    "`backup.compress_level` = {level} is invalid: must be between 1 and 19"
+                )),
+                "{err}"
+            );
+        }
+        let env = vec![
+            ("RESILITE_BACKUP_COMPRESS".to_string(), "zstd".to_string()),
+            (
+                "RESILITE_BACKUP_COMPRESS_LEVEL".to_string(),
+                "7".to_string(),
+            ),
+        ];
+        let c = Config::parse("", env).unwrap();
+        assert_eq!(
+            (c.backup.compress, c.backup.compress_level),
+            (Compress::Zstd, 7)
+        );
+        let env = vec![("RESILITE_BACKUP_COMPRESS".to_string(), "lz4".to_string())];
+        let err = Config::parse("", env).unwrap_err();
+        assert!(
+            err.0.contains("RESILITE_BACKUP_COMPRESS") && err.0.contains("`zstd`"),
+            "{err}"
+        );
     }
 
     #[test]

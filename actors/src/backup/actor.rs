@@ -28,8 +28,9 @@ use tokio::task::JoinHandle;
 
 use super::config::BackupConfig;
 use super::destination::{check_name, Destination, LocalDir};
-use super::meta::{BackupInfo, Verification};
+use super::meta::{self, BackupInfo, Verification};
 use super::restore::{self, Staged};
+use super::take::TakeOptions;
 use super::verify::VerifyOptions;
 use super::{retention, take, verify};
 use crate::connection::{read_blocking, DbOptions};
@@ -118,15 +119,24 @@ impl Actor for BackupActor {
         myself: ActorRef<BackupMsg>,
         args: BackupArgs,
     ) -> Result<BackupState, ActorProcessingErr> {
-        let backups = read_blocking(&args.journal_db, catalog::live).await?;
+        let mut backups = read_blocking(&args.journal_db, catalog::live).await?;
         let config = &args.config;
+        let dest: Arc<dyn Destination> = Arc::new(LocalDir::new(config.dir.clone()));
+        backups = {
+            let dest = dest.clone();
+            blocking(move || {
+                meta::fill_from_sidecars(dest.as_ref(), &mut backups);
+                Ok(backups)
+            })
+            .await?
+        };
         let mut tick = DEFAULT_TICK.min(config.verify_every);
         if !config.interval.is_zero() {
             tick = tick.min(config.interval);
         }
         let timer = myself.send_interval(tick, || BackupMsg::Tick);
         Ok(BackupState {
-            dest: Arc::new(LocalDir::new(config.dir.clone())),
+            dest,
             args,
             backups,
             timer: Some(timer),
@@ -291,7 +301,12 @@ impl BackupState {
         let db = self.args.config.db.clone();
         let dest = self.dest.clone();
         let label = label.to_string();
-        let mut info = blocking(move || take::take(&db, dest.as_ref(), &label)).await?;
+        let options = TakeOptions {
+            compress: self.args.config.compress,
+            compress_level: self.args.config.compress_level,
+        };
+        let mut info =
+            blocking(move || take::take_with(&db, dest.as_ref(), &label, &options)).await?;
         let verification = self.check(&info).await;
         info.apply(&verification);
         self.refresh_sidecar(&info).await;

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::compress::Compress;
 use super::retention::Retention;
 use crate::connection::DbOptions;
 
@@ -15,6 +16,8 @@ pub const DEFAULT_KEEP_LAST: usize = 10;
 pub const DEFAULT_KEEP_GENERATIONS: usize = 0;
 /// Default age of a verification after which a backup is verified again.
 pub const DEFAULT_VERIFY_EVERY: Duration = Duration::from_secs(86_400);
+/// Default zstd level of compressed backups (zstd's own default).
+pub const DEFAULT_COMPRESS_LEVEL: i32 = 3;
 /// Pages copied per backup step.
 pub const DEFAULT_STEP_PAGES: i32 = 256;
 /// Pause between two backup steps, so that writers get the file.
@@ -39,6 +42,10 @@ pub struct BackupConfig {
     /// temporary directory, opened read-write with `db`'s options and
     /// checked there (see [`verify_with`](super::verify_with)).
     pub trial_restore: bool,
+    /// Backups are stored as is or zstd-compressed (`.db.zst`).
+    pub compress: Compress,
+    /// The zstd level of compressed backups.
+    pub compress_level: i32,
 }
 
 impl BackupConfig {
@@ -62,6 +69,8 @@ impl BackupConfig {
             },
             verify_every: DEFAULT_VERIFY_EVERY,
             trial_restore: false,
+            compress: Compress::None,
+            compress_level: DEFAULT_COMPRESS_LEVEL,
         }
     }
 }

@@ -7,7 +7,11 @@
 //!    it to a temporary name in the database's directory (mode 0600),
 //!    fsync it and check the copy's SHA-256 against the recorded one. The
 //!    answer, [`Staged`], owns that copy (dropped unused, it is removed),
-//!    so retention may delete the backup afterwards without harm.
+//!    so retention may delete the backup afterwards without harm. A
+//!    compressed backup (`.db.zst`) is decompressed into that copy
+//!    instead, streamed; the compressed bytes read must hash to the
+//!    recorded SHA-256, and the copy, read back after the fsync, to what
+//!    was decompressed (its size the recorded uncompressed size).
 //! 2. [`install`]: once no connection has the database open, remove its
 //!    stale `-wal` and `-shm`, rename the copy over the database and fsync
 //!    the directory. The rename is atomic: a crash leaves the old file or
@@ -26,6 +30,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use super::compress::decompress_file;
 use super::destination::FILE_MODE;
 use super::meta::{backup_name, read_sidecar, BackupInfo};
 use super::take::sha256;
@@ -89,6 +94,10 @@ pub fn prepare(backup: &Path, info: &BackupInfo, target: &Path) -> Result<Staged
         path: dir.join(format!(".{file_name}.restore.tmp")),
         info: info.clone(),
     };
+    if info.is_compressed() {
+        stage_decompressed(backup, info, &staged.path)?;
+        return Ok(staged);
+    }
     let copy = || -> std::io::Result<()> {
         let mut out = OpenOptions::new()
             .write(true)
@@ -114,6 +123,53 @@ pub fn prepare(backup: &Path, info: &BackupInfo, target: &Path) -> Result<Staged
         ));
     }
     Ok(staged)
+}
+
+/// Decompress the compressed backup `backup` into `to` (mode 0600,
+/// fsynced) and check it: the compressed bytes read are the recorded ones,
+/// the file reads back as decompressed, its size is the recorded one.
+fn stage_decompressed(backup: &Path, info: &BackupInfo, to: &Path) -> Result<()> {
+    let done =
+        decompress_file(backup, to).map_err(|e| e.during("decompress backup for restore", to))?;
+    let unchanged = "the database was not changed";
+    if done.stored_sha256 != info.sha256 {
+        return Err(Error::new(
+            ErrorClass::Corruption,
+            format!(
+                "backup {} changed while it was restored: its SHA-256 is now {}, {} was recorded",
+                backup.display(),
+                done.stored_sha256,
+                info.sha256
+            ),
+            format!("check the disk holding the backup directory; {unchanged}"),
+        ));
+    }
+    if info.uncompressed_size.is_some_and(|n| n != done.size) {
+        return Err(Error::new(
+            ErrorClass::Corruption,
+            format!(
+                "backup {} decompresses to {} bytes, {} were recorded",
+                backup.display(),
+                done.size,
+                info.uncompressed_size.unwrap_or_default()
+            ),
+            format!("do not restore from it: pick another verified backup; {unchanged}"),
+        ));
+    }
+    let sum = sha256(to)?;
+    if sum != done.sha256 {
+        return Err(Error::new(
+            ErrorClass::Corruption,
+            format!(
+                "the decompressed copy of backup {} at {} has SHA-256 {sum}, {} was written",
+                info.name,
+                to.display(),
+                done.sha256
+            ),
+            format!("the disk holding the database returned other bytes than were written; check it; {unchanged}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Put `staged` in place of the database at `target`: remove its stale

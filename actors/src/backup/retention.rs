@@ -137,6 +137,7 @@ mod tests {
             verified,
             verify_errors: Vec::new(),
             op_log_seq: None,
+            uncompressed_size: None,
         }
     }
 

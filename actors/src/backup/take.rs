@@ -26,6 +26,12 @@
 //! `<dbname>-<UTC timestamp>-<label>.db`, the directory fsynced; then its
 //! metadata is written beside it as `<name>.json`.
 //!
+//! With [`Compress::Zstd`] the measured copy is then compressed (streamed,
+//! see `compress`) into a second temporary file, also mode 0600, whose
+//! SHA-256 and size are recorded (the database's size as
+//! [`BackupInfo::uncompressed_size`]); that one is fsynced and renamed to
+//! `<name>.db.zst`, and the uncompressed copy removed.
+//!
 //! # The operation-log position
 //!
 //! A backup records the operation-log sequence number it covers
@@ -47,14 +53,15 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha256};
 
-use super::config::{DEFAULT_STEP_PAGES, DEFAULT_STEP_PAUSE};
+use super::compress::{compress_file, Compress, ZSTD_SUFFIX};
+use super::config::{DEFAULT_COMPRESS_LEVEL, DEFAULT_STEP_PAGES, DEFAULT_STEP_PAUSE};
 use super::destination::Destination;
 use super::meta::{backup_name, check_label, BackupInfo};
 use crate::connection::{open_read_only, DbOptions};
@@ -64,58 +71,114 @@ use crate::maintenance::now_ms;
 /// Restarts of a stepwise copy after which the rest is copied in one step.
 pub const MAX_RESTARTS: u32 = 3;
 
-/// Copy the database `db` into `dest` as a new backup labelled `label`;
-/// blocking (run it on a blocking thread). Its metadata, also written as
-/// the sidecar.
+/// How a backup is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TakeOptions {
+    /// Stored as is (`.db`) or zstd-compressed (`.db.zst`).
+    pub compress: Compress,
+    /// The zstd level, when compressed
+    /// ([`MIN_COMPRESS_LEVEL`](super::MIN_COMPRESS_LEVEL) to
+    /// [`MAX_COMPRESS_LEVEL`](super::MAX_COMPRESS_LEVEL)).
+    pub compress_level: i32,
+}
+
+impl Default for TakeOptions {
+    fn default() -> Self {
+        TakeOptions {
+            compress: Compress::None,
+            compress_level: DEFAULT_COMPRESS_LEVEL,
+        }
+    }
+}
+
+/// Copy the database `db` into `dest` as a new backup labelled `label`,
+/// uncompressed; blocking (run it on a blocking thread). Its metadata,
+/// also written as the sidecar.
 pub fn take(db: &DbOptions, dest: &dyn Destination, label: &str) -> Result<BackupInfo> {
+    take_with(db, dest, label, &TakeOptions::default())
+}
+
+/// Copy the database `db` into `dest` as a new backup labelled `label`,
+/// as `options` say; blocking (run it on a blocking thread). Its metadata,
+/// also written as the sidecar.
+pub fn take_with(
+    db: &DbOptions,
+    dest: &dyn Destination,
+    label: &str,
+    options: &TakeOptions,
+) -> Result<BackupInfo> {
     check_label(label)?;
     let started = Instant::now();
     let created_at_ms = now_ms();
-    let name = backup_name(&db.path, created_at_ms, label);
+    let plain_name = backup_name(&db.path, created_at_ms, label);
+    let name = match options.compress {
+        Compress::None => plain_name.clone(),
+        Compress::Zstd => format!("{plain_name}{ZSTD_SUFFIX}"),
+    };
     let source = open_read_only(db)?;
-    let staged = dest.stage(&name)?;
-    let copied = copy(&source, &staged).and_then(|restarts| {
+    // Removed on return whatever happens; `put` consumes the stored one.
+    let mut temps = TempFiles::default();
+    let staged = temps.add(dest.stage(&plain_name)?);
+    let mut built = || -> Result<(PathBuf, BackupInfo)> {
+        let restarts = copy(&source, &staged)?;
         let (page_count, user_version, row_counts) = measure(&staged)?;
         let op_log_seq = crate::writer::op_log_position(&open_backup(&staged)?)?;
-        Ok((
-            restarts,
+        let (stored, uncompressed_size) = match options.compress {
+            Compress::None => (staged.clone(), None),
+            Compress::Zstd => {
+                let zst = temps.add(dest.stage(&name)?);
+                let plain_size = compress_file(&staged, &zst, options.compress_level)?;
+                (zst, Some(plain_size))
+            }
+        };
+        let info = BackupInfo {
+            name: name.clone(),
+            label: label.to_string(),
+            created_at_ms,
+            duration_ms: 0,
+            size: 0,
             page_count,
+            sha256: sha256(&stored)?,
+            sqlite_version: rusqlite::version().to_string(),
             user_version,
             row_counts,
-            sha256(&staged)?,
+            restarts,
+            verified_at_ms: None,
+            verified: None,
+            verify_errors: Vec::new(),
             op_log_seq,
-        ))
-    });
-    let (restarts, page_count, user_version, row_counts, sha256, op_log_seq) = match copied {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = std::fs::remove_file(&staged);
-            return Err(e.during("backup", &db.path));
-        }
+            uncompressed_size,
+        };
+        Ok((stored, info))
     };
-    let size = dest.put(&name, &staged)?;
-    let info = BackupInfo {
-        name,
-        label: label.to_string(),
-        created_at_ms,
-        duration_ms: started.elapsed().as_millis() as u64,
-        size,
-        page_count,
-        sha256,
-        sqlite_version: rusqlite::version().to_string(),
-        user_version,
-        row_counts,
-        restarts,
-        verified_at_ms: None,
-        verified: None,
-        verify_errors: Vec::new(),
-        op_log_seq,
-    };
+    let (stored, mut info) = built().map_err(|e| e.during("backup", &db.path))?;
+    info.size = dest.put(&name, &stored)?;
+    info.duration_ms = started.elapsed().as_millis() as u64;
+    let restarts = info.restarts;
     write_sidecar(dest, &info)?;
     if restarts > 0 {
         tracing::info!(backup = %info.name, restarts, "backup copy restarted by concurrent writes");
     }
     Ok(info)
+}
+
+/// Temporary files removed when dropped (one already gone is fine).
+#[derive(Default)]
+struct TempFiles(Vec<PathBuf>);
+
+impl TempFiles {
+    fn add(&mut self, path: PathBuf) -> PathBuf {
+        self.0.push(path.clone());
+        path
+    }
+}
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Write (or rewrite) the sidecar of `info`.

@@ -5,6 +5,13 @@
 //! file's SHA-256 is the recorded one; it opens read-only; `PRAGMA
 //! integrity_check` answers `ok`; the rows per table are those recorded.
 //!
+//! A **compressed** backup (`.db.zst`) is checked the same way: the
+//! SHA-256 of the stored (compressed) file, then it is decompressed
+//! (streamed) into a new temporary directory (under `TMPDIR`, mode 0600)
+//! and the database there is opened read-only and checked; its size must
+//! be the recorded [`BackupInfo::uncompressed_size`] and the zstd frame's
+//! own checksum must hold. The temporary copy is removed afterwards.
+//!
 //! With a **trial restore** ([`VerifyOptions::trial_restore`]) the backup
 //! is also restored on trial: copied (mode 0600) into a new temporary
 //! directory (under `TMPDIR`, default `/tmp`), opened read-write there as
@@ -19,11 +26,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rusqlite::Connection;
 
+use super::compress::decompress_file;
 use super::destination::FILE_MODE;
 use super::meta::{BackupInfo, Verification};
 use super::take::{open_backup, row_counts, sha256};
@@ -58,7 +66,32 @@ pub fn verify_with(path: &Path, info: &BackupInfo, options: &VerifyOptions) -> V
         )),
         Err(e) => errors.push(format!("cannot read the file: {e}")),
     }
-    match open_backup(path) {
+    // A compressed backup is checked through a decompressed copy.
+    let mut scratch = None;
+    let plain = if info.is_compressed() {
+        match decompress_to_scratch(path, info) {
+            Ok((dir, plain)) => {
+                scratch = Some(dir);
+                Some(plain)
+            }
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        }
+    } else {
+        Some(path.to_path_buf())
+    };
+    let Some(plain) = plain else {
+        return Verification {
+            name: info.name.clone(),
+            passed: false,
+            errors,
+            verified_at_ms: now_ms(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+    };
+    match open_backup(&plain) {
         Err(e) => errors.push(format!("does not open read-only: {e}")),
         Ok(conn) => {
             if let Err(e) = integrity_ok(&conn) {
@@ -75,10 +108,18 @@ pub fn verify_with(path: &Path, info: &BackupInfo, options: &VerifyOptions) -> V
         }
     }
     if let Some(db) = &options.trial_restore {
-        if let Err(e) = trial_restore(path, db) {
+        // The decompressed copy is already a private scratch file: it is
+        // opened read-write in place; an uncompressed backup is copied.
+        let tried = if scratch.is_some() {
+            trial_open(&plain, db)
+        } else {
+            trial_restore(&plain, db)
+        };
+        if let Err(e) = tried {
             errors.push(format!("trial restore: {e}"));
         }
     }
+    drop(scratch);
     Verification {
         name: info.name.clone(),
         passed: errors.is_empty(),
@@ -100,19 +141,46 @@ fn integrity_ok(conn: &Connection) -> Result<(), String> {
     }
 }
 
+/// A new private temporary directory (under `TMPDIR`), removed when
+/// dropped.
+fn scratch_dir(purpose: &str) -> Result<tempfile::TempDir, String> {
+    tempfile::Builder::new()
+        .prefix(&format!("resilite-{purpose}-"))
+        .tempdir()
+        .map_err(|e| {
+            format!(
+                "cannot create a temporary directory under {} ({e}): set TMPDIR to a directory with room for a copy of the database",
+                std::env::temp_dir().display()
+            )
+        })
+}
+
+/// Decompress the backup at `path` into a scratch directory; the directory
+/// and the database file in it. Checks the size against
+/// `info.uncompressed_size` when recorded.
+fn decompress_to_scratch(
+    path: &Path,
+    info: &BackupInfo,
+) -> Result<(tempfile::TempDir, PathBuf), String> {
+    let dir = scratch_dir("verify")?;
+    let plain = dir.path().join("backup.db");
+    let done = decompress_file(path, &plain).map_err(|e| e.to_string())?;
+    if let Some(expected) = info.uncompressed_size {
+        if done.size != expected {
+            return Err(format!(
+                "decompresses to {} bytes, {expected} were recorded: the file changed after it was written",
+                done.size
+            ));
+        }
+    }
+    Ok((dir, plain))
+}
+
 /// Copy the database file at `path` into a new temporary directory, open
 /// the copy read-write with `db`'s options and check it there; the
 /// directory is removed on return.
 fn trial_restore(path: &Path, db: &DbOptions) -> Result<(), String> {
-    let dir = tempfile::Builder::new()
-        .prefix("resilite-trial-restore-")
-        .tempdir()
-        .map_err(|e| {
-            format!(
-                "cannot create a temporary directory under {} ({e}): set TMPDIR to a directory with room for a copy of the backup",
-                std::env::temp_dir().display()
-            )
-        })?;
+    let dir = scratch_dir("trial-restore")?;
     let copy = dir.path().join("restored.db");
     let copied = (|| -> std::io::Result<()> {
         let mut out = OpenOptions::new()
@@ -124,8 +192,14 @@ fn trial_restore(path: &Path, db: &DbOptions) -> Result<(), String> {
         out.sync_all()
     })();
     copied.map_err(|e| format!("cannot copy the backup to {} ({e})", copy.display()))?;
+    trial_open(&copy, db)
+}
+
+/// Open the private copy at `copy` read-write with `db`'s options (as the
+/// runtime opens its database), check it there and close it.
+fn trial_open(copy: &Path, db: &DbOptions) -> Result<(), String> {
     let options = DbOptions {
-        path: copy.clone(),
+        path: copy.to_path_buf(),
         ..db.clone()
     };
     let conn = open_read_write(&options)
