@@ -299,3 +299,96 @@ fn cli_compressed_backup_verify_restore_round_trip() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--compress-level"), "{}", text(&out));
 }
+
+/// Run `resilite args` under a pseudo-terminal (util-linux `script`), so
+/// that stderr is a terminal; what the terminal showed, or `None` when
+/// `script` is not installed.
+fn on_a_terminal(args: &[&str]) -> Option<String> {
+    let line = std::iter::once(env!("CARGO_BIN_EXE_resilite"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("TERM", "xterm")
+        .output()
+        .ok()?;
+    assert!(out.status.success(), "{}", text(&out));
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `backup`, `verify` and `restore` draw a progress bar on stderr for a
+/// large file (16 MiB or more) when stderr is a terminal, and none when it
+/// is piped or for a small file.
+#[test]
+fn cli_progress_bar_only_on_a_terminal_and_for_large_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").join("app.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(v);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4400)
+         INSERT INTO t SELECT randomblob(4000) FROM n;
+         PRAGMA wal_checkpoint(TRUNCATE);",
+    )
+    .unwrap();
+    drop(conn);
+    assert!(std::fs::metadata(&db).unwrap().len() > 17 << 20);
+    let db_arg = db.to_str().unwrap();
+    // A bar: its text, and the carriage return and line clearing it is
+    // redrawn with (logs have colours, but neither of those).
+    let bar_marks = |s: &str| s.contains('\r') || s.contains("\x1b[2K") || s.contains("eta ");
+
+    // Piped: no bar, whatever the size.
+    let out = resilite(&["backup", "--db", db_arg]);
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!bar_marks(&err), "{err:?}");
+    let backups = dir.path().join("data").join("backups");
+    let file = backups.join(
+        std::fs::read_dir(&backups)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .find(|n| n.ends_with(".db"))
+            .unwrap(),
+    );
+    let file_arg = file.to_str().unwrap();
+    for args in [
+        vec!["verify", file_arg],
+        vec!["restore", "--db", db_arg, file_arg, "--yes"],
+    ] {
+        let out = resilite(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!bar_marks(&err), "{args:?}: {err:?}");
+    }
+
+    // On a terminal: a bar for each verb on the large file.
+    let Some(shown) = on_a_terminal(&["verify", file_arg]) else {
+        eprintln!("script is not installed: the terminal check is skipped");
+        return;
+    };
+    assert!(
+        shown.contains("verify [") && shown.contains("MiB"),
+        "{shown:?}"
+    );
+    assert!(shown.contains(": ok"), "{shown:?}");
+    let shown = on_a_terminal(&["backup", "--db", db_arg, "--compress", "zstd"]).unwrap();
+    assert!(
+        shown.contains("backup [") && shown.contains("verify ["),
+        "{shown:?}"
+    );
+    let shown = on_a_terminal(&["restore", "--db", db_arg, file_arg, "--yes"]).unwrap();
+    assert!(
+        shown.contains("verify [") && shown.contains("pre-restore ["),
+        "{shown:?}"
+    );
+
+    // A small file: no bar even on a terminal.
+    let small = dir.path().join("small").join("app.db");
+    make_db(&small);
+    let shown = on_a_terminal(&["backup", "--db", small.to_str().unwrap()]).unwrap();
+    assert!(!shown.contains("eta "), "{shown:?}");
+}

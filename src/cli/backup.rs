@@ -6,13 +6,14 @@ use std::process::ExitCode;
 
 use clap::Args;
 use resilite_actors::backup::{
-    self, Compress, LocalDir, TakeOptions, DEFAULT_COMPRESS_LEVEL, MAX_COMPRESS_LEVEL,
-    MIN_COMPRESS_LEVEL,
+    self, Compress, LocalDir, TakeOptions, VerifyOptions, DEFAULT_COMPRESS_LEVEL,
+    MAX_COMPRESS_LEVEL, MIN_COMPRESS_LEVEL,
 };
 use resilite_actors::connection::{open_read_write, DbOptions};
 use resilite_actors::journal;
 
 use super::explained;
+use super::progress::Bar;
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
@@ -54,10 +55,25 @@ pub fn run(args: BackupArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         },
         compress_level: args.compress_level,
     };
-    let mut info = backup::take_with(&DbOptions::new(&args.db), &dest, &args.label, &options)
-        .map_err(|e| explained(&args.db, e))?;
+    let bar = Bar::new("backup");
+    let taken = backup::take_with(
+        &DbOptions::new(&args.db),
+        &dest,
+        &args.label,
+        &options,
+        Some(&|done, total| bar.report(done, total)),
+    );
+    drop(bar);
+    let mut info = taken.map_err(|e| explained(&args.db, e))?;
     let path = dir.join(&info.name);
-    let verification = backup::verify(&path, &info);
+    let bar = Bar::new("verify");
+    let verification = backup::verify_with(
+        &path,
+        &info,
+        &VerifyOptions::default(),
+        Some(&|done, total| bar.report(done, total)),
+    );
+    drop(bar);
     info.apply(&verification);
     backup::write_sidecar(&dest, &info)?;
     record(&config, &info)?;

@@ -10,6 +10,7 @@ mod backups;
 mod checkpoint;
 mod dlq;
 mod health;
+mod progress;
 mod restore;
 mod run;
 mod vacuum;

@@ -9,6 +9,8 @@ use clap::Args;
 use resilite_actors::backup::{self, VerifyOptions};
 use resilite_actors::connection::DbOptions;
 
+use super::progress::Bar;
+
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The backup file (its sidecar `<file>.json` must be beside it).
@@ -33,7 +35,14 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         // The runtime's defaults; the path is the trial copy's.
         trial_restore: args.trial_restore.then(|| DbOptions::new(&args.backup)),
     };
-    let v = backup::verify_with(&args.backup, &info, &options);
+    let bar = Bar::new("verify");
+    let v = backup::verify_with(
+        &args.backup,
+        &info,
+        &options,
+        Some(&|done, total| bar.report(done, total)),
+    );
+    drop(bar);
     if v.passed {
         let trial = if args.trial_restore {
             ", trial restore"

@@ -306,7 +306,7 @@ impl BackupState {
             compress_level: self.args.config.compress_level,
         };
         let mut info =
-            blocking(move || take::take_with(&db, dest.as_ref(), &label, &options)).await?;
+            blocking(move || take::take_with(&db, dest.as_ref(), &label, &options, None)).await?;
         let verification = self.check(&info).await;
         info.apply(&verification);
         self.refresh_sidecar(&info).await;
@@ -370,7 +370,7 @@ impl BackupState {
             trial_restore: config.trial_restore.then(|| config.db.clone()),
         };
         let verification = blocking(move || match dest.read_path(&info.name) {
-            Ok(path) => Ok(verify::verify_with(&path, &info, &options)),
+            Ok(path) => Ok(verify::verify_with(&path, &info, &options, None)),
             Err(e) => Ok(Verification {
                 name: info.name.clone(),
                 passed: false,

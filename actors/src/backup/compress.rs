@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::destination::FILE_MODE;
+use super::progress::Meter;
 use crate::error::{Error, ErrorClass, Result};
 
 /// The suffix of a compressed backup's name (after `.db`).
@@ -102,6 +103,16 @@ fn create_private(path: &Path) -> std::io::Result<File> {
 /// Compress the file `plain` into `to` (created or truncated, mode 0600)
 /// at zstd `level`, and fsync `to`. Blocking. Returns the bytes read.
 pub fn compress_file(plain: &Path, to: &Path, level: i32) -> Result<u64> {
+    compress_metered(plain, to, level, &Meter::none())
+}
+
+/// [`compress_file`], the bytes read one pass of `meter`.
+pub(crate) fn compress_metered(
+    plain: &Path,
+    to: &Path,
+    level: i32,
+    meter: &Meter<'_>,
+) -> Result<u64> {
     let during = |e: std::io::Error| Error::from(e).during("compress backup", to);
     let input = File::open(plain).map_err(|e| Error::from(e).during("read", plain))?;
     let size = input
@@ -113,13 +124,14 @@ pub fn compress_file(plain: &Path, to: &Path, level: i32) -> Result<u64> {
         zstd::stream::write::Encoder::new(BufWriter::new(out), level).map_err(during)?;
     encoder.include_checksum(true).map_err(during)?;
     encoder.set_pledged_src_size(Some(size)).map_err(during)?;
-    let mut input = BufReader::new(input);
+    let mut input = meter.reader(BufReader::new(input));
     let read = std::io::copy(&mut input, &mut encoder).map_err(during)?;
     let out = encoder
         .finish()
         .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
         .map_err(during)?;
     out.sync_all().map_err(during)?;
+    meter.pass_done(read);
     Ok(read)
 }
 
@@ -138,13 +150,22 @@ pub struct Decompressed {
 /// 0600) and fsync `to`. Blocking. A damaged frame (bad checksum,
 /// truncated, not zstd) is an error of class `corruption`.
 pub fn decompress_file(stored: &Path, to: &Path) -> Result<Decompressed> {
+    decompress_metered(stored, to, &Meter::none())
+}
+
+/// [`decompress_file`], the compressed bytes read one pass of `meter`.
+pub(crate) fn decompress_metered(
+    stored: &Path,
+    to: &Path,
+    meter: &Meter<'_>,
+) -> Result<Decompressed> {
     let input = File::open(stored).map_err(|e| Error::from(e).during("read", stored))?;
     let out = create_private(to).map_err(|e| Error::from(e).during("decompress backup", to))?;
     let mut out = Hashing::new(BufWriter::new(out));
     // The decoder reads to the end of the file (frame after frame), so the
     // input hash covers every byte, and bytes after the frame that are
     // not a frame are an error.
-    let mut decoder = zstd::stream::read::Decoder::new(Hashing::new(input))
+    let mut decoder = zstd::stream::read::Decoder::new(Hashing::new(meter.reader(input)))
         .map_err(|e| Error::from(e).during("decompress backup", stored))?;
     if let Err(e) = std::io::copy(&mut decoder, &mut out) {
         return Err(Error::new(
@@ -160,8 +181,11 @@ pub fn decompress_file(stored: &Path, to: &Path) -> Result<Decompressed> {
         .map_err(|e| Error::from(e.into_error()).during("decompress backup", to))?;
     file.sync_all()
         .map_err(|e| Error::from(e).during("fsync", to))?;
+    let input = decoder.finish().into_inner();
+    let read = input.bytes;
+    meter.pass_done(read);
     Ok(Decompressed {
-        stored_sha256: decoder.finish().into_inner().hex(),
+        stored_sha256: input.hex(),
         sha256: hex(&hasher.finalize()),
         size,
     })

@@ -9,6 +9,7 @@
 //! - `meta`: [`BackupInfo`] (sidecar and catalog row), [`Verification`],
 //!   naming.
 //! - `compress`: zstd compression of backup files, streamed ([`Compress`]).
+//! - `progress`: the [`Progress`] callback long work reports bytes to.
 //! - `take`: the online copy (why it is read-only and stepwise: see there).
 //! - `verify`: checksum, read-only open, `integrity_check`, row counts;
 //!   optionally a trial restore ([`VerifyOptions`]).
@@ -22,6 +23,7 @@ mod compress;
 mod config;
 mod destination;
 mod meta;
+mod progress;
 mod restore;
 mod retention;
 mod take;
@@ -40,7 +42,8 @@ pub use destination::{check_name, Destination, LocalDir, FILE_MODE};
 pub use meta::{
     fill_from_sidecars, read_sidecar, sidecar_name, utc_stamp, BackupInfo, Verification,
 };
-pub use restore::{install, prepare, restore_file, Staged};
+pub use progress::Progress;
+pub use restore::{install, prepare, prepare_with, restore_file, Staged};
 pub use retention::{to_delete, Retention};
 pub use take::{sha256, take, take_with, write_sidecar, TakeOptions, MAX_RESTARTS};
 pub use verify::{verify, verify_with, VerifyOptions};

@@ -30,11 +30,12 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::compress::decompress_file;
+use super::compress::decompress_metered;
 use super::destination::FILE_MODE;
 use super::meta::{backup_name, read_sidecar, BackupInfo};
-use super::take::sha256;
-use super::verify::verify;
+use super::progress::{Meter, Progress};
+use super::take::{file_len, sha256_metered};
+use super::verify::{verify_bytes, verify_metered, VerifyOptions};
 use crate::error::{Error, ErrorClass, Result};
 use crate::maintenance::sibling;
 
@@ -66,6 +67,17 @@ impl Drop for Staged {
 /// beside `target` under a temporary name. Blocking. `target` is not
 /// touched.
 pub fn prepare(backup: &Path, info: &BackupInfo, target: &Path) -> Result<Staged> {
+    prepare_with(backup, info, target, None)
+}
+
+/// [`prepare`], telling `progress` the bytes verified, copied (or
+/// decompressed) and read back.
+pub fn prepare_with(
+    backup: &Path,
+    info: &BackupInfo,
+    target: &Path,
+    progress: Option<Progress<'_>>,
+) -> Result<Staged> {
     if !backup.is_file() {
         return Err(Error::bad_input(format!(
             "backup {} not found: list the backups with `resilite backups` and pick one that exists; the database was not changed",
@@ -73,7 +85,15 @@ pub fn prepare(backup: &Path, info: &BackupInfo, target: &Path) -> Result<Staged
         )));
     }
     check_belongs(backup, info, target)?;
-    let verification = verify(backup, info);
+    let checks = VerifyOptions::default();
+    let stored = file_len(backup)?;
+    // Verify, then copy and read back (or decompress and read back).
+    let staging = match info.uncompressed_size {
+        Some(plain) if info.is_compressed() => stored + plain,
+        _ => 2 * stored,
+    };
+    let meter = Meter::new(progress, verify_bytes(backup, info, &checks) + staging);
+    let verification = verify_metered(backup, info, &checks, &meter);
     if !verification.passed {
         return Err(Error::new(
             ErrorClass::Corruption,
@@ -95,7 +115,7 @@ pub fn prepare(backup: &Path, info: &BackupInfo, target: &Path) -> Result<Staged
         info: info.clone(),
     };
     if info.is_compressed() {
-        stage_decompressed(backup, info, &staged.path)?;
+        stage_decompressed(backup, info, &staged.path, &meter)?;
         return Ok(staged);
     }
     let copy = || -> std::io::Result<()> {
@@ -105,11 +125,12 @@ pub fn prepare(backup: &Path, info: &BackupInfo, target: &Path) -> Result<Staged
             .truncate(true)
             .mode(FILE_MODE)
             .open(&staged.path)?;
-        std::io::copy(&mut File::open(backup)?, &mut out)?;
+        let n = std::io::copy(&mut meter.reader(File::open(backup)?), &mut out)?;
+        meter.pass_done(n);
         out.sync_all()
     };
     copy().map_err(|e| Error::from(e).during("copy backup for restore", &staged.path))?;
-    let sum = sha256(&staged.path)?;
+    let sum = sha256_metered(&staged.path, &meter)?;
     if sum != info.sha256 {
         return Err(Error::new(
             ErrorClass::Corruption,
@@ -128,9 +149,15 @@ pub fn prepare(backup: &Path, info: &BackupInfo, target: &Path) -> Result<Staged
 /// Decompress the compressed backup `backup` into `to` (mode 0600,
 /// fsynced) and check it: the compressed bytes read are the recorded ones,
 /// the file reads back as decompressed, its size is the recorded one.
-fn stage_decompressed(backup: &Path, info: &BackupInfo, to: &Path) -> Result<()> {
-    let done =
-        decompress_file(backup, to).map_err(|e| e.during("decompress backup for restore", to))?;
+fn stage_decompressed(
+    backup: &Path,
+    info: &BackupInfo,
+    to: &Path,
+    meter: &Meter<'_>,
+) -> Result<()> {
+    let done = decompress_metered(backup, to, meter)
+        .map_err(|e| e.during("decompress backup for restore", to))?;
+    meter.set_total(meter.done() + done.size);
     let unchanged = "the database was not changed";
     if done.stored_sha256 != info.sha256 {
         return Err(Error::new(
@@ -156,7 +183,7 @@ fn stage_decompressed(backup: &Path, info: &BackupInfo, to: &Path) -> Result<()>
             format!("do not restore from it: pick another verified backup; {unchanged}"),
         ));
     }
-    let sum = sha256(to)?;
+    let sum = sha256_metered(to, meter)?;
     if sum != done.sha256 {
         return Err(Error::new(
             ErrorClass::Corruption,

@@ -31,10 +31,11 @@ use std::time::Instant;
 
 use rusqlite::Connection;
 
-use super::compress::decompress_file;
+use super::compress::decompress_metered;
 use super::destination::FILE_MODE;
 use super::meta::{BackupInfo, Verification};
-use super::take::{open_backup, row_counts, sha256};
+use super::progress::{Meter, Progress};
+use super::take::{file_len, open_backup, row_counts, sha256_metered};
 use crate::connection::{open_read_write, DbOptions};
 use crate::maintenance::now_ms;
 
@@ -50,15 +51,44 @@ pub struct VerifyOptions {
 /// Verify the backup file at `path` against `info` with the standard
 /// checks; blocking. Never an error: what went wrong is in the answer.
 pub fn verify(path: &Path, info: &BackupInfo) -> Verification {
-    verify_with(path, info, &VerifyOptions::default())
+    verify_with(path, info, &VerifyOptions::default(), None)
 }
 
 /// Verify the backup file at `path` against `info`, with `options`;
 /// blocking. Never an error: what went wrong is in the answer.
-pub fn verify_with(path: &Path, info: &BackupInfo, options: &VerifyOptions) -> Verification {
+/// `progress` is told the bytes hashed, decompressed and copied.
+pub fn verify_with(
+    path: &Path,
+    info: &BackupInfo,
+    options: &VerifyOptions,
+    progress: Option<Progress<'_>>,
+) -> Verification {
+    let meter = Meter::new(progress, verify_bytes(path, info, options));
+    verify_metered(path, info, options, &meter)
+}
+
+/// The bytes [`verify_with`] reads from files (its progress total): the
+/// stored file once to hash it, once more to decompress it or to copy it
+/// for a trial restore.
+pub(crate) fn verify_bytes(path: &Path, info: &BackupInfo, options: &VerifyOptions) -> u64 {
+    let stored = file_len(path).unwrap_or(info.size);
+    if info.is_compressed() || options.trial_restore.is_some() {
+        2 * stored
+    } else {
+        stored
+    }
+}
+
+/// [`verify_with`], its passes counted by `meter`.
+pub(crate) fn verify_metered(
+    path: &Path,
+    info: &BackupInfo,
+    options: &VerifyOptions,
+    meter: &Meter<'_>,
+) -> Verification {
     let started = Instant::now();
     let mut errors = Vec::new();
-    match sha256(path) {
+    match sha256_metered(path, meter) {
         Ok(sum) if sum == info.sha256 => {}
         Ok(sum) => errors.push(format!(
             "checksum mismatch: the file's SHA-256 is {sum}, {} was recorded: the file changed after it was written",
@@ -69,7 +99,7 @@ pub fn verify_with(path: &Path, info: &BackupInfo, options: &VerifyOptions) -> V
     // A compressed backup is checked through a decompressed copy.
     let mut scratch = None;
     let plain = if info.is_compressed() {
-        match decompress_to_scratch(path, info) {
+        match decompress_to_scratch(path, info, meter) {
             Ok((dir, plain)) => {
                 scratch = Some(dir);
                 Some(plain)
@@ -113,7 +143,7 @@ pub fn verify_with(path: &Path, info: &BackupInfo, options: &VerifyOptions) -> V
         let tried = if scratch.is_some() {
             trial_open(&plain, db)
         } else {
-            trial_restore(&plain, db)
+            trial_restore(&plain, db, meter)
         };
         if let Err(e) = tried {
             errors.push(format!("trial restore: {e}"));
@@ -161,10 +191,11 @@ fn scratch_dir(purpose: &str) -> Result<tempfile::TempDir, String> {
 fn decompress_to_scratch(
     path: &Path,
     info: &BackupInfo,
+    meter: &Meter<'_>,
 ) -> Result<(tempfile::TempDir, PathBuf), String> {
     let dir = scratch_dir("verify")?;
     let plain = dir.path().join("backup.db");
-    let done = decompress_file(path, &plain).map_err(|e| e.to_string())?;
+    let done = decompress_metered(path, &plain, meter).map_err(|e| e.to_string())?;
     if let Some(expected) = info.uncompressed_size {
         if done.size != expected {
             return Err(format!(
@@ -179,7 +210,7 @@ fn decompress_to_scratch(
 /// Copy the database file at `path` into a new temporary directory, open
 /// the copy read-write with `db`'s options and check it there; the
 /// directory is removed on return.
-fn trial_restore(path: &Path, db: &DbOptions) -> Result<(), String> {
+fn trial_restore(path: &Path, db: &DbOptions, meter: &Meter<'_>) -> Result<(), String> {
     let dir = scratch_dir("trial-restore")?;
     let copy = dir.path().join("restored.db");
     let copied = (|| -> std::io::Result<()> {
@@ -188,7 +219,8 @@ fn trial_restore(path: &Path, db: &DbOptions) -> Result<(), String> {
             .create_new(true)
             .mode(FILE_MODE)
             .open(&copy)?;
-        std::io::copy(&mut File::open(path)?, &mut out)?;
+        let n = std::io::copy(&mut meter.reader(File::open(path)?), &mut out)?;
+        meter.pass_done(n);
         out.sync_all()
     })();
     copied.map_err(|e| format!("cannot copy the backup to {} ({e})", copy.display()))?;
@@ -215,7 +247,7 @@ fn trial_open(copy: &Path, db: &DbOptions) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::{take, Destination, LocalDir};
+    use crate::backup::{sha256, take, Destination, LocalDir};
     use crate::connection::{open_read_write, DbOptions};
 
     #[test]
@@ -271,7 +303,7 @@ mod tests {
         let trial = VerifyOptions {
             trial_restore: Some(db.clone()),
         };
-        let ok = verify_with(&path, &info, &trial);
+        let ok = verify_with(&path, &info, &trial, None);
         assert!(ok.passed, "{:?}", ok.errors);
         // The backup itself was not opened read-write: same bytes, no -wal.
         assert_eq!(sha256(&path).unwrap(), info.sha256);
@@ -288,7 +320,7 @@ mod tests {
         info.sha256 = sha256(&path).unwrap();
         let standard = verify(&path, &info);
         assert!(standard.passed, "{:?}", standard.errors);
-        let failed = verify_with(&path, &info, &trial);
+        let failed = verify_with(&path, &info, &trial, None);
         assert!(!failed.passed);
         assert_eq!(failed.errors.len(), 1, "{:?}", failed.errors);
         assert!(
