@@ -50,7 +50,8 @@
 //!   [`Action`]; [`Maintenance`], [`CheckpointMode`], [`MaintenanceRun`],
 //!   [`CheckpointOutcome`].
 //! - Backups: [`BackupInfo`], [`Verification`] (`rt.backup`,
-//!   `rt.backups`, `rt.verify_backup`).
+//!   `rt.backups`, `rt.verify_backup`); [`Compress`], how `[backup]
+//!   compress` stores them.
 //! - Supervision: [`ActorStatus`], [`SlotState`], [`RestartRecord`],
 //!   [`RestartOutcome`], [`WriterStats`]; [`Synchronous`], the durability
 //!   level of `[database] synchronous`; [`journal_version`].
@@ -87,11 +88,12 @@ mod supervisor;
 pub use config::{Config, ConfigError};
 pub use resilite_actors::{
     Action, ActorStatus, BackupInfo, BreakerConfig, BreakerError, BreakerHandle, BreakerOpen,
-    BreakerSnapshot, BreakerState, CheckpointMode, CheckpointOutcome, EnqueueOptions, Entry,
-    EntryStatus, Error, ErrorClass, Figures, Handler, HandlerFuture, HealthEvent, HealthReport,
-    HealthStatus, Integrity, Maintenance, MaintenanceRun, Operation, OperationOutcome, QueryResult,
-    QueueStats, Recommendation, RecoveryRecord, Resolution, RestartOutcome, RestartRecord, Result,
-    SlotState, Statement, Synchronous, Value, Verification, WriteOutcome, WriterStats,
+    BreakerSnapshot, BreakerState, CheckpointMode, CheckpointOutcome, Compress, EnqueueOptions,
+    Entry, EntryStatus, Error, ErrorClass, Figures, Handler, HandlerFuture, HealthEvent,
+    HealthReport, HealthStatus, Integrity, Maintenance, MaintenanceRun, Operation,
+    OperationOutcome, QueryResult, QueueStats, Recommendation, RecoveryRecord, Resolution,
+    RestartOutcome, RestartRecord, Result, SlotState, Statement, Synchronous, Value, Verification,
+    WriteOutcome, WriterStats,
 };
 pub use runtime::{Durable, NotReady, RecoveryOutcome, RestoreOutcome, Runtime, Status};
 

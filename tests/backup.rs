@@ -220,3 +220,235 @@ async fn retention_on_tick_keeps_the_newest_verified_one_too() {
     assert!(backups.join(&names[0]).exists() && backups.join(&names[2]).exists());
     rt.shutdown().await.unwrap();
 }
+
+/// Daily and monthly generations: after a restart with `keep_last = 1`,
+/// `keep_daily = 2`, `keep_monthly = 2`, the schedule's retention keeps the
+/// newest backup, the newest of each of the last two days that have one
+/// and the newest of each of the last two months; the rest is deleted,
+/// file and sidecar, and each deletion recorded in the catalog.
+#[tokio::test]
+async fn retention_generations_keep_newest_of_each_day_and_month() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").join("app.db");
+    let backups = dir.path().join("data").join("backups");
+    let mut config = resilite::Config::for_database(&db);
+    config.backup.interval = Duration::ZERO;
+    let rt = resilite::Runtime::start(config.clone()).await.unwrap();
+    rt.execute(Statement::sql("CREATE TABLE t(v)"))
+        .await
+        .unwrap();
+    // When each backup is said to have been taken (UTC), oldest first.
+    let dates = [
+        ("2024-01-15T10:00", 1_705_312_800_000i64),
+        ("2024-02-10T10:00", 1_707_559_200_000),
+        ("2024-02-20T10:00", 1_708_423_200_000),
+        ("2024-02-20T20:00", 1_708_459_200_000),
+        ("2024-02-21T10:00", 1_708_509_600_000),
+    ];
+    let mut names = Vec::new();
+    for _ in dates {
+        names.push(rt.backup("manual").await.unwrap().name);
+    }
+    rt.shutdown().await.unwrap();
+    drop(rt);
+    let journal = open_direct(&config.journal_path());
+    for (name, (_, at)) in names.iter().zip(dates) {
+        journal
+            .execute(
+                "UPDATE backups SET created_at_ms = ?2 WHERE name = ?1",
+                rusqlite::params![name, at],
+            )
+            .unwrap();
+    }
+    drop(journal);
+
+    config.backup.keep_last = 1;
+    config.backup.keep_daily = 2;
+    config.backup.keep_monthly = 2;
+    config.backup.verify_every = Duration::from_secs(1);
+    let rt = resilite::Runtime::start(config.clone()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let kept = loop {
+        let kept: Vec<String> = rt
+            .backups()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        if kept.len() == 3 || std::time::Instant::now() > deadline {
+            break kept;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // 02-21: the newest (keep_last), day 1 and February; 02-20T20:00: day 2;
+    // 01-15: January. Deleted: 02-20T10:00 (not the newest of its day)
+    // and 02-10 (neither day nor month).
+    assert_eq!(
+        kept,
+        [names[0].clone(), names[3].clone(), names[4].clone()],
+        "{dates:?}"
+    );
+    for (i, name) in names.iter().enumerate() {
+        let there = [0, 3, 4].contains(&i);
+        assert_eq!(backups.join(name).exists(), there, "{name}");
+        assert_eq!(
+            backups.join(format!("{name}.json")).exists(),
+            there,
+            "{name}"
+        );
+    }
+    let journal = open_direct(&config.journal_path());
+    let mut deleted: Vec<String> = journal
+        .prepare("SELECT name FROM backups WHERE deleted_at_ms IS NOT NULL ORDER BY created_at_ms")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    deleted.sort();
+    let mut expected = vec![names[1].clone(), names[2].clone()];
+    expected.sort();
+    assert_eq!(deleted, expected);
+    rt.shutdown().await.unwrap();
+}
+
+/// `backup.trial_restore = true`: each verification also restores the
+/// backup on trial, opened read-write. A backup that reads well but
+/// cannot be written (write version 3 in its header, recorded as written)
+/// passes the standard checks and fails the trial restore, recorded among
+/// its verification errors.
+#[tokio::test]
+async fn trial_restore_on_verify_records_a_backup_that_cannot_be_opened_read_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").join("app.db");
+    let mut config = resilite::Config::for_database(&db);
+    config.backup.interval = Duration::ZERO;
+    config.backup.trial_restore = true;
+    let rt = resilite::Runtime::start(config.clone()).await.unwrap();
+    rt.execute(Statement::sql("CREATE TABLE t(v)"))
+        .await
+        .unwrap();
+    rt.execute(insert("t", 1)).await.unwrap();
+    let info = rt.backup("manual").await.unwrap();
+    assert!(info.is_verified(), "{:?}", info.verify_errors);
+    rt.shutdown().await.unwrap();
+    drop(rt);
+
+    let path = db.parent().unwrap().join("backups").join(&info.name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[18] = 3;
+    std::fs::write(&path, bytes).unwrap();
+    let sum = resilite_actors::backup::sha256(&path).unwrap();
+    open_direct(&config.journal_path())
+        .execute(
+            "UPDATE backups SET sha256 = ?2 WHERE name = ?1",
+            [&info.name, &sum],
+        )
+        .unwrap();
+
+    let rt = resilite::Runtime::start(config.clone()).await.unwrap();
+    let v = rt.verify_backup(&info.name).await.unwrap();
+    assert!(!v.passed);
+    assert_eq!(v.errors.len(), 1, "{:?}", v.errors);
+    assert!(v.errors[0].starts_with("trial restore: "), "{:?}", v.errors);
+    let listed = rt.backups().await.unwrap();
+    assert_eq!(listed[0].verified, Some(false));
+    assert_eq!(listed[0].verify_errors, v.errors);
+    rt.shutdown().await.unwrap();
+    drop(rt);
+
+    // Without the trial, the same file passes.
+    config.backup.trial_restore = false;
+    let rt = resilite::Runtime::start(config).await.unwrap();
+    let v = rt.verify_backup(&info.name).await.unwrap();
+    assert!(v.passed, "{:?}", v.errors);
+    rt.shutdown().await.unwrap();
+}
+
+/// `backup.compress = "zstd"`: the backup is a private `.db.zst` with the
+/// stored file's SHA-256 and the database's size recorded (the latter read
+/// back from the sidecar after a restart); it verifies and restores online;
+/// one changed byte fails verification and the restore is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_backup_verifies_restores_and_fails_when_tampered() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").join("app.db");
+    let backups = dir.path().join("data").join("backups");
+    let mut config = resilite::Config::for_database(&db);
+    config.backup.interval = Duration::ZERO;
+    config.backup.compress = resilite::Compress::Zstd;
+    config.backup.compress_level = 9;
+    let rt = resilite::Runtime::start(config.clone()).await.unwrap();
+    rt.execute(Statement::sql("CREATE TABLE t(v)"))
+        .await
+        .unwrap();
+    for i in 0..200 {
+        rt.execute(insert("t", format!("row {i} {}", "x".repeat(200))))
+            .await
+            .unwrap();
+    }
+    let info = rt.backup("manual").await.unwrap();
+    assert!(info.name.ends_with("-manual.db.zst"), "{}", info.name);
+    assert!(info.is_verified(), "{:?}", info.verify_errors);
+    let plain = info.uncompressed_size.expect("uncompressed size recorded");
+    assert!(info.size * 4 < plain, "{} of {plain}", info.size);
+    let path = backups.join(&info.name);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), info.size);
+    assert_eq!(
+        resilite_actors::backup::sha256(&path).unwrap(),
+        info.sha256,
+        "the SHA-256 of the stored file"
+    );
+    let mut files: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [info.name.clone(), info.sidecar_name()],
+        "no temp file left"
+    );
+    for file in &files {
+        let mode = std::fs::metadata(backups.join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+    assert!(rt.verify_backup(&info.name).await.unwrap().passed);
+
+    rt.execute(insert("t", "after")).await.unwrap();
+    let restored = rt.restore(&info.name).await.unwrap();
+    assert_eq!(restored.restored, info.name);
+    let n = rt
+        .query(Statement::sql("SELECT count(*) FROM t"))
+        .await
+        .unwrap();
+    assert_eq!(n.rows[0][0], resilite::Value::Integer(200));
+    rt.shutdown().await.unwrap();
+    drop(rt);
+
+    // After a restart the catalog's row is completed from the sidecar.
+    let rt = resilite::Runtime::start(config).await.unwrap();
+    let listed = rt.backups().await.unwrap();
+    let again = listed.iter().find(|b| b.name == info.name).unwrap();
+    assert_eq!(again.uncompressed_size, Some(plain));
+
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    let v = rt.verify_backup(&info.name).await.unwrap();
+    assert!(!v.passed);
+    assert!(
+        v.errors.iter().any(|e| e.contains("checksum mismatch")),
+        "{:?}",
+        v.errors
+    );
+    let err = rt.restore(&info.name).await.unwrap_err();
+    assert!(err.to_string().contains("failed verification"), "{err}");
+    rt.shutdown().await.unwrap();
+}

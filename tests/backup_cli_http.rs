@@ -62,6 +62,9 @@ fn cli_backup_backups_and_verify_with_exit_codes() {
 
     let out = resilite(&["verify", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
+    let out = resilite(&["verify", "--trial-restore", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("trial restore"), "{}", text(&out));
 
     // It opens in the stock sqlite3 shell, when one is installed.
     match Command::new("sqlite3")
@@ -170,4 +173,222 @@ async fn http_backups_take_list_verify_and_refuse_paths() {
     // Token-protected.
     let r = c.get(s.url("/v1/backups")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// `resilite verify --trial-restore` catches a backup that passes the
+/// standard checks but cannot be opened read-write (write version 3 in
+/// its header, with the sidecar's checksum matching it).
+#[test]
+fn cli_verify_trial_restore_fails_a_backup_that_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").join("app.db");
+    make_db(&db);
+    let out = resilite(&["backup", "--db", db.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let backups = dir.path().join("data").join("backups");
+    let name = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.ends_with(".db"))
+        .unwrap();
+    let file = backups.join(&name);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[18] = 3;
+    std::fs::write(&file, bytes).unwrap();
+    let sidecar = backups.join(format!("{name}.json"));
+    let mut info: Value = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+    info["sha256"] = resilite_actors::backup::sha256(&file).unwrap().into();
+    std::fs::write(&sidecar, serde_json::to_vec(&info).unwrap()).unwrap();
+
+    let out = resilite(&["verify", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = resilite(&["verify", "--trial-restore", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("trial restore: the restored copy does not open read-write"),
+        "{}",
+        text(&out)
+    );
+}
+
+fn rows(path: &Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// `resilite backup --compress zstd` writes a `.db.zst`; `resilite verify`
+/// (with and without a trial restore) and `resilite restore` take it; one
+/// changed byte fails verification (exit 1) and the restore is refused,
+/// the database untouched.
+#[test]
+fn cli_compressed_backup_verify_restore_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").join("app.db");
+    make_db(&db);
+    let db_arg = db.to_str().unwrap();
+    let out = resilite(&[
+        "backup",
+        "--db",
+        db_arg,
+        "--compress",
+        "zstd",
+        "--compress-level",
+        "5",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("uncompressed"), "{}", text(&out));
+    let backups = dir.path().join("data").join("backups");
+    let name = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.ends_with(".db.zst"))
+        .expect("a .db.zst backup");
+    let file = backups.join(&name);
+    let sidecar: Value =
+        serde_json::from_slice(&std::fs::read(backups.join(format!("{name}.json"))).unwrap())
+            .unwrap();
+    assert!(sidecar["uncompressed_size"].as_u64().unwrap() > sidecar["size"].as_u64().unwrap());
+
+    for args in [vec!["verify"], vec!["verify", "--trial-restore"]] {
+        let mut args = args;
+        args.push(file.to_str().unwrap());
+        let out = resilite(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+    }
+
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("INSERT INTO t VALUES (4)", [])
+        .unwrap();
+    assert_eq!(rows(&db), 4);
+    let out = resilite(&["restore", "--db", db_arg, file.to_str().unwrap(), "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(rows(&db), 3);
+
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    let out = resilite(&["verify", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("checksum mismatch"), "{}", text(&out));
+    let before = std::fs::read(&db).unwrap();
+    let out = resilite(&["restore", "--db", db_arg, file.to_str().unwrap(), "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("failed verification"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the database was not changed"
+    );
+
+    let out = resilite(&["backup", "--db", db_arg, "--compress", "gzip"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--compress"), "{}", text(&out));
+    let out = resilite(&[
+        "backup",
+        "--db",
+        db_arg,
+        "--compress",
+        "zstd",
+        "--compress-level",
+        "30",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--compress-level"), "{}", text(&out));
+}
+
+/// Run `resilite args` under a pseudo-terminal (util-linux `script`), so
+/// that stderr is a terminal; what the terminal showed, or `None` when
+/// `script` is not installed.
+fn on_a_terminal(args: &[&str]) -> Option<String> {
+    let line = std::iter::once(env!("CARGO_BIN_EXE_resilite"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("TERM", "xterm")
+        .output()
+        .ok()?;
+    assert!(out.status.success(), "{}", text(&out));
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `backup`, `verify` and `restore` draw a progress bar on stderr for a
+/// large file (16 MiB or more) when stderr is a terminal, and none when it
+/// is piped or for a small file.
+#[test]
+fn cli_progress_bar_only_on_a_terminal_and_for_large_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").join("app.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(v);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4400)
+         INSERT INTO t SELECT randomblob(4000) FROM n;
+         PRAGMA wal_checkpoint(TRUNCATE);",
+    )
+    .unwrap();
+    drop(conn);
+    assert!(std::fs::metadata(&db).unwrap().len() > 17 << 20);
+    let db_arg = db.to_str().unwrap();
+    // A bar: its text, and the carriage return and line clearing it is
+    // redrawn with (logs have colours, but neither of those).
+    let bar_marks = |s: &str| s.contains('\r') || s.contains("\x1b[2K") || s.contains("eta ");
+
+    // Piped: no bar, whatever the size.
+    let out = resilite(&["backup", "--db", db_arg]);
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!bar_marks(&err), "{err:?}");
+    let backups = dir.path().join("data").join("backups");
+    let file = backups.join(
+        std::fs::read_dir(&backups)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .find(|n| n.ends_with(".db"))
+            .unwrap(),
+    );
+    let file_arg = file.to_str().unwrap();
+    for args in [
+        vec!["verify", file_arg],
+        vec!["restore", "--db", db_arg, file_arg, "--yes"],
+    ] {
+        let out = resilite(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!bar_marks(&err), "{args:?}: {err:?}");
+    }
+
+    // On a terminal: a bar for each verb on the large file.
+    let Some(shown) = on_a_terminal(&["verify", file_arg]) else {
+        eprintln!("script is not installed: the terminal check is skipped");
+        return;
+    };
+    assert!(
+        shown.contains("verify [") && shown.contains("MiB"),
+        "{shown:?}"
+    );
+    assert!(shown.contains(": ok"), "{shown:?}");
+    let shown = on_a_terminal(&["backup", "--db", db_arg, "--compress", "zstd"]).unwrap();
+    assert!(
+        shown.contains("backup [") && shown.contains("verify ["),
+        "{shown:?}"
+    );
+    let shown = on_a_terminal(&["restore", "--db", db_arg, file_arg, "--yes"]).unwrap();
+    assert!(
+        shown.contains("verify [") && shown.contains("pre-restore ["),
+        "{shown:?}"
+    );
+
+    // A small file: no bar even on a terminal.
+    let small = dir.path().join("small").join("app.db");
+    make_db(&small);
+    let shown = on_a_terminal(&["backup", "--db", small.to_str().unwrap()]).unwrap();
+    assert!(!shown.contains("eta "), "{shown:?}");
 }

@@ -87,7 +87,7 @@ pub mod journal;
 pub mod maintenance;
 pub mod slot;
 
-pub use backup::{BackupConfig, BackupInfo, Verification};
+pub use backup::{BackupConfig, BackupInfo, Compress, Verification};
 pub use breaker::{
     BreakerConfig, BreakerError, BreakerHandle, BreakerOpen, BreakerSnapshot, BreakerState,
 };

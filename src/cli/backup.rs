@@ -5,11 +5,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use resilite_actors::backup::{self, LocalDir};
+use resilite_actors::backup::{
+    self, Compress, LocalDir, TakeOptions, VerifyOptions, DEFAULT_COMPRESS_LEVEL,
+    MAX_COMPRESS_LEVEL, MIN_COMPRESS_LEVEL,
+};
 use resilite_actors::connection::{open_read_write, DbOptions};
 use resilite_actors::journal;
 
 use super::explained;
+use super::progress::Bar;
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
@@ -22,6 +26,14 @@ pub struct BackupArgs {
     /// Where to write it; default: `backups/` beside the database.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// `none`: a `.db` file as SQLite wrote it; `zstd`: a zstd-compressed
+    /// `.db.zst` file.
+    #[arg(long, default_value = "none", value_parser = ["none", "zstd"])]
+    compress: String,
+    /// The zstd level with `--compress zstd`: 1 to 19.
+    #[arg(long, default_value_t = DEFAULT_COMPRESS_LEVEL,
+          value_parser = clap::value_parser!(i32).range(MIN_COMPRESS_LEVEL as i64..=MAX_COMPRESS_LEVEL as i64))]
+    compress_level: i32,
 }
 
 pub fn run(args: BackupArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -35,10 +47,33 @@ pub fn run(args: BackupArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let config = crate::config::Config::for_database(&args.db);
     let dir = args.dir.unwrap_or_else(|| config.backup_dir());
     let dest = LocalDir::new(&dir);
-    let mut info = backup::take(&DbOptions::new(&args.db), &dest, &args.label)
-        .map_err(|e| explained(&args.db, e))?;
+    let options = TakeOptions {
+        compress: if args.compress == "zstd" {
+            Compress::Zstd
+        } else {
+            Compress::None
+        },
+        compress_level: args.compress_level,
+    };
+    let bar = Bar::new("backup");
+    let taken = backup::take_with(
+        &DbOptions::new(&args.db),
+        &dest,
+        &args.label,
+        &options,
+        Some(&|done, total| bar.report(done, total)),
+    );
+    drop(bar);
+    let mut info = taken.map_err(|e| explained(&args.db, e))?;
     let path = dir.join(&info.name);
-    let verification = backup::verify(&path, &info);
+    let bar = Bar::new("verify");
+    let verification = backup::verify_with(
+        &path,
+        &info,
+        &VerifyOptions::default(),
+        Some(&|done, total| bar.report(done, total)),
+    );
+    drop(bar);
     info.apply(&verification);
     backup::write_sidecar(&dest, &info)?;
     record(&config, &info)?;
@@ -52,10 +87,13 @@ pub fn run(args: BackupArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         return Ok(ExitCode::FAILURE);
     }
     let rows: u64 = info.row_counts.values().sum();
+    let size = match info.uncompressed_size {
+        Some(plain) => format!("{} bytes (zstd; {plain} uncompressed)", info.size),
+        None => format!("{} bytes", info.size),
+    };
     println!(
-        "backup {}: {} bytes, {} pages, {} rows in {} tables, {} ms; verified",
+        "backup {}: {size}, {} pages, {} rows in {} tables, {} ms; verified",
         path.display(),
-        info.size,
         info.page_count,
         rows,
         info.row_counts.len(),

@@ -10,6 +10,7 @@ mod backups;
 mod checkpoint;
 mod dlq;
 mod health;
+mod progress;
 mod recover;
 mod restore;
 mod run;
@@ -47,7 +48,8 @@ enum Command {
     /// List the backups of a database file recorded in its journal.
     Backups(backups::BackupsArgs),
     /// Verify a backup file (checksum, integrity_check, row counts) against
-    /// its `.json` sidecar. Exit 0 ok, 1 failed.
+    /// its `.json` sidecar; with --trial-restore, also restore a copy on
+    /// trial and check it opened read-write. Exit 0 ok, 1 failed.
     Verify(verify::VerifyArgs),
     /// Restore a backup file onto a database file no program has open:
     /// verified first, a `pre-restore` backup taken, the file replaced

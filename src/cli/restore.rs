@@ -15,8 +15,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use resilite_actors::backup::{self, LocalDir};
+use resilite_actors::backup::{self, LocalDir, TakeOptions, VerifyOptions};
 use resilite_actors::connection::DbOptions;
+
+use super::progress::Bar;
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
@@ -47,7 +49,15 @@ pub fn run(args: RestoreArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     ensure_not_in_use(&args.db)?;
     let info = backup::read_sidecar(&args.backup)?;
-    let staged = backup::prepare(&args.backup, &info, &args.db)?;
+    let bar = Bar::new("verify");
+    let staged = backup::prepare_with(
+        &args.backup,
+        &info,
+        &args.db,
+        Some(&|done, total| bar.report(done, total)),
+    );
+    drop(bar);
+    let staged = staged?;
     let question = format!(
         "replace {} with the backup {}?",
         args.db.display(),
@@ -59,10 +69,26 @@ pub fn run(args: RestoreArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     let config = crate::config::Config::for_database(&args.db);
     let dest = LocalDir::new(config.backup_dir());
-    match backup::take(&DbOptions::new(&args.db), &dest, "pre-restore") {
+    let bar = Bar::new("pre-restore");
+    let taken = backup::take_with(
+        &DbOptions::new(&args.db),
+        &dest,
+        "pre-restore",
+        &TakeOptions::default(),
+        Some(&|done, total| bar.report(done, total)),
+    );
+    drop(bar);
+    match taken {
         Ok(mut pre) => {
             let path = config.backup_dir().join(&pre.name);
-            let verification = backup::verify(&path, &pre);
+            let bar = Bar::new("verify");
+            let verification = backup::verify_with(
+                &path,
+                &pre,
+                &VerifyOptions::default(),
+                Some(&|done, total| bar.report(done, total)),
+            );
+            drop(bar);
             pre.apply(&verification);
             backup::write_sidecar(&dest, &pre)?;
             super::backup::record(&config, &pre)?;

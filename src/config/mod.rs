@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use resilite_actors::backup::Retention;
 pub use resilite_actors::breaker::DATABASE_BREAKER;
 use resilite_actors::{BackupConfig, DbOptions, RetryPolicy, WriterConfig};
 // The sections owned by the actors they configure: `[health]`, `[retry]`
@@ -170,8 +171,16 @@ impl Config {
             db: self.app_db(),
             dir: self.backup_dir(),
             interval: self.backup.interval,
-            keep_last: self.backup.keep_last,
+            retention: Retention {
+                keep_last: self.backup.keep_last,
+                keep_daily: self.backup.keep_daily,
+                keep_weekly: self.backup.keep_weekly,
+                keep_monthly: self.backup.keep_monthly,
+            },
             verify_every: self.backup.verify_every,
+            trial_restore: self.backup.trial_restore,
+            compress: self.backup.compress,
+            compress_level: self.backup.compress_level,
         }
     }
 

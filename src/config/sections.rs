@@ -5,7 +5,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use resilite_actors::backup::{DEFAULT_INTERVAL, DEFAULT_KEEP_LAST, DEFAULT_VERIFY_EVERY};
+use resilite_actors::backup::{
+    Compress, DEFAULT_COMPRESS_LEVEL, DEFAULT_INTERVAL, DEFAULT_KEEP_GENERATIONS,
+    DEFAULT_KEEP_LAST, DEFAULT_VERIFY_EVERY,
+};
 use resilite_actors::connection::DEFAULT_BUSY_TIMEOUT;
 use resilite_actors::readers::{
     DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_ROWS, DEFAULT_POOL_SIZE, DEFAULT_QUERY_TIMEOUT,
@@ -190,8 +193,17 @@ pub struct BackupSection {
     /// schedule (backups on request only).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
-    /// Backups kept; older ones are deleted (never the newest verified one).
+    /// The newest this many backups are kept, verified or not; `0` only
+    /// with a generation below.
     pub keep_last: usize,
+    /// The newest verified backup of each of the last this many UTC days
+    /// that have one is kept too; `0`: off.
+    pub keep_daily: usize,
+    /// The same per ISO week (Monday to Sunday, UTC); `0`: off.
+    pub keep_weekly: usize,
+    /// The same per calendar month (UTC); `0`: off. Whatever these say, the
+    /// newest verified backup is never deleted.
+    pub keep_monthly: usize,
     /// A backup not verified within this long is verified again.
     #[serde(with = "humantime_serde")]
     pub verify_every: Duration,
@@ -205,6 +217,17 @@ pub struct BackupSection {
     /// check fails, or a query or write meets SQLITE_CORRUPT/NOTADB): once
     /// per damaged file, from the newest verified backup.
     pub auto_recover: bool,
+    /// Every verification also restores the backup on trial: a copy in a
+    /// temporary directory (`TMPDIR`), opened read-write as the runtime
+    /// opens its database (WAL, `synchronous`, busy timeout) and checked
+    /// with `PRAGMA integrity_check` there.
+    pub trial_restore: bool,
+    /// `none`: backups are stored as SQLite wrote them (`.db`); `zstd`:
+    /// zstd-compressed (`.db.zst`, streamed), the SHA-256 of the stored
+    /// file recorded along with the database's own size.
+    pub compress: Compress,
+    /// The zstd level (1 to 19) when `compress = "zstd"`.
+    pub compress_level: i32,
 }
 
 impl Default for BackupSection {
@@ -213,9 +236,15 @@ impl Default for BackupSection {
             dir: None,
             interval: DEFAULT_INTERVAL,
             keep_last: DEFAULT_KEEP_LAST,
+            keep_daily: DEFAULT_KEEP_GENERATIONS,
+            keep_weekly: DEFAULT_KEEP_GENERATIONS,
+            keep_monthly: DEFAULT_KEEP_GENERATIONS,
             verify_every: DEFAULT_VERIFY_EVERY,
             op_log: false,
             auto_recover: true,
+            trial_restore: false,
+            compress: Compress::None,
+            compress_level: DEFAULT_COMPRESS_LEVEL,
         }
     }
 }

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use resilite_actors::backup::{MAX_COMPRESS_LEVEL, MIN_COMPRESS_LEVEL};
+
 use super::{Config, ConfigError};
 
 impl Config {
@@ -212,13 +214,31 @@ impl Config {
         if !b.interval.is_zero() {
             duration("backup.interval", b.interval, Duration::from_secs(1), year)?;
         }
-        range("backup.keep_last", b.keep_last, 1, 100_000)?;
+        range("backup.keep_last", b.keep_last, 0, 100_000)?;
+        for (key, value) in [
+            ("backup.keep_daily", b.keep_daily),
+            ("backup.keep_weekly", b.keep_weekly),
+            ("backup.keep_monthly", b.keep_monthly),
+        ] {
+            range(key, value, 0, 100_000)?;
+        }
+        if b.keep_last == 0 && b.keep_daily + b.keep_weekly + b.keep_monthly == 0 {
+            return Err(ConfigError(
+                "config key `backup.keep_last` = 0 is invalid with no generation set: retention would keep only the newest verified backup; set `backup.keep_last` to 1 or more (default 10), or set `backup.keep_daily`, `backup.keep_weekly` or `backup.keep_monthly`".into(),
+            ));
+        }
         duration(
             "backup.verify_every",
             b.verify_every,
             Duration::from_secs(1),
             Duration::from_secs(10 * 366 * 86_400),
         )?;
+        if !(MIN_COMPRESS_LEVEL..=MAX_COMPRESS_LEVEL).contains(&b.compress_level) {
+            return Err(ConfigError(format!(
+                "config key `backup.compress_level` = {} is invalid: must be between {MIN_COMPRESS_LEVEL} and {MAX_COMPRESS_LEVEL} (zstd levels; 3 is zstd's default, higher is smaller and slower)",
+                b.compress_level
+            )));
+        }
         Ok(())
     }
 
@@ -391,6 +411,109 @@ mod tests {
         assert!(err.0.contains("`health.quick_check_every`"), "{err}");
         let err = parse("[health]\nintervall = \"1s\"\n").unwrap_err();
         assert!(err.0.contains("intervall"), "{err}");
+    }
+
+    #[test]
+    fn config_backup_retention_keys_are_checked() {
+        let c = parse("[backup]\nkeep_daily = 7\nkeep_weekly = 4\nkeep_monthly = 12\n").unwrap();
+        assert_eq!(
+            (
+                c.backup.keep_last,
+                c.backup.keep_daily,
+                c.backup.keep_weekly,
+                c.backup.keep_monthly
+            ),
+            (10, 7, 4, 12)
+        );
+        let r = c.backup_config().retention;
+        assert_eq!(
+            (r.keep_last, r.keep_daily, r.keep_weekly, r.keep_monthly),
+            (10, 7, 4, 12)
+        );
+        // keep_last = 0 only with a generation.
+        assert!(parse("[backup]\nkeep_last = 0\nkeep_weekly = 4\n").is_ok());
+        let err = parse("[backup]\nkeep_last = 0\n").unwrap_err();
+        assert!(
+            err.0.contains("`backup.keep_last` = 0") && err.0.contains("`backup.keep_daily`"),
+            "{err}"
+        );
+        let err = parse("[backup]\nkeep_monthly = 1000000\n").unwrap_err();
+        assert!(
+            err.0.contains(
+                "`backup.keep_monthly` = 1000000 is invalid: must be between 0 and 100000"
+            ),
+            "{err}"
+        );
+        let err = parse("[backup]\nkeep_daily = -1\n").unwrap_err();
+        assert!(err.0.contains("`backup.keep_daily` = -1"), "{err}");
+        let env = vec![("RESILITE_BACKUP_KEEP_WEEKLY".to_string(), "5".to_string())];
+        assert_eq!(Config::parse("", env).unwrap().backup.keep_weekly, 5);
+    }
+
+    #[test]
+    fn config_backup_compress_is_none_or_zstd_with_a_level() {
+        use resilite_actors::backup::Compress;
+        let c = parse("").unwrap().backup_config();
+        assert_eq!((c.compress, c.compress_level), (Compress::None, 3));
+        let c = parse("[backup]\ncompress = \"zstd\"\ncompress_level = 19\n").unwrap();
+        let b = c.backup_config();
+        assert_eq!((b.compress, b.compress_level), (Compress::Zstd, 19));
+        let err = parse("[backup]\ncompress = \"gzip\"\n").unwrap_err();
+        assert!(
+            err.0
+                .contains("config key `backup.compress` = \"gzip\" is invalid")
+                && err.0.contains("`none`")
+                && err.0.contains("`zstd`"),
+            "{err}"
+        );
+        for level in ["0", "20", "-5"] {
+            let err = parse(&format!(
+                "[backup]\ncompress = \"zstd\"\ncompress_level = {level}\n"
+            ))
+            .unwrap_err();
+            assert!(
+                err.0.contains(&format!(
+                    "`backup.compress_level` = {level} is invalid: must be between 1 and 19"
+                )),
+                "{err}"
+            );
+        }
+        let env = vec![
+            ("RESILITE_BACKUP_COMPRESS".to_string(), "zstd".to_string()),
+            (
+                "RESILITE_BACKUP_COMPRESS_LEVEL".to_string(),
+                "7".to_string(),
+            ),
+        ];
+        let c = Config::parse("", env).unwrap();
+        assert_eq!(
+            (c.backup.compress, c.backup.compress_level),
+            (Compress::Zstd, 7)
+        );
+        let env = vec![("RESILITE_BACKUP_COMPRESS".to_string(), "lz4".to_string())];
+        let err = Config::parse("", env).unwrap_err();
+        assert!(
+            err.0.contains("RESILITE_BACKUP_COMPRESS") && err.0.contains("`zstd`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn config_backup_trial_restore_is_a_boolean() {
+        assert!(!parse("").unwrap().backup_config().trial_restore);
+        let c = parse("[backup]\ntrial_restore = true\n").unwrap();
+        assert!(c.backup_config().trial_restore);
+        let err = parse("[backup]\ntrial_restore = \"yes\"\n").unwrap_err();
+        assert!(
+            err.0
+                .contains("`backup.trial_restore` = \"yes\" is invalid: expected a boolean"),
+            "{err}"
+        );
+        let env = vec![(
+            "RESILITE_BACKUP_TRIAL_RESTORE".to_string(),
+            "true".to_string(),
+        )];
+        assert!(Config::parse("", env).unwrap().backup.trial_restore);
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! within `retry.durable_answer_within` either way.
 //!
 //! Each durable write is sent as an [`Operation::Once`] with a key of its
-//! own (`resilite-durable:<n>`). When the writer does not answer within the bound
-//! (the database locked, a batch stuck in SQLite's busy wait), the write
-//! is queued while it stays in flight and the caller is answered
-//! `Queued`: if the in-flight write commits after all, the queued copy
-//! finds its key claimed and is not applied again; if it fails, the queue
-//! has it. Keys of writes answered `Applied` are useless from then on: they
+//! own (`resilite-durable:<n>`). A write that fails in a way that may pass
+//! was not applied: it is queued as the caller sent it. When the writer
+//! does not answer within the bound (the database locked, a batch stuck in
+//! SQLite's busy wait), the write is queued with its key while it stays
+//! in flight, and the caller is answered `Queued`: if the in-flight write
+//! commits after all, the queued copy finds its key claimed and is not
+//! applied again; if it fails, the queue has it. Keys of writes answered `Applied` are useless from then on: they
 //! are forgotten in one statement per second, so the key table holds only
 //! the keys of queued writes, until their queued copy succeeds (or
 //! `retry.key_retention` passes).
@@ -97,27 +98,37 @@ impl Runtime {
     /// input) are returned as they are.
     pub async fn execute_durable(&self, op: Operation, options: EnqueueOptions) -> Result<Durable> {
         options.validate()?;
-        let (op, key) = self.inner.durable_keys.key(op);
+        let (keyed, key) = self.inner.durable_keys.key(op.clone());
         let bound = self.inner.config.retry.durable_answer_within;
         let rt = self.clone();
-        let in_flight = op.clone();
+        let in_flight = keyed.clone();
         let mut write = tokio::spawn(async move { rt.write(in_flight).await });
-        let cause = match tokio::time::timeout(bound, &mut write).await {
+        // The write failed: nothing of it was applied, the operation is
+        // queued as the caller sent it. Still in flight: queued with its
+        // key, which keeps the two to one.
+        let (queued, cause) = match tokio::time::timeout(bound, &mut write).await {
             Ok(Ok(Ok(results))) => {
                 if let Some(n) = key {
                     self.inner.durable_keys.applied(n);
                 }
                 return Ok(Durable::Applied { results });
             }
-            Ok(Ok(Err(e))) if e.class.is_retryable_later() => e,
+            Ok(Ok(Err(e))) if e.class.is_retryable_later() => (op, e),
             Ok(Ok(Err(e))) => return Err(e),
-            Ok(Err(joined)) => return Err(Error::classed(ErrorClass::Internal, joined.to_string())),
-            Err(_) => Error::unavailable(format!(
-                "no answer from the writer within {} (retry.durable_answer_within); the write stays in flight and its key keeps it to one",
-                humantime::format_duration(bound)
-            )),
+            Ok(Err(joined)) => {
+                return Err(Error::classed(ErrorClass::Internal, joined.to_string()))
+            }
+            Err(_) => (
+                keyed,
+                Error::unavailable(format!(
+                    "no answer from the writer within {} (retry.durable_answer_within); the write stays in flight and its key keeps it to one",
+                    humantime::format_duration(bound)
+                )),
+            ),
         };
-        let id = self.queue_operation(&op, &options, Some(&cause)).await?;
+        let id = self
+            .queue_operation(&queued, &options, Some(&cause))
+            .await?;
         tracing::info!(id, class = cause.class.as_str(), "write queued for replay");
         Ok(Durable::Queued { id })
     }

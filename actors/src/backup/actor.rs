@@ -4,8 +4,9 @@
 //! It takes backups (on request, and on its schedule: when `interval` has
 //! passed since the newest), verifies each right after taking it and
 //! again when its last verification is older than `verify_every`, and
-//! deletes old ones by retention (the newest `keep_last`, and the newest
-//! verified one, are kept). Every backup, verification and deletion is
+//! deletes old ones by retention ([`Retention`](super::Retention): the
+//! newest `keep_last`, the daily, weekly and monthly generations, and the
+//! newest verified one are kept). Every backup, verification and deletion is
 //! recorded in the journal's catalog through the journal writer; the list
 //! it answers is its own state, rebuilt from the catalog at each start.
 //!
@@ -27,8 +28,10 @@ use tokio::task::JoinHandle;
 
 use super::config::BackupConfig;
 use super::destination::{check_name, Destination, LocalDir};
-use super::meta::{BackupInfo, Verification};
+use super::meta::{self, BackupInfo, Verification};
 use super::restore::{self, Staged};
+use super::take::TakeOptions;
+use super::verify::VerifyOptions;
 use super::{retention, take, verify};
 use crate::connection::{read_blocking, DbOptions};
 use crate::error::{Error, ErrorClass, Result};
@@ -116,15 +119,24 @@ impl Actor for BackupActor {
         myself: ActorRef<BackupMsg>,
         args: BackupArgs,
     ) -> Result<BackupState, ActorProcessingErr> {
-        let backups = read_blocking(&args.journal_db, catalog::live).await?;
+        let mut backups = read_blocking(&args.journal_db, catalog::live).await?;
         let config = &args.config;
+        let dest: Arc<dyn Destination> = Arc::new(LocalDir::new(config.dir.clone()));
+        backups = {
+            let dest = dest.clone();
+            blocking(move || {
+                meta::fill_from_sidecars(dest.as_ref(), &mut backups);
+                Ok(backups)
+            })
+            .await?
+        };
         let mut tick = DEFAULT_TICK.min(config.verify_every);
         if !config.interval.is_zero() {
             tick = tick.min(config.interval);
         }
         let timer = myself.send_interval(tick, || BackupMsg::Tick);
         Ok(BackupState {
-            dest: Arc::new(LocalDir::new(config.dir.clone())),
+            dest,
             args,
             backups,
             timer: Some(timer),
@@ -289,7 +301,12 @@ impl BackupState {
         let db = self.args.config.db.clone();
         let dest = self.dest.clone();
         let label = label.to_string();
-        let mut info = blocking(move || take::take(&db, dest.as_ref(), &label)).await?;
+        let options = TakeOptions {
+            compress: self.args.config.compress,
+            compress_level: self.args.config.compress_level,
+        };
+        let mut info =
+            blocking(move || take::take_with(&db, dest.as_ref(), &label, &options, None)).await?;
         let verification = self.check(&info).await;
         info.apply(&verification);
         self.refresh_sidecar(&info).await;
@@ -342,13 +359,18 @@ impl BackupState {
         }
     }
 
-    /// Run the checks on a blocking thread.
+    /// Run the checks on a blocking thread (with a trial restore when
+    /// `trial_restore` is on).
     async fn check(&self, info: &BackupInfo) -> Verification {
         let dest = self.dest.clone();
         let info = info.clone();
         let name = info.name.clone();
+        let config = &self.args.config;
+        let options = VerifyOptions {
+            trial_restore: config.trial_restore.then(|| config.db.clone()),
+        };
         let verification = blocking(move || match dest.read_path(&info.name) {
-            Ok(path) => Ok(verify::verify(&path, &info)),
+            Ok(path) => Ok(verify::verify_with(&path, &info, &options, None)),
             Err(e) => Ok(Verification {
                 name: info.name.clone(),
                 passed: false,
@@ -373,8 +395,20 @@ impl BackupState {
     }
 
     /// Delete what retention says, each deletion recorded.
+    ///
+    /// No lock is needed to keep a deletion from pulling a backup out from
+    /// under a verification or a restore that is reading it: all three run
+    /// inside this actor's own handler, one message at a time. A verify
+    /// (`verify_named`), a restore's or a recovery's verification and
+    /// staged copy (`prepare_restore`, `prepare_recovery`) read the backup
+    /// file and finish before the handler returns, and retention runs only
+    /// from a handler (`backup`, `tick`), so it never overlaps them. What a
+    /// restore installs afterwards is its own staged copy, not the backup.
+    /// (A `resilite verify` or `restore` run by hand on the same directory
+    /// is another process: a deletion meanwhile makes it fail with "not
+    /// found", never read a part of a file.)
     async fn retain(&mut self) {
-        for name in retention::to_delete(&self.backups, self.args.config.keep_last) {
+        for name in retention::to_delete(&self.backups, &self.args.config.retention) {
             let dest = self.dest.clone();
             let file = name.clone();
             let deleted = blocking(move || {

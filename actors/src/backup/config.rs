@@ -3,14 +3,21 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::compress::Compress;
+use super::retention::Retention;
 use crate::connection::DbOptions;
 
 /// Default time between scheduled backups.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
 /// Default number of backups kept.
 pub const DEFAULT_KEEP_LAST: usize = 10;
+/// Default number of days, ISO weeks and months whose newest verified
+/// backup is kept: none (only `keep_last` applies).
+pub const DEFAULT_KEEP_GENERATIONS: usize = 0;
 /// Default age of a verification after which a backup is verified again.
 pub const DEFAULT_VERIFY_EVERY: Duration = Duration::from_secs(86_400);
+/// Default zstd level of compressed backups (zstd's own default).
+pub const DEFAULT_COMPRESS_LEVEL: i32 = 3;
 /// Pages copied per backup step.
 pub const DEFAULT_STEP_PAGES: i32 = 256;
 /// Pause between two backup steps, so that writers get the file.
@@ -27,10 +34,18 @@ pub struct BackupConfig {
     /// A scheduled backup is taken when the newest is this old; zero: no
     /// schedule.
     pub interval: Duration,
-    /// Backups kept by retention.
-    pub keep_last: usize,
+    /// Which backups retention keeps.
+    pub retention: Retention,
     /// A backup not verified within this long is verified again.
     pub verify_every: Duration,
+    /// Every verification also restores the backup on trial: a copy in a
+    /// temporary directory, opened read-write with `db`'s options and
+    /// checked there (see [`verify_with`](super::verify_with)).
+    pub trial_restore: bool,
+    /// Backups are stored as is or zstd-compressed (`.db.zst`).
+    pub compress: Compress,
+    /// The zstd level of compressed backups.
+    pub compress_level: i32,
 }
 
 impl BackupConfig {
@@ -46,8 +61,16 @@ impl BackupConfig {
             db,
             dir,
             interval: DEFAULT_INTERVAL,
-            keep_last: DEFAULT_KEEP_LAST,
+            retention: Retention {
+                keep_last: DEFAULT_KEEP_LAST,
+                keep_daily: DEFAULT_KEEP_GENERATIONS,
+                keep_weekly: DEFAULT_KEEP_GENERATIONS,
+                keep_monthly: DEFAULT_KEEP_GENERATIONS,
+            },
             verify_every: DEFAULT_VERIFY_EVERY,
+            trial_restore: false,
+            compress: Compress::None,
+            compress_level: DEFAULT_COMPRESS_LEVEL,
         }
     }
 }

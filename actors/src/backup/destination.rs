@@ -1,6 +1,7 @@
 //! Where backups are kept: the [`Destination`] interface and its local
 //! directory implementation, [`LocalDir`]. A destination stores named
-//! files (a backup `<name>.db` and its sidecar `<name>.db.json`); it knows
+//! files (a backup `<name>.db` or `<name>.db.zst` and its sidecar
+//! `<name>.db.json` or `<name>.db.zst.json`); it knows
 //! nothing about SQLite, so another backend (object storage) can be added
 //! without touching the actor.
 

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::destination::Destination;
 use crate::error::{Error, Result};
 
 /// Longest label.
@@ -16,7 +17,7 @@ const MAX_LABEL: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupInfo {
     /// The file name in the backup directory:
-    /// `<dbname>-<UTC timestamp>-<label>.db`.
+    /// `<dbname>-<UTC timestamp>-<label>.db`, or `.db.zst` when compressed.
     pub name: String,
     /// Why it was taken: `manual`, `scheduled`, or the caller's label.
     pub label: String,
@@ -24,11 +25,11 @@ pub struct BackupInfo {
     pub created_at_ms: i64,
     /// How long the copy took.
     pub duration_ms: u64,
-    /// Size of the file in bytes.
+    /// Size of the stored file in bytes (compressed, for a `.db.zst`).
     pub size: u64,
     /// Pages in the copy.
     pub page_count: u64,
-    /// SHA-256 of the file, hex.
+    /// SHA-256 of the stored file (compressed, for a `.db.zst`), hex.
     pub sha256: String,
     /// The SQLite library that wrote it.
     pub sqlite_version: String,
@@ -55,12 +56,23 @@ pub struct BackupInfo {
     /// when no operation was ever logged for the database.
     #[serde(default)]
     pub op_log_seq: Option<i64>,
+    /// For a compressed backup, the size of the database inside (bytes);
+    /// `None` for an uncompressed one (`size` is the database's size). Kept
+    /// in the sidecar only (the catalog has no column for it): the
+    /// BackupActor reads it from there at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncompressed_size: Option<u64>,
 }
 
 impl BackupInfo {
     /// Passed its last verification.
     pub fn is_verified(&self) -> bool {
         self.verified == Some(true)
+    }
+
+    /// Stored zstd-compressed (its name ends in `.zst`).
+    pub fn is_compressed(&self) -> bool {
+        self.name.ends_with(super::compress::ZSTD_SUFFIX)
     }
 
     /// The sidecar's name: `<name>.json`.
@@ -88,7 +100,7 @@ pub fn read_sidecar(path: &Path) -> Result<BackupInfo> {
     let sidecar = std::path::PathBuf::from(sidecar);
     let text = std::fs::read_to_string(&sidecar).map_err(|e| {
         Error::bad_input(format!(
-            "cannot read {} ({e}): a backup is verified against the metadata written beside it; keep the .json file next to the .db file",
+            "cannot read {} ({e}): a backup is verified against the metadata written beside it; keep the .json file next to the backup file",
             sidecar.display()
         ))
     })?;
@@ -98,6 +110,27 @@ pub fn read_sidecar(path: &Path) -> Result<BackupInfo> {
             sidecar.display()
         ))
     })
+}
+
+/// Fill in, for each compressed backup among `backups` (as the catalog
+/// lists them), what the catalog has no column for
+/// ([`BackupInfo::uncompressed_size`]) from its sidecar in `dest`. Best
+/// effort: a missing or unreadable sidecar leaves it `None` (verification
+/// then skips the size check; the zstd frame's checksum still holds).
+pub fn fill_from_sidecars(dest: &dyn Destination, backups: &mut [BackupInfo]) {
+    for b in backups
+        .iter_mut()
+        .filter(|b| b.is_compressed() && b.uncompressed_size.is_none())
+    {
+        let side = dest.read_path(&b.name).and_then(|path| read_sidecar(&path));
+        match side {
+            Ok(side) if side.name == b.name => b.uncompressed_size = side.uncompressed_size,
+            Ok(side) => {
+                tracing::warn!(backup = %b.name, sidecar = %side.name, "the sidecar describes another backup")
+            }
+            Err(e) => tracing::warn!(backup = %b.name, error = %e, "the sidecar was not read"),
+        }
+    }
 }
 
 /// The outcome of verifying one backup.
@@ -163,7 +196,7 @@ pub fn utc_stamp(at_ms: i64) -> String {
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
 /// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

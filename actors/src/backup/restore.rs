@@ -7,7 +7,11 @@
 //!    it to a temporary name in the database's directory (mode 0600),
 //!    fsync it and check the copy's SHA-256 against the recorded one. The
 //!    answer, [`Staged`], owns that copy (dropped unused, it is removed),
-//!    so retention may delete the backup afterwards without harm.
+//!    so retention may delete the backup afterwards without harm. A
+//!    compressed backup (`.db.zst`) is decompressed into that copy
+//!    instead, streamed; the compressed bytes read must hash to the
+//!    recorded SHA-256, and the copy, read back after the fsync, to what
+//!    was decompressed (its size the recorded uncompressed size).
 //! 2. [`install`]: once no connection has the database open, remove its
 //!    stale `-wal` and `-shm`, rename the copy over the database and fsync
 //!    the directory. The rename is atomic: a crash leaves the old file or
@@ -26,10 +30,12 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use super::compress::decompress_metered;
 use super::destination::FILE_MODE;
 use super::meta::{backup_name, read_sidecar, BackupInfo};
-use super::take::sha256;
-use super::verify::verify;
+use super::progress::{Meter, Progress};
+use super::take::{file_len, sha256_metered};
+use super::verify::{verify_bytes, verify_metered, VerifyOptions};
 use crate::error::{Error, ErrorClass, Result};
 use crate::maintenance::sibling;
 
@@ -61,6 +67,17 @@ impl Drop for Staged {
 /// beside `target` under a temporary name. Blocking. `target` is not
 /// touched.
 pub fn prepare(backup: &Path, info: &BackupInfo, target: &Path) -> Result<Staged> {
+    prepare_with(backup, info, target, None)
+}
+
+/// [`prepare`], telling `progress` the bytes verified, copied (or
+/// decompressed) and read back.
+pub fn prepare_with(
+    backup: &Path,
+    info: &BackupInfo,
+    target: &Path,
+    progress: Option<Progress<'_>>,
+) -> Result<Staged> {
     if !backup.is_file() {
         return Err(Error::bad_input(format!(
             "backup {} not found: list the backups with `resilite backups` and pick one that exists; the database was not changed",
@@ -68,7 +85,15 @@ pub fn prepare(backup: &Path, info: &BackupInfo, target: &Path) -> Result<Staged
         )));
     }
     check_belongs(backup, info, target)?;
-    let verification = verify(backup, info);
+    let checks = VerifyOptions::default();
+    let stored = file_len(backup)?;
+    // Verify, then copy and read back (or decompress and read back).
+    let staging = match info.uncompressed_size {
+        Some(plain) if info.is_compressed() => stored + plain,
+        _ => 2 * stored,
+    };
+    let meter = Meter::new(progress, verify_bytes(backup, info, &checks) + staging);
+    let verification = verify_metered(backup, info, &checks, &meter);
     if !verification.passed {
         return Err(Error::new(
             ErrorClass::Corruption,
@@ -84,6 +109,10 @@ pub fn prepare(backup: &Path, info: &BackupInfo, target: &Path) -> Result<Staged
         path: staged_path(target),
         info: info.clone(),
     };
+    if info.is_compressed() {
+        stage_decompressed(backup, info, &staged.path, &meter)?;
+        return Ok(staged);
+    }
     let copy = || -> std::io::Result<()> {
         let mut out = OpenOptions::new()
             .write(true)
@@ -91,11 +120,12 @@ pub fn prepare(backup: &Path, info: &BackupInfo, target: &Path) -> Result<Staged
             .truncate(true)
             .mode(FILE_MODE)
             .open(&staged.path)?;
-        std::io::copy(&mut File::open(backup)?, &mut out)?;
+        let n = std::io::copy(&mut meter.reader(File::open(backup)?), &mut out)?;
+        meter.pass_done(n);
         out.sync_all()
     };
     copy().map_err(|e| Error::from(e).during("copy backup for restore", &staged.path))?;
-    let sum = sha256(&staged.path)?;
+    let sum = sha256_metered(&staged.path, &meter)?;
     if sum != info.sha256 {
         return Err(Error::new(
             ErrorClass::Corruption,
@@ -134,6 +164,59 @@ pub fn remove_stale_staged(target: &Path) {
             tracing::warn!(file = %stale.display(), error = %e, "could not remove a stale staged copy")
         }
     }
+}
+
+/// Decompress the compressed backup `backup` into `to` (mode 0600,
+/// fsynced) and check it: the compressed bytes read are the recorded ones,
+/// the file reads back as decompressed, its size is the recorded one.
+fn stage_decompressed(
+    backup: &Path,
+    info: &BackupInfo,
+    to: &Path,
+    meter: &Meter<'_>,
+) -> Result<()> {
+    let done = decompress_metered(backup, to, meter)
+        .map_err(|e| e.during("decompress backup for restore", to))?;
+    meter.set_total(meter.done() + done.size);
+    let unchanged = "the database was not changed";
+    if done.stored_sha256 != info.sha256 {
+        return Err(Error::new(
+            ErrorClass::Corruption,
+            format!(
+                "backup {} changed while it was restored: its SHA-256 is now {}, {} was recorded",
+                backup.display(),
+                done.stored_sha256,
+                info.sha256
+            ),
+            format!("check the disk holding the backup directory; {unchanged}"),
+        ));
+    }
+    if info.uncompressed_size.is_some_and(|n| n != done.size) {
+        return Err(Error::new(
+            ErrorClass::Corruption,
+            format!(
+                "backup {} decompresses to {} bytes, {} were recorded",
+                backup.display(),
+                done.size,
+                info.uncompressed_size.unwrap_or_default()
+            ),
+            format!("do not restore from it: pick another verified backup; {unchanged}"),
+        ));
+    }
+    let sum = sha256_metered(to, meter)?;
+    if sum != done.sha256 {
+        return Err(Error::new(
+            ErrorClass::Corruption,
+            format!(
+                "the decompressed copy of backup {} at {} has SHA-256 {sum}, {} was written",
+                info.name,
+                to.display(),
+                done.sha256
+            ),
+            format!("the disk holding the database returned other bytes than were written; check it; {unchanged}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Put `staged` in place of the database at `target`: remove its stale

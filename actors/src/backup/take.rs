@@ -26,6 +26,12 @@
 //! `<dbname>-<UTC timestamp>-<label>.db`, the directory fsynced; then its
 //! metadata is written beside it as `<name>.json`.
 //!
+//! With [`Compress::Zstd`] the measured copy is then compressed (streamed,
+//! see `compress`) into a second temporary file, also mode 0600, whose
+//! SHA-256 and size are recorded (the database's size as
+//! [`BackupInfo::uncompressed_size`]); that one is fsynced and renamed to
+//! `<name>.db.zst`, and the uncompressed copy removed.
+//!
 //! # The operation-log position
 //!
 //! A backup records the operation-log sequence number it covers
@@ -47,16 +53,18 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha256};
 
-use super::config::{DEFAULT_STEP_PAGES, DEFAULT_STEP_PAUSE};
+use super::compress::{compress_metered, Compress, ZSTD_SUFFIX};
+use super::config::{DEFAULT_COMPRESS_LEVEL, DEFAULT_STEP_PAGES, DEFAULT_STEP_PAUSE};
 use super::destination::Destination;
 use super::meta::{backup_name, check_label, BackupInfo};
+use super::progress::{Meter, Progress};
 use crate::connection::{open_read_only, DbOptions};
 use crate::error::{Error, Result};
 use crate::maintenance::now_ms;
@@ -64,58 +72,120 @@ use crate::maintenance::now_ms;
 /// Restarts of a stepwise copy after which the rest is copied in one step.
 pub const MAX_RESTARTS: u32 = 3;
 
-/// Copy the database `db` into `dest` as a new backup labelled `label`;
-/// blocking (run it on a blocking thread). Its metadata, also written as
-/// the sidecar.
+/// How a backup is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TakeOptions {
+    /// Stored as is (`.db`) or zstd-compressed (`.db.zst`).
+    pub compress: Compress,
+    /// The zstd level, when compressed
+    /// ([`MIN_COMPRESS_LEVEL`](super::MIN_COMPRESS_LEVEL) to
+    /// [`MAX_COMPRESS_LEVEL`](super::MAX_COMPRESS_LEVEL)).
+    pub compress_level: i32,
+}
+
+impl Default for TakeOptions {
+    fn default() -> Self {
+        TakeOptions {
+            compress: Compress::None,
+            compress_level: DEFAULT_COMPRESS_LEVEL,
+        }
+    }
+}
+
+/// Copy the database `db` into `dest` as a new backup labelled `label`,
+/// uncompressed; blocking (run it on a blocking thread). Its metadata,
+/// also written as the sidecar.
 pub fn take(db: &DbOptions, dest: &dyn Destination, label: &str) -> Result<BackupInfo> {
+    take_with(db, dest, label, &TakeOptions::default(), None)
+}
+
+/// Copy the database `db` into `dest` as a new backup labelled `label`,
+/// as `options` say; blocking (run it on a blocking thread). Its metadata,
+/// also written as the sidecar. `progress` is told the bytes copied,
+/// hashed and compressed (about twice the database's size in all).
+pub fn take_with(
+    db: &DbOptions,
+    dest: &dyn Destination,
+    label: &str,
+    options: &TakeOptions,
+    progress: Option<Progress<'_>>,
+) -> Result<BackupInfo> {
     check_label(label)?;
     let started = Instant::now();
     let created_at_ms = now_ms();
-    let name = backup_name(&db.path, created_at_ms, label);
+    let plain_name = backup_name(&db.path, created_at_ms, label);
+    let name = match options.compress {
+        Compress::None => plain_name.clone(),
+        Compress::Zstd => format!("{plain_name}{ZSTD_SUFFIX}"),
+    };
     let source = open_read_only(db)?;
-    let staged = dest.stage(&name)?;
-    let copied = copy(&source, &staged).and_then(|restarts| {
+    // Removed on return whatever happens; `put` consumes the stored one.
+    let mut temps = TempFiles::default();
+    let staged = temps.add(dest.stage(&plain_name)?);
+    let mut built = || -> Result<(PathBuf, BackupInfo)> {
+        // The copy, then a hash or a compression of it: twice its size.
+        let meter = Meter::new(progress, 2 * database_bytes(&source)?);
+        let restarts = copy(&source, &staged, &meter)?;
         let (page_count, user_version, row_counts) = measure(&staged)?;
         let op_log_seq = crate::writer::op_log_position(&open_backup(&staged)?)?;
-        Ok((
-            restarts,
+        meter.set_total(meter.done() + file_len(&staged)?);
+        let (stored, uncompressed_size) = match options.compress {
+            Compress::None => (staged.clone(), None),
+            Compress::Zstd => {
+                let zst = temps.add(dest.stage(&name)?);
+                let plain_size = compress_metered(&staged, &zst, options.compress_level, &meter)?;
+                meter.set_total(meter.done() + file_len(&zst)?);
+                (zst, Some(plain_size))
+            }
+        };
+        let info = BackupInfo {
+            name: name.clone(),
+            label: label.to_string(),
+            created_at_ms,
+            duration_ms: 0,
+            size: 0,
             page_count,
+            sha256: sha256_metered(&stored, &meter)?,
+            sqlite_version: rusqlite::version().to_string(),
             user_version,
             row_counts,
-            sha256(&staged)?,
+            restarts,
+            verified_at_ms: None,
+            verified: None,
+            verify_errors: Vec::new(),
             op_log_seq,
-        ))
-    });
-    let (restarts, page_count, user_version, row_counts, sha256, op_log_seq) = match copied {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = std::fs::remove_file(&staged);
-            return Err(e.during("backup", &db.path));
-        }
+            uncompressed_size,
+        };
+        Ok((stored, info))
     };
-    let size = dest.put(&name, &staged)?;
-    let info = BackupInfo {
-        name,
-        label: label.to_string(),
-        created_at_ms,
-        duration_ms: started.elapsed().as_millis() as u64,
-        size,
-        page_count,
-        sha256,
-        sqlite_version: rusqlite::version().to_string(),
-        user_version,
-        row_counts,
-        restarts,
-        verified_at_ms: None,
-        verified: None,
-        verify_errors: Vec::new(),
-        op_log_seq,
-    };
+    let (stored, mut info) = built().map_err(|e| e.during("backup", &db.path))?;
+    info.size = dest.put(&name, &stored)?;
+    info.duration_ms = started.elapsed().as_millis() as u64;
+    let restarts = info.restarts;
     write_sidecar(dest, &info)?;
     if restarts > 0 {
         tracing::info!(backup = %info.name, restarts, "backup copy restarted by concurrent writes");
     }
     Ok(info)
+}
+
+/// Temporary files removed when dropped (one already gone is fine).
+#[derive(Default)]
+struct TempFiles(Vec<PathBuf>);
+
+impl TempFiles {
+    fn add(&mut self, path: PathBuf) -> PathBuf {
+        self.0.push(path.clone());
+        path
+    }
+}
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Write (or rewrite) the sidecar of `info`.
@@ -127,10 +197,12 @@ pub fn write_sidecar(dest: &dyn Destination, info: &BackupInfo) -> Result<()> {
 
 /// The stepwise online copy of `source` into the file `to`; the number of
 /// restarts.
-fn copy(source: &Connection, to: &Path) -> Result<u32> {
+fn copy(source: &Connection, to: &Path, meter: &Meter<'_>) -> Result<u32> {
+    let page_size: i64 = source.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let page_size = page_size as u64;
     let mut target = Connection::open(to)?;
     let mut restarts = 0;
-    {
+    let copied = {
         let backup = Backup::new(source, &mut target)?;
         let mut last_remaining: Option<i32> = None;
         loop {
@@ -139,19 +211,21 @@ fn copy(source: &Connection, to: &Path) -> Result<u32> {
             } else {
                 DEFAULT_STEP_PAGES
             };
-            match backup.step(pages)? {
-                StepResult::Done => break,
-                StepResult::More | StepResult::Busy | StepResult::Locked => {}
-                _ => {}
-            }
+            let step = backup.step(pages)?;
             let progress = backup.progress();
+            let copied = (progress.pagecount - progress.remaining).max(0) as u64 * page_size;
+            meter.at(copied);
+            if matches!(step, StepResult::Done) {
+                break copied;
+            }
             if last_remaining.is_some_and(|last| progress.remaining > last) {
                 restarts += 1;
             }
             last_remaining = Some(progress.remaining);
             std::thread::sleep(DEFAULT_STEP_PAUSE);
         }
-    }
+    };
+    meter.pass_done(copied);
     // One file, no -wal: readable alone and read-only.
     target.query_row("PRAGMA journal_mode=DELETE", [], |_| Ok(()))?;
     target
@@ -200,7 +274,13 @@ pub fn row_counts(conn: &Connection) -> Result<BTreeMap<String, u64>> {
 
 /// SHA-256 of the file at `path`, hex.
 pub fn sha256(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::from(e).during("read", path))?;
+    sha256_metered(path, &Meter::none())
+}
+
+/// [`sha256`], its bytes one pass of `meter`.
+pub(crate) fn sha256_metered(path: &Path, meter: &Meter<'_>) -> Result<String> {
+    let file = std::fs::File::open(path).map_err(|e| Error::from(e).during("read", path))?;
+    let mut file = meter.reader(file);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -212,11 +292,25 @@ pub fn sha256(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    meter.pass_done(file.read_bytes());
+    Ok(super::compress::hex(&hasher.finalize()))
+}
+
+/// The size of the file at `path`.
+pub(crate) fn file_len(path: &Path) -> Result<u64> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| Error::from(e).during("stat", path))
+}
+
+/// The size of the database `conn` has open (pages times page size).
+fn database_bytes(conn: &Connection) -> Result<u64> {
+    let bytes: i64 = conn.query_row(
+        "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(bytes.max(0) as u64)
 }
 
 #[cfg(test)]
@@ -262,5 +356,97 @@ mod tests {
         assert!(info.row_counts["t"] >= 10_000);
         let path = dest.read_path(&info.name).unwrap();
         assert!(crate::backup::verify(&path, &info).passed);
+    }
+
+    /// What a progress callback was told.
+    #[derive(Default)]
+    struct Seen(std::sync::Mutex<Vec<(u64, u64)>>);
+
+    impl Seen {
+        fn report(&self, done: u64, total: u64) {
+            self.0.lock().unwrap().push((done, total));
+        }
+
+        /// Every report within its total, `done` never going back, and
+        /// the last one at the total; the total.
+        fn check(&self, what: &str) -> u64 {
+            let seen = self.0.lock().unwrap();
+            assert!(!seen.is_empty(), "{what}: no report");
+            assert!(seen.iter().all(|(d, t)| d <= t), "{what}: {seen:?}");
+            assert!(
+                seen.windows(2).all(|w| w[0].0 <= w[1].0),
+                "{what}: {seen:?}"
+            );
+            let (done, total) = *seen.last().unwrap();
+            assert_eq!(done, total, "{what}: ends at the total");
+            total
+        }
+    }
+
+    /// take, verify and prepare report their bytes to the end, plain and
+    /// compressed, with and without a trial restore.
+    #[test]
+    fn take_verify_prepare_report_progress_to_the_end() {
+        use crate::backup::{prepare_with, verify_with, VerifyOptions};
+        let tmp = tempfile::tempdir().unwrap();
+        let db = DbOptions::new(tmp.path().join("app.db"));
+        open_read_write(&db)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE t(v BLOB);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+                 INSERT INTO t SELECT randomblob(500) FROM n;",
+            )
+            .unwrap();
+        let dest = LocalDir::new(tmp.path().join("backups"));
+        for compress in [Compress::None, Compress::Zstd] {
+            let options = TakeOptions {
+                compress,
+                ..TakeOptions::default()
+            };
+            let seen = Seen::default();
+            let info =
+                take_with(&db, &dest, "p", &options, Some(&|d, t| seen.report(d, t))).unwrap();
+            let stored = info.size;
+            let plain = info.uncompressed_size.unwrap_or(stored);
+            // The copy, then a hash (plain) or a compression and its hash.
+            let expected = match compress {
+                Compress::None => 2 * plain,
+                Compress::Zstd => 2 * plain + stored,
+            };
+            assert_eq!(seen.check("take"), expected, "{compress:?}");
+
+            let path = dest.read_path(&info.name).unwrap();
+            for trial in [false, true] {
+                let seen = Seen::default();
+                let checks = VerifyOptions {
+                    trial_restore: trial.then(|| db.clone()),
+                };
+                let v = verify_with(&path, &info, &checks, Some(&|d, t| seen.report(d, t)));
+                assert!(v.passed, "{:?}", v.errors);
+                let expected = if compress == Compress::Zstd || trial {
+                    2 * stored
+                } else {
+                    stored
+                };
+                assert_eq!(seen.check("verify"), expected, "{compress:?} trial {trial}");
+            }
+
+            let seen = Seen::default();
+            let staged = prepare_with(
+                &path,
+                &info,
+                &tmp.path().join("app.db"),
+                Some(&|d, t| seen.report(d, t)),
+            )
+            .unwrap();
+            // Verify, then copy and read back, or decompress and read back.
+            let expected = match compress {
+                Compress::None => 3 * stored,
+                Compress::Zstd => 3 * stored + plain,
+            };
+            assert_eq!(seen.check("prepare"), expected, "{compress:?}");
+            assert_eq!(std::fs::metadata(staged.path()).unwrap().len(), plain);
+        }
     }
 }

@@ -78,6 +78,9 @@ pub fn live(conn: &Connection) -> Result<Vec<BackupInfo>> {
             verified: r.get::<_, Option<i64>>(12)?.map(|v| v != 0),
             verify_errors: serde_json::from_str(&errors).unwrap_or_default(),
             op_log_seq: r.get(14)?,
+            // No column for it: the sidecar has it (see
+            // `backup::fill_from_sidecars`).
+            uncompressed_size: None,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -125,6 +128,7 @@ mod tests {
             verified: None,
             verify_errors: Vec::new(),
             op_log_seq: None,
+            uncompressed_size: None,
         };
         apply(&conn, &[insert_statement(&info)]).unwrap();
         assert_eq!(live(&conn).unwrap(), [info.clone()]);
