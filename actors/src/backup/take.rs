@@ -7,16 +7,18 @@
 //! only holds a read snapshot while it runs. The price is SQLite's rule
 //! that a write through *another* connection (the writer) while a backup
 //! is between steps makes the next step start the copy over. So the copy
-//! goes in chunks of [`DEFAULT_STEP_PAGES`] pages with a short pause
-//! ([`DEFAULT_STEP_PAUSE`]) between them, leaving the file to writers, and
-//! counts the restarts (reported in [`BackupInfo::restarts`] and the log).
+//! goes in chunks of [`DEFAULT_STEP_PAGES`] pages, each a short read
+//! snapshot, and counts the restarts (reported in [`BackupInfo::restarts`] and the log).
 //! Under continuous writes every chunk could be restarted; after
 //! [`MAX_RESTARTS`] the rest is copied in one step, which holds one read
 //! snapshot until it is done: writers still go on (WAL), only checkpoints
 //! wait for it. A step through the writer's own connection would copy its
 //! writes instead of restarting, but would stall every write for as long
-//! as it runs. `VACUUM INTO` gives a compact copy but does not fsync it and
-//! runs in one go.
+//! as it runs. (A database not in WAL mode gets a pause of
+//! [`DEFAULT_STEP_PAUSE`] between steps, when its writers are locked out
+//! by a reader.) `VACUUM INTO` gives a compact copy, synced only as the
+//! connection's `synchronous` says, in one go that holds a read snapshot
+//! for the whole copy.
 //!
 //! The copy is built under a temporary name in the destination (mode
 //! 0600), switched to `journal_mode=DELETE` so that it is one
@@ -200,6 +202,14 @@ pub fn write_sidecar(dest: &dyn Destination, info: &BackupInfo) -> Result<()> {
 fn copy(source: &Connection, to: &Path, meter: &Meter<'_>) -> Result<u32> {
     let page_size: i64 = source.query_row("PRAGMA page_size", [], |r| r.get(0))?;
     let page_size = page_size as u64;
+    // In WAL mode a reader never holds writers back: no pause between steps
+    // (measured: the pause cost a quarter of the backup's time).
+    let journal_mode: String = source.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    let pause = if journal_mode.eq_ignore_ascii_case("wal") {
+        std::time::Duration::ZERO
+    } else {
+        DEFAULT_STEP_PAUSE
+    };
     let mut target = Connection::open(to)?;
     let mut restarts = 0;
     let copied = {
@@ -222,7 +232,9 @@ fn copy(source: &Connection, to: &Path, meter: &Meter<'_>) -> Result<u32> {
                 restarts += 1;
             }
             last_remaining = Some(progress.remaining);
-            std::thread::sleep(DEFAULT_STEP_PAUSE);
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
         }
     };
     meter.pass_done(copied);
