@@ -149,3 +149,46 @@ async fn the_queue_drains_within_seconds_of_the_lock_ending() {
     );
     assert_eq!(count(&t.db_path()), (50, 50));
 }
+
+/// A plain write against a locked file fails after one busy wait (plus
+/// the in-place retries' short delays), not one busy wait per retry; and
+/// once the breaker is open, within a millisecond or so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_write_fails_within_one_busy_wait_then_fast() {
+    let t = start_with(|c| {
+        c.database.busy_timeout = Duration::from_millis(300);
+        c.writer.max_retries = 5;
+        c.breakers.insert(
+            "database".into(),
+            BreakerConfig {
+                consecutive_failures: 2,
+                open_for: Duration::from_secs(30),
+                ..BreakerConfig::default()
+            },
+        );
+    })
+    .await;
+    t.rt.execute(Statement::sql("CREATE TABLE t(v INTEGER)"))
+        .await
+        .unwrap();
+    let holder = open_direct(&t.db_path());
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let mut took = Vec::new();
+    for v in 0..4 {
+        let started = Instant::now();
+        let Operation::Statement(stmt) = insert(v) else {
+            unreachable!()
+        };
+        let err = t.rt.execute(stmt).await.unwrap_err();
+        took.push((started.elapsed(), err.class));
+    }
+    eprintln!("plain writes under the lock: {took:?}");
+    for (elapsed, _) in &took[..2] {
+        assert!(*elapsed < Duration::from_millis(1000), "{took:?}");
+    }
+    for (elapsed, class) in &took[2..] {
+        assert_eq!(*class, resilite::ErrorClass::Unavailable, "{took:?}");
+        assert!(*elapsed < Duration::from_millis(20), "{took:?}");
+    }
+    holder.execute_batch("COMMIT").unwrap();
+}

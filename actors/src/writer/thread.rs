@@ -233,7 +233,7 @@ impl ConnectionLoop {
             })
             .retry(self.config.retry.backoff())
             .sleep(std::thread::sleep)
-            .when(Error::is_transient)
+            .when(|e| e.is_transient() && self.may_retry(started))
             .notify(|e, delay| {
                 tracing::warn!(class = ?e.class, detail = %e.detail, ?delay, "transient write failure; retrying batch");
             })
@@ -288,6 +288,16 @@ impl ConnectionLoop {
             .record(started.elapsed().as_secs_f64());
         metrics::gauge!("resilite_writer_queue_depth", "writer" => name).set(self.rx.len() as f64);
         results
+    }
+
+    /// Whether a batch that failed transiently, first tried at `started`,
+    /// is tried again in place: only within the busy timeout. A failure
+    /// after SQLite's whole busy wait (the file locked elsewhere) is given
+    /// to the callers at once, so one stuck batch holds the writer (and
+    /// every caller behind it) for one busy wait, not one per retry; the
+    /// database breaker and the durable queue take it from there.
+    fn may_retry(&self, started: Instant) -> bool {
+        started.elapsed() < self.config.db.busy_timeout
     }
 
     /// Re-apply logged operations in one transaction (see
