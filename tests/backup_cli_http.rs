@@ -4,28 +4,15 @@
 
 mod server;
 
+use server::{resilite, text};
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "s3cret-s3cret-s3cret";
-
-fn resilite(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_resilite"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn make_db(path: &Path) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

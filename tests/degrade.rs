@@ -71,19 +71,7 @@ async fn a_durable_write_is_answered_within_its_bound_and_lands_once() {
     let s = common::queue_settled(&t.rt, Duration::from_secs(30)).await;
     assert_eq!(s.queued + s.retrying, 0, "{s:?}");
     assert_eq!(count(&t.db_path()), (5, 5), "each write exactly once");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let keys: i64 = open_direct(&t.db_path())
-            .query_row("SELECT count(*) FROM _resilite_idempotency", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        if keys == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{keys} idempotency keys left");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::assert_no_keys_left(&t.db_path()).await;
 }
 
 /// The breaker opened under a held lock with a 30 s open period; the lock

@@ -6,7 +6,8 @@
 
 mod server;
 
-use std::process::Command;
+use server::resilite;
+
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
@@ -34,13 +35,6 @@ async fn call(
     let r = req.send().await.unwrap();
     let status = r.status();
     (status, r.json().await.unwrap_or(Value::Null))
-}
-
-fn resilite(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_resilite"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 fn hold_write_lock(db: &std::path::Path) -> rusqlite::Connection {

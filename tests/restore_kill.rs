@@ -6,17 +6,11 @@
 
 mod server;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use server::resilite;
 
-fn resilite(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_resilite"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Run `args`, SIGKILL it after `after` (if still running).
 fn killed_after(args: &[&str], after: Duration) {

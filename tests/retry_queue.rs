@@ -105,19 +105,7 @@ async fn assert_each_landed_once(rt: &Runtime, db: &Path, n: i64, queued: i64) {
     );
     assert!(rt.dead_letters(false).await.unwrap().is_empty());
     // Once the journal has their success, the replays' keys are deleted.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let keys: i64 = conn
-            .query_row("SELECT count(*) FROM _resilite_idempotency", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        if keys == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{keys} idempotency keys left");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::assert_no_keys_left(db).await;
 }
 
 /// An impatient runtime with table `t` (v UNIQUE), whose write lock another

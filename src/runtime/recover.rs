@@ -108,20 +108,15 @@ impl Runtime {
             ),
             Err(f) => (f.outcome, format!("{} {}", f.error.message, f.error.detail)),
         };
-        let record = RecoveryRecord {
+        self.record_recovery(RecoveryRecord {
             started_at_ms,
             trigger: trigger.to_string(),
             steps: steps.clone(),
             outcome: outcome.to_string(),
             duration_ms: duration_ms as i64,
             explanation,
-        };
-        if let Err(e) =
-            slot::write(&self.inner.journal, recoveries::insert_statement(&record)).await
-        {
-            tracing::error!(error = %e, "the recovery attempt could not be recorded in the journal");
-        }
-        metrics::counter!("resilite_recoveries_total", "outcome" => outcome).increment(1);
+        })
+        .await;
         match result {
             Ok(mut done) => {
                 done.steps = steps;
@@ -134,6 +129,16 @@ impl Runtime {
                 Err(f.error)
             }
         }
+    }
+
+    /// Record a recovery attempt in the journal and count it.
+    async fn record_recovery(&self, record: RecoveryRecord) {
+        if let Err(e) =
+            slot::write(&self.inner.journal, recoveries::insert_statement(&record)).await
+        {
+            tracing::error!(error = %e, "the recovery attempt could not be recorded in the journal");
+        }
+        metrics::counter!("resilite_recoveries_total", "outcome" => record.outcome).increment(1);
     }
 
     fn db_path(&self) -> PathBuf {
@@ -533,20 +538,15 @@ impl Runtime {
                 ))
             }
         };
-        let record = RecoveryRecord {
+        self.record_recovery(RecoveryRecord {
             started_at_ms,
             trigger: format!("automatic at start: {cause}"),
             steps,
             outcome: outcome.into(),
             duration_ms: started.elapsed().as_millis() as i64,
             explanation,
-        };
-        if let Err(e) =
-            slot::write(&self.inner.journal, recoveries::insert_statement(&record)).await
-        {
-            tracing::error!(error = %e, "the recovery attempt could not be recorded in the journal");
-        }
-        metrics::counter!("resilite_recoveries_total", "outcome" => outcome).increment(1);
+        })
+        .await;
         match finished {
             Ok(_) => tracing::info!(backup = %info.name, "recovery at start done; writes resumed"),
             Err(e) => {

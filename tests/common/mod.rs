@@ -55,3 +55,25 @@ pub async fn queue_settled(rt: &Runtime, limit: std::time::Duration) -> resilite
 pub fn open_direct(path: &std::path::Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).expect("open database directly")
 }
+
+/// Wait (up to 10 s) until the application database holds no idempotency
+/// key: every key a write claimed was forgotten once it was no longer
+/// needed.
+pub async fn assert_no_keys_left(db: &std::path::Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let keys: i64 = open_direct(db)
+            .query_row("SELECT count(*) FROM _resilite_idempotency", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        if keys == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{keys} idempotency keys left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
