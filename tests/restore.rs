@@ -107,6 +107,12 @@ async fn online_restore_brings_back_rows_and_replays_queued_writes() {
         .expect("writes after restore");
     assert!(values(rt).await.contains(&7));
     assert_eq!(rt.database_breaker().state, resilite::BreakerState::Closed);
+    // The restore is in the journal's record of recoveries and restores.
+    let log = rt.recoveries().await.unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].trigger, format!("restore of backup {}", backup.name));
+    assert_eq!(log[0].outcome, "restored");
+    assert!(log[0].explanation.contains(&pre), "{}", log[0].explanation);
     t.rt.shutdown().await.unwrap();
 }
 
@@ -135,7 +141,10 @@ async fn restore_refuses_missing_tampered_and_path_like_leaving_the_file_unchang
     assert!(err.to_string().contains("failed verification"), "{err}");
     assert_eq!(std::fs::read(t.db_path()).unwrap(), before);
     assert_eq!(values(rt).await, [1, 2]);
-    // Writes were resumed after each refusal.
+    // Writes were resumed after each refusal; each refusal is recorded.
     rt.execute(insert("t", 3)).await.unwrap();
+    let log = rt.recoveries().await.unwrap();
+    assert!(log.iter().all(|r| r.outcome == "failed"), "{log:?}");
+    assert!(log.len() >= 2, "{log:?}");
     t.rt.shutdown().await.unwrap();
 }

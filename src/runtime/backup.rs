@@ -4,7 +4,8 @@ use ractor::ActorRef;
 use resilite_actors::backup::{self, check_name, BackupMsg};
 use resilite_actors::slot;
 use resilite_actors::{
-    BackupInfo, Error, ErrorClass, Result, Statement, Value, Verification, WriterMsg,
+    BackupInfo, Error, ErrorClass, RecoveryRecord, Result, Statement, Value, Verification,
+    WriterMsg,
 };
 
 use super::Runtime;
@@ -57,7 +58,39 @@ impl Runtime {
     /// [`resume_writes`](Runtime::resume_writes) once it is dealt with.
     pub async fn restore(&self, name: &str) -> Result<RestoreOutcome> {
         check_name(name)?;
+        let started_at_ms = resilite_actors::maintenance::now_ms();
         let started = std::time::Instant::now();
+        let result = self.restore_steps(name, started).await;
+        let (outcome, explanation) = match &result {
+            Ok(done) => (
+                "restored",
+                format!(
+                    "Backup {name} was restored onto the database{}; writes resumed.",
+                    done.pre_restore
+                        .as_ref()
+                        .map(|p| format!(" (the file before it is backup {p})"))
+                        .unwrap_or_default()
+                ),
+            ),
+            Err(e) => ("failed", format!("{} {}", e.message, e.detail)),
+        };
+        self.journal_recovery(&RecoveryRecord {
+            started_at_ms,
+            trigger: format!("restore of backup {name}"),
+            steps: Vec::new(),
+            outcome: outcome.into(),
+            duration_ms: started.elapsed().as_millis() as i64,
+            explanation,
+        })
+        .await;
+        result
+    }
+
+    async fn restore_steps(
+        &self,
+        name: &str,
+        started: std::time::Instant,
+    ) -> Result<RestoreOutcome> {
         let backup = slot::running(&mut self.inner.backup.clone()).await?;
         let writer = self.writer().await?;
         tracing::info!(backup = %name, "restore: pausing writes");

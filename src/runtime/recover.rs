@@ -133,12 +133,17 @@ impl Runtime {
 
     /// Record a recovery attempt in the journal and count it.
     async fn record_recovery(&self, record: RecoveryRecord) {
-        if let Err(e) =
-            slot::write(&self.inner.journal, recoveries::insert_statement(&record)).await
+        metrics::counter!("resilite_recoveries_total", "outcome" => record.outcome.clone())
+            .increment(1);
+        self.journal_recovery(&record).await;
+    }
+
+    /// Write a recovery or restore attempt to the journal's `recoveries`.
+    pub(super) async fn journal_recovery(&self, record: &RecoveryRecord) {
+        if let Err(e) = slot::write(&self.inner.journal, recoveries::insert_statement(record)).await
         {
-            tracing::error!(error = %e, "the recovery attempt could not be recorded in the journal");
+            tracing::error!(error = %e, "the attempt could not be recorded in the journal");
         }
-        metrics::counter!("resilite_recoveries_total", "outcome" => record.outcome).increment(1);
     }
 
     fn db_path(&self) -> PathBuf {
