@@ -55,3 +55,13 @@ pub async fn queue_settled(rt: &Runtime, limit: std::time::Duration) -> resilite
 pub fn open_direct(path: &std::path::Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).expect("open database directly")
 }
+
+/// Cases of a property test: `default` (sized to keep `cargo test`
+/// short), or `PROPTEST_CASES` when set (e.g. `PROPTEST_CASES=100` for
+/// the reliability design's 100 iterations per property).
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
