@@ -40,6 +40,14 @@ fn journal_count(t: &common::TestRuntime, sql: &str) -> i64 {
         .unwrap()
 }
 
+/// A fresh database is HEALTHY: integrity ok (a full `integrity_check`
+/// on request), the write probe measured, every supervised actor running,
+/// ready, and the startup check and this one in the health history.
+///
+/// Property 10: Health Monitoring Data Collection. Connection status
+/// (actors, readiness), performance (probe latencies) and the figures are
+/// collected and journaled. Property 11: Integrity Checking. The check at
+/// startup is recorded, and `check_now` runs a full `integrity_check`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_database_is_healthy_with_probes_actors_and_history() {
     let t = start_with(quiet_schedule).await;
@@ -268,6 +276,12 @@ async fn health_history_is_written_and_pruned_by_age() {
     t.rt.shutdown().await.unwrap();
 }
 
+/// A b-tree page overwritten on disk: the integrity check reports the
+/// page, health is CRITICAL with a restore recommendation, an
+/// `IntegrityFailed` event is emitted and the result journaled.
+///
+/// Property 11: Integrity Checking. A requested check finds real damage
+/// (the property test below relies on the schedule alone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_page_is_critical_and_emits_integrity_failed() {
     let t = start_with(quiet_schedule).await;
