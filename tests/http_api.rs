@@ -115,6 +115,12 @@ async fn http_token_is_required_on_v1_when_configured() {
     );
 }
 
+/// Malformed JSON, wrong types, a body too large, unknown routes and
+/// failing SQL each get a JSON error with class and message, and the
+/// server goes on serving.
+///
+/// Property 8: User-Friendly Error Messages. Every failed request gets a
+/// JSON error with its class and a message saying what is wrong.
 #[tokio::test]
 async fn http_bad_requests_get_json_errors_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();

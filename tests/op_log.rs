@@ -136,9 +136,9 @@ async fn eight_writers(
 /// 8 concurrent tasks: every acknowledged write is in the log exactly once,
 /// as sent (keys kept), in commit order without a gap; failed ones are not.
 ///
-/// Property 17: Comprehensive Operation Logging (partly). Every committed
-/// write is logged with its SQL and parameters, under concurrency; the
-/// property test below also checks each entry's timestamp.
+/// Property 17: Comprehensive Operation Logging. Every committed write is
+/// logged with its SQL and parameters, under concurrency (only writes,
+/// and only with `backup.op_log` on: the property is checked in part).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_acknowledged_write_is_logged_once_in_commit_order() {
     let t = start_with(|c| {
@@ -366,13 +366,13 @@ proptest::proptest! {
         ..proptest::prelude::ProptestConfig::default()
     })]
 
-    /// Property 17: Comprehensive Operation Logging (the part resilite
-    /// has). For any sequence of writes (statements, batches, keyed
-    /// operations, failing ones) with `backup.op_log` on, the operation
-    /// log holds every acknowledged write once, in commit order, with its
-    /// SQL and parameters as sent and a timestamp between the call and its
-    /// answer; failed writes are not in it. Execution times and reads are
-    /// not logged.
+    /// Property 17: Comprehensive Operation Logging. For any sequence of
+    /// writes (statements, batches, keyed operations, failing ones) with
+    /// `backup.op_log` on, the operation log holds every acknowledged
+    /// write once, in commit order, with its SQL and parameters as sent
+    /// and a timestamp between the call and its answer, and no failed
+    /// write (the part resilite has: execution times and reads are not
+    /// logged).
     #[test]
     fn every_acknowledged_write_is_logged_with_its_sql_and_time(
         writes in proptest::collection::vec(write(), 1..30),
