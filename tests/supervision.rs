@@ -90,6 +90,8 @@ async fn supervisor_restarts_a_panicking_writer_and_records_it() {
 /// Property 2: Graceful Degradation on Connection Failure. Once the
 /// restarts are spent every failure is recorded in the journal and the
 /// runtime keeps serving reads and health with writes refused clearly.
+/// Property 14: Non-Database Command Continuity. With the writer gone,
+/// reads, the health report and readiness still answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_escalates_past_the_restart_limit_with_a_clear_error() {
     let t = start_with(|c| {
