@@ -1,7 +1,8 @@
 //! Backups through the runtime: a backup taken while 8 tasks write holds a
 //! consistent snapshot and verifies; files are private (0600); one changed
 //! byte fails verification and is recorded as failed; retention keeps the
-//! newest `keep_last`, each deletion recorded.
+//! newest `keep_last`, each deletion recorded; and a property test of
+//! the backup schedule.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use proptest::prelude::*;
 use resilite::{ErrorClass, Statement};
 
 use common::{insert, open_direct, start_with};
@@ -18,6 +20,13 @@ fn backup_dir(t: &common::TestRuntime) -> std::path::PathBuf {
     t.dir.path().join("data").join("backups")
 }
 
+/// A backup taken while 8 tasks write holds between the rows acknowledged
+/// before and after it, verifies, opens alone with `integrity_check` ok,
+/// and its file and sidecar are private (0600).
+///
+/// Property 12: Automatic Backup Creation. A backup is created
+/// successfully (consistent and verified) under a write load; the
+/// property test below takes them on the schedule.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backup_during_eight_writers_is_a_consistent_verified_snapshot() {
     let t = start_with(|_| {}).await;
@@ -451,4 +460,128 @@ async fn compressed_backup_verifies_restores_and_fails_when_tampered() {
     let err = rt.restore(&info.name).await.unwrap_err();
     assert!(err.to_string().contains("failed verification"), "{err}");
     rt.shutdown().await.unwrap();
+}
+
+/// A scheduled backup as the journal's catalog records it.
+#[derive(Debug)]
+struct Scheduled {
+    name: String,
+    created_at_ms: i64,
+    verified: Option<bool>,
+    deleted: bool,
+    rows: i64,
+}
+
+fn scheduled(journal: &std::path::Path) -> Vec<Scheduled> {
+    let conn = open_direct(journal);
+    let mut stmt = conn
+        .prepare(
+            "SELECT name, created_at_ms, verified, deleted_at_ms IS NOT NULL, json_extract(row_counts, '$.t') \
+             FROM backups WHERE label = 'scheduled' ORDER BY created_at_ms",
+        )
+        .unwrap();
+    stmt.query_map([], |r| {
+        Ok(Scheduled {
+            name: r.get(0)?,
+            created_at_ms: r.get(1)?,
+            verified: r.get::<_, Option<i64>>(2)?.map(|v| v != 0),
+            deleted: r.get(3)?,
+            rows: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+        })
+    })
+    .unwrap()
+    .collect::<rusqlite::Result<_>>()
+    .unwrap()
+}
+
+/// One case: a runtime with `backup.interval` and `keep_last`, written to
+/// all along, until two scheduled backups are recorded.
+async fn backups_on_schedule(interval: Duration, keep_last: usize) {
+    let t = start_with(|c| {
+        c.backup.interval = interval;
+        c.backup.keep_last = keep_last;
+    })
+    .await;
+    t.rt.execute(Statement::sql("CREATE TABLE t(v INTEGER)"))
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (rt, stop) = (t.rt.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                rt.execute(insert("t", i)).await.unwrap();
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let journal = t.rt.config().journal_path();
+    // The schedule is checked every `interval`, and a backup is due when
+    // the newest is at least `interval` old: one comes within two.
+    let deadline = std::time::Instant::now() + interval * 5 + Duration::from_secs(5);
+    let taken = loop {
+        let taken = scheduled(&journal);
+        if taken.len() >= 2 {
+            break taken;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{interval:?}: {taken:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+
+    let ms = interval.as_millis() as i64;
+    for pair in taken.windows(2) {
+        let gap = pair[1].created_at_ms - pair[0].created_at_ms;
+        assert!(gap >= ms, "{interval:?}: backups {gap} ms apart: {taken:?}");
+        assert!(
+            gap <= 2 * ms + 1000,
+            "{interval:?}: backups {gap} ms apart: {taken:?}"
+        );
+        assert!(pair[0].rows <= pair[1].rows, "{taken:?}");
+    }
+    assert!(taken.iter().all(|b| b.verified == Some(true)), "{taken:?}");
+    // Retention keeps the newest `keep_last`; each deletion is recorded.
+    let kept = t.rt.backups().await.unwrap();
+    assert!(kept.len() <= keep_last, "{kept:?}");
+    assert_eq!(kept.last().map(|b| &b.name), taken.last().map(|b| &b.name));
+    for b in &kept {
+        assert_eq!(b.label, "scheduled");
+        assert!(t.rt.verify_backup(&b.name).await.unwrap().passed, "{b:?}");
+    }
+    for b in &taken {
+        let kept = kept.iter().any(|k| k.name == b.name);
+        assert_eq!(b.deleted, !kept, "{b:?}");
+        assert_eq!(backup_dir(&t).join(&b.name).exists(), kept, "{b:?}");
+    }
+    t.rt.shutdown().await.unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        // `backup.interval` is at least 1 s: each case takes 2 to 3 of them.
+        cases: common::cases(2),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Property 12: Automatic Backup Creation. For any `backup.interval`
+    /// and `keep_last`, while the application writes, backups are taken by
+    /// themselves (label `scheduled`): never more often than the interval,
+    /// within two intervals of the last, each verified, each holding at
+    /// least the rows of the one before; retention keeps the newest
+    /// `keep_last`, records each deletion and removes its file.
+    #[test]
+    fn scheduled_backups_are_taken_and_verified_for_any_interval(
+        interval_ms in 1000u64..1600,
+        keep_last in 1usize..=2,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(backups_on_schedule(Duration::from_millis(interval_ms), keep_last));
+    }
 }

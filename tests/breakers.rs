@@ -51,6 +51,15 @@ async fn queue_drained(rt: &Runtime) {
     assert_eq!(s.queued + s.retrying, 0, "queue not drained: {s:?}");
 }
 
+/// Under a lock held by another connection three writes fail and open the
+/// `database` breaker: writes fail fast, durable writes queue, reads and
+/// health go on, `/ready` fails; the lock gone, a trial write closes it.
+///
+/// Property 2: Graceful Degradation on Connection Failure. With the
+/// database failing, writes fail fast, durable writes are queued and
+/// reads go on; the transitions are journaled, and queued writes land once
+/// it closes. Property 14: Non-Database Command Continuity. Reads and
+/// health keep answering while writes cannot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_breaker_opens_fails_fast_queues_durable_writes_and_closes() {
     let t = start_with(fragile).await;
@@ -173,6 +182,12 @@ async fn the_database_breaker_counts_every_write() {
     t.rt.shutdown().await.unwrap();
 }
 
+/// `pause_writes`: writes fail fast, a durable write is queued and not
+/// replayed, health warns with the advice to resume; after
+/// `resume_writes` it lands.
+///
+/// Property 2: Graceful Degradation on Connection Failure. Paused writes
+/// are queued, not lost, and replayed once writes resume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_writes_hold_queue_replays_until_resumed() {
     let t = start_with(fragile).await;

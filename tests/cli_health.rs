@@ -81,6 +81,11 @@ fn health_recommends_vacuum_and_vacuum_reclaims_space() {
     );
 }
 
+/// `resilite health` on a file with a corrupted page: CRITICAL, the
+/// failing detail, exit 2.
+///
+/// Property 11: Integrity Checking. `resilite health` runs the integrity
+/// check on a file from the command line and reports the damage.
 #[test]
 fn health_corrupted_page_is_critical_with_detail_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();

@@ -272,7 +272,7 @@ async fn run_case(ops: Vec<Op>) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 24,
+        cases: common::cases(24),
         max_shrink_iters: 64,
         failure_persistence: None,
         ..ProptestConfig::default()
@@ -284,6 +284,12 @@ proptest! {
     /// refused ones is acknowledged and present exactly once, no row of a
     /// refused batch is committed, every refused statement is answered
     /// `Forbidden`, and afterwards a normal write and read work.
+    ///
+    /// Property 6: Transaction Atomicity. For any interleaving, a batch
+    /// with a refused statement commits none of its rows and every other
+    /// batch all of its rows, each once. Property 7: Automatic Transaction
+    /// Rollback. A refused step rolls back the steps of its batch before
+    /// it, without touching the other callers sharing the commit.
     #[test]
     fn gate_refusals_never_lose_duplicate_or_half_commit_writes(ops in prop::collection::vec(op(), 1..40)) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

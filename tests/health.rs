@@ -1,13 +1,15 @@
 //! The HealthActor through the runtime's message API: reports with probes
 //! and actor states, automatic checkpoint of a WAL grown under a held
-//! snapshot, VACUUM when idle, history written and pruned, and a corrupted
-//! page reported CRITICAL with an IntegrityFailed event.
+//! snapshot, VACUUM when idle, history written and pruned, a corrupted
+//! page reported CRITICAL with an IntegrityFailed event, and a property
+//! test of the scheduled integrity checks finding any damaged page.
 
 mod common;
 
 use std::io::{Seek, SeekFrom, Write};
 use std::time::Duration;
 
+use proptest::prelude::*;
 use resilite::{
     Action, CheckpointMode, HealthEvent, HealthStatus, Integrity, Maintenance, SlotState, Statement,
 };
@@ -40,6 +42,14 @@ fn journal_count(t: &common::TestRuntime, sql: &str) -> i64 {
         .unwrap()
 }
 
+/// A fresh database is HEALTHY: integrity ok (a full `integrity_check`
+/// on request), the write probe measured, every supervised actor running,
+/// ready, and the startup check and this one in the health history.
+///
+/// Property 10: Health Monitoring Data Collection. Connection status
+/// (actors, readiness), performance (probe latencies) and the figures are
+/// collected and journaled. Property 11: Integrity Checking. The check at
+/// startup is recorded, and `check_now` runs a full `integrity_check`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_database_is_healthy_with_probes_actors_and_history() {
     let t = start_with(quiet_schedule).await;
@@ -268,6 +278,12 @@ async fn health_history_is_written_and_pruned_by_age() {
     t.rt.shutdown().await.unwrap();
 }
 
+/// A b-tree page overwritten on disk: the integrity check reports the
+/// page, health is CRITICAL with a restore recommendation, an
+/// `IntegrityFailed` event is emitted and the result journaled.
+///
+/// Property 11: Integrity Checking. A requested check finds real damage
+/// (the property test below relies on the schedule alone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_page_is_critical_and_emits_integrity_failed() {
     let t = start_with(quiet_schedule).await;
@@ -381,4 +397,140 @@ async fn backup_age_and_missing_backups_are_judged() {
         report.rule
     );
     assert!(report.recommends(resilite::Action::TakeBackup));
+}
+
+/// When the file is damaged, for the scheduled-check property test.
+#[derive(Debug, Clone, Copy)]
+enum When {
+    /// While no runtime has it open: the check at startup must find it.
+    BeforeStart,
+    /// While the runtime runs, checks every 100 ms: the scheduled
+    /// `integrity_check` (full) or `quick_check` must find it.
+    Running { full: bool },
+}
+
+fn when() -> impl Strategy<Value = When> {
+    prop_oneof![
+        Just(When::BeforeStart),
+        any::<bool>().prop_map(|full| When::Running { full }),
+    ]
+}
+
+/// Overwrite the first 64 bytes of one page in use past page 1 (page 1
+/// holds the header and the schema), chosen by `n`.
+fn damage_page(db: &std::path::Path, n: usize) {
+    let mut bytes = std::fs::read(db).unwrap();
+    let page_size = u16::from_be_bytes([bytes[16], bytes[17]]) as usize;
+    let pages = bytes.len() / page_size;
+    assert!(pages > 2, "{pages} pages");
+    let page = 1 + n % (pages - 1);
+    bytes[page * page_size..page * page_size + 64].fill(0xFF);
+    std::fs::write(db, bytes).unwrap();
+}
+
+const FILL: &str = "INSERT INTO t(v) WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?1) SELECT printf('%.200c', 'x') FROM c";
+
+/// One case: `rows` rows, page `n` damaged `when`; the checks the runtime
+/// runs by itself (never `check_now`) report it.
+async fn found_by_schedule(rows: i64, n: usize, when: When) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config_in(&dir);
+    config.backup.auto_recover = false;
+    config.backup.interval = Duration::ZERO;
+    let db = config.database.path.clone();
+    let table = "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)";
+    let since_ms;
+    let rt = match when {
+        When::BeforeStart => {
+            std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+            let conn = open_direct(&db);
+            conn.execute_batch(table).unwrap();
+            conn.execute(FILL, [rows]).unwrap();
+            drop(conn);
+            damage_page(&db, n);
+            since_ms = 0;
+            resilite::Runtime::start(config).await.unwrap()
+        }
+        When::Running { full } => {
+            config.health.interval = Duration::from_millis(100);
+            config.health.quick_check_every = Duration::from_millis(100);
+            if full {
+                config.health.integrity_check_every = Duration::from_millis(100);
+            }
+            let rt = resilite::Runtime::start(config).await.unwrap();
+            rt.execute(Statement::sql(table)).await.unwrap();
+            rt.execute(Statement::new(FILL, [resilite::Value::Integer(rows)]))
+                .await
+                .unwrap();
+            rt.maintain(Maintenance::Checkpoint(CheckpointMode::Truncate))
+                .await
+                .unwrap();
+            since_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64;
+            damage_page(&db, n);
+            rt
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let report = loop {
+        if let Some(r) = rt.latest_health() {
+            if r.checked_at_ms >= since_ms && r.integrity.problems().is_some() {
+                break r;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{when:?}: no scheduled check found the damage: {:?}",
+            rt.latest_health().map(|r| r.to_text())
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        report.status,
+        HealthStatus::Critical,
+        "{}",
+        report.to_text()
+    );
+    if report.rule.contains("integrity check failed") {
+        // The check that ran is the one its schedule made due.
+        let full = !matches!(when, When::Running { full: false });
+        assert_eq!(report.full_integrity_check, full, "{when:?}");
+    } else {
+        // Damage to a page the check itself needs stops it with SQLite's
+        // corruption error, reported as such.
+        assert!(
+            report.rule.contains("could not be inspected") && report.rule.contains("malformed"),
+            "{when:?}: {}",
+            report.rule
+        );
+    }
+    rt.shutdown().await.unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: common::cases(6),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Property 11: Integrity Checking. For any table size and any damaged
+    /// page, whether the file was damaged before the runtime started or
+    /// while it runs, the integrity checks the runtime schedules by itself
+    /// (the full `integrity_check` at startup and every
+    /// `integrity_check_every`, `quick_check` every `quick_check_every`)
+    /// find it: the latest report is CRITICAL with what the check said (or
+    /// SQLite's corruption error when the check could not go on), and no
+    /// check was asked for.
+    #[test]
+    fn scheduled_integrity_checks_find_any_damaged_page(
+        rows in 100i64..600,
+        n in 0usize..1000,
+        when in when(),
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(found_by_schedule(rows, n, when));
+    }
 }

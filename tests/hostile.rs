@@ -856,6 +856,9 @@ async fn hostile_oversized_answers_are_refused_and_memory_stays_small() {
 /// `bad_input` (not an internal error); a DDL statement reports 0 rows
 /// affected and rowid 0 even right after another caller's insert; an error
 /// about 900 KB of SQL is answered in under 16 KB.
+///
+/// Property 8: User-Friendly Error Messages. Odd input is answered with
+/// the class that fits it and a bounded body, never a misleading one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_errors_tell_the_truth() {
     let f = Family::start(&[]).await;
@@ -930,6 +933,9 @@ async fn hostile_errors_tell_the_truth() {
 /// A caller cannot write lines into the server's log: SQL with newlines in
 /// a comment, sent as failing queries, writes and comment-only statements,
 /// never puts a line of its choosing at the start of a log line.
+///
+/// Property 9: Detailed Technical Logging. The caller's SQL reaches the
+/// log only escaped, so the technical detail logged can be trusted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_sql_cannot_forge_log_lines() {
     let f = Family::start(&[("RESILITE_LOG", "debug")]).await;

@@ -1,6 +1,7 @@
 //! The HTTP API of a real `resilite run` process: round-trips, the token,
-//! bad input that gets a clear JSON error without harming the server, and
-//! SIGTERM that drains every acknowledged write.
+//! bad input that gets a clear JSON error without harming the server,
+//! SIGTERM that drains every acknowledged write, and server-side errors
+//! logged with their detail.
 
 mod server;
 
@@ -114,6 +115,12 @@ async fn http_token_is_required_on_v1_when_configured() {
     );
 }
 
+/// Malformed JSON, wrong types, a body too large, unknown routes and
+/// failing SQL each get a JSON error with class and message, and the
+/// server goes on serving.
+///
+/// Property 8: User-Friendly Error Messages. Every failed request gets a
+/// JSON error with its class and a message saying what is wrong.
 #[tokio::test]
 async fn http_bad_requests_get_json_errors_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
@@ -285,5 +292,67 @@ async fn http_sigterm_drains_every_acknowledged_write_and_exits_0() {
             present.exists([id]).unwrap(),
             "acknowledged write {id} lost"
         );
+    }
+}
+
+/// A write that fails on the server's side (another process holds the
+/// write lock) is answered 503 `transient`, and the server's log has the
+/// technical detail: the writer's lines (the retry with its delay, then
+/// the failure) and the request's line, with the class and SQLite's
+/// message.
+///
+/// Property 9: Detailed Technical Logging. An SQLite error the server
+/// cannot resolve is logged with its class and SQLite's own message. (A
+/// caller's error, 4xx, is answered with its detail but not logged.)
+#[tokio::test]
+async fn http_server_errors_are_logged_with_their_detail() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start_with_env(
+        &dir,
+        "",
+        &[
+            ("RESILITE_DATABASE_BUSY_TIMEOUT", "20ms"),
+            ("RESILITE_WRITER_MAX_RETRIES", "1"),
+            ("RESILITE_WRITER_RETRY_BASE_DELAY", "5ms"),
+        ],
+    );
+    let c = Client::new();
+    let (st, _) = post(&c, &s, "/v1/execute", json!({"sql": "CREATE TABLE l(v)"})).await;
+    assert_eq!(st, StatusCode::OK);
+    let holder = rusqlite::Connection::open(s.db_path()).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (st, body) = post(
+        &c,
+        &s,
+        "/v1/execute",
+        json!({"sql": "INSERT INTO l VALUES ('logged')"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_error(&body, "transient");
+    let detail = body["error"]["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains("database is locked"), "{body}");
+    holder.execute_batch("COMMIT").unwrap();
+
+    let log_has = |needles: &[&str]| {
+        std::fs::read_to_string(dir.path().join("stderr.log"))
+            .unwrap()
+            .lines()
+            .any(|l| needles.iter().all(|n| l.contains(n)))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !(log_has(&["request failed", "Transient", &detail])
+        && log_has(&[
+            "transient write failure; retrying batch",
+            "database is locked",
+        ])
+        && log_has(&["write batch failed", "Transient", &detail]))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log lacks the error's detail {detail:?}:\n{}",
+            std::fs::read_to_string(dir.path().join("stderr.log")).unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

@@ -55,6 +55,13 @@ async fn eventually(mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// Durable writes over HTTP while another process holds the write lock
+/// are answered 202 and land once it lets go; a poison write is
+/// dead-lettered, reviewed and fixed over HTTP and the CLI.
+///
+/// Property 2: Graceful Degradation on Connection Failure. While another
+/// process holds the lock, durable writes are answered 202 and kept, and
+/// land once the lock goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_http_writes_poison_and_review_over_http_and_cli() {
     let dir = tempfile::tempdir().unwrap();

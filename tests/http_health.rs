@@ -1,7 +1,10 @@
 //! Health, readiness and metrics over HTTP on a real `resilite run` process:
 //! liveness and readiness answers, the token on `/health/detailed`, and
-//! `/metrics` parsed as Prometheus text with counters that move with traffic.
+//! `/metrics` parsed as Prometheus text with counters that move with traffic;
+//! and a property test of those counts on a runtime in this process (the
+//! only one here: the metrics recorder is global to the process).
 
+mod common;
 mod server;
 
 use prometheus_parse::{Scrape, Value as Metric};
@@ -23,6 +26,13 @@ async fn execute(c: &Client, s: &server::Server, body: Value) {
     assert_eq!(r.status(), StatusCode::OK);
 }
 
+/// `/health`, `/ready` and the token-protected `/health/detailed` of a
+/// fresh server: HEALTHY, ready, integrity ok, probe figures and every
+/// actor listed.
+///
+/// Property 10: Health Monitoring Data Collection. The connection status
+/// (liveness, readiness, actor states) and the performance figures
+/// (probe latencies, sizes) are collected and served over HTTP.
 #[tokio::test]
 async fn health_ready_and_detailed_report_over_http() {
     let dir = tempfile::tempdir().unwrap();
@@ -102,6 +112,13 @@ async fn scrape(c: &Client, s: &server::Server) -> Scrape {
     Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid Prometheus text")
 }
 
+/// `/metrics` parses as Prometheus text; write, read, latency and batch
+/// figures move with 50 writes and a read; the startup check's figures
+/// are exported.
+///
+/// Property 10: Health Monitoring Data Collection. Operations are counted
+/// and timed in the exported metrics of a real `resilite run` process (the
+/// property test below checks the counts exactly, by outcome).
 #[tokio::test]
 async fn metrics_parse_as_prometheus_and_move_with_traffic() {
     let dir = tempfile::tempdir().unwrap();
@@ -155,4 +172,194 @@ async fn metrics_parse_as_prometheus_and_move_with_traffic() {
     assert_eq!(sample(&after, "resilite_health_status", &[]), Some(0.0));
     assert!(sample(&after, "resilite_db_bytes", &[]).unwrap() > 0.0);
     assert!(sample(&after, "resilite_write_probe_seconds", &[]).unwrap() > 0.0);
+}
+
+/// An operation of the monitoring property test.
+#[derive(Debug, Clone)]
+enum Op {
+    Insert(i64),
+    /// A UNIQUE violation (a constraint error).
+    Duplicate,
+    /// A table that does not exist (an SQL error).
+    BadSql,
+    Batch(i64, i64),
+    /// A batch whose second statement violates UNIQUE: nothing applied.
+    FailingBatch(i64),
+    Read,
+    /// A column that does not exist.
+    BadRead,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => any::<i64>().prop_map(Op::Insert),
+        1 => Just(Op::Duplicate),
+        1 => Just(Op::BadSql),
+        1 => (any::<i64>(), any::<i64>()).prop_map(|(a, b)| Op::Batch(a, b)),
+        1 => any::<i64>().prop_map(Op::FailingBatch),
+        2 => Just(Op::Read),
+        1 => Just(Op::BadRead),
+    ]
+}
+
+/// The figures the property compares, from `/metrics` and the handle.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+struct Seen {
+    committed: f64,
+    failed: f64,
+    commits: f64,
+    reads_ok: f64,
+    reads_failed: f64,
+}
+
+async fn seen(c: &Client, base: &str) -> Seen {
+    let r = c.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    let m = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text");
+    let writer = ("writer", "writer");
+    let get = |name: &str, labels: &[(&str, &str)]| sample(&m, name, labels).unwrap_or(0.0);
+    Seen {
+        committed: get("resilite_writes_total", &[writer, ("outcome", "committed")]),
+        failed: get("resilite_writes_total", &[writer, ("outcome", "failed")]),
+        commits: get("resilite_commit_duration_seconds", &[writer]),
+        reads_ok: get("resilite_reads_total", &[("outcome", "ok")]),
+        reads_failed: get("resilite_reads_total", &[("outcome", "failed")]),
+    }
+}
+
+/// One case: `ops` one after the other on a runtime in this process,
+/// `/metrics` served on 127.0.0.1 and scraped before and after.
+async fn monitored(ops: Vec<Op>) {
+    let t = common::start().await;
+    let rt = &t.rt;
+    rt.execute(resilite::Statement::sql("CREATE TABLE t(v INTEGER UNIQUE)"))
+        .await
+        .unwrap();
+    rt.execute(resilite::Statement::sql("INSERT INTO t VALUES (-1)"))
+        .await
+        .unwrap();
+    // The startup check (its write probe is a write) is over.
+    while rt.latest_health().is_none() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(resilite::http::serve(rt.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+    let c = Client::new();
+    let before = seen(&c, &base).await;
+    let stats_before = rt.writer_stats().await.unwrap();
+    let breaker_before = rt.database_breaker();
+
+    let stmt = |sql: &str, v: i64| resilite::Statement::new(sql, [resilite::Value::Integer(v)]);
+    let ins = |v: i64| stmt("INSERT OR IGNORE INTO t VALUES (?1)", v);
+    let mut want = Seen::default();
+    for op in &ops {
+        let ok = match *op {
+            Op::Insert(v) => rt.execute(ins(v)).await.is_ok(),
+            Op::Duplicate => rt
+                .execute(resilite::Statement::sql("INSERT INTO t VALUES (-1)"))
+                .await
+                .is_ok(),
+            Op::BadSql => rt
+                .execute(stmt("INSERT INTO nowhere VALUES (?1)", 1))
+                .await
+                .is_ok(),
+            Op::Batch(a, b) => rt.batch(vec![ins(a), ins(b)]).await.is_ok(),
+            Op::FailingBatch(v) => rt
+                .batch(vec![ins(v), stmt("INSERT INTO t VALUES (?1)", -1)])
+                .await
+                .is_ok(),
+            Op::Read => rt
+                .query(resilite::Statement::sql("SELECT count(*) FROM t"))
+                .await
+                .is_ok(),
+            Op::BadRead => rt
+                .query(resilite::Statement::sql("SELECT nope FROM t"))
+                .await
+                .is_ok(),
+        };
+        let expected = !matches!(
+            op,
+            Op::Duplicate | Op::BadSql | Op::FailingBatch(_) | Op::BadRead
+        );
+        assert_eq!(ok, expected, "{op:?}");
+        match (op, ok) {
+            (Op::Read | Op::BadRead, true) => want.reads_ok += 1.0,
+            (Op::Read | Op::BadRead, false) => want.reads_failed += 1.0,
+            (_, true) => want.committed += 1.0,
+            (_, false) => want.failed += 1.0,
+        }
+    }
+
+    let after = seen(&c, &base).await;
+    let stats = rt.writer_stats().await.unwrap();
+    let breaker = rt.database_breaker();
+    let moved = Seen {
+        committed: after.committed - before.committed,
+        failed: after.failed - before.failed,
+        commits: after.commits - before.commits,
+        reads_ok: after.reads_ok - before.reads_ok,
+        reads_failed: after.reads_failed - before.reads_failed,
+    };
+    // Error rates: every operation counted once, by outcome.
+    assert_eq!(
+        Seen {
+            commits: 0.0,
+            ..moved
+        },
+        want,
+        "/metrics moved by {moved:?} for {ops:?}"
+    );
+    assert_eq!(
+        stats.committed - stats_before.committed,
+        want.committed as u64
+    );
+    assert_eq!(stats.failed - stats_before.failed, want.failed as u64);
+    // Performance: one commit-duration observation per commit.
+    assert_eq!(moved.commits, (stats.commits - stats_before.commits) as f64);
+    // The database breaker saw every write; SQL and constraint errors
+    // are not failures of the database.
+    let writes = (want.committed + want.failed) as u64;
+    assert_eq!(breaker.calls - breaker_before.calls, writes, "{breaker:?}");
+    assert_eq!(breaker.failures, breaker_before.failures, "{breaker:?}");
+    // Connection status: live, ready, probes measured, actors running.
+    let r = c.get(format!("{base}/ready")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let report = rt.check_now().await.unwrap();
+    assert!(report.figures.read_probe_ms > 0.0, "{report:?}");
+    assert!(report.figures.write_probe_ms.unwrap() > 0.0, "{report:?}");
+    assert!(report
+        .actors
+        .iter()
+        .all(|a| a.state == resilite::SlotState::Running));
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    rt.shutdown().await.unwrap();
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: common::cases(6),
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Property 10: Health Monitoring Data Collection. For any sequence of
+    /// writes, batches and reads, some failing, `/metrics` (served on
+    /// 127.0.0.1 and parsed as Prometheus text) counts each one once by
+    /// outcome (`resilite_writes_total`, `resilite_reads_total`: the error
+    /// rates), records the duration of every commit, agrees with the
+    /// writer's own counts and the `database` breaker's, and the health
+    /// report has its probe latencies and every actor running.
+    #[test]
+    fn metrics_count_every_operation_by_outcome(ops in proptest::collection::vec(op(), 1..30)) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(monitored(ops));
+    }
 }

@@ -65,6 +65,14 @@ fn recorded(t: &common::TestRuntime) -> Vec<recoveries::RecoveryRecord> {
     recoveries::list(&open_direct(&t.rt.config().journal_path())).unwrap()
 }
 
+/// `rt.recover()` on a damaged file: the backup is put in place, the 150
+/// writes after it are replayed from the operation log, the damaged file
+/// is kept, writes resume, and the attempt is journaled; a second
+/// recovery from the same backup applies each operation once.
+///
+/// Property 13: Corruption Recovery. A damaged database is restored from
+/// the newest verified backup with no acknowledged write lost; the damaged
+/// file is kept and the attempt recorded with an explanation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_restores_the_backup_and_replays_every_acknowledged_write() {
     let t = start_with(|c| {
@@ -144,6 +152,11 @@ async fn recovery_restores_the_backup_and_replays_every_acknowledged_write() {
     );
 }
 
+/// With no verified backup, recovery leaves the damaged file in place,
+/// keeps writes paused, says what to do, and records `no-backup`.
+///
+/// Property 13: Corruption Recovery. With nothing to restore from, the
+/// error offers what to do instead and the file is not touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_no_verified_backup_nothing_is_touched_and_writes_stay_paused() {
     let t = start_with(|c| {
@@ -261,6 +274,9 @@ async fn written_after_a_backup() -> common::TestRuntime {
 /// A query that meets SQLITE_CORRUPT makes health CRITICAL at once (not at
 /// the next scheduled check) and starts a recovery by itself; afterwards
 /// every acknowledged row is there once and health is HEALTHY again.
+///
+/// Property 13: Corruption Recovery. Corruption detected by an ordinary
+/// query is restored from the backup automatically.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corruption_met_by_a_query_makes_health_critical_at_once_and_recovers_by_itself() {
     let t = written_after_a_backup().await;
@@ -309,6 +325,9 @@ async fn corruption_met_by_a_query_makes_health_critical_at_once_and_recovers_by
 /// Damage found by health's own checks (a page overwritten, the header
 /// zeroed, the file truncated) is recovered by itself, every acknowledged
 /// write present afterwards.
+///
+/// Property 13: Corruption Recovery. Corruption detected by the health
+/// checks (three kinds of damage) is restored automatically.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damage_found_by_the_health_check_is_recovered_by_itself() {
     for how in [Damage::TablePage, Damage::Header, Damage::Truncated] {

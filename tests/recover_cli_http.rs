@@ -55,6 +55,9 @@ fn damaged_copies(dir: &Path) -> usize {
 /// `resilite recover`: asks unless --yes, puts the newest verified backup
 /// in place of a file SQLite cannot read, keeps the damaged file; with no
 /// backup it refuses and leaves the file as it was.
+///
+/// Property 13: Corruption Recovery. The operator is offered recovery from
+/// the command line (confirmed or `--yes`), with no server running.
 #[test]
 fn cli_recover_replaces_an_unreadable_file_and_refuses_without_a_backup() {
     let dir = tempfile::tempdir().unwrap();
@@ -131,6 +134,9 @@ async fn get(c: &Client, s: &server::Server, path: &str) -> (StatusCode, Value) 
 /// The file damaged while the server was down: the next start recovers
 /// it (the backup, then the operation log replayed: every acknowledged
 /// row is back) and records it; `POST /v1/recover` recovers on request.
+///
+/// Property 13: Corruption Recovery. A file found damaged at start is
+/// restored before it is served, and recovery is offered over HTTP.
 #[tokio::test]
 async fn a_server_recovers_at_start_and_on_request() {
     let dir = tempfile::tempdir().unwrap();

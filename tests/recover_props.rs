@@ -141,9 +141,7 @@ fn inflict(db: &std::path::Path, how: Damage) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(8)
-    ))]
+    #![proptest_config(ProptestConfig::with_cases(common::cases(8)))]
     /// Property 13: Corruption Recovery. For any write sequence and any
     /// damage to the file after a verified backup, the damage is detected
     /// and recovered without an operator, and no acknowledged write is

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use proptest::prelude::*;
 use resilite::{
     Action, Durable, EnqueueOptions, Error, Operation, QueueStats, Resolution, Runtime, Statement,
     Value,
@@ -122,6 +123,12 @@ async fn table_t_under_a_held_lock() -> (common::TestRuntime, rusqlite::Connecti
     (t, holder)
 }
 
+/// 10,000 durable writes made while another process holds the write lock
+/// are all queued; once it lets go, each lands exactly once.
+///
+/// Property 2: Graceful Degradation on Connection Failure. With every
+/// in-place retry spent, no write is lost: each is kept in the journal's
+/// queue and replayed when the database takes writes again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_writes_under_a_held_lock_are_queued_and_land_exactly_once() {
     let (t, holder) = table_t_under_a_held_lock().await;
@@ -398,6 +405,13 @@ async fn a_poison_write_is_dead_lettered_then_requeued_after_the_fix_or_discarde
     t.rt.shutdown().await.unwrap();
 }
 
+/// Application payloads reach their handler: two transient failures are
+/// retried and then delivered; a permanent error and a kind with no
+/// handler go to the dead-letter queue with the reason.
+///
+/// Property 15: Audit Log Retry Pattern. A record whose handler fails
+/// transiently is retried until delivered, each failure kept in its
+/// history (the timing is checked by the property tests below).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn application_payloads_reach_their_handler_with_retries_and_dead_letters() {
     let t = start_with(impatient).await;
@@ -585,4 +599,172 @@ async fn handler_calls_are_bounded_by_handler_concurrency() {
     let most = most.load(Ordering::SeqCst);
     assert!((2..=4).contains(&most), "{most} handler calls ran at once");
     t.rt.shutdown().await.unwrap();
+}
+
+/// The lowest delay of attempt `n` (from 1) under exponential backoff:
+/// `base * factor^(n-1)`, capped at `max`.
+fn floor_of(base: Duration, factor: f64, max: Duration, n: u32) -> Duration {
+    let secs = base.as_secs_f64() * factor.powi(n as i32 - 1);
+    Duration::from_secs_f64(secs.min(max.as_secs_f64()))
+}
+
+/// `got` lies in `[lo, hi]`, give or take the rounding of backon's f32
+/// arithmetic.
+fn within(got: Duration, lo: Duration, hi: Duration) -> bool {
+    let slack = |d: Duration| d.mul_f64(1e-4) + Duration::from_micros(10);
+    got + slack(lo) >= lo && got <= hi + slack(hi)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: common::cases(256),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Property 15: Audit Log Retry Pattern. For any retry policy, both
+    /// schedules resilite retries a failed write on are exponential with
+    /// jitter within bounds: a queued entry (`[retry]`, e.g. an audit
+    /// record for an application handler) waits between `d(n)` and
+    /// `min(2 d(n), max_delay)` before attempt `n + 1`, where
+    /// `d(n) = min(base_delay * factor^(n-1), max_delay)`; the writer's
+    /// in-place retries (`[writer]`, also the journal writer that keeps
+    /// resilite's own records) wait between `d(n)` and `2 d(n)` with factor
+    /// 2, exactly `max_retries` times.
+    #[test]
+    fn retry_schedules_are_exponential_with_jitter_within_bounds_for_any_policy(
+        base_ms in 1u64..10_000,
+        factor in 1.0f32..8.0,
+        max_times in 1u64..1000,
+        attempts in 1u32..30,
+        max_retries in 0usize..12,
+    ) {
+        let base = Duration::from_millis(base_ms);
+        let max = base * max_times as u32;
+        let queue = resilite::config::RetryConfig {
+            base_delay: base,
+            factor,
+            max_delay: max,
+            ..Default::default()
+        };
+        for n in 1..=attempts {
+            let d = floor_of(base, f64::from(factor), max, n);
+            let got = queue.delay(n);
+            prop_assert!(within(got, d, (d * 2).min(max)), "queue attempt {n}: {got:?} outside [{d:?}, {:?}]", (d * 2).min(max));
+        }
+
+        let mut config = resilite::Config::for_database("app.db");
+        config.writer.max_retries = max_retries;
+        config.writer.retry_base_delay = base;
+        config.writer.retry_max_delay = max;
+        let policy = config.writer_config(config.journal_db()).retry;
+        let delays: Vec<Duration> = backon::BackoffBuilder::build(policy.backoff()).collect();
+        prop_assert_eq!(delays.len(), max_retries);
+        for (i, got) in delays.into_iter().enumerate() {
+            let d = floor_of(base, 2.0, max, i as u32 + 1);
+            prop_assert!(within(got, d, d * 2), "writer retry {}: {got:?} outside [{d:?}, {:?}]", i + 1, d * 2);
+        }
+    }
+}
+
+/// One case: an audit record whose store fails `fails` times, then takes
+/// it, under a random `[retry]` policy; the failures are spaced as the
+/// policy says.
+async fn audit_retried(base_ms: u64, factor: f32, max_ms: u64, fails: usize) {
+    let (base, max) = (
+        Duration::from_millis(base_ms),
+        Duration::from_millis(max_ms),
+    );
+    let poll = Duration::from_millis(10);
+    let t = start_with(|c| {
+        c.retry.base_delay = base;
+        c.retry.factor = factor;
+        c.retry.max_delay = max;
+        c.retry.poll_interval = poll;
+        c.retry.max_attempts = 100;
+    })
+    .await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    t.rt.register_handler(
+        "audit_log",
+        Arc::new(move |_payload| {
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                if n < fails {
+                    // Each failure says something else: not a poison entry.
+                    return Err(Error::classed(
+                        resilite::ErrorClass::Transient,
+                        format!("audit store unavailable (call {n})"),
+                    ));
+                }
+                Ok(())
+            })
+        }),
+    );
+    let id =
+        t.rt.enqueue(
+            "audit_log",
+            serde_json::json!({"event": "login", "user": 7}),
+            EnqueueOptions::default(),
+        )
+        .await
+        .unwrap();
+    let stats = common::queue_settled(&t.rt, Duration::from_secs(30)).await;
+    assert_eq!(stats.succeeded, 1, "{stats:?}");
+    let entry = t.rt.queue_entry(id).await.unwrap().unwrap();
+    assert_eq!(entry.attempts as usize, fails + 1, "{entry:?}");
+    let at: Vec<i64> = entry
+        .errors
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["at_ms"].as_i64().unwrap())
+        .collect();
+    assert_eq!(at.len(), fails, "{entry:?}");
+    // The first attempt waits `base_delay` after the entry was queued.
+    assert!(at[0] - entry.created_at_ms >= base_ms as i64 - 1, "{at:?}");
+    // Attempt n + 1 comes at least d(n) after failure n, and (a loaded
+    // machine may run it late) within 2 d(n) plus polling and slack.
+    let slack = poll + Duration::from_millis(500);
+    for n in 1..fails {
+        let gap = Duration::from_millis((at[n] - at[n - 1]) as u64);
+        let d = floor_of(base, f64::from(factor), max, n as u32);
+        assert!(
+            gap + Duration::from_millis(1) >= d,
+            "failure {n} -> {}: {gap:?} < {d:?} ({at:?})",
+            n + 1
+        );
+        assert!(
+            gap <= (d * 2).min(max) + slack,
+            "failure {n} -> {}: {gap:?} > 2 x {d:?} ({at:?})",
+            n + 1
+        );
+    }
+    t.rt.shutdown().await.unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: common::cases(4),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Property 15: Audit Log Retry Pattern. For any `[retry]` policy and
+    /// any number of failures of the store an audit record goes to (an
+    /// application handler failing transiently), the queue retries it by
+    /// itself until it is taken, and the journaled failure times are
+    /// spaced exponentially: failure `n + 1` comes at least
+    /// `min(base_delay * factor^(n-1), max_delay)` after failure `n`.
+    #[test]
+    fn failing_audit_writes_are_retried_with_exponential_backoff(
+        base_ms in 10u64..40,
+        factor in 1.5f32..3.0,
+        max_ms in 60u64..300,
+        fails in 2usize..5,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(audit_retried(base_ms, factor, max_ms, fails));
+    }
 }

@@ -100,6 +100,12 @@ fn toml_path(p: &Path) -> String {
     format!("{:?}", p.display().to_string())
 }
 
+/// A database path that is a directory: `resilite run` exits 1 and
+/// `Runtime::start` fails with `bad_input`, naming the path; nothing is
+/// created.
+///
+/// Property 8: User-Friendly Error Messages. A database that cannot be
+/// opened is refused with a message naming the path and the problem.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_a_database_path_that_is_a_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -211,6 +217,11 @@ async fn startup_a_database_in_a_read_only_directory_is_refused() {
     }
 }
 
+/// A file of noise as the database: refused by the binary and by
+/// `Runtime::start` (class `corruption`), no journal, `-wal` or `-shm` left.
+///
+/// Property 8: User-Friendly Error Messages. A file SQLite cannot read is
+/// refused with "not an SQLite database" and its path, the file untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_a_file_that_is_not_a_database_leaves_no_journal() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use proptest::prelude::*;
 use resilite::testing::WriterMsg;
 use resilite::{ErrorClass, RestartOutcome, Statement, Status};
 
@@ -23,6 +24,13 @@ async fn restarts_recorded(rt: &resilite::Runtime, n: usize) -> Vec<resilite::Re
     rt.restarts().await.unwrap()
 }
 
+/// A panicking writer is restarted with a new connection; the writes
+/// racing the panic are all applied, and the restart is journaled and
+/// shown in the health report.
+///
+/// Property 1: Connection Recovery Behavior. The writer's connection is
+/// lost mid-load and the supervisor reconnects without the caller doing
+/// anything (one example; the property test below varies the losses).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_restarts_a_panicking_writer_and_records_it() {
     let t = start_with(|c| c.supervisor.max_restarts = 3).await;
@@ -74,6 +82,16 @@ async fn supervisor_restarts_a_panicking_writer_and_records_it() {
     assert!(writer.last_failure.as_deref().unwrap().contains("injected"));
 }
 
+/// Past `max_restarts`, the writer is marked failed: writes get an
+/// `unavailable` error naming the cause, reads are still served, health is
+/// CRITICAL, the runtime is not ready, and every restart and the
+/// escalation are in the journal.
+///
+/// Property 2: Graceful Degradation on Connection Failure. Once the
+/// restarts are spent every failure is recorded in the journal and the
+/// runtime keeps serving reads and health with writes refused clearly.
+/// Property 14: Non-Database Command Continuity. With the writer gone,
+/// reads, the health report and readiness still answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_escalates_past_the_restart_limit_with_a_clear_error() {
     let t = start_with(|c| {
@@ -134,4 +152,128 @@ async fn supervisor_escalates_past_the_restart_limit_with_a_clear_error() {
             RestartOutcome::Escalated
         ]
     );
+}
+
+/// A loss of the writer's connection, as a test can cause it.
+#[derive(Debug, Clone, Copy)]
+enum Loss {
+    /// The writer panics: the supervisor restarts it with a new connection.
+    Panic,
+    /// Another process holds the write lock this long (ms): the writer's
+    /// transaction fails with SQLITE_BUSY and is retried in place.
+    HeldLock(u64),
+}
+
+fn loss() -> impl Strategy<Value = Loss> {
+    prop_oneof![
+        2 => Just(Loss::Panic),
+        1 => (20u64..100).prop_map(Loss::HeldLock),
+    ]
+}
+
+/// The current writer, once it is another actor than `before`.
+async fn writer_after(
+    rt: &resilite::Runtime,
+    before: &ractor::ActorRef<WriterMsg>,
+) -> ractor::ActorRef<WriterMsg> {
+    for _ in 0..500 {
+        if let Ok(w) = rt.writer().await {
+            if w.get_id() != before.get_id() {
+                return w;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the writer was not restarted within 5 s");
+}
+
+/// One case: `losses` in a row, each while 10 writes are in flight.
+async fn connection_losses(losses: Vec<Loss>) {
+    let t = start_with(|c| {
+        c.supervisor.max_restarts = 10;
+        c.supervisor.restart_window = Duration::from_secs(60);
+        c.database.busy_timeout = Duration::from_millis(20);
+        // At least 10+20+40+80+160+200+200+200 ms of retries: longer
+        // than any lock the case holds.
+        c.writer.max_retries = 8;
+        c.writer.retry_base_delay = Duration::from_millis(10);
+        c.writer.retry_max_delay = Duration::from_millis(200);
+    })
+    .await;
+    t.rt.execute(Statement::sql("CREATE TABLE r(v INTEGER NOT NULL)"))
+        .await
+        .unwrap();
+    let mut sent = 0i64;
+    for loss in &losses {
+        let writes: Vec<_> = (sent..sent + 10)
+            .map(|v| {
+                let rt = t.rt.clone();
+                tokio::spawn(async move { rt.execute(insert("r", v)).await })
+            })
+            .collect();
+        sent += 10;
+        match *loss {
+            Loss::Panic => {
+                let before = t.rt.writer().await.unwrap();
+                before.send_message(WriterMsg::InjectPanic).unwrap();
+                writer_after(&t.rt, &before).await;
+            }
+            Loss::HeldLock(ms) => {
+                let holder = common::open_direct(&t.db_path());
+                holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                holder.execute_batch("COMMIT").unwrap();
+            }
+        }
+        for w in writes {
+            w.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{loss:?}: a write was lost: {e}"));
+        }
+    }
+    // Every write once, and the writer takes new ones.
+    t.rt.execute(insert("r", -1)).await.unwrap();
+    let rows =
+        t.rt.query(Statement::sql(
+            "SELECT count(*), count(DISTINCT v), min(v), max(v) FROM r",
+        ))
+        .await
+        .unwrap();
+    let n = resilite::Value::Integer;
+    assert_eq!(
+        rows.rows[0],
+        vec![n(sent + 1), n(sent + 1), n(-1), n(sent - 1)]
+    );
+    assert_eq!(t.rt.status(), Status::Healthy);
+    t.rt.ready().expect("ready after the losses");
+    // One journaled restart per panic, none for a held lock.
+    let panics = losses.iter().filter(|l| matches!(l, Loss::Panic)).count();
+    let records = restarts_recorded(&t.rt, panics).await;
+    assert_eq!(records.len(), panics, "{records:?}");
+    assert!(records
+        .iter()
+        .all(|r| r.actor == "writer" && r.outcome == RestartOutcome::Restarted));
+    t.rt.shutdown().await.unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: common::cases(4),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Property 1: Connection Recovery Behavior. For any sequence of
+    /// connection losses (the writer panicking, or another process holding
+    /// the write lock) during writes, the writer recovers by itself: a
+    /// panicked writer is restarted with a new connection and the restart
+    /// journaled, a locked transaction is retried in place with backoff,
+    /// and every write in flight is answered and applied once.
+    #[test]
+    fn supervisor_recovers_the_writer_from_any_connection_losses(
+        losses in prop::collection::vec(loss(), 1..5),
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(connection_losses(losses));
+    }
 }

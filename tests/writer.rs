@@ -1,5 +1,6 @@
 //! The writer through the runtime handle: group commit under concurrency,
-//! per-operation isolation inside one commit, atomic batches.
+//! per-operation isolation inside one commit, atomic batches; property
+//! tests of atomicity and of the errors callers get.
 
 mod common;
 
@@ -78,6 +79,12 @@ async fn writer_64_tasks_x_1000_writes_all_acknowledged_rows_present() {
     assert_eq!(integrity, "ok");
 }
 
+/// Six concurrent inserts share one group commit; the two that violate
+/// UNIQUE fail with `constraint`, the four others are committed.
+///
+/// Property 7: Automatic Transaction Rollback. A write that fails inside a
+/// group commit is rolled back alone (its statement undone), without the
+/// caller asking and without undoing the writes committed beside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writer_constraint_failure_fails_only_its_caller_in_a_group_commit() {
     // A long batch wait makes the concurrent writes land in one commit.
@@ -116,6 +123,9 @@ async fn writer_constraint_failure_fails_only_its_caller_in_a_group_commit() {
 /// `writer.statement_timeout`: a caller statement that runs too long is
 /// stopped with a `timeout` error and applies nothing, while the writes
 /// committed in the same group commit are all there.
+///
+/// Property 7: Automatic Transaction Rollback. A statement stopped for its
+/// time bound is rolled back whole (no row of it stays).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writer_statement_past_its_timeout_fails_alone_and_applies_nothing() {
     let t = start_with(|c| {
@@ -247,6 +257,12 @@ async fn writer_write_many_isolates_each_operation_in_one_commit() {
     t.rt.shutdown().await.unwrap();
 }
 
+/// `INSERT OR FAIL` of four rows failing on the third, between two good
+/// inserts in one group commit: none of its rows stays, both others do.
+///
+/// Property 7: Automatic Transaction Rollback. A statement that fails after
+/// changing rows (`OR FAIL` keeps them in SQLite) is rolled back whole,
+/// while the writes beside it in the same commit stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writer_or_fail_statement_leaves_no_partial_rows_in_a_group_commit() {
     // OR FAIL keeps the rows a statement changed before failing; resilite
@@ -281,6 +297,13 @@ async fn writer_or_fail_statement_leaves_no_partial_rows_in_a_group_commit() {
     assert_eq!(got, [3, 10, 11].map(Value::from).to_vec());
 }
 
+/// A batch of four whose third statement violates NOT NULL fails with
+/// `constraint` and applies nothing; the next batch applies whole.
+///
+/// Property 6: Transaction Atomicity. A multi-statement operation is one
+/// transaction: all of it or nothing. Property 7: Automatic Transaction
+/// Rollback. The failing third statement rolls back the two before it
+/// without the caller asking.
 #[tokio::test]
 async fn writer_atomic_batch_with_one_bad_statement_leaves_nothing() {
     let t = start().await;
@@ -312,6 +335,13 @@ async fn writer_atomic_batch_with_one_bad_statement_leaves_nothing() {
     );
 }
 
+/// Wrong parameter counts, several statements, empty SQL, unknown tables,
+/// a query through execute and a write through query: each gets its class
+/// and a message, and nothing is applied.
+///
+/// Property 8: User-Friendly Error Messages. Each kind of bad input gets
+/// its class and a non-empty message (the property test below checks
+/// the messages themselves).
 #[tokio::test]
 async fn writer_bad_input_gets_a_clear_error_and_nothing_is_applied() {
     let t = start().await;
@@ -427,7 +457,16 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(common::cases(24)))]
+    /// Concurrent good and failing writes and batches: the table ends
+    /// with exactly the rows of the acknowledged operations.
+    ///
+    /// Property 6: Transaction Atomicity. For any mix of concurrent
+    /// writes and batches, good and failing, the committed rows are
+    /// exactly those of the acknowledged operations: a batch is applied
+    /// whole or not at all. Property 7: Automatic Transaction Rollback.
+    /// Every failing operation, a batch with one failing statement
+    /// included, leaves no row behind.
     #[test]
     fn writer_committed_rows_are_exactly_the_acknowledged_operations(ops in prop::collection::vec(op(), 1..60)) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -470,5 +509,194 @@ proptest! {
             assert_eq!(got, expected);
             t.rt.shutdown().await.unwrap();
         });
+    }
+}
+
+/// A failing operation of the error-message property test.
+#[derive(Debug, Clone, Copy)]
+enum Failing {
+    Unique,
+    NotNull,
+    Check,
+    ForeignKey,
+    NoTable,
+    NoColumn,
+    Syntax,
+    ParamCount,
+    /// A write sent as a query.
+    QueryWrites,
+    /// Transaction control, refused by the statement gate.
+    Begin,
+    /// A pragma that changes the connection, refused by the gate.
+    Pragma,
+}
+
+impl Failing {
+    /// The statement (with `tag` in a comment), its class, and words of
+    /// SQLite's own message that the detail must keep.
+    fn case(self, tag: &str) -> (Statement, ErrorClass, &'static str) {
+        let sql = |s: &str| format!("{s} /* {tag} */");
+        let one = |s: &str, v: Value| Statement::new(sql(s), [v]);
+        match self {
+            Failing::Unique => (
+                one("INSERT INTO e(k) VALUES (?1)", "taken".into()),
+                ErrorClass::Constraint,
+                "UNIQUE constraint failed",
+            ),
+            Failing::NotNull => (
+                one("INSERT INTO e(k) VALUES (?1)", Value::Null),
+                ErrorClass::Constraint,
+                "NOT NULL constraint failed",
+            ),
+            Failing::Check => (
+                one("INSERT INTO e(k, n) VALUES ('c', ?1)", (-1).into()),
+                ErrorClass::Constraint,
+                "CHECK constraint failed",
+            ),
+            Failing::ForeignKey => (
+                one("INSERT INTO child(parent) VALUES (?1)", "none".into()),
+                ErrorClass::Constraint,
+                "FOREIGN KEY constraint failed",
+            ),
+            Failing::NoTable => (
+                one("INSERT INTO nowhere VALUES (?1)", 1.into()),
+                ErrorClass::Sql,
+                "no such table",
+            ),
+            Failing::NoColumn => (
+                one("UPDATE e SET nope = ?1", 1.into()),
+                ErrorClass::Sql,
+                "no such column",
+            ),
+            Failing::Syntax => (
+                Statement::sql(sql("INSERT INTO e VALUES VALUES (1)")),
+                ErrorClass::Sql,
+                "syntax error",
+            ),
+            Failing::ParamCount => (
+                Statement::new(
+                    sql("INSERT INTO e(k) VALUES (?1)"),
+                    [Value::from("a"), Value::from("b")],
+                ),
+                ErrorClass::BadInput,
+                "",
+            ),
+            Failing::QueryWrites => (
+                Statement::sql(sql("DELETE FROM e")),
+                ErrorClass::BadInput,
+                "",
+            ),
+            Failing::Begin => (
+                Statement::sql(sql("BEGIN IMMEDIATE")),
+                ErrorClass::Forbidden,
+                "not authorized",
+            ),
+            Failing::Pragma => (
+                Statement::sql(sql("PRAGMA journal_mode = DELETE")),
+                ErrorClass::Forbidden,
+                "not authorized",
+            ),
+        }
+    }
+}
+
+fn failing() -> impl Strategy<Value = Failing> {
+    prop_oneof![
+        Just(Failing::Unique),
+        Just(Failing::NotNull),
+        Just(Failing::Check),
+        Just(Failing::ForeignKey),
+        Just(Failing::NoTable),
+        Just(Failing::NoColumn),
+        Just(Failing::Syntax),
+        Just(Failing::ParamCount),
+        Just(Failing::QueryWrites),
+        Just(Failing::Begin),
+        Just(Failing::Pragma),
+    ]
+}
+
+/// One case: each failure sent alone or inside a batch; its error checked.
+async fn failures_explained(cases: Vec<(Failing, bool, String)>) {
+    let t = start().await;
+    for ddl in [
+        "CREATE TABLE e(k TEXT UNIQUE NOT NULL, n INTEGER CHECK (n >= 0))",
+        "CREATE TABLE child(parent TEXT REFERENCES e(k))",
+        "INSERT INTO e(k) VALUES ('taken')",
+    ] {
+        t.rt.execute(Statement::sql(ddl)).await.unwrap();
+    }
+    for (failing, in_batch, tag) in &cases {
+        let (stmt, class, sqlite_words) = failing.case(tag);
+        let err = match failing {
+            Failing::QueryWrites => t.rt.query(stmt).await.map(|_| ()),
+            _ if *in_batch => {
+                let good = Statement::new(
+                    "INSERT INTO e(k) VALUES (?1)",
+                    [Value::from(format!("batched {tag}"))],
+                );
+                t.rt.batch(vec![good, stmt]).await.map(|_| ())
+            }
+            _ => t.rt.execute(stmt).await.map(|_| ()),
+        }
+        .expect_err("it fails");
+        let case = format!("{failing:?} (batch: {in_batch}, tag {tag:?}): {err:?}");
+        assert_eq!(err.class, class, "{case}");
+        // Property 8: a message for people, no SQLite internals or SQL.
+        let message = &err.message;
+        assert!(!message.trim().is_empty(), "{case}");
+        assert!(message.len() <= 1024, "{case}");
+        assert!(!message.chars().any(char::is_control), "{case}");
+        assert!(!message.contains(tag.lines().next().unwrap()), "{case}");
+        assert!(
+            sqlite_words.is_empty() || !message.contains(sqlite_words),
+            "{case}"
+        );
+        // Property 9: the detail keeps SQLite's own message and the SQL's
+        // start, escaped to one line.
+        let detail = &err.detail;
+        assert!(detail.contains(sqlite_words), "{case}");
+        // (A write sent as a query is refused by resilite before SQLite
+        // runs it: no SQLite error, and the detail is the message.)
+        if !matches!(failing, Failing::QueryWrites) {
+            assert!(detail.contains(&tag.escape_default().to_string()), "{case}");
+        }
+        assert!(!detail.chars().any(char::is_control), "{case}");
+    }
+    // Nothing of any failed operation was applied.
+    let rows =
+        t.rt.query(Statement::sql("SELECT count(*) FROM e"))
+            .await
+            .unwrap();
+    assert_eq!(rows.rows, vec![vec![Value::Integer(1)]]);
+    t.rt.shutdown().await.unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: common::cases(8),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Property 8: User-Friendly Error Messages. For any failing
+    /// operation (constraint, SQL, bad input, refused by the gate; alone or
+    /// in a batch), the error has the class that says what to do and a
+    /// message for people: one printable line of at most 1 KB, without the
+    /// caller's SQL or SQLite's own wording.
+    ///
+    /// Property 9: Detailed Technical Logging. The same errors carry the
+    /// technical detail, for logs: SQLite's own message and the start of
+    /// the SQL, control characters escaped so it stays one log line (what
+    /// is logged is checked by `http_server_errors_are_logged_with_their_detail`).
+    #[test]
+    fn writer_every_failure_has_a_plain_message_and_the_technical_detail(
+        cases in prop::collection::vec(
+            (failing(), any::<bool>(), "[a-z]{4,12}(\n[a-z]{1,8})?"),
+            1..12,
+        ),
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(failures_explained(cases));
     }
 }

@@ -335,6 +335,11 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// (a) The breaker and the model agree after every step.
+    ///
+    /// Property 2: Graceful Degradation on Connection Failure. For any
+    /// sequence of calls, failures, cancellations and operator actions, the
+    /// breaker that makes writes fail fast while the database keeps failing
+    /// opens, half-opens and closes exactly as the reference model says.
     #[test]
     fn breaker_agrees_with_the_model(
         config in config(),

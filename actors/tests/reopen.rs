@@ -26,6 +26,10 @@ fn database_holding(path: &Path, v: &str) {
 /// A swapped file is what the writer and the readers see after reopening;
 /// while closed, a write is refused and never applied, and no connection
 /// holds the old file (its -wal and -shm are gone).
+///
+/// Property 1: Connection Recovery Behavior. The writer and the read pool
+/// drop their connections and open new ones on the same path, their
+/// handles valid throughout, and then see the file now there.
 #[tokio::test]
 async fn writer_and_readers_reopen_on_a_swapped_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -77,3 +77,13 @@ pub async fn assert_no_keys_left(db: &std::path::Path) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Cases of a property test: `default` (sized to keep `cargo test`
+/// short), or `PROPTEST_CASES` when set (e.g. `PROPTEST_CASES=100` for
+/// the reliability design's 100 iterations per property).
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

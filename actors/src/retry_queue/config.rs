@@ -178,6 +178,12 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        /// Delays stay within `[base_delay, max_delay]` and their lower
+        /// bound doubles with each attempt (the default factor).
+        ///
+        /// Property 15: Audit Log Retry Pattern. A queued entry's retries
+        /// back off exponentially, bounded (the integration tests in
+        /// `tests/retry_queue.rs` vary the factor and check the spacing).
         #[test]
         fn backoff_delays_are_bounded_and_grow(base_ms in 1u64..2000, max_s in 1u64..600, attempt in 1u32..40) {
             let config = RetryConfig {
