@@ -180,3 +180,47 @@ async fn a_plain_write_fails_within_one_busy_wait_then_fast() {
     }
     holder.execute_batch("COMMIT").unwrap();
 }
+
+/// Another process that opens the database and exits (a shell, a backup
+/// tool) must not take itself for the last user: the runtime's write probe
+/// keeps SQLite's locks (it never opens and closes the file itself), so
+/// the WAL is not checkpointed and deleted from under the runtime, and a
+/// new connection reads every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_exiting_leaves_the_runtimes_wal_alone() {
+    if std::process::Command::new("sqlite3")
+        .arg("-version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no sqlite3 shell (.ci/run installs it)");
+        return;
+    }
+    let t = start_with(|_| {}).await;
+    t.rt.execute(Statement::sql("CREATE TABLE t(v INTEGER)"))
+        .await
+        .unwrap();
+    t.rt.check_now().await.unwrap(); // runs the write probe
+    let wal = t.db_path().with_extension("db-wal");
+    assert!(wal.exists());
+    let out = std::process::Command::new("sqlite3")
+        .arg(t.db_path())
+        .arg("SELECT count(*) FROM t;")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wal.exists(), "the other process deleted the runtime's WAL");
+    let Operation::Statement(stmt) = insert(7) else {
+        unreachable!()
+    };
+    t.rt.execute(stmt).await.unwrap();
+    assert_eq!(
+        count(&t.db_path()),
+        (1, 1),
+        "a new connection reads the write"
+    );
+}

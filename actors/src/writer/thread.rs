@@ -321,8 +321,8 @@ impl ConnectionLoop {
     /// rewrites the header's `user_version` with the value it holds. A real
     /// write to the file, so it fails as the callers' writes would
     /// (read-only or immutable file, full disk, lock held elsewhere), and
-    /// the application sees no change; then the file is opened for
-    /// writing. Tried once: it measures.
+    /// the application sees no change; then the kernel is asked whether
+    /// the file may be written. Tried once: it measures.
     fn probe(&self) -> Result<()> {
         let conn = &self.db()?.conn;
         let write = || -> rusqlite::Result<()> {
@@ -338,16 +338,15 @@ impl ConnectionLoop {
         // The open connection keeps writing the WAL after its file was made
         // read-only or immutable: SQLite finds out only at the next
         // checkpoint, or when it opens the file again after a restart.
-        // Opening the file for writing finds out now.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map(drop)
-            .map_err(|e| {
-                let mut err = Error::from(e).during("write probe", path);
-                err.detail = format!("opening {} for writing: {}", path.display(), err.detail);
-                err
-            })
+        // access(2) asks the kernel now. Never open and close the file
+        // here: closing any descriptor of it drops every POSIX lock this
+        // process holds on it, SQLite's included, and another process's
+        // last connection would then delete the WAL from under this one.
+        nix::unistd::access(path.as_path(), nix::unistd::AccessFlags::W_OK).map_err(|errno| {
+            let mut err = Error::from(std::io::Error::from(errno)).during("write probe", path);
+            err.detail = format!("{} is not writable: {}", path.display(), err.detail);
+            err
+        })
     }
 
     /// Run a maintenance task between two transactions.
