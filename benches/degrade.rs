@@ -769,13 +769,13 @@ fn report(case: &Case, bound: Duration) -> Summary {
     let drained = case.drained.map(|t| t.saturating_duration_since(released));
     let present_after = case.present_at.map_or("never".to_string(), |t| {
         format!(
-            "{:.2} s",
+            "{:.3} s",
             t.saturating_duration_since(released).as_secs_f64()
         )
     });
     match drained {
         Some(after) => println!(
-            "drained (queue empty, every acknowledged durable value in the table) {:.2} s after the fault ended (target <= {} s: {}); every acknowledged value in the table alone: {present_after} after",
+            "drained (queue empty, every acknowledged durable value in the table) {:.3} s after the fault ended (target <= {} s: {}); every acknowledged value in the table alone: {present_after} after",
             after.as_secs_f64(),
             DRAIN_TARGET.as_secs(),
             verdict(after <= DRAIN_TARGET),
@@ -947,7 +947,7 @@ fn main() {
                 100.0 * f as f64 / n.max(1) as f64
             )),
             s.drained
-                .map_or("never".into(), |d| format!("{:.2}s", d.as_secs_f64())),
+                .map_or("never".into(), |d| format!("{:.3}s", d.as_secs_f64())),
             s.acked,
             s.present,
             s.lost,
