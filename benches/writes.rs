@@ -1,5 +1,6 @@
 //! `cargo bench --bench writes` (`BENCH_SECONDS=0.5` for a quick run;
-//! `RESILITE_BACKUP_OP_LOG=false` for resilite without the operation log).
+//! `RESILITE_BACKUP_OP_LOG=true` or `=false` for resilite with or without
+//! the operation log; unset: as configured by default).
 //!
 //! Acknowledged single-row inserts/s, in one run, for resilite and its
 //! baselines at synchronous FULL and NORMAL:
@@ -106,7 +107,9 @@ async fn bench_resilite(sync: Synchronous, tasks: usize) -> (Measured, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config::for_database(dir.path().join("app.db"));
     config.database.synchronous = sync;
-    config.backup.op_log = op_log();
+    if let Some(on) = op_log() {
+        config.backup.op_log = on;
+    }
     let rt = Runtime::start(config).await.expect("runtime");
     rt.execute(Statement::sql(CREATE)).await.expect("create");
     let writer = rt.clone();
@@ -207,10 +210,14 @@ fn bench_ceiling(sync: Synchronous) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-/// `RESILITE_BACKUP_OP_LOG=true` measures resilite with the operation log
-/// (default: off, as configured by default).
-fn op_log() -> bool {
-    std::env::var("RESILITE_BACKUP_OP_LOG").is_ok_and(|v| v == "true")
+/// `RESILITE_BACKUP_OP_LOG=true` or `=false`: resilite with or without
+/// the operation log; `None` (unset): as configured by default.
+fn op_log() -> Option<bool> {
+    match std::env::var("RESILITE_BACKUP_OP_LOG").ok()?.as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        other => panic!("RESILITE_BACKUP_OP_LOG={other}: true or false"),
+    }
 }
 
 fn main() {
@@ -222,7 +229,12 @@ fn main() {
     println!(
         "acknowledged single-row inserts/s; {:.1}s per case; {cores} cores; latencies in microseconds; resilite's operation log {}\n",
         seconds().as_secs_f64(),
-        if op_log() { "on (RESILITE_BACKUP_OP_LOG=true)" } else { "off" }
+        match op_log() {
+            Some(true) => "on (RESILITE_BACKUP_OP_LOG=true)",
+            Some(false) => "off (RESILITE_BACKUP_OP_LOG=false)",
+            None if Config::default().backup.op_log => "on (the default)",
+            None => "off (the default)",
+        }
     );
     for sync in [Synchronous::Full, Synchronous::Normal] {
         let ceiling = bench_ceiling(sync);
