@@ -188,6 +188,49 @@ async fn every_acknowledged_write_is_logged_once_in_commit_order() {
     t.rt.shutdown().await.unwrap();
 }
 
+/// 32 tasks write at once, so group commits follow each other while
+/// earlier ones are still being logged; right after each answer, the task
+/// finds its write in the log (read from the journal file directly).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_write_is_in_the_log_when_its_answer_arrives() {
+    let t = start_with(|c| {
+        c.backup.interval = Duration::ZERO;
+        c.backup.op_log = true;
+    })
+    .await;
+    t.rt.execute(Statement::sql(SCHEMA)).await.unwrap();
+    let journal = t.rt.config().journal_path();
+    let mut tasks = Vec::new();
+    for w in 0..32i64 {
+        let (rt, journal) = (t.rt.clone(), journal.clone());
+        tasks.push(tokio::spawn(async move {
+            let conn = open_direct(&journal);
+            for i in 0..40 {
+                let op = Operation::Statement(insert(Value::Integer(w * 1000 + i)));
+                rt.write(op.clone()).await.unwrap();
+                let found: i64 = conn
+                    .query_row(
+                        "SELECT count(*) FROM op_log WHERE op = ?1",
+                        [json(&op)],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                assert_eq!(found, 1, "write {w}/{i} answered before it was logged");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let log = logged(&journal);
+    assert_eq!(
+        log.iter().filter(|o| inserted(&o.op).is_some()).count(),
+        32 * 40
+    );
+    assert!(op_log::gaps(&open_direct(&journal)).unwrap().is_empty());
+    t.rt.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backup_plus_the_log_after_its_position_is_the_live_table() {
     let t = start_with(|c| {

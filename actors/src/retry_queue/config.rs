@@ -20,7 +20,7 @@ const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(300);
 /// Attempts before an entry goes to the dead-letter queue.
 const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 /// How often the queue looks for due entries.
-const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// Most entries replayed together.
 const DEFAULT_REPLAY_BATCH: usize = 512;
 /// Most application handler calls running at once.
