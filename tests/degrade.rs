@@ -171,8 +171,10 @@ async fn a_plain_write_fails_within_one_busy_wait_then_fast() {
         took.push((started.elapsed(), err.class));
     }
     eprintln!("plain writes under the lock: {took:?}");
+    // 300 ms of busy wait, then 5 retries without one: delays of about
+    // 10, 20, 40, 80, 160 ms, with jitter.
     for (elapsed, _) in &took[..2] {
-        assert!(*elapsed < Duration::from_millis(1000), "{took:?}");
+        assert!(*elapsed < Duration::from_millis(1500), "{took:?}");
     }
     for (elapsed, class) in &took[2..] {
         assert_eq!(*class, resilite::ErrorClass::Unavailable, "{took:?}");

@@ -297,9 +297,9 @@ async fn http_sigterm_drains_every_acknowledged_write_and_exits_0() {
 
 /// A write that fails on the server's side (another process holds the
 /// write lock) is answered 503 `transient`, and the server's log has the
-/// technical detail: the writer's line (the batch failed after the busy
-/// wait, not retried in place past it) and the request's line, with the
-/// class and SQLite's message.
+/// technical detail: the writer's lines (the retry with its delay, then
+/// the failure) and the request's line, with the class and SQLite's
+/// message.
 ///
 /// Property 9: Detailed Technical Logging. An SQLite error the server
 /// cannot resolve is logged with its class and SQLite's own message. (A
@@ -342,6 +342,10 @@ async fn http_server_errors_are_logged_with_their_detail() {
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while !(log_has(&["request failed", "Transient", &detail])
+        && log_has(&[
+            "transient write failure; retrying batch",
+            "database is locked",
+        ])
         && log_has(&["write batch failed", "Transient", &detail]))
     {
         assert!(

@@ -228,17 +228,25 @@ impl ConnectionLoop {
         let attempts = AtomicU64::new(0);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             (|| {
-                attempts.fetch_add(1, Ordering::Relaxed);
+                if attempts.fetch_add(1, Ordering::Relaxed) == 1 {
+                    // The retries' own delays stand in for SQLite's busy
+                    // wait: one stuck batch holds the writer (and every
+                    // caller behind it) for one busy wait plus the delays.
+                    let _ = db.conn.busy_timeout(std::time::Duration::ZERO);
+                }
                 apply_batch(&db.conn, &db.gate, ops, logged_up_to)
             })
             .retry(self.config.retry.backoff())
             .sleep(std::thread::sleep)
-            .when(|e| e.is_transient() && self.may_retry(started))
+            .when(Error::is_transient)
             .notify(|e, delay| {
                 tracing::warn!(class = ?e.class, detail = %e.detail, ?delay, "transient write failure; retrying batch");
             })
             .call()
         }));
+        if attempts.load(Ordering::Relaxed) > 1 {
+            let _ = db.conn.busy_timeout(self.config.db.busy_timeout);
+        }
         let results = match outcome {
             Ok(Ok(results)) => {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -288,16 +296,6 @@ impl ConnectionLoop {
             .record(started.elapsed().as_secs_f64());
         metrics::gauge!("resilite_writer_queue_depth", "writer" => name).set(self.rx.len() as f64);
         results
-    }
-
-    /// Whether a batch that failed transiently, first tried at `started`,
-    /// is tried again in place: only within the busy timeout. A failure
-    /// after SQLite's whole busy wait (the file locked elsewhere) is given
-    /// to the callers at once, so one stuck batch holds the writer (and
-    /// every caller behind it) for one busy wait, not one per retry; the
-    /// database breaker and the durable queue take it from there.
-    fn may_retry(&self, started: Instant) -> bool {
-        started.elapsed() < self.config.db.busy_timeout
     }
 
     /// Re-apply logged operations in one transaction (see
