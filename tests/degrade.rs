@@ -226,3 +226,42 @@ async fn another_process_exiting_leaves_the_runtimes_wal_alone() {
         "a new connection reads the write"
     );
 }
+
+/// Writes that queued behind a batch stuck on an outside lock do not each
+/// wait SQLite's busy wait again: once a batch gave up, the next ones are
+/// answered within the retries' delays, until the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_behind_a_stuck_batch_do_not_wait_another_busy_wait() {
+    let t = start_with(|c| {
+        c.database.busy_timeout = Duration::from_secs(2);
+        c.breakers.insert(
+            "database".into(),
+            BreakerConfig {
+                consecutive_failures: 1000,
+                ..BreakerConfig::default()
+            },
+        );
+    })
+    .await;
+    t.rt.execute(Statement::sql("CREATE TABLE t(v INTEGER)"))
+        .await
+        .unwrap();
+    let holder = open_direct(&t.db_path());
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let stmt = |v: i64| Statement::new("INSERT INTO t(v) VALUES (?1)", [Value::Integer(v)]);
+    let rt = t.rt.clone();
+    let first = tokio::spawn(async move { rt.execute(stmt(0)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Sent while the first batch waits: the next batch.
+    let started = Instant::now();
+    let behind = t.rt.execute(stmt(1)).await;
+    let waited = started.elapsed();
+    assert!(first.await.unwrap().is_err());
+    assert!(behind.is_err());
+    // The first batch's busy wait (about 1.8 s left) and its retries'
+    // delays, plus the second's delays: not a second 2 s busy wait.
+    assert!(waited < Duration::from_millis(3300), "waited {waited:?}");
+    holder.execute_batch("COMMIT").unwrap();
+    t.rt.execute(stmt(2)).await.unwrap();
+    assert_eq!(count(&t.db_path()), (1, 1));
+}

@@ -74,6 +74,12 @@ pub(super) struct ConnectionLoop {
     rx: flume::Receiver<Job>,
     config: WriterConfig,
     counters: Arc<Counters>,
+    /// The last batch gave up on a transient failure (the file locked
+    /// elsewhere past the busy wait and the retries): the next one does
+    /// not wait SQLite's busy wait at all, so the writes that queued
+    /// behind it are answered within the retries' delays, until a batch
+    /// or the write probe (which keeps its busy wait) gets through.
+    found_locked: bool,
 }
 
 type Pending = (Operation, RpcReplyPort<Result<OperationOutcome>>);
@@ -90,6 +96,7 @@ impl ConnectionLoop {
             rx,
             config,
             counters,
+            found_locked: false,
         }
     }
 
@@ -226,12 +233,13 @@ impl ConnectionLoop {
         };
         let started = Instant::now();
         let attempts = AtomicU64::new(0);
+        // The retries' own delays stand in for SQLite's busy wait: one
+        // stuck batch holds the writer (and every caller behind it) for one
+        // busy wait plus the delays, and the next ones for the delays.
+        let no_wait_from = if self.found_locked { 0 } else { 1 };
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             (|| {
-                if attempts.fetch_add(1, Ordering::Relaxed) == 1 {
-                    // The retries' own delays stand in for SQLite's busy
-                    // wait: one stuck batch holds the writer (and every
-                    // caller behind it) for one busy wait plus the delays.
+                if attempts.fetch_add(1, Ordering::Relaxed) == no_wait_from {
                     let _ = db.conn.busy_timeout(std::time::Duration::ZERO);
                 }
                 apply_batch(&db.conn, &db.gate, ops, logged_up_to)
@@ -244,9 +252,10 @@ impl ConnectionLoop {
             })
             .call()
         }));
-        if attempts.load(Ordering::Relaxed) > 1 {
+        if attempts.load(Ordering::Relaxed) > no_wait_from {
             let _ = db.conn.busy_timeout(self.config.db.busy_timeout);
         }
+        let gave_up = matches!(&outcome, Ok(Err(e)) if e.is_transient());
         let results = match outcome {
             Ok(Ok(results)) => {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -295,6 +304,7 @@ impl ConnectionLoop {
         metrics::histogram!("resilite_commit_duration_seconds", "writer" => name)
             .record(started.elapsed().as_secs_f64());
         metrics::gauge!("resilite_writer_queue_depth", "writer" => name).set(self.rx.len() as f64);
+        self.found_locked = gave_up;
         results
     }
 
