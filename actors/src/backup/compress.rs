@@ -10,15 +10,14 @@
 //!
 //! [`BackupInfo::uncompressed_size`]: super::BackupInfo::uncompressed_size
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::destination::FILE_MODE;
+use super::destination::create_private;
 use super::progress::Meter;
 use crate::error::{Error, ErrorClass, Result};
 
@@ -88,16 +87,6 @@ impl<W: Write> Write for Hashing<W> {
 /// Lowercase hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Create (or truncate) `path` with mode 0600 for writing.
-fn create_private(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(FILE_MODE)
-        .open(path)
 }
 
 /// Compress the file `plain` into `to` (created or truncated, mode 0600)

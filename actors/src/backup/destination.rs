@@ -107,14 +107,19 @@ impl LocalDir {
     }
 
     fn create_new(path: &Path) -> Result<File> {
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(FILE_MODE)
-            .open(path)
-            .map_err(|e| Error::from(e).during("create backup file", path))
+        create_private(path).map_err(|e| Error::from(e).during("create backup file", path))
     }
+}
+
+/// Create (or truncate) `path` for writing with mode 0600: a backup, or a
+/// copy of one, holds the database's data.
+pub(crate) fn create_private(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)
 }
 
 impl Destination for LocalDir {

@@ -26,12 +26,11 @@
 //! sanitized as when naming backups). So a backup of `orders.db` is never
 //! restored onto `app.db`; to do that on purpose, copy the file first.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::compress::decompress_metered;
-use super::destination::FILE_MODE;
+use super::destination::create_private;
 use super::meta::{backup_name, read_sidecar, BackupInfo};
 use super::progress::{Meter, Progress};
 use super::take::{file_len, sha256_metered};
@@ -114,12 +113,7 @@ pub fn prepare_with(
         return Ok(staged);
     }
     let copy = || -> std::io::Result<()> {
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(FILE_MODE)
-            .open(&staged.path)?;
+        let mut out = create_private(&staged.path)?;
         let n = std::io::copy(&mut meter.reader(File::open(backup)?), &mut out)?;
         meter.pass_done(n);
         out.sync_all()
