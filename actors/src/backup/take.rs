@@ -345,7 +345,7 @@ mod tests {
         let conn = open_read_write(&db).unwrap();
         conn.execute_batch(
             "CREATE TABLE t(v BLOB);
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40000)
              INSERT INTO t SELECT randomblob(1000) FROM n;",
         )
         .unwrap();
@@ -365,7 +365,7 @@ mod tests {
         writer.join().unwrap();
         assert!(info.page_count > 2 * DEFAULT_STEP_PAGES as u64);
         assert!(info.restarts >= 1, "{info:?}");
-        assert!(info.row_counts["t"] >= 10_000);
+        assert!(info.row_counts["t"] >= 40_000);
         let path = dest.read_path(&info.name).unwrap();
         assert!(crate::backup::verify(&path, &info).passed);
     }
