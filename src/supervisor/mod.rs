@@ -21,8 +21,8 @@ use std::time::Instant;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use resilite_actors::journal::{self, RestartOutcome};
 use resilite_actors::slot::{self, ActorStatus, Slot, WriterSlot};
-use resilite_actors::{Error, Operation};
-use tokio::sync::watch;
+use resilite_actors::{Error, Operation, Statement};
+use tokio::sync::{mpsc, watch};
 
 pub use child::{spawn_error, ActorChild, Child, WriterChild};
 
@@ -61,7 +61,8 @@ struct Supervised {
 pub struct SupervisorState {
     policy: SupervisorConfig,
     children: Vec<Supervised>,
-    journal: watch::Receiver<WriterSlot>,
+    /// Restart records, written to the journal in order by one task.
+    records: mpsc::UnboundedSender<Statement>,
     roster: watch::Sender<Vec<ActorStatus>>,
     stopping: bool,
 }
@@ -83,16 +84,27 @@ impl SupervisorState {
     }
 
     /// Record a restart or escalation in the journal, without waiting: a
-    /// slow journal must not stall supervision.
+    /// slow journal must not stall supervision. One task writes them, so
+    /// they are in the journal in the order they happened.
     fn record(&self, name: &str, reason: &str, count: u32, outcome: RestartOutcome) {
-        let journal = self.journal.clone();
-        let record = journal::record_restart(name, reason, count, outcome);
-        tokio::spawn(async move {
+        let _ = self
+            .records
+            .send(journal::record_restart(name, reason, count, outcome));
+    }
+}
+
+/// The task that writes restart records to the journal, in order; it ends
+/// when the supervisor's state (the sender) is dropped.
+fn record_writer(journal: watch::Receiver<WriterSlot>) -> mpsc::UnboundedSender<Statement> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Statement>();
+    tokio::spawn(async move {
+        while let Some(record) = rx.recv().await {
             if let Err(e) = slot::write(&journal, Operation::Statement(record)).await {
                 tracing::warn!(error = %e, "could not record the restart in the journal");
             }
-        });
-    }
+        }
+    });
+    tx
 }
 
 impl Actor for RootSupervisor {
@@ -108,7 +120,7 @@ impl Actor for RootSupervisor {
         let mut state = SupervisorState {
             policy: args.policy,
             children: args.children.into_iter().map(Supervised::new).collect(),
-            journal: args.journal,
+            records: record_writer(args.journal),
             roster: args.roster,
             stopping: false,
         };
