@@ -210,8 +210,9 @@ pub struct BackupSection {
     /// Keep the operation log: every operation the writer commits is
     /// appended to the journal (one extra commit per group commit) so that
     /// recovery can replay what came after the newest verified backup. Off
-    /// by default until recovery replays it and its cost is brought down
-    /// (28–50% of write throughput as measured; see docs/benchmarks.md).
+    /// by default until its cost is brought down (30–55% of write
+    /// throughput as measured; see docs/benchmarks.md): without it a
+    /// recovery restores the backup alone, and says so.
     pub op_log: bool,
     /// Recover by itself when the database is found damaged (an integrity
     /// check fails, or a query or write meets SQLITE_CORRUPT/NOTADB): once
