@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 
 use proptest::prelude::*;
-use resilite::{ErrorClass, Statement, Value};
+use resilite::{ErrorClass, Operation, Statement, Value};
 
 use common::{insert, open_direct, start, start_with};
 
@@ -699,4 +699,58 @@ proptest! {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(failures_explained(cases));
     }
+}
+
+/// `Once` operations of one group commit, keys claimed together: a key
+/// applied before is skipped, the same key twice in the batch applies
+/// once, and a key whose operation failed is free for a later operation
+/// with it, in the same batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_keys_in_one_group_commit_apply_each_key_once() {
+    let t = start().await;
+    t.rt.execute(Statement::sql("CREATE TABLE o(v INTEGER)"))
+        .await
+        .unwrap();
+    let once = |key: &str, sql: &str| Operation::Once {
+        key: key.into(),
+        op: Box::new(Operation::Statement(Statement::sql(sql))),
+    };
+    t.rt.write(once("before", "INSERT INTO o VALUES (0)"))
+        .await
+        .unwrap();
+    let writer = t.rt.writer().await.unwrap();
+    let handle = ractor::call!(writer, resilite::testing::WriterMsg::Handle).unwrap();
+    let results = handle
+        .write_many(vec![
+            once("before", "INSERT INTO o VALUES (10)"),
+            once("a", "INSERT INTO o VALUES (1)"),
+            once("a", "INSERT INTO o VALUES (2)"),
+            once("b", "INSERT INTO nowhere VALUES (3)"),
+            once("b", "INSERT INTO o VALUES (4)"),
+        ])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        results[0].as_ref().unwrap().len(),
+        0,
+        "applied before: skipped"
+    );
+    assert_eq!(results[1].as_ref().unwrap().len(), 1);
+    assert_eq!(results[2].as_ref().unwrap().len(), 0, "same key: skipped");
+    assert!(results[3].is_err());
+    assert_eq!(
+        results[4].as_ref().unwrap().len(),
+        1,
+        "the failed one's key is free"
+    );
+    let rows =
+        t.rt.query(Statement::sql("SELECT v FROM o ORDER BY v"))
+            .await
+            .unwrap();
+    let values: Vec<_> = rows.rows.iter().map(|r| r[0].clone()).collect();
+    assert_eq!(
+        values,
+        [Value::Integer(0), Value::Integer(1), Value::Integer(4)]
+    );
 }
