@@ -368,3 +368,18 @@ async fn with_no_backup_automatic_recovery_is_tried_once() {
     assert_eq!(recorded(&t).len(), 1, "not tried again");
     assert_eq!(std::fs::read(t.db_path()).unwrap(), before);
 }
+
+/// A recovery asked for on a sound file with no backup to restore changes
+/// nothing and does not stop writes: the error says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_of_a_sound_file_without_a_backup_leaves_writes_running() {
+    let t = start_with(|c| c.backup.interval = Duration::ZERO).await;
+    t.rt.execute(Statement::sql(SCHEMA)).await.unwrap();
+    t.rt.execute(insert(1)).await.unwrap();
+    let err = t.rt.recover().await.unwrap_err();
+    assert!(err.message.contains("no verified backup"), "{err}");
+    assert!(err.detail.contains("writes go on"), "{err}");
+    t.rt.execute(insert(2)).await.expect("writes go on");
+    assert_eq!(values(&t).await, [1, 2]);
+    assert_eq!(recorded(&t)[0].outcome, "no-backup");
+}

@@ -50,10 +50,10 @@ impl Failed {
 }
 
 impl Runtime {
-    /// Recover the database from damage, online. The sequence: pause
-    /// writes (the `database` breaker held open: durable writes queue);
-    /// the BackupActor verifies the newest verified backup again and
-    /// stages a checked copy; the read pool and the writer close; the
+    /// Recover the database from damage, online. The sequence: the
+    /// BackupActor verifies the newest verified backup again and stages a
+    /// checked copy; writes pause (the `database` breaker held open:
+    /// durable writes queue); the read pool and the writer close; the
     /// damaged file (with its `-wal` and `-shm`) is kept as
     /// `<db>.damaged-<UTC time>` (hard links); the copy is renamed over
     /// the database, so the path always names a whole file;
@@ -63,9 +63,10 @@ impl Runtime {
     /// position or a gap lies after it); `PRAGMA integrity_check`; writes
     /// resume. Every attempt is recorded in the journal's `recoveries`.
     ///
-    /// With no verified backup the damaged file is left in place,
-    /// untouched, writes stay paused (reads are served where the file
-    /// allows) and the error says what to do.
+    /// With no verified backup the file is left in place, untouched, and
+    /// the error says what to do; if it fails `integrity_check`, writes
+    /// stay paused (reads are served where the file allows), otherwise
+    /// they go on.
     pub async fn recover(&self) -> Result<RecoveryOutcome> {
         self.recover_with("manual").await
     }
@@ -160,9 +161,8 @@ impl Runtime {
             .await
             .map_err(fail)?;
         let writer = self.writer().await.map_err(fail)?;
-        self.pause_writes("recovery in progress");
-        steps
-            .push("paused writes (the database breaker is held open; durable writes queue)".into());
+        // Staging reads only the backup: writes go on meanwhile (what they
+        // commit is in the operation log, replayed after the backup).
         let staged = ractor::call!(backup, BackupMsg::Recover)
             .map_err(|e| Error::unavailable(format!("the backup actor did not answer: {e}")))
             .and_then(|r| r);
@@ -172,21 +172,13 @@ impl Runtime {
                 steps.push(format!("found no backup to restore: {}", e.message));
                 return Err(Failed::new(
                     "no-backup",
-                    Error::new(
-                        ErrorClass::Unavailable,
-                        format!(
-                            "recovery of {} is not possible: {}.",
-                            db.display(),
-                            e.message
-                        ),
-                        format!(
-                            "The damaged database {db} was left in place, untouched, and writes stay paused (durable writes are queued; reads are served where the file allows). What to do: copy {db} (with its -wal and -shm) somewhere safe; try `sqlite3 {db} .recover` on the copy to salvage rows; or restore a backup you trust (`resilite restore`); then resume writes.",
-                            db = db.display()
-                        ),
-                    ),
+                    self.no_backup(&db, &e, steps).await,
                 ));
             }
         };
+        self.pause_writes("recovery in progress");
+        steps
+            .push("paused writes (the database breaker is held open; durable writes queue)".into());
         let info = staged.info.clone();
         steps.push(format!(
             "verified backup {} again and staged a copy of it",
@@ -327,6 +319,42 @@ impl Runtime {
             replayed += count;
         }
         Ok((replayed, None))
+    }
+
+    /// The error of a recovery with no backup to restore. A database that
+    /// fails `integrity_check` stays as it is with writes paused (reads
+    /// served where the file allows); a sound one was not touched and
+    /// writes go on.
+    async fn no_backup(&self, db: &Path, e: &Error, steps: &mut Vec<String>) -> Error {
+        let message = format!(
+            "recovery of {} is not possible: {}.",
+            db.display(),
+            e.message
+        );
+        if self.integrity_check().await.is_ok() {
+            steps.push("integrity_check: ok; nothing was changed".into());
+            return Error::new(
+                ErrorClass::Unavailable,
+                message,
+                format!(
+                    "{db} passes integrity_check and was not changed; writes go on. Take a backup (`POST /v1/backups`) so that a recovery has one to restore.",
+                    db = db.display()
+                ),
+            );
+        }
+        self.pause_writes("damaged database, no backup to recover from");
+        steps.push(
+            "found the database damaged: paused writes (the database breaker is held open; durable writes queue)"
+                .into(),
+        );
+        Error::new(
+            ErrorClass::Unavailable,
+            message,
+            format!(
+                "The damaged database {db} was left in place, untouched, and writes stay paused (durable writes are queued; reads are served where the file allows). What to do: copy {db} (with its -wal and -shm) somewhere safe; try `sqlite3 {db} .recover` on the copy to salvage rows; or restore a backup you trust (`resilite restore`); then resume writes.",
+                db = db.display()
+            ),
+        )
     }
 
     /// Open the writer and the read pool again after a failed step.
