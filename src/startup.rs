@@ -60,6 +60,21 @@ fn check_app(db: &DbOptions) -> Result<()> {
     }
 }
 
+/// Whether the file at `db` exists and SQLite cannot read it as a
+/// database (corrupt, or not a database at all); opened read-only, so
+/// nothing is created or changed.
+pub(crate) fn is_damaged(db: &DbOptions) -> bool {
+    db.path.is_file()
+        && matches!(
+            resilite_actors::connection::open_read_only(db).and_then(|c| Ok(c.query_row(
+                "SELECT count(*) FROM sqlite_master",
+                [],
+                |r| r.get::<_, i64>(0)
+            )?)),
+            Err(e) if e.class == ErrorClass::Corruption
+        )
+}
+
 fn check_journal(db: &DbOptions) -> Result<()> {
     journal::check(db).map_err(|e| name_key(e, "database.journal_path"))
 }

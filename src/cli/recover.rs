@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use resilite_actors::connection::{open_read_write, DbOptions};
+use resilite_actors::connection::DbOptions;
 
 use crate::config::Config;
 use crate::Runtime;
@@ -59,13 +59,7 @@ pub fn run(args: RecoverArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // log whatever the server's setting.
     config.backup.interval = Duration::ZERO;
     config.backup.op_log = true;
-    let readable = open_read_write(&DbOptions::new(&args.db))
-        .and_then(|c| {
-            Ok(c.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
-                r.get::<_, i64>(0)
-            })?)
-        })
-        .is_ok();
+    let readable = !crate::startup::is_damaged(&DbOptions::new(&args.db));
     // An unreadable file is recovered by the start itself; a readable one
     // on request (and not also by the health check's own trigger).
     config.backup.auto_recover = !readable;

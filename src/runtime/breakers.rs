@@ -34,12 +34,7 @@ impl Runtime {
     /// Close the `database` breaker; queued writes are replayed. Damage met
     /// from then on is reported and recovered afresh.
     pub fn resume_writes(&self) {
-        self.inner
-            .corruption_reported
-            .store(false, std::sync::atomic::Ordering::Release);
-        self.inner
-            .auto_recovery_spent
-            .store(false, std::sync::atomic::Ordering::Release);
+        self.forget_damage();
         self.inner.database.reset();
         self.wake_queue();
     }

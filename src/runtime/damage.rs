@@ -38,16 +38,21 @@ impl Runtime {
         }
     }
 
-    /// The database file was replaced by a good one (a restore or a
-    /// recovery succeeded): damage is reported and recovered afresh, and
-    /// health checks the new file now.
-    pub(super) async fn file_replaced(&self) {
+    /// Damage met from now on is reported and recovered afresh (writes
+    /// resumed: the file was replaced, or an operator dealt with it).
+    pub(super) fn forget_damage(&self) {
         self.inner
             .corruption_reported
             .store(false, Ordering::Release);
         self.inner
             .auto_recovery_spent
             .store(false, Ordering::Release);
+    }
+
+    /// The database file was replaced by a good one (a restore or a
+    /// recovery succeeded, and resumed writes, which forgot the damage):
+    /// health checks the new file now.
+    pub(super) async fn file_replaced(&self) {
         let Slot::Running(health) = self.inner.health.borrow().clone() else {
             return;
         };

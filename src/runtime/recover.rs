@@ -351,7 +351,8 @@ impl Runtime {
             ErrorClass::Unavailable,
             message,
             format!(
-                "The damaged database {db} was left in place, untouched, and writes stay paused (durable writes are queued; reads are served where the file allows). What to do: copy {db} (with its -wal and -shm) somewhere safe; try `sqlite3 {db} .recover` on the copy to salvage rows; or restore a backup you trust (`resilite restore`); then resume writes.",
+                "The damaged database {db} was left in place, untouched, and writes stay paused (durable writes are queued; reads are served where the file allows). {}; then resume writes.",
+                salvage_advice(db),
                 db = db.display()
             ),
         )
@@ -412,16 +413,7 @@ pub(super) struct EarlyRecovery {
 /// so (and is recorded in the journal when it can be).
 pub(super) fn replace_before_start(config: &Config, cause: Error) -> Result<EarlyRecovery> {
     let db = config.app_db();
-    let damaged = db.path.is_file()
-        && matches!(
-            open_read_only(&db).and_then(|c| Ok(c.query_row(
-                "SELECT count(*) FROM sqlite_master",
-                [],
-                |r| r.get::<_, i64>(0)
-            )?)),
-            Err(e) if e.class == ErrorClass::Corruption
-        );
-    if !damaged {
+    if !crate::startup::is_damaged(&db) {
         return Err(cause); // the database reads: the journal was the problem
     }
     let started_at_ms = now_ms();
@@ -481,9 +473,13 @@ pub(super) fn replace_before_start(config: &Config, cause: Error) -> Result<Earl
     steps.push(format!("found no backup to restore: {why}"));
     let error = Error::new(
         ErrorClass::Corruption,
-        format!("{} (recovery at start is not possible: {why})", cause.message),
         format!(
-            "the damaged database {db} was left in place, untouched. What to do: copy {db} (with its -wal and -shm) somewhere safe; try `sqlite3 {db} .recover` on the copy to salvage rows; or restore a backup you trust (`resilite restore`). ({})",
+            "{} (recovery at start is not possible: {why})",
+            cause.message
+        ),
+        format!(
+            "the damaged database {db} was left in place, untouched. {}. ({})",
+            salvage_advice(&db.path),
             cause.detail,
             db = db.path.display()
         ),
@@ -587,4 +583,12 @@ impl Runtime {
             }
         }
     }
+}
+
+/// What to do with a damaged database no backup can replace.
+fn salvage_advice(db: &Path) -> String {
+    format!(
+        "What to do: copy {db} (with its -wal and -shm) somewhere safe; try `sqlite3 {db} .recover` on the copy to salvage rows; or restore a backup you trust (`resilite restore`)",
+        db = db.display()
+    )
 }
