@@ -257,6 +257,62 @@ async fn writer_write_many_isolates_each_operation_in_one_commit() {
     t.rt.shutdown().await.unwrap();
 }
 
+/// `WriterHandle::call`: resilite's own work on the writer's connection
+/// runs after the writes sent before it and may own its transaction; one
+/// that panics leaves no transaction open and the writer keeps writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_call_runs_in_order_and_a_panicking_job_leaves_nothing_open() {
+    let t = start().await;
+    t.rt.execute(Statement::sql("CREATE TABLE c(v INTEGER)"))
+        .await
+        .unwrap();
+    let writer = t.rt.writer().await.unwrap();
+    let handle = ractor::call!(writer, resilite::testing::WriterMsg::Handle).unwrap();
+    t.rt.execute(Statement::new(
+        "INSERT INTO c VALUES (?1)",
+        [Value::from(1)],
+    ))
+    .await
+    .unwrap();
+    let seen: i64 = handle
+        .call(|conn| {
+            conn.execute_batch("BEGIN; ALTER TABLE c ADD COLUMN w INTEGER; COMMIT;")?;
+            Ok(conn.query_row("SELECT count(*) FROM c", [], |r| r.get(0))?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, 1, "the job ran after the write sent before it");
+    let panicked = handle
+        .call::<(), _>(|conn| {
+            conn.execute_batch("BEGIN; INSERT INTO c VALUES (2, 2);")
+                .unwrap();
+            panic!("a bug in a job")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(panicked.class, ErrorClass::Internal);
+    t.rt.execute(Statement::new(
+        "INSERT INTO c VALUES (?1, 3)",
+        [Value::from(3)],
+    ))
+    .await
+    .unwrap();
+    let rows =
+        t.rt.query(Statement::sql("SELECT v, w FROM c ORDER BY v"))
+            .await
+            .unwrap();
+    assert_eq!(
+        rows.rows,
+        vec![
+            vec![Value::from(1), Value::Null],
+            vec![Value::from(3), Value::from(3)]
+        ],
+        "the panicked job's insert was rolled back, the writer kept writing"
+    );
+    drop(handle);
+    t.rt.shutdown().await.unwrap();
+}
+
 /// `INSERT OR FAIL` of four rows failing on the third, between two good
 /// inserts in one group commit: none of its rows stays, both others do.
 ///

@@ -106,4 +106,6 @@ pub use retry_queue::{
 };
 pub use slot::{ActorStatus, SlotState};
 pub use value::{Operation, OperationOutcome, QueryResult, Statement, Value, WriteOutcome};
-pub use writer::{RetryPolicy, WriterActor, WriterConfig, WriterHandle, WriterMsg, WriterStats};
+pub use writer::{
+    ConnectionJob, RetryPolicy, WriterActor, WriterConfig, WriterHandle, WriterMsg, WriterStats,
+};

@@ -67,6 +67,27 @@ impl WriterHandle {
     }
 }
 
+impl WriterHandle {
+    /// Run `f` on the writer's connection after every write sent before it,
+    /// between two transactions, outside the statement gate: for
+    /// resilite's own trusted work (migrations, schema fixes), never for
+    /// a caller's SQL. `f` owns its transaction, if it wants one.
+    pub async fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: super::ConnectionJob = Box::new(move |conn| {
+            let _ = tx.send(conn.and_then(f));
+        });
+        if self.jobs.send_async(Job::Call(job)).await.is_err() {
+            return Err(Error::unavailable("the writer thread is gone"));
+        }
+        answer(rx).await.and_then(|r| r)
+    }
+}
+
 /// The connection thread's answer to a job it took (it answers every job,
 /// even after a panic).
 async fn answer<T>(rx: tokio::sync::oneshot::Receiver<T>) -> Result<T> {

@@ -172,6 +172,10 @@ pub struct WriterStats {
     pub mean_batch: f64,
 }
 
+/// Work run on the writer's connection by [`WriterMsg::Call`]: it gets the
+/// open connection, or the error that says why there is none.
+pub type ConnectionJob = Box<dyn FnOnce(Result<&Connection>) + Send>;
+
 /// Messages of the WriterActor.
 pub enum WriterMsg {
     /// Apply an operation; answered after COMMIT with one outcome per statement.
@@ -189,6 +193,12 @@ pub enum WriterMsg {
         /// Where the outcome goes.
         reply: RpcReplyPort<Result<MaintenanceRun>>,
     },
+    /// Run resilite's own work on the connection (a migration, a schema
+    /// fix), after every write received before it, between two
+    /// transactions and outside the statement gate: never a caller's SQL.
+    /// The job gets the connection, or why it is closed; it answers its
+    /// own caller (see [`WriterHandle::call`]).
+    Call(ConnectionJob),
     /// Answered once every write received before it has been committed or failed.
     Drain(RpcReplyPort<()>),
     /// After every write received before it, close the connection (and so
@@ -273,6 +283,7 @@ impl Actor for WriterActor {
         let job = match msg {
             WriterMsg::Write { op, reply } => Job::Write(op, reply),
             WriterMsg::Maintain { task, reply } => Job::Maintain(task, reply),
+            WriterMsg::Call(job) => Job::Call(job),
             WriterMsg::Drain(reply) => Job::Barrier(reply),
             WriterMsg::Close(reply) => Job::Close(reply),
             WriterMsg::Open(reply) => Job::Open(reply),

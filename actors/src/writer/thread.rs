@@ -13,7 +13,7 @@ use rusqlite::Connection;
 
 use super::apply::{apply_batch, panic_text, replay_batch, rollback_quietly};
 use super::op_log::OpLog;
-use super::{WriterConfig, WriterStats};
+use super::{ConnectionJob, WriterConfig, WriterStats};
 use crate::connection::open_read_write;
 use crate::error::{Error, ErrorClass, Result};
 use crate::gate::{Bounds, Gate};
@@ -30,6 +30,9 @@ pub(super) enum Job {
     /// Logged operations re-applied by a recovery, not logged again.
     Replay(Vec<LoggedOp>, RpcReplyPort<Result<()>>),
     Maintain(Maintenance, RpcReplyPort<Result<MaintenanceRun>>),
+    /// resilite's own work on the connection (a migration, a schema fix),
+    /// between two transactions, outside the statement gate.
+    Call(ConnectionJob),
     Barrier(RpcReplyPort<()>),
     Close(RpcReplyPort<Result<()>>),
     Open(RpcReplyPort<Result<()>>),
@@ -162,6 +165,7 @@ impl ConnectionLoop {
                 Job::Probe(reply) => {
                     let _ = reply.send(self.probe());
                 }
+                Job::Call(job) => self.call(job),
                 Job::Replay(ops, reply) => {
                     let _ = reply.send(self.replay(&ops));
                 }
@@ -358,6 +362,21 @@ impl ConnectionLoop {
     }
 
     /// Run a maintenance task between two transactions.
+    /// A panic in `job` drops its reply (its caller hears the thread ended
+    /// without answering) and rolls back whatever it left open.
+    fn call(&self, job: ConnectionJob) {
+        let db = self.db();
+        if catch_unwind(AssertUnwindSafe(|| job(db.map(|db| &db.conn)))).is_err() {
+            if let Ok(db) = self.db() {
+                rollback_quietly(&db.conn);
+            }
+            tracing::error!(
+                writer = self.config.name,
+                "a connection job panicked; its transaction was rolled back"
+            );
+        }
+    }
+
     fn maintain(&self, task: Maintenance) -> Result<MaintenanceRun> {
         let run = self
             .db()
