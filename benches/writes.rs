@@ -1,6 +1,8 @@
 //! `cargo bench --bench writes` (`BENCH_SECONDS=0.5` for a quick run;
 //! `RESILITE_BACKUP_OP_LOG=true` or `=false` for resilite with or without
-//! the operation log; unset: as configured by default).
+//! the operation log; unset: as configured by default; `BENCH_SYNC=normal`
+//! or `full`, `BENCH_TASKS=1,8` and `BENCH_SUBJECTS=resilite` to run some
+//! rows and columns only, e.g. under a profiler).
 //!
 //! Acknowledged single-row inserts/s, in one run, for resilite and its
 //! baselines at synchronous FULL and NORMAL:
@@ -30,6 +32,16 @@ struct Measured {
     p50_us: f64,
     p99_us: f64,
     acked: u64,
+}
+
+impl Measured {
+    /// A baseline left out by `BENCH_SUBJECTS`.
+    const NONE: Measured = Measured {
+        rate: f64::NAN,
+        p50_us: f64::NAN,
+        p99_us: f64::NAN,
+        acked: 0,
+    };
 }
 
 fn seconds() -> Duration {
@@ -220,6 +232,14 @@ fn op_log() -> Option<bool> {
     }
 }
 
+/// True when the comma-separated list in `var` is unset or names `case`
+/// (case-insensitive).
+fn selected(var: &str, case: &str) -> bool {
+    std::env::var(var).map_or(true, |list| {
+        list.split(',').any(|c| c.trim().eq_ignore_ascii_case(case))
+    })
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -237,7 +257,14 @@ fn main() {
         }
     );
     for sync in [Synchronous::Full, Synchronous::Normal] {
-        let ceiling = bench_ceiling(sync);
+        if !selected("BENCH_SYNC", pragma(sync)) {
+            continue;
+        }
+        let ceiling = if selected("BENCH_SUBJECTS", "ceiling") {
+            bench_ceiling(sync)
+        } else {
+            f64::NAN
+        };
         let mut one_row_commit = 0.0;
         println!(
             "synchronous={}  ceiling (1 thread, 10k-row txns): {ceiling:.0}/s",
@@ -261,9 +288,18 @@ fn main() {
             _ => &[1, 8, 64, 1024],
         };
         for &tasks in concurrency {
+            if !selected("BENCH_TASKS", &tasks.to_string()) {
+                continue;
+            }
             let (r, mean_batch) = rt.block_on(bench_resilite(sync, tasks));
-            let m = rt.block_on(bench_mutex(sync, tasks));
-            let tr = rt.block_on(bench_tokio_rusqlite(sync, tasks));
+            let m = match selected("BENCH_SUBJECTS", "mutex") {
+                true => rt.block_on(bench_mutex(sync, tasks)),
+                false => Measured::NONE,
+            };
+            let tr = match selected("BENCH_SUBJECTS", "tokio-rusqlite") {
+                true => rt.block_on(bench_tokio_rusqlite(sync, tasks)),
+                false => Measured::NONE,
+            };
             if tasks == 1 {
                 one_row_commit = m.rate;
             }

@@ -91,6 +91,10 @@ impl<T> Slot<T> {
 /// What `slot` holds once it runs, waiting (bounded by [`RESTART_WAIT`])
 /// while the actor is restarted.
 pub async fn running<T: Clone>(slot: &mut watch::Receiver<Slot<T>>) -> Result<T> {
+    // The common case needs no timer.
+    if let Slot::Running(t) = &*slot.borrow_and_update() {
+        return Ok(t.clone());
+    }
     let wait = tokio::time::timeout(RESTART_WAIT, async {
         loop {
             match &*slot.borrow_and_update() {

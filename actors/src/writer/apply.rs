@@ -2,6 +2,8 @@
 //! failing one fails only its caller; callers' statements run through the
 //! statement gate.
 
+use std::time::{Duration, Instant};
+
 use rusqlite::Connection;
 
 use crate::error::{Error, Result};
@@ -18,6 +20,9 @@ use super::keys::claim_key;
 /// given), the operations that succeeded take the next numbers and the
 /// last one is written as the database's op-log position before COMMIT.
 ///
+/// Also answers how long the COMMIT itself took: what one more
+/// transaction costs beyond its operations (see the writer's batch wait).
+///
 /// Transaction control is never taken from the statement cache: a caller's
 /// `COMMIT` would find resilite's own there, compiled outside the gate.
 pub(super) fn apply_batch(
@@ -25,7 +30,7 @@ pub(super) fn apply_batch(
     gate: &Gate,
     ops: &[Operation],
     logged_up_to: Option<i64>,
-) -> Result<Vec<Result<OperationOutcome>>> {
+) -> Result<(Vec<Result<OperationOutcome>>, Duration)> {
     let mut failed: Vec<Option<Error>> = vec![None; ops.len()];
     'attempt: loop {
         conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -60,10 +65,12 @@ pub(super) fn apply_batch(
                 return Err(e.into());
             }
         }
+        let commit_started = Instant::now();
         if let Err(e) = conn.execute_batch("COMMIT") {
             rollback_quietly(conn);
             return Err(e.into());
         }
+        let commit = commit_started.elapsed();
         let mut results: Vec<Result<OperationOutcome>> = failed
             .into_iter()
             .map(|f| f.map_or(Ok(Vec::new()), Err))
@@ -71,7 +78,7 @@ pub(super) fn apply_batch(
         for (i, outcome) in done {
             results[i] = Ok(outcome);
         }
-        return Ok(results);
+        return Ok((results, commit));
     }
 }
 

@@ -5,7 +5,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use backon::BlockingRetryable;
 use ractor::RpcReplyPort;
@@ -83,6 +83,32 @@ pub(super) struct ConnectionLoop {
     /// behind it are answered within the retries' delays, until a batch
     /// or the write probe (which keeps its busy wait) gets through.
     found_locked: bool,
+    /// How long the last COMMIT statement took (what one more transaction
+    /// costs): the longest a batch waits for more callers (see `collect`).
+    last_commit: Duration,
+    metrics: WriterMetrics,
+}
+
+/// The writer's metrics, looked up in the recorder once rather than on
+/// every commit (a lookup hashes the name and labels).
+struct WriterMetrics {
+    committed: metrics::Counter,
+    failed: metrics::Counter,
+    batch_size: metrics::Histogram,
+    commit_duration: metrics::Histogram,
+    queue_depth: metrics::Gauge,
+}
+
+impl WriterMetrics {
+    fn new(name: &'static str) -> Self {
+        WriterMetrics {
+            committed: metrics::counter!("resilite_writes_total", "writer" => name, "outcome" => "committed"),
+            failed: metrics::counter!("resilite_writes_total", "writer" => name, "outcome" => "failed"),
+            batch_size: metrics::histogram!("resilite_commit_batch_size", "writer" => name),
+            commit_duration: metrics::histogram!("resilite_commit_duration_seconds", "writer" => name),
+            queue_depth: metrics::gauge!("resilite_writer_queue_depth", "writer" => name),
+        }
+    }
 }
 
 type Pending = (Operation, RpcReplyPort<Result<OperationOutcome>>);
@@ -97,9 +123,11 @@ impl ConnectionLoop {
             db: None,
             op_log: None,
             rx,
+            metrics: WriterMetrics::new(config.name),
             config,
             counters,
             found_locked: false,
+            last_commit: Duration::ZERO,
         }
     }
 
@@ -151,7 +179,9 @@ impl ConnectionLoop {
             };
             match job {
                 Job::Write(op, reply) => {
-                    let (batch, control) = self.collect(vec![(op, reply)], expected);
+                    let mut batch = Vec::with_capacity(expected.min(self.config.max_batch));
+                    batch.push((op, reply));
+                    let (batch, control) = self.collect(batch, expected);
                     expected = batch.len();
                     next = control;
                     self.commit(batch);
@@ -187,11 +217,18 @@ impl ConnectionLoop {
         tracing::debug!(path = %self.config.db.path.display(), "writer connection closed");
     }
 
-    /// Take the writes that are waiting, up to `max_batch`; wait up to
-    /// `batch_wait` while fewer than `expected` arrived. Stops at a control
+    /// Take the writes that are waiting, up to `max_batch`; while fewer
+    /// than `expected` arrived, wait for the rest up to `batch_wait`, and
+    /// never longer than the last COMMIT took. Waiting pays off only when
+    /// the commit it lets callers share costs more than the wait (an fsync
+    /// at FULL). At NORMAL a COMMIT costs microseconds: waiting longer
+    /// than that stalls the writer while callers are being woken, where
+    /// committing what is there lets the next batch gather during this
+    /// one's work. Waiting at most one COMMIT's cost is within twice the
+    /// best choice either way (the ski-rental bound). Stops at a control
     /// job, returned to run after this batch.
     fn collect(&self, mut batch: Vec<Pending>, expected: usize) -> (Vec<Pending>, Option<Job>) {
-        let deadline = Instant::now() + self.config.batch_wait;
+        let deadline = Instant::now() + self.config.batch_wait.min(self.last_commit);
         while batch.len() < self.config.max_batch {
             let job = match self.rx.try_recv() {
                 Ok(job) => job,
@@ -261,7 +298,8 @@ impl ConnectionLoop {
         }
         let gave_up = matches!(&outcome, Ok(Err(e)) if e.is_transient());
         let results = match outcome {
-            Ok(Ok(results)) => {
+            Ok(Ok((results, commit))) => {
+                self.last_commit = commit;
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
                 if let Some(log) = self.op_log.as_mut() {
                     let committed: Vec<&Operation> = ops
@@ -298,16 +336,12 @@ impl ConnectionLoop {
             .committed
             .fetch_add(committed, Ordering::Relaxed);
         self.counters.failed.fetch_add(failed, Ordering::Relaxed);
-        let name = self.config.name;
-        metrics::counter!("resilite_writes_total", "writer" => name, "outcome" => "committed")
-            .increment(committed);
-        metrics::counter!("resilite_writes_total", "writer" => name, "outcome" => "failed")
-            .increment(failed);
-        metrics::histogram!("resilite_commit_batch_size", "writer" => name)
-            .record(ops.len() as f64);
-        metrics::histogram!("resilite_commit_duration_seconds", "writer" => name)
-            .record(started.elapsed().as_secs_f64());
-        metrics::gauge!("resilite_writer_queue_depth", "writer" => name).set(self.rx.len() as f64);
+        let m = &self.metrics;
+        m.committed.increment(committed);
+        m.failed.increment(failed);
+        m.batch_size.record(ops.len() as f64);
+        m.commit_duration.record(started.elapsed().as_secs_f64());
+        m.queue_depth.set(self.rx.len() as f64);
         self.found_locked = gave_up;
         results
     }
