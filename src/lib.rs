@@ -94,6 +94,10 @@ mod startup;
 mod supervisor;
 
 pub use config::{Config, ConfigError};
+pub use resilite_actors::journal::findings::StoredFinding;
+pub use resilite_actors::schema::{
+    ColumnSpec, IndexSpec, Keep, Removal, RemovedRow, Restored, StepStatus, TableSpec,
+};
 pub use resilite_actors::{
     Action, ActorStatus, BackupInfo, BreakerConfig, BreakerError, BreakerHandle, BreakerOpen,
     BreakerSnapshot, BreakerState, CheckpointMode, CheckpointOutcome, Compress, EnqueueOptions,
@@ -102,10 +106,6 @@ pub use resilite_actors::{
     OperationOutcome, QueryResult, QueueStats, Recommendation, RecoveryRecord, Resolution,
     RestartOutcome, RestartRecord, Result, SlotState, Statement, Synchronous, Value, Verification,
     WriteOutcome, WriterStats,
-};
-pub use resilite_actors::journal::findings::StoredFinding;
-pub use resilite_actors::schema::{
-    ColumnSpec, IndexSpec, Keep, Removal, RemovedRow, Restored, StepStatus, TableSpec,
 };
 pub use resilite_actors::{
     ExpectedSchema, Finding, FixOptions, FixReport, FixStep, Problem, SchemaReport, Severity,

@@ -120,30 +120,55 @@ fn cli_validate_exit_codes_fix_and_dry_run() {
     assert_eq!(severity("missing_table", "audit"), "warning");
     assert_eq!(severity("extra_column", "users"), "info");
     let out = resilite(&["validate", "--db", db_arg, "--schema", schema_arg]);
-    assert!(text(&out).contains("required table orders does not exist"), "{}", text(&out));
+    assert!(
+        text(&out).contains("required table orders does not exist"),
+        "{}",
+        text(&out)
+    );
 
     // A dry run prints the SQL and changes no byte.
     let before = std::fs::read(&db).unwrap();
     let out = resilite(&["fix", "--db", db_arg, "--schema", schema_arg, "--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("CREATE TABLE \"orders\""), "{}", text(&out));
-    assert!(text(&out).contains("ALTER TABLE \"users\" ADD COLUMN \"status\" TEXT DEFAULT 'active'"), "{}", text(&out));
-    assert_eq!(std::fs::read(&db).unwrap(), before, "a dry run changed the file");
+    assert!(
+        text(&out).contains("CREATE TABLE \"orders\""),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("ALTER TABLE \"users\" ADD COLUMN \"status\" TEXT DEFAULT 'active'"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "a dry run changed the file"
+    );
 
     let out = resilite(&["fix", "--db", db_arg, "--schema", schema_arg]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let out = resilite(&["validate", "--db", db_arg, "--schema", schema_arg, "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(rules(&json_of(&out)), set(&[("extra_column", "users", "legacy")]));
+    assert_eq!(
+        rules(&json_of(&out)),
+        set(&[("extra_column", "users", "legacy")])
+    );
     let conn = rusqlite::Connection::open(&db).unwrap();
     let kept: (String, String) = conn
-        .query_row("SELECT legacy, status FROM users", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row("SELECT legacy, status FROM users", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .unwrap();
     assert_eq!(kept, ("old data".into(), "active".into()));
     // The fix log is in the journal beside the database.
     let journal = rusqlite::Connection::open(dir.path().join("app.db.journal")).unwrap();
     let applied: i64 = journal
-        .query_row("SELECT count(*) FROM schema_fixes WHERE outcome = 'applied'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM schema_fixes WHERE outcome = 'applied'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(applied, 4, "orders, audit, users.status, users_email");
 
@@ -161,12 +186,26 @@ fn cli_validate_exit_codes_fix_and_dry_run() {
     .unwrap();
     let out = resilite(&["fix", "--db", db_arg, "--schema", pk.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("NOT NULL without a default"), "{}", text(&out));
+    assert!(
+        text(&out).contains("NOT NULL without a default"),
+        "{}",
+        text(&out)
+    );
 
     // A bad schema file: exit 3, naming the file and the line.
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[tables.t]\ncolumns = [{ name = \"id\", colour = \"red\" }]\n").unwrap();
-    let out = resilite(&["validate", "--db", db_arg, "--schema", bad.to_str().unwrap()]);
+    std::fs::write(
+        &bad,
+        "[tables.t]\ncolumns = [{ name = \"id\", colour = \"red\" }]\n",
+    )
+    .unwrap();
+    let out = resilite(&[
+        "validate",
+        "--db",
+        db_arg,
+        "--schema",
+        bad.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(
         text(&out).contains("bad.toml (line 2): unknown field `colour`"),
@@ -248,7 +287,8 @@ fn cli_data_checks_find_exactly_the_planted_rows_and_dedupe_restores() {
         tx.execute_batch("INSERT INTO owners(id) SELECT value FROM generate_series(1, 10)")
             .ok();
         for id in 1..=10 {
-            tx.execute("INSERT OR IGNORE INTO owners(id) VALUES (?1)", [id]).unwrap();
+            tx.execute("INSERT OR IGNORE INTO owners(id) VALUES (?1)", [id])
+                .unwrap();
         }
         {
             let mut insert = tx
@@ -260,8 +300,16 @@ fn cli_data_checks_find_exactly_the_planted_rows_and_dedupe_restores() {
                     .find(|g| g.contains(&id))
                     .map_or(id, |g| g[0]);
                 let sku: Option<String> = (!nulls.contains(&id)).then(|| format!("sku-{base}"));
-                let price = if negative.contains(&id) { -1.5 } else { id as f64 / 10.0 };
-                let owner = if dangling.contains(&id) { 999 } else { id % 10 + 1 };
+                let price = if negative.contains(&id) {
+                    -1.5
+                } else {
+                    id as f64 / 10.0
+                };
+                let owner = if dangling.contains(&id) {
+                    999
+                } else {
+                    id % 10 + 1
+                };
                 insert
                     .execute(rusqlite::params![id, sku, price, owner])
                     .unwrap();
@@ -274,7 +322,9 @@ fn cli_data_checks_find_exactly_the_planted_rows_and_dedupe_restores() {
     let (db_arg, schema_arg) = (db.to_str().unwrap(), schema.to_str().unwrap());
 
     let validate = || {
-        let out = resilite(&["validate", "--db", db_arg, "--schema", schema_arg, "--data", "--json"]);
+        let out = resilite(&[
+            "validate", "--db", db_arg, "--schema", schema_arg, "--data", "--json",
+        ]);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
         json_of(&out)
     };
@@ -288,30 +338,47 @@ fn cli_data_checks_find_exactly_the_planted_rows_and_dedupe_restores() {
         .collect();
     expected.sort();
     assert_eq!(found, expected);
-    assert_eq!(rowids(&report, "not_null"), [nulls.clone()]);
-    assert_eq!(rowids(&report, "check"), [negative.clone()]);
-    assert_eq!(rowids(&report, "foreign_key"), [dangling.clone()]);
+    assert_eq!(rowids(&report, "not_null"), [nulls]);
+    assert_eq!(rowids(&report, "check"), [negative]);
+    assert_eq!(rowids(&report, "foreign_key"), [dangling]);
     let dup = report["findings"]
         .as_array()
         .unwrap()
         .iter()
         .find(|f| f["rule"] == "duplicate" && f["oldest"] == 2000)
         .unwrap();
-    assert_eq!((dup["newest"].as_i64(), dup["count"].as_i64()), (Some(2002), Some(3)));
+    assert_eq!(
+        (dup["newest"].as_i64(), dup["count"].as_i64()),
+        (Some(2002), Some(3))
+    );
     assert_eq!(dup["value"], json!(["sku-2000"]));
 
     // Run again: the journal keeps one open finding per rule and value.
     validate();
     let journal = rusqlite::Connection::open(dir.path().join("app.db.journal")).unwrap();
     let open: i64 = journal
-        .query_row("SELECT count(*) FROM schema_findings WHERE resolved_at_ms IS NULL AND scope = 'data'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM schema_findings WHERE resolved_at_ms IS NULL AND scope = 'data'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(open, 40 + 3);
     drop(journal);
 
     // Dry run: the planned removals, no byte changed.
     let before = std::fs::read(&db).unwrap();
-    let out = resilite(&["fix", "--db", db_arg, "--schema", schema_arg, "--dedupe", "keep-oldest", "--dry-run", "--json"]);
+    let out = resilite(&[
+        "fix",
+        "--db",
+        db_arg,
+        "--schema",
+        schema_arg,
+        "--dedupe",
+        "keep-oldest",
+        "--dry-run",
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let planned: BTreeSet<i64> = json_of(&out)["removed"]
         .as_array()
@@ -320,11 +387,17 @@ fn cli_data_checks_find_exactly_the_planted_rows_and_dedupe_restores() {
         .map(|r| r["rowid"].as_i64().unwrap())
         .collect();
     assert_eq!(planned, extras);
-    assert_eq!(std::fs::read(&db).unwrap(), before, "a dry run changed the file");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "a dry run changed the file"
+    );
 
     let snapshot = |db: &Path| -> Vec<(i64, Option<String>, f64, i64)> {
         let conn = rusqlite::Connection::open(db).unwrap();
-        let mut stmt = conn.prepare("SELECT id, sku, price, owner_id FROM items ORDER BY id").unwrap();
+        let mut stmt = conn
+            .prepare("SELECT id, sku, price, owner_id FROM items ORDER BY id")
+            .unwrap();
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .unwrap()
             .collect::<Result<_, _>>()
@@ -332,7 +405,16 @@ fn cli_data_checks_find_exactly_the_planted_rows_and_dedupe_restores() {
     };
     let original = snapshot(&db);
 
-    let out = resilite(&["fix", "--db", db_arg, "--schema", schema_arg, "--dedupe", "keep-oldest", "--json"]);
+    let out = resilite(&[
+        "fix",
+        "--db",
+        db_arg,
+        "--schema",
+        schema_arg,
+        "--dedupe",
+        "keep-oldest",
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let removed: BTreeSet<i64> = json_of(&out)["removed"]
         .as_array()
@@ -346,7 +428,11 @@ fn cli_data_checks_find_exactly_the_planted_rows_and_dedupe_restores() {
     assert!(now.iter().all(|r| !extras.contains(&r.0)));
     let journal = rusqlite::Connection::open(dir.path().join("app.db.journal")).unwrap();
     let recorded: String = journal
-        .query_row("SELECT row_json FROM schema_removed_rows WHERE row_id = 2002", [], |r| r.get(0))
+        .query_row(
+            "SELECT row_json FROM schema_removed_rows WHERE row_id = 2002",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(
         serde_json::from_str::<Value>(&recorded).unwrap(),
@@ -358,10 +444,18 @@ fn cli_data_checks_find_exactly_the_planted_rows_and_dedupe_restores() {
 
     let out = resilite(&["fix", "--db", db_arg, "--restore-removed"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains(&format!("{} row(s) put back, 0 skipped", extras.len())), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{} row(s) put back, 0 skipped", extras.len())),
+        "{}",
+        text(&out)
+    );
     assert_eq!(snapshot(&db), original);
     let out = resilite(&["fix", "--db", db_arg, "--restore-removed"]);
-    assert!(text(&out).contains("no removed row to put back"), "{}", text(&out));
+    assert!(
+        text(&out).contains("no removed row to put back"),
+        "{}",
+        text(&out)
+    );
 }
 
 const TOKEN: &str = "s3cret-s3cret-s3cret";
@@ -375,7 +469,10 @@ const TOKEN: &str = "s3cret-s3cret-s3cret";
 async fn server_checks_the_schema_at_start_and_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("data").join("app.db");
-    make_db(&db, "CREATE TABLE users(id INTEGER PRIMARY KEY, email TEXT NOT NULL DEFAULT '');");
+    make_db(
+        &db,
+        "CREATE TABLE users(id INTEGER PRIMARY KEY, email TEXT NOT NULL DEFAULT '');",
+    );
     let conf_dir = dir.path().join("conf");
     std::fs::create_dir_all(&conf_dir).unwrap();
     std::fs::write(conf_dir.join("schema.toml"), SCHEMA).unwrap();
@@ -399,7 +496,11 @@ async fn server_checks_the_schema_at_start_and_over_http() {
         .unwrap();
     assert!(!out.status.success(), "{}", text(&out));
     assert!(!text(&out).contains("listening"), "{}", text(&out));
-    assert!(text(&out).contains("required table orders does not exist"), "{}", text(&out));
+    assert!(
+        text(&out).contains("required table orders does not exist"),
+        "{}",
+        text(&out)
+    );
 
     write_config("lenient");
     let mut child = Command::new(env!("CARGO_BIN_EXE_resilite"))
@@ -414,17 +515,30 @@ async fn server_checks_the_schema_at_start_and_over_http() {
     let line = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
         let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
         line
     })
     .await
     .unwrap();
-    let base = line.trim().strip_prefix("resilite listening on ").expect(&line).to_string();
-    let client = Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("resilite listening on ")
+        .expect(&line)
+        .to_string();
+    let client = Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
     let ready = client.get(format!("{base}/ready")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
 
-    let unauthorized = client.get(format!("{base}/v1/schema")).send().await.unwrap();
+    let unauthorized = client
+        .get(format!("{base}/v1/schema"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
     let body: Value = client
         .get(format!("{base}/v1/schema?data=true"))

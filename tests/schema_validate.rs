@@ -10,8 +10,8 @@ use std::path::Path;
 use proptest::prelude::*;
 use resilite::config::OnStart;
 use resilite::{
-    Config, ErrorClass, ExpectedSchema, FixOptions, Keep, Problem, Runtime, Severity,
-    StepStatus, ValidateOptions,
+    Config, ErrorClass, ExpectedSchema, FixOptions, Keep, Problem, Runtime, Severity, StepStatus,
+    ValidateOptions,
 };
 
 const SCHEMA: &str = r#"
@@ -114,16 +114,25 @@ async fn lenient_start_fixes_what_it_can_and_starts() {
     let rt = Runtime::start(config).await.expect("lenient start");
     assert_eq!(rt.ready(), Ok(()));
     let schema = rt.configured_schema().unwrap();
-    let report = rt.validate(&schema, ValidateOptions::default()).await.unwrap();
+    let report = rt
+        .validate(&schema, ValidateOptions::default())
+        .await
+        .unwrap();
     assert_eq!(report.exit_code(), 0, "{}", report.to_text());
-    assert!(report.findings.iter().any(|f| matches!(&f.problem, Problem::ExtraColumn { column } if column == "legacy")));
+    assert!(report
+        .findings
+        .iter()
+        .any(|f| matches!(&f.problem, Problem::ExtraColumn { column } if column == "legacy")));
     let rows = rt
         .query(resilite::Statement::sql("SELECT legacy, status FROM users"))
         .await
         .unwrap();
     assert_eq!(
         rows.rows,
-        [[resilite::Value::from("keep me"), resilite::Value::from("active")]]
+        [[
+            resilite::Value::from("keep me"),
+            resilite::Value::from("active")
+        ]]
     );
     rt.shutdown().await.unwrap();
     let journal = rusqlite::Connection::open(dir.path().join("data/app.db.journal")).unwrap();
@@ -141,7 +150,10 @@ async fn lenient_start_fixes_what_it_can_and_starts() {
         "create_index users_email",
         "create_index orders_user",
     ] {
-        assert!(logged.iter().any(|l| l == expected), "{expected} not in {logged:?}");
+        assert!(
+            logged.iter().any(|l| l == expected),
+            "{expected} not in {logged:?}"
+        );
     }
 }
 
@@ -170,19 +182,33 @@ unique = ["email"]
 "#,
     )
     .unwrap();
-    let report = rt.validate(&schema, ValidateOptions { data: true }).await.unwrap();
+    let report = rt
+        .validate(&schema, ValidateOptions { data: true })
+        .await
+        .unwrap();
     let groups: Vec<(Vec<i64>, i64, i64)> = report
         .findings
         .iter()
         .filter_map(|f| match &f.problem {
-            Problem::Duplicate { rowids, oldest, newest, .. } => Some((rowids.clone(), *oldest, *newest)),
+            Problem::Duplicate {
+                rowids,
+                oldest,
+                newest,
+                ..
+            } => Some((rowids.clone(), *oldest, *newest)),
             _ => None,
         })
         .collect();
     assert_eq!(groups, [(vec![1, 3, 4], 1, 4), (vec![2, 5], 2, 5)]);
 
     let dry = rt
-        .fix(&schema, FixOptions { dry_run: true, dedupe: Some(Keep::KeepNewest) })
+        .fix(
+            &schema,
+            FixOptions {
+                dry_run: true,
+                dedupe: Some(Keep::KeepNewest),
+            },
+        )
         .await
         .unwrap();
     let mut planned: Vec<i64> = dry.removed.iter().map(|r| r.rowid).collect();
@@ -202,26 +228,42 @@ unique = ["email"]
     assert_eq!(count(rt).await, resilite::Value::Integer(6));
 
     let done = rt
-        .fix(&schema, FixOptions { dry_run: false, dedupe: Some(Keep::KeepNewest) })
+        .fix(
+            &schema,
+            FixOptions {
+                dry_run: false,
+                dedupe: Some(Keep::KeepNewest),
+            },
+        )
         .await
         .unwrap();
     assert_eq!(done.removed.len(), 3);
     // The duplicates gone, the UNIQUE index could be created.
     assert_eq!(done.steps[0].status, StepStatus::Applied, "{done:?}");
     assert_eq!(count(rt).await, resilite::Value::Integer(3));
-    let after = rt.validate(&schema, ValidateOptions { data: true }).await.unwrap();
+    let after = rt
+        .validate(&schema, ValidateOptions { data: true })
+        .await
+        .unwrap();
     assert_eq!(after.exit_code(), 0, "{}", after.to_text());
 
     // The index must go before the rows come back (they share emails).
-    rt.execute(resilite::Statement::sql("DROP INDEX users_email")).await.unwrap();
+    rt.execute(resilite::Statement::sql("DROP INDEX users_email"))
+        .await
+        .unwrap();
     let restored = rt.restore_removed().await.unwrap();
     assert_eq!((restored.restored.len(), restored.skipped.len()), (3, 0));
     let rows = rt
-        .query(resilite::Statement::sql("SELECT id, email FROM users ORDER BY id"))
+        .query(resilite::Statement::sql(
+            "SELECT id, email FROM users ORDER BY id",
+        ))
         .await
         .unwrap();
     let ids: Vec<resilite::Value> = rows.rows.iter().map(|r| r[0].clone()).collect();
-    assert_eq!(ids, (1..=6).map(resilite::Value::Integer).collect::<Vec<_>>());
+    assert_eq!(
+        ids,
+        (1..=6).map(resilite::Value::Integer).collect::<Vec<_>>()
+    );
     // Nothing is left to put back.
     assert_eq!(rt.restore_removed().await.unwrap().restored.len(), 0);
     t.rt.shutdown().await.unwrap();
@@ -238,7 +280,8 @@ struct Drops {
 }
 
 fn build(drops: Drops) -> String {
-    let mut sql = String::from("CREATE TABLE users(id INTEGER PRIMARY KEY, email TEXT NOT NULL DEFAULT ''");
+    let mut sql =
+        String::from("CREATE TABLE users(id INTEGER PRIMARY KEY, email TEXT NOT NULL DEFAULT ''");
     if !drops.status {
         sql.push_str(", status TEXT DEFAULT 'active'");
     }

@@ -109,8 +109,8 @@ pub use retry_queue::{
     EnqueueOptions, Entry, EntryStatus, Handler, HandlerFuture, QueueStats, Resolution, RetryConfig,
 };
 pub use schema::{
-    ExpectedSchema, Finding, FixOptions, FixReport, FixStep, Keep, Problem, SchemaReport,
-    Severity, ValidateOptions,
+    ExpectedSchema, Finding, FixOptions, FixReport, FixStep, Keep, Problem, SchemaReport, Severity,
+    ValidateOptions,
 };
 pub use slot::{ActorStatus, SlotState};
 pub use value::{Operation, OperationOutcome, QueryResult, Statement, Value, WriteOutcome};

@@ -68,7 +68,10 @@ pub fn run(args: FixArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
 }
 
 fn fix_schema(args: &FixArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let file = args.schema.as_ref().ok_or("pass the expected schema with --schema")?;
+    let file = args
+        .schema
+        .as_ref()
+        .ok_or("pass the expected schema with --schema")?;
     let expected = ExpectedSchema::from_toml_file(file)?;
     let keep: Option<Keep> = args.dedupe.as_deref().map(str::parse).transpose()?;
     let journal = journal_path(&args.db, args.journal.as_deref());
@@ -101,7 +104,10 @@ fn fix_schema(args: &FixArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 let at = now_ms();
                 let batch = findings::run_id(at);
                 // Recorded before anything is deleted.
-                record(&journal, &findings::removed_statements(&batch, &planned, at))?;
+                record(
+                    &journal,
+                    &findings::removed_statements(&batch, &planned, at),
+                )?;
                 match dedupe::delete(&conn, &planned) {
                     Ok(deleted) => {
                         record(
@@ -154,7 +160,10 @@ fn restore_removed(args: &FixArgs) -> Result<ExitCode, Box<dyn std::error::Error
         if args.json {
             println!("{}", serde_json::to_string_pretty(&rows)?);
         } else {
-            println!("{} removed row(s) would be put back (unless their rowid exists again)", rows.len());
+            println!(
+                "{} removed row(s) would be put back (unless their rowid exists again)",
+                rows.len()
+            );
             for r in &rows {
                 println!(
                     "{} rowid {}: {}",

@@ -15,8 +15,8 @@ mod progress;
 mod recover;
 mod restore;
 mod run;
-mod validate;
 mod vacuum;
+mod validate;
 mod verify;
 
 /// resilite: a supervised, actor-based resilience runtime for SQLite.

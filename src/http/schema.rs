@@ -26,10 +26,9 @@ pub(super) async fn validate(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(query) = query.map_err(|e| Error::bad_input(e.body_text()))?;
     let schema = s.rt.configured_schema()?;
-    let report = s
-        .rt
-        .validate(&schema, ValidateOptions { data: query.data })
-        .await?;
+    let report =
+        s.rt.validate(&schema, ValidateOptions { data: query.data })
+            .await?;
     let open = s.rt.schema_findings(false).await?;
     Ok(Json(serde_json::json!({
         "file": s.rt.config().schema.file,

@@ -101,7 +101,10 @@ impl Runtime {
                     }
                     Err(e) => {
                         let _ = self
-                            .journal_batch(findings::dedupe_failed_statements(&batch), "the dedupe log")
+                            .journal_batch(
+                                findings::dedupe_failed_statements(&batch),
+                                "the dedupe log",
+                            )
                             .await;
                         return Err(e);
                     }
@@ -176,15 +179,13 @@ impl Runtime {
             return Ok(());
         }
         let schema = self.configured_schema()?;
-        let file = self
-            .inner
-            .config
-            .schema
-            .file
-            .clone()
-            .unwrap_or_default();
+        let file = self.inner.config.schema.file.clone().unwrap_or_default();
         let report = self.validate(&schema, ValidateOptions::default()).await?;
-        for f in report.findings.iter().filter(|f| f.severity > Severity::Info) {
+        for f in report
+            .findings
+            .iter()
+            .filter(|f| f.severity > Severity::Info)
+        {
             tracing::warn!(table = %f.table, rule = f.problem.rule(), severity = f.severity.as_str(), "schema: {}", f.message);
         }
         match mode {
@@ -204,8 +205,12 @@ impl Runtime {
                 let fixed = self.fix(&schema, FixOptions::default()).await?;
                 for step in &fixed.steps {
                     match &step.reason {
-                        None => tracing::info!(table = %step.table, action = step.action.as_str(), target = %step.target, "schema fixed at start: {}", step.sql.as_deref().unwrap_or_default()),
-                        Some(why) => tracing::warn!(table = %step.table, action = step.action.as_str(), target = %step.target, "schema: cannot fix at start: {why}"),
+                        None => {
+                            tracing::info!(table = %step.table, action = step.action.as_str(), target = %step.target, "schema fixed at start: {}", step.sql.as_deref().unwrap_or_default())
+                        }
+                        Some(why) => {
+                            tracing::warn!(table = %step.table, action = step.action.as_str(), target = %step.target, "schema: cannot fix at start: {why}")
+                        }
                     }
                 }
                 let after = self.validate(&schema, ValidateOptions::default()).await?;

@@ -213,7 +213,14 @@ pub fn fix_log_rows(conn: &Connection) -> Result<Vec<FixLogRow>> {
     )?;
     let rows = stmt
         .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(rows)
@@ -279,7 +286,9 @@ pub fn dedupe_done_statements(
             table,
             "dedupe",
             batch,
-            Some(&format!("{n} row(s) removed, recorded in schema_removed_rows")),
+            Some(&format!(
+                "{n} row(s) removed, recorded in schema_removed_rows"
+            )),
             "applied",
         ));
     }
@@ -387,9 +396,17 @@ mod tests {
     fn findings_found_again_update_the_open_one_and_resolve_when_gone() {
         let conn = in_memory();
         let scopes = [Scope::Structure];
-        apply(&conn, &record_statements(&[missing("a"), missing("b")], &scopes, 1)).unwrap();
+        apply(
+            &conn,
+            &record_statements(&[missing("a"), missing("b")], &scopes, 1),
+        )
+        .unwrap();
         apply(&conn, &[acknowledge_statement(1)]).unwrap();
-        apply(&conn, &record_statements(&[missing("a"), missing("b")], &scopes, 2)).unwrap();
+        apply(
+            &conn,
+            &record_statements(&[missing("a"), missing("b")], &scopes, 2),
+        )
+        .unwrap();
         let open = findings(&conn, false).unwrap();
         assert_eq!(open.len(), 2);
         assert!(open[0].acknowledged);

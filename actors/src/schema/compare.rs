@@ -61,7 +61,11 @@ fn compare_table(name: &str, spec: &TableSpec, table: &LiveTable, out: &mut Vec<
         if normalize_type(&col.ty) != normalize_type(&live.ty) {
             let same = affinity(&col.ty) == affinity(&live.ty);
             push(
-                if same { Severity::Info } else { Severity::Warning },
+                if same {
+                    Severity::Info
+                } else {
+                    Severity::Warning
+                },
                 Problem::ColumnType {
                     column: col.name.clone(),
                     expected: col.ty.clone(),
@@ -90,13 +94,19 @@ fn compare_table(name: &str, spec: &TableSpec, table: &LiveTable, out: &mut Vec<
                 format!(
                     "column {name}.{} is {}, expected {}; fix cannot change it",
                     col.name,
-                    if live.not_null { "NOT NULL" } else { "nullable" },
+                    if live.not_null {
+                        "NOT NULL"
+                    } else {
+                        "nullable"
+                    },
                     if col.not_null { "NOT NULL" } else { "nullable" }
                 ),
             );
         }
         let expected_default = col.default.as_ref().map(|d| d.sql());
-        if normalize_default(expected_default.as_deref()) != normalize_default(live.default.as_deref()) {
+        if normalize_default(expected_default.as_deref())
+            != normalize_default(live.default.as_deref())
+        {
             push(
                 Severity::Warning,
                 Problem::Default {
@@ -258,12 +268,18 @@ mod tests {
 
     #[test]
     fn types_and_defaults_compare_as_sqlite_reads_them() {
-        assert_eq!(normalize_type("varchar (80)"), normalize_type("VARCHAR(80)"));
+        assert_eq!(
+            normalize_type("varchar (80)"),
+            normalize_type("VARCHAR(80)")
+        );
         assert_eq!(affinity("VARCHAR(80)"), "TEXT");
         assert_eq!(affinity("BIGINT"), "INTEGER");
         assert_eq!(normalize_default(Some("(0)")), normalize_default(Some("0")));
         assert_eq!(normalize_default(Some("NULL")), None);
-        assert_ne!(normalize_default(Some("'a'")), normalize_default(Some("'A'")));
+        assert_ne!(
+            normalize_default(Some("'a'")),
+            normalize_default(Some("'A'"))
+        );
         assert_eq!(
             normalize_default(Some("current_timestamp")),
             normalize_default(Some("CURRENT_TIMESTAMP"))

@@ -86,7 +86,9 @@ pub fn duplicates(
          WHERE ({list}) IN (SELECT {list} FROM {t} WHERE {not_null} GROUP BY {list} HAVING count(*) > 1) \
          ORDER BY _g, {order}rowid"
     );
-    let mut stmt = conn.prepare(&sql).map_err(|e| Error::from_sqlite(e, &sql))?;
+    let mut stmt = conn
+        .prepare(&sql)
+        .map_err(|e| Error::from_sqlite(e, &sql))?;
     let mut rows = stmt.query([])?;
     let mut groups: Vec<DuplicateGroup> = Vec::new();
     let mut current = None;
@@ -210,7 +212,7 @@ fn check_table(
             let exists = live
                 .get(&parent.to_lowercase())
                 .is_some_and(|p| p.column(&column).is_some());
-            exists.then(|| (fk, parent, column))
+            exists.then_some((fk, parent, column))
         })
         .collect();
     let mut null_tallies: Vec<Tally> = not_null.iter().map(|_| Tally::new()).collect();
@@ -256,14 +258,26 @@ fn check_table(
                 "SELECT rowid FROM {t} WHERE rowid > ?1 AND rowid <= ?2 AND {} IS NULL",
                 quote(col)
             );
-            run(&sql, last, upper, tally, &format!("tables.{name}.not_null {col}"))?;
+            run(
+                &sql,
+                last,
+                upper,
+                tally,
+                &format!("tables.{name}.not_null {col}"),
+            )?;
         }
         for (check, tally) in spec.check.iter().zip(check_tallies.iter_mut()) {
             let sql = format!(
                 "SELECT rowid FROM {t} WHERE rowid > ?1 AND rowid <= ?2 AND NOT ({})",
                 check.expr
             );
-            run(&sql, last, upper, tally, &format!("tables.{name}.check {}", check.name))?;
+            run(
+                &sql,
+                last,
+                upper,
+                tally,
+                &format!("tables.{name}.check {}", check.name),
+            )?;
         }
         for ((fk, parent, column), tally) in fks.iter().zip(fk_tallies.iter_mut()) {
             let c = format!("{t}.{}", quote(&fk.column));
@@ -273,7 +287,13 @@ fn check_table(
                 quote(parent),
                 quote(column)
             );
-            run(&sql, last, upper, tally, &format!("tables.{name}.foreign_keys {}", fk.column))?;
+            run(
+                &sql,
+                last,
+                upper,
+                tally,
+                &format!("tables.{name}.foreign_keys {}", fk.column),
+            )?;
         }
         last = upper;
     }
@@ -339,7 +359,9 @@ fn check_table(
         }
         let order = spec.order_by.as_deref().filter(|o| present(o));
         let groups = gate
-            .caller(conn, None, || duplicates(conn, &table.name, &columns, order))
+            .caller(conn, None, || {
+                duplicates(conn, &table.name, &columns, order)
+            })
             .map_err(|e| rule_failed(e, &format!("tables.{name}.unique {}", columns.join(","))))?;
         for g in groups {
             findings.push(duplicate_finding(name, &columns, g));

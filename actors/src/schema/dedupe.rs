@@ -94,7 +94,10 @@ pub fn plan(conn: &Connection, schema: &ExpectedSchema, keep: Keep) -> Result<Ve
             if !columns.iter().all(|c| table.column(c).is_some()) {
                 continue;
             }
-            let order = spec.order_by.as_deref().filter(|o| table.column(o).is_some());
+            let order = spec
+                .order_by
+                .as_deref()
+                .filter(|o| table.column(o).is_some());
             for group in duplicates(conn, &table.name, &columns, order)? {
                 // A row another set already removes neither stays nor goes twice.
                 let rows: Vec<i64> = group

@@ -381,7 +381,9 @@ impl ExpectedSchema {
 impl TableSpec {
     /// Whether `name` is one of its columns (SQLite names ignore case).
     pub fn has_column(&self, name: &str) -> bool {
-        self.columns.iter().any(|c| c.name.eq_ignore_ascii_case(name))
+        self.columns
+            .iter()
+            .any(|c| c.name.eq_ignore_ascii_case(name))
     }
 
     /// Its primary key columns, in declaration order.
@@ -416,7 +418,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            err.message.contains("tables.users.indexes[0]: column `email` is not declared"),
+            err.message
+                .contains("tables.users.indexes[0]: column `email` is not declared"),
             "{err}"
         );
         let err = ExpectedSchema::from_toml_str(
@@ -424,8 +427,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message.contains("write it `table(column)`"), "{err}");
-        let err = ExpectedSchema::from_toml_str("[tables.t]\nrequired = \"yes\"\ncolumns = [{ name = \"u\" }]\n")
-            .unwrap_err();
+        let err = ExpectedSchema::from_toml_str(
+            "[tables.t]\nrequired = \"yes\"\ncolumns = [{ name = \"u\" }]\n",
+        )
+        .unwrap_err();
         assert!(err.message.contains("invalid type"), "{err}");
     }
 
@@ -440,7 +445,10 @@ mod tests {
         let schema = ExpectedSchema::from_database(&conn).unwrap();
         let users = &schema.tables["users"];
         assert_eq!(users.primary_key(), ["id"]);
-        assert_eq!(users.columns[2].default, Some(DefaultValue::Sql("'active'".into())));
+        assert_eq!(
+            users.columns[2].default,
+            Some(DefaultValue::Sql("'active'".into()))
+        );
         assert!(users.indexes[0].unique);
         let again = ExpectedSchema::from_toml_str(&schema.to_toml()).unwrap();
         assert_eq!(again, schema);

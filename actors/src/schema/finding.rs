@@ -236,9 +236,10 @@ impl Problem {
             Problem::MissingIndex { index, .. }
             | Problem::IndexNotUnique { index }
             | Problem::IndexColumns { index, .. } => Some(index.clone()),
-            Problem::Duplicate { columns, .. } | Problem::PrimaryKey { expected: columns, .. } => {
-                Some(columns.join(","))
-            }
+            Problem::Duplicate { columns, .. }
+            | Problem::PrimaryKey {
+                expected: columns, ..
+            } => Some(columns.join(",")),
             Problem::Check { name, .. } => Some(name.clone()),
             Problem::ForeignKeyCheck { parent, fkid, .. } => Some(format!("{parent}#{fkid}")),
             Problem::MissingTable { .. } | Problem::WithoutRowid => None,

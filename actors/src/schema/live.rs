@@ -104,8 +104,7 @@ pub fn read(conn: &Connection) -> Result<BTreeMap<String, LiveTable>> {
     let mut index_list = conn.prepare(
         "SELECT name, \"unique\", origin, partial FROM pragma_index_list(?1) ORDER BY seq",
     )?;
-    let mut index_info =
-        conn.prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")?;
+    let mut index_info = conn.prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")?;
     for (name, without_rowid) in names {
         let columns = info
             .query_map([&name], |r| {
@@ -119,7 +118,9 @@ pub fn read(conn: &Connection) -> Result<BTreeMap<String, LiveTable>> {
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let listed: Vec<(String, bool, String, bool)> = index_list
-            .query_map([&name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .query_map([&name], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
             .collect::<rusqlite::Result<_>>()?;
         let mut indexes = Vec::new();
         for (index, unique, origin, partial) in listed {

@@ -116,12 +116,20 @@ impl FixReport {
                 "dedupe ({}): {} row(s) {}\n",
                 keep.as_str(),
                 self.removed.len(),
-                if self.dry_run { "would be removed" } else { "removed and recorded in the journal" }
+                if self.dry_run {
+                    "would be removed"
+                } else {
+                    "removed and recorded in the journal"
+                }
             ));
             for r in &self.removed {
                 out.push_str(&format!(
                     "{} {} rowid {} ({} = {}; row {} kept): {}\n",
-                    if self.dry_run { "would remove" } else { "removed" },
+                    if self.dry_run {
+                        "would remove"
+                    } else {
+                        "removed"
+                    },
                     r.table,
                     r.rowid,
                     r.columns.join(", "),
