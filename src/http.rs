@@ -5,7 +5,7 @@
 //! (Prometheus), `GET /health/detailed`, `POST /v1/execute`, `POST /v1/batch`,
 //! `POST /v1/query`, `GET /v1/dlq`, `GET /v1/dlq/{id}`,
 //! `POST /v1/dlq/{id}/requeue`, `POST /v1/dlq/{id}/discard`, `POST /v1/dlq/{id}/fixed`,
-//! `GET /v1/backups`, `POST /v1/backups`, `POST /v1/backups/{name}/verify`, `POST /v1/restore`, `POST /v1/recover`, `GET /v1/recoveries`. `/health/detailed` and `/v1/*` require
+//! `GET /v1/backups`, `POST /v1/backups`, `POST /v1/backups/{name}/verify`, `POST /v1/restore`, `POST /v1/recover`, `GET /v1/recoveries`, `GET /v1/schema`, `POST /v1/schema/fix`. `/health/detailed` and `/v1/*` require
 //! `Authorization: Bearer <token>` when a token is configured (config
 //! validation requires one off loopback).
 //!
@@ -30,6 +30,8 @@
 //! - `dlq`: the `/v1/dlq` routes over the dead-letter queue.
 //! - `backups`: the `/v1/backups` routes (take, list, verify), `/v1/restore`,
 //!   `/v1/recover` and `/v1/recoveries`.
+//! - `schema`: `/v1/schema` (validate against `[schema] file`) and
+//!   `/v1/schema/fix`.
 //! - `errors`: `ApiError` (status and JSON body), the layer that gives
 //!   every error response that body, and the bound on its text.
 //! - `health`: `/health`, `/ready`, `/health/detailed` and `/metrics`.
@@ -39,6 +41,7 @@ mod backups;
 mod dlq;
 mod errors;
 mod health;
+mod schema;
 mod server;
 mod statements;
 
@@ -122,6 +125,8 @@ pub fn router(rt: Runtime) -> Router {
         .route("/v1/restore", post(backups::restore))
         .route("/v1/recover", post(backups::recover))
         .route("/v1/recoveries", get(backups::recoveries))
+        .route("/v1/schema", get(schema::validate))
+        .route("/v1/schema/fix", post(schema::fix))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health::liveness))
@@ -154,7 +159,7 @@ async fn not_found() -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         error: Error::bad_input(
-            "no such route: use GET /health, /ready, /metrics, /health/detailed, /v1/dlq, /v1/backups, /v1/recoveries, or POST /v1/execute, /v1/batch, /v1/query, /v1/backups, /v1/backups/{name}/verify, /v1/restore, /v1/recover",
+            "no such route: use GET /health, /ready, /metrics, /health/detailed, /v1/dlq, /v1/backups, /v1/recoveries, /v1/schema, or POST /v1/execute, /v1/batch, /v1/query, /v1/backups, /v1/backups/{name}/verify, /v1/restore, /v1/recover, /v1/schema/fix",
         ),
     }
 }

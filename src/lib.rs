@@ -52,6 +52,14 @@
 //! - Backups: [`BackupInfo`], [`Verification`] (`rt.backup`,
 //!   `rt.backups`, `rt.verify_backup`); [`Compress`], how `[backup]
 //!   compress` stores them.
+//! - Schema validation: [`ExpectedSchema`] (from a TOML file, or
+//!   derived from a database) with [`TableSpec`], [`ColumnSpec`],
+//!   [`IndexSpec`]; `rt.validate` with [`ValidateOptions`] answers a
+//!   [`SchemaReport`] of [`Finding`]s ([`Severity`], [`Problem`]);
+//!   `rt.fix` with [`FixOptions`] ([`Keep`] for dedupe) answers a
+//!   [`FixReport`] ([`FixStep`], [`StepStatus`], [`Removal`]);
+//!   `rt.restore_removed` answers [`Restored`]; the journal's findings are
+//!   [`StoredFinding`]s, its removed rows [`RemovedRow`]s.
 //! - Supervision: [`ActorStatus`], [`SlotState`], [`RestartRecord`],
 //!   [`RestartOutcome`], [`WriterStats`]; [`Synchronous`], the durability
 //!   level of `[database] synchronous`; [`journal_version`].
@@ -86,6 +94,10 @@ mod startup;
 mod supervisor;
 
 pub use config::{Config, ConfigError};
+pub use resilite_actors::journal::findings::StoredFinding;
+pub use resilite_actors::schema::{
+    ColumnSpec, IndexSpec, Keep, Removal, RemovedRow, Restored, StepStatus, TableSpec,
+};
 pub use resilite_actors::{
     Action, ActorStatus, BackupInfo, BreakerConfig, BreakerError, BreakerHandle, BreakerOpen,
     BreakerSnapshot, BreakerState, CheckpointMode, CheckpointOutcome, Compress, EnqueueOptions,
@@ -94,6 +106,10 @@ pub use resilite_actors::{
     OperationOutcome, QueryResult, QueueStats, Recommendation, RecoveryRecord, Resolution,
     RestartOutcome, RestartRecord, Result, SlotState, Statement, Synchronous, Value, Verification,
     WriteOutcome, WriterStats,
+};
+pub use resilite_actors::{
+    ExpectedSchema, Finding, FixOptions, FixReport, FixStep, Problem, SchemaReport, Severity,
+    ValidateOptions,
 };
 pub use runtime::{Durable, NotReady, RecoveryOutcome, RestoreOutcome, Runtime, Status};
 

@@ -49,6 +49,9 @@
 //!   retention and the backup catalog ([`BackupConfig`]).
 //! - [`health`]: the `HealthActor` and the inspection of a database file:
 //!   [`HealthReport`], [`HealthStatus`], recommendations, events.
+//! - [`schema`]: schema validation (not an actor): the expected schema
+//!   ([`ExpectedSchema`]), findings ([`SchemaReport`]), data checks, fixes
+//!   and dedupe, run by the runtime through the writer.
 //!
 //! Internal modules. They are `pub` only because the `resilite` facade, a
 //! separate crate, wires the actors together with them (the supervisor,
@@ -80,6 +83,7 @@ pub mod breaker;
 pub mod health;
 pub mod readers;
 pub mod retry_queue;
+pub mod schema;
 pub mod writer;
 
 pub mod connection;
@@ -103,6 +107,10 @@ pub use maintenance::{CheckpointMode, CheckpointOutcome, Maintenance, Maintenanc
 pub use readers::{ReadPool, ReadPoolConfig};
 pub use retry_queue::{
     EnqueueOptions, Entry, EntryStatus, Handler, HandlerFuture, QueueStats, Resolution, RetryConfig,
+};
+pub use schema::{
+    ExpectedSchema, Finding, FixOptions, FixReport, FixStep, Keep, Problem, SchemaReport, Severity,
+    ValidateOptions,
 };
 pub use slot::{ActorStatus, SlotState};
 pub use value::{Operation, OperationOutcome, QueryResult, Statement, Value, WriteOutcome};

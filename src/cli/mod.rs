@@ -9,12 +9,14 @@ mod backup;
 mod backups;
 mod checkpoint;
 mod dlq;
+mod fix;
 mod health;
 mod progress;
 mod recover;
 mod restore;
 mod run;
 mod vacuum;
+mod validate;
 mod verify;
 
 /// resilite: a supervised, actor-based resilience runtime for SQLite.
@@ -60,6 +62,16 @@ enum Command {
     /// the operation log replayed, integrity checked, the attempt recorded.
     /// Asks unless --yes. Exit 0 recovered, 1 not.
     Recover(recover::RecoverArgs),
+    /// Compare a database file with an expected schema (TOML); --data runs
+    /// its data rules too. Findings are recorded in the journal. Exit 0
+    /// clean, 1 warnings, 2 errors, 3 could not validate.
+    Validate(validate::ValidateArgs),
+    /// Create what an expected schema declares and a database file lacks,
+    /// never dropping data; --dedupe keep-oldest|keep-newest removes
+    /// duplicates (recorded, --restore-removed puts them back); --dry-run
+    /// changes nothing. Exit 0 done, 1 something cannot be fixed, 3 could
+    /// not run.
+    Fix(fix::FixArgs),
 }
 
 /// Parse the command line and run the verb; returns the process exit code.
@@ -77,6 +89,8 @@ pub fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Recover(args) => recover::run(args),
+        Command::Validate(args) => validate::run(args),
+        Command::Fix(args) => fix::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,5 @@
-//! The `[database]`, `[writer]`, `[readers]`, `[http]`, `[supervisor]` and
-//! `[backup]` sections and their defaults: the runtime's own `DEFAULT_*` constants
+//! The `[database]`, `[writer]`, `[readers]`, `[http]`, `[supervisor]`,
+//! `[backup]` and `[schema]` sections and their defaults: the runtime's own `DEFAULT_*` constants
 //! (in the parent module) and those of the actors each section configures.
 
 use std::path::PathBuf;
@@ -246,6 +246,45 @@ impl Default for BackupSection {
             trial_restore: false,
             compress: Compress::None,
             compress_level: DEFAULT_COMPRESS_LEVEL,
+        }
+    }
+}
+
+/// What [`Runtime::start`](crate::Runtime::start) does with `[schema] file`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStart {
+    /// Validate; refuse to start on an error finding (listed in the error).
+    Strict,
+    /// Validate; fix what `resilite fix` can (through the writer), log
+    /// what was done and what is left, and start.
+    Lenient,
+    /// Do not validate at start.
+    Off,
+}
+
+/// `[schema]`
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchemaSection {
+    /// The expected schema (TOML). A relative path is taken from the
+    /// config file's directory (when the config is loaded from a file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// `strict`, `lenient` or `off`; default: `strict` with a `file`,
+    /// `off` without.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_start: Option<OnStart>,
+}
+
+impl SchemaSection {
+    /// The start-up mode in effect: as set, else `strict` with a file and
+    /// `off` without.
+    pub fn on_start(&self) -> OnStart {
+        match (self.on_start, &self.file) {
+            (Some(mode), _) => mode,
+            (None, Some(_)) => OnStart::Strict,
+            (None, None) => OnStart::Off,
         }
     }
 }

@@ -43,6 +43,7 @@ impl Config {
         self.validate_health()?;
         self.validate_retry()?;
         self.validate_backup()?;
+        self.validate_schema()?;
         for (name, breaker) in &self.breakers {
             breaker.validate(name).map_err(ConfigError)?;
         }
@@ -198,6 +199,22 @@ impl Config {
             Duration::from_millis(1),
             Duration::from_secs(3600),
         )?;
+        Ok(())
+    }
+
+    fn validate_schema(&self) -> Result<(), ConfigError> {
+        let s = &self.schema;
+        if s.file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
+            return Err(ConfigError(
+                "config key `schema.file` is empty: set it to the expected schema's TOML file, e.g. \"schema.toml\", or remove it".into(),
+            ));
+        }
+        if s.file.is_none() && s.on_start.is_some_and(|m| m != super::OnStart::Off) {
+            return Err(ConfigError(format!(
+                "config key `schema.on_start` = \"{}\" needs `schema.file`: set it to the expected schema's TOML file, or set on_start = \"off\"",
+                if s.on_start == Some(super::OnStart::Strict) { "strict" } else { "lenient" }
+            )));
+        }
         Ok(())
     }
 

@@ -34,6 +34,7 @@ mod health;
 mod queue;
 mod ready;
 mod recover;
+mod schema;
 mod writes;
 
 use crate::supervisor::{
@@ -82,6 +83,9 @@ struct Inner {
     auto_recovery_spent: AtomicBool,
     /// The idempotency keys of durable writes.
     durable_keys: durable::DurableKeys,
+    /// Why the schema is not validated yet (`schema.on_start`); `None`
+    /// once it is, or when no schema file is checked at start.
+    schema_pending: std::sync::Mutex<Option<String>>,
 }
 
 /// The runtime's overall state, as `/health` reports it.
@@ -176,6 +180,13 @@ impl Runtime {
             latest,
             events,
         } = published;
+        let schema_pending = match (&config.schema.file, config.schema.on_start()) {
+            (Some(file), mode) if mode != crate::config::OnStart::Off => Some(format!(
+                "the database has not been validated against the schema file {} yet",
+                file.display()
+            )),
+            _ => None,
+        };
         let rt = Runtime {
             inner: Arc::new(Inner {
                 config,
@@ -197,6 +208,7 @@ impl Runtime {
                 corruption_reported: AtomicBool::new(false),
                 auto_recovery_spent: AtomicBool::new(false),
                 durable_keys: durable::DurableKeys::new(),
+                schema_pending: std::sync::Mutex::new(schema_pending),
             }),
         };
         damage::watch(&rt);
@@ -204,6 +216,13 @@ impl Runtime {
         durable::forget_applied_keys(&rt);
         if let Some(early) = early {
             rt.finish_early_recovery(early).await;
+        }
+        if let Err(e) = rt.check_schema_at_start().await {
+            tracing::error!(error = %e, "schema check at start failed; stopping");
+            if let Err(stop) = rt.shutdown().await {
+                tracing::warn!(error = %stop, "the runtime did not stop cleanly");
+            }
+            return Err(e);
         }
         Ok(rt)
     }
@@ -252,10 +271,14 @@ impl Runtime {
     }
 
     /// Whether the runtime takes writes: the writers run, the journal is
-    /// migrated, and it is not shutting down. `Err` says what is missing.
+    /// migrated, the schema file (`schema.on_start`) has been validated,
+    /// and it is not shutting down. `Err` says what is missing.
     pub fn ready(&self) -> std::result::Result<(), NotReady> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(NotReady::ShuttingDown);
+        }
+        if let Some(reason) = self.schema_pending() {
+            return Err(NotReady::SchemaNotValidated(reason));
         }
         let database = self.database_breaker();
         if database.state == BreakerState::Open {
@@ -276,6 +299,24 @@ impl Runtime {
             Status::Failed(reason) => Err(NotReady::Failed(reason)),
             Status::Stopped => Err(NotReady::Stopped),
         }
+    }
+
+    /// Why the schema is not validated yet, if it is not.
+    fn schema_pending(&self) -> Option<String> {
+        self.inner
+            .schema_pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The schema check at start is done.
+    fn schema_validated(&self) {
+        *self
+            .inner
+            .schema_pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 
     /// Stop taking writes, commit every write already taken, checkpoint the

@@ -21,6 +21,9 @@ pub enum NotReady {
     /// The last write probe could not write the file (read-only,
     /// immutable); the rule of that health check.
     Unwritable(String),
+    /// The database has not been validated against `[schema] file` yet
+    /// (`schema.on_start`): why.
+    SchemaNotValidated(String),
     /// A writer is being restarted.
     Restarting,
     /// An actor failed past its restart limit: why.
@@ -38,6 +41,7 @@ impl fmt::Display for NotReady {
                 "the database circuit breaker is open ({trips} trip(s)): writes fail fast until it closes"
             ),
             NotReady::Unwritable(rule) => f.write_str(rule),
+            NotReady::SchemaNotValidated(reason) => f.write_str(reason),
             NotReady::Restarting => f.write_str("a writer is restarting"),
             NotReady::Failed(reason) => f.write_str(reason),
             NotReady::Stopped => f.write_str("resilite is shut down"),

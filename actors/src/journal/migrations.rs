@@ -180,4 +180,49 @@ pub(super) const MIGRATIONS: &[&[&str]] = &[
         explanation TEXT NOT NULL
     );
     CREATE INDEX recoveries_started ON recoveries (started_at_ms);"],
+    // schema validation: findings (open until no longer found), the fix
+    // log, and the rows dedupe removed, in full, to be put back.
+    &["CREATE TABLE schema_findings (
+        id INTEGER PRIMARY KEY,
+        finding_key TEXT NOT NULL,
+        scope TEXT NOT NULL CHECK (scope = 'structure' OR scope = 'data'),
+        severity TEXT NOT NULL CHECK (severity = 'info' OR severity = 'warning' OR severity = 'error'),
+        tbl TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        field TEXT,
+        value TEXT,
+        rowids TEXT NOT NULL DEFAULT '[]',
+        row_count INTEGER NOT NULL DEFAULT 0,
+        detail TEXT NOT NULL,
+        first_seen_at_ms INTEGER NOT NULL,
+        last_seen_at_ms INTEGER NOT NULL,
+        run TEXT NOT NULL,
+        acknowledged INTEGER NOT NULL DEFAULT 0,
+        resolved_at_ms INTEGER
+    );
+    CREATE UNIQUE INDEX schema_findings_open ON schema_findings (finding_key) WHERE resolved_at_ms IS NULL;
+    CREATE INDEX schema_findings_scope ON schema_findings (scope, resolved_at_ms);
+    CREATE TABLE schema_fixes (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        tbl TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT,
+        outcome TEXT NOT NULL
+    );
+    CREATE TABLE schema_removed_rows (
+        id INTEGER PRIMARY KEY,
+        batch TEXT NOT NULL,
+        removed_at_ms INTEGER NOT NULL,
+        tbl TEXT NOT NULL,
+        row_id INTEGER NOT NULL,
+        unique_columns TEXT NOT NULL,
+        value TEXT NOT NULL,
+        kept INTEGER NOT NULL,
+        row_json TEXT NOT NULL,
+        restored_at_ms INTEGER,
+        restore_outcome TEXT
+    );
+    CREATE INDEX schema_removed_rows_batch ON schema_removed_rows (batch);"],
 ];

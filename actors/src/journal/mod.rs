@@ -13,7 +13,8 @@
 //! dead-letter queue), [`breakers`] (circuit breaker state and transitions) and
 //! [`health`] (health history and the maintenance log), [`backups`]
 //! (the backup catalog), [`op_log`] (the operation log) and
-//! [`recoveries`] (the recovery log).
+//! [`recoveries`] (the recovery log), [`findings`] (schema findings, the
+//! fix log and the rows dedupe removed).
 //!
 //! Internal: this module is `pub` only for the `resilite` facade (the
 //! supervisor's restart log, the runtime's queue reads, the `dlq` verb of
@@ -21,6 +22,7 @@
 
 pub mod backups;
 pub mod breakers;
+pub mod findings;
 pub mod health;
 mod migrations;
 pub mod op_log;

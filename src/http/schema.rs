@@ -1,0 +1,48 @@
+//! The schema routes: `GET /v1/schema` validates the database against
+//! the configured `[schema] file` now (`?data=true` runs the data rules
+//! too) and answers the report and the journal's open findings;
+//! `POST /v1/schema/fix` (`{"dry_run": true, "dedupe": "keep-oldest"}`,
+//! both optional) fixes it, or says what a fix would do.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::Json;
+use resilite_actors::{Error, FixOptions, FixReport, ValidateOptions};
+use serde::Deserialize;
+
+use super::{ApiError, AppState, JsonBody};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SchemaQuery {
+    #[serde(default)]
+    data: bool,
+}
+
+/// Validate now; the report, the schema file and the open findings.
+pub(super) async fn validate(
+    State(s): State<AppState>,
+    query: Result<Query<SchemaQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(|e| Error::bad_input(e.body_text()))?;
+    let schema = s.rt.configured_schema()?;
+    let report =
+        s.rt.validate(&schema, ValidateOptions { data: query.data })
+            .await?;
+    let open = s.rt.schema_findings(false).await?;
+    Ok(Json(serde_json::json!({
+        "file": s.rt.config().schema.file,
+        "exit_code": report.exit_code(),
+        "report": report,
+        "open_findings": open,
+    })))
+}
+
+/// Fix the database (or, dry, say what would be done).
+pub(super) async fn fix(
+    State(s): State<AppState>,
+    JsonBody(options): JsonBody<FixOptions>,
+) -> Result<Json<FixReport>, ApiError> {
+    let schema = s.rt.configured_schema()?;
+    Ok(Json(s.rt.fix(&schema, options).await?))
+}
