@@ -8,7 +8,7 @@
 //!   loading and parsing ([`Config::load`], [`Config::parse`]) and what the
 //!   runtime derives from a config (open options, the writer's config).
 //! - `sections`: the `[database]`, `[writer]`, `[readers]`, `[http]`,
-//!   `[supervisor]` and `[backup]` sections and their defaults (`[health]`, `[retry]` and
+//!   `[supervisor]`, `[backup]` and `[audit]` sections and their defaults (`[health]`, `[retry]` and
 //!   `[breakers.<name>]` belong to the actors they configure).
 //! - `validate`: [`Config::validate`] and its range, duration, path and
 //!   token checks.
@@ -35,7 +35,7 @@ pub use resilite_actors::{BreakerConfig, HealthConfig, RetryConfig};
 use serde::{Deserialize, Serialize};
 
 pub use sections::{
-    BackupSection, DatabaseConfig, HttpConfig, ReadersSection, SupervisorConfig, WriterSection,
+    AuditSection, BackupSection, DatabaseConfig, HttpConfig, ReadersSection, SupervisorConfig, WriterSection,
 };
 pub use validate::MIN_REMOTE_TOKEN_CHARS;
 
@@ -60,6 +60,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_MAX_RESTARTS: u32 = 5;
 /// Default restart window.
 pub const DEFAULT_RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// Default time the journal keeps events, error signatures and slow queries.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "RESILITE_";
 /// Environment variable of the log filter (not a config key).
@@ -87,6 +89,8 @@ pub struct Config {
     pub breakers: BTreeMap<String, BreakerConfig>,
     /// `[backup]`: scheduled backups, retention and verification.
     pub backup: BackupSection,
+    /// `[audit]`: the slow-query log and the retention of the audit trail.
+    pub audit: AuditSection,
 }
 
 /// A configuration that cannot be used; the message names the key, the

@@ -1,5 +1,5 @@
-//! The `[database]`, `[writer]`, `[readers]`, `[http]`, `[supervisor]` and
-//! `[backup]` sections and their defaults: the runtime's own `DEFAULT_*` constants
+//! The `[database]`, `[writer]`, `[readers]`, `[http]`, `[supervisor]`,
+//! `[backup]` and `[audit]` sections and their defaults: the runtime's own `DEFAULT_*` constants
 //! (in the parent module) and those of the actors each section configures.
 
 use std::path::PathBuf;
@@ -17,13 +17,14 @@ use resilite_actors::writer::{
     DEFAULT_BATCH_WAIT, DEFAULT_MAX_BATCH, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY,
     DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX, DEFAULT_STATEMENT_TIMEOUT,
 };
+use resilite_actors::slow_log::DEFAULT_SLOW_THRESHOLD;
 use resilite_actors::Synchronous;
 use serde::{Deserialize, Serialize};
 
 use super::{
     DEFAULT_BODY_TIMEOUT, DEFAULT_DATABASE_PATH, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RESTARTS,
-    DEFAULT_RESTART_WINDOW,
+    DEFAULT_AUDIT_RETENTION, DEFAULT_RESTART_WINDOW,
 };
 
 /// `[database]`
@@ -246,6 +247,33 @@ impl Default for BackupSection {
             trial_restore: false,
             compress: Compress::None,
             compress_level: DEFAULT_COMPRESS_LEVEL,
+        }
+    }
+}
+
+/// `[audit]`: the slow-query log, and how long the journal keeps events,
+/// error signatures and slow queries. Events and the error log are always
+/// on. (`level`, for an audit of every operation, is not a key yet.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// A write or query at least this long (as its caller waited for it)
+    /// goes to the slow-query log, with its query plan; `"0s"` turns the
+    /// slow-query log off.
+    #[serde(with = "humantime_serde")]
+    pub slow_threshold: Duration,
+    /// Events, error signatures and slow queries not seen for this long are
+    /// deleted (hourly, and at start); an error signature seen 100 times
+    /// or more is kept.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            slow_threshold: DEFAULT_SLOW_THRESHOLD,
+            retention: DEFAULT_AUDIT_RETENTION,
         }
     }
 }

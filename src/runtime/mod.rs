@@ -26,6 +26,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::config::{Config, DATABASE_BREAKER};
 
+mod audit;
 mod backup;
 mod breakers;
 mod damage;
@@ -82,6 +83,8 @@ struct Inner {
     auto_recovery_spent: AtomicBool,
     /// The idempotency keys of durable writes.
     durable_keys: durable::DurableKeys,
+    /// Events, the error log and the slow-query log.
+    audit: audit::Audit,
 }
 
 /// The runtime's overall state, as `/health` reports it.
@@ -165,6 +168,7 @@ impl Runtime {
             journal = %config.journal_path().display(),
             "resilite runtime started"
         );
+        let audit = audit::Audit::start(&config, &published.journal);
         let Published {
             app,
             journal,
@@ -197,6 +201,7 @@ impl Runtime {
                 corruption_reported: AtomicBool::new(false),
                 auto_recovery_spent: AtomicBool::new(false),
                 durable_keys: durable::DurableKeys::new(),
+                audit,
             }),
         };
         damage::watch(&rt);
@@ -288,6 +293,10 @@ impl Runtime {
         }
         if let Err(e) = self.inner.readers.close().await {
             tracing::warn!(detail = %e.detail, "the read pool did not close");
+        }
+        // The journal writer still runs: the audit trail goes in before it stops.
+        if let Err(e) = self.flush_logs().await {
+            tracing::warn!(detail = %e.detail, "the audit trail was not all written");
         }
         let result = ractor::call!(self.inner.supervisor, SupervisorMsg::Shutdown)
             .map_err(|e| Error::unavailable(format!("supervisor is not running: {e}")))?;
