@@ -52,6 +52,10 @@
 //! - Backups: [`BackupInfo`], [`Verification`] (`rt.backup`,
 //!   `rt.backups`, `rt.verify_backup`); [`Compress`], how `[backup]
 //!   compress` stores them.
+//! - The audit trail: [`Event`], [`EventKind`], [`Severity`],
+//!   [`EventRecord`], [`EventQuery`], [`EventPage`] (`rt.events`);
+//!   [`ErrorRecord`] (`rt.errors`, `rt.resolve_error`); [`SlowQueryRecord`],
+//!   [`SlowKind`] (`rt.slow_queries`); `rt.flush_logs`.
 //! - Supervision: [`ActorStatus`], [`SlotState`], [`RestartRecord`],
 //!   [`RestartOutcome`], [`WriterStats`]; [`Synchronous`], the durability
 //!   level of `[database] synchronous`; [`journal_version`].
@@ -89,10 +93,11 @@ pub use config::{Config, ConfigError};
 pub use resilite_actors::{
     Action, ActorStatus, BackupInfo, BreakerConfig, BreakerError, BreakerHandle, BreakerOpen,
     BreakerSnapshot, BreakerState, CheckpointMode, CheckpointOutcome, Compress, EnqueueOptions,
-    Entry, EntryStatus, Error, ErrorClass, Figures, Handler, HandlerFuture, HealthEvent,
-    HealthReport, HealthStatus, Integrity, Maintenance, MaintenanceRun, Operation,
-    OperationOutcome, QueryResult, QueueStats, Recommendation, RecoveryRecord, Resolution,
-    RestartOutcome, RestartRecord, Result, SlotState, Statement, Synchronous, Value, Verification,
+    Entry, EntryStatus, Error, ErrorClass, ErrorRecord, Event, EventKind, EventPage, EventQuery,
+    EventRecord, Figures, Handler, HandlerFuture, HealthEvent, HealthReport, HealthStatus,
+    Integrity, Maintenance, MaintenanceRun, Operation, OperationOutcome, QueryResult, QueueStats,
+    Recommendation, RecoveryRecord, Resolution, RestartOutcome, RestartRecord, Result, Severity,
+    SlotState, SlowKind, SlowQueryRecord, Statement, Synchronous, Value, Verification,
     WriteOutcome, WriterStats,
 };
 pub use runtime::{Durable, NotReady, RecoveryOutcome, RestoreOutcome, Runtime, Status};

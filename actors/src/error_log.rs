@@ -209,13 +209,34 @@ mod tests {
     #[test]
     fn signatures_ignore_literal_values() {
         let e = |detail: &str, class| Error::new(class, "m", detail);
-        let a = occurrence("execute", &e("UNIQUE constraint failed: t.id; sql: INSERT INTO t VALUES (1, 'a')", ErrorClass::Constraint));
-        let b = occurrence("execute", &e("UNIQUE constraint failed: t.id; sql: INSERT INTO t VALUES (22, 'bb')", ErrorClass::Constraint));
-        let c = occurrence("execute", &e("UNIQUE constraint failed: t.id; sql: INSERT INTO t VALUES (1, 'a')", ErrorClass::Sql));
+        let a = occurrence(
+            "execute",
+            &e(
+                "UNIQUE constraint failed: t.id; sql: INSERT INTO t VALUES (1, 'a')",
+                ErrorClass::Constraint,
+            ),
+        );
+        let b = occurrence(
+            "execute",
+            &e(
+                "UNIQUE constraint failed: t.id; sql: INSERT INTO t VALUES (22, 'bb')",
+                ErrorClass::Constraint,
+            ),
+        );
+        let c = occurrence(
+            "execute",
+            &e(
+                "UNIQUE constraint failed: t.id; sql: INSERT INTO t VALUES (1, 'a')",
+                ErrorClass::Sql,
+            ),
+        );
         let d = occurrence("execute", &e("no such table: u", ErrorClass::Constraint));
         assert_eq!(a.signature, b.signature);
         assert_ne!(a.signature, c.signature);
         assert_ne!(a.signature, d.signature);
-        assert_eq!(a.message, "UNIQUE constraint failed: t.id; sql: INSERT INTO t VALUES (?)");
+        assert_eq!(
+            a.message,
+            "UNIQUE constraint failed: t.id; sql: INSERT INTO t VALUES (?)"
+        );
     }
 }

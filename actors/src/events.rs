@@ -228,18 +228,32 @@ impl Event {
 
     /// A queue entry moved to the dead-letter queue: it used up its
     /// attempts (`gave_up`) or failed with a permanent error.
-    pub fn dead_lettered(id: i64, kind: &str, attempts: i64, gave_up: bool, error: &Error) -> Event {
+    pub fn dead_lettered(
+        id: i64,
+        kind: &str,
+        attempts: i64,
+        gave_up: bool,
+        error: &Error,
+    ) -> Event {
         let (event_kind, summary, cause) = if gave_up {
             (
                 EventKind::RetryGivenUp,
                 format!("Queued operation {id} ({kind}) was given up after {attempts} attempts."),
-                format!("every attempt failed; the last with a {} error: {}", error.class.as_str(), error.detail),
+                format!(
+                    "every attempt failed; the last with a {} error: {}",
+                    error.class.as_str(),
+                    error.detail
+                ),
             )
         } else {
             (
                 EventKind::DeadLettered,
                 format!("Queued operation {id} ({kind}) failed for good and was set aside."),
-                format!("a {} error, which trying again does not fix: {}", error.class.as_str(), error.detail),
+                format!(
+                    "a {} error, which trying again does not fix: {}",
+                    error.class.as_str(),
+                    error.detail
+                ),
             )
         };
         Event::new(
@@ -265,7 +279,11 @@ impl Event {
                     .unwrap_or_default();
                 let event = Event::new(
                     EventKind::BreakerOpened,
-                    if name == "database" { Severity::Critical } else { Severity::Warning },
+                    if name == "database" {
+                        Severity::Critical
+                    } else {
+                        Severity::Warning
+                    },
                     name,
                     format!("Circuit breaker {name} opened: calls through it are refused{until}."),
                     t.reason.clone(),
@@ -317,7 +335,11 @@ impl Event {
             run.task.name(),
             run.duration_ms,
             run.bytes_reclaimed(),
-            if busy { ", but readers kept part of the WAL in use" } else { "" }
+            if busy {
+                ", but readers kept part of the WAL in use"
+            } else {
+                ""
+            }
         );
         let cause = if trigger == "auto" {
             "the health checks found it due (WAL size, free pages or the schedule)".to_string()
@@ -330,7 +352,10 @@ impl Event {
             db,
             summary,
             cause,
-            format!("ran {} on the writer's connection, between two transactions", run.task.name()),
+            format!(
+                "ran {} on the writer's connection, between two transactions",
+                run.task.name()
+            ),
         )
     }
 
@@ -353,7 +378,10 @@ impl Event {
             EventKind::Backup,
             Severity::Info,
             info.name.clone(),
-            format!("Backup {} was taken ({} bytes) and verified.", info.name, info.size),
+            format!(
+                "Backup {} was taken ({} bytes) and verified.",
+                info.name, info.size
+            ),
             if info.label == "scheduled" {
                 "the backup schedule (backup.interval) made it due".to_string()
             } else {
@@ -475,9 +503,15 @@ impl Event {
         )
         .increment(1);
         match self.severity {
-            Severity::Info => tracing::info!(kind = %self.kind, subject = %self.subject, "{}", self.summary),
-            Severity::Warning => tracing::warn!(kind = %self.kind, subject = %self.subject, "{}", self.summary),
-            Severity::Critical => tracing::error!(kind = %self.kind, subject = %self.subject, "{}", self.summary),
+            Severity::Info => {
+                tracing::info!(kind = %self.kind, subject = %self.subject, "{}", self.summary)
+            }
+            Severity::Warning => {
+                tracing::warn!(kind = %self.kind, subject = %self.subject, "{}", self.summary)
+            }
+            Severity::Critical => {
+                tracing::error!(kind = %self.kind, subject = %self.subject, "{}", self.summary)
+            }
         }
     }
 

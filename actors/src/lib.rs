@@ -106,11 +106,11 @@ pub use breaker::{
 };
 pub use connection::{DbOptions, Synchronous};
 pub use error::{Error, ErrorClass, Result};
+pub use events::{Event, EventKind, Severity};
 pub use health::{
     Action, Figures, HealthConfig, HealthEvent, HealthReport, HealthStatus, Integrity,
     Recommendation,
 };
-pub use events::{Event, EventKind, Severity};
 pub use journal::errors::ErrorRecord;
 pub use journal::events::{EventPage, EventQuery, EventRecord};
 pub use journal::recoveries::RecoveryRecord;

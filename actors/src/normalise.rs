@@ -65,8 +65,7 @@ fn strip(text: &str, double_quotes_are_values: bool) -> String {
             while i < chars.len()
                 && (chars[i].is_ascii_alphanumeric()
                     || chars[i] == '.'
-                    || ((chars[i] == '-' || chars[i] == '+')
-                        && matches!(chars[i - 1], 'e' | 'E')))
+                    || ((chars[i] == '-' || chars[i] == '+') && matches!(chars[i - 1], 'e' | 'E')))
             {
                 i += 1;
             }

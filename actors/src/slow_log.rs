@@ -353,7 +353,13 @@ pub fn plan(conn: &Connection, sql: &str) -> Result<Vec<String>> {
         return Ok(Vec::new());
     }
     let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(3)?)))?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
     let mut depth: HashMap<i64, usize> = HashMap::new();
     let mut lines = Vec::new();
     for row in rows {
@@ -392,7 +398,9 @@ pub fn scanned_tables(plan: &[String]) -> Vec<String> {
 /// not confident (no WHERE, no such column, a view or subquery).
 fn suggest(conn: &Connection, table: &str, sql: &str) -> Option<String> {
     let columns: Vec<String> = {
-        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)").ok()?;
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_info(?1)")
+            .ok()?;
         let rows = stmt.query_map([table], |r| r.get::<_, String>(0)).ok()?;
         rows.collect::<rusqlite::Result<_>>().ok()?
     };
@@ -447,7 +455,10 @@ pub fn compared_columns(sql: &str) -> Vec<String> {
             .is_some_and(|c| c.is_alphabetic() || c == '_' || c == '"');
         if is_op && is_name {
             let bare = name.rsplit('.').next().unwrap_or(name).trim_matches('"');
-            let keyword = matches!(bare.to_ascii_uppercase().as_str(), "AND" | "OR" | "NOT" | "NULL");
+            let keyword = matches!(
+                bare.to_ascii_uppercase().as_str(),
+                "AND" | "OR" | "NOT" | "NULL"
+            );
             if !keyword && !columns.iter().any(|c: &String| c == bare) {
                 columns.push(bare.to_string());
             }
@@ -529,8 +540,10 @@ mod tests {
     #[test]
     fn plans_find_scans_and_suggest_the_compared_column() {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, total REAL)")
-            .unwrap();
+        conn.execute_batch(
+            "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, total REAL)",
+        )
+        .unwrap();
         let sql = "SELECT * FROM orders WHERE customer = ?1 AND total > 10 ORDER BY id";
         let e = explain_all(&conn, &[sql.to_string()], 1);
         assert!(e.scan, "{:?}", e.plan);
@@ -546,6 +559,9 @@ mod tests {
         // No WHERE: a scan, and nothing to suggest with confidence.
         let e = explain_all(&conn, &["SELECT count(*) FROM orders".to_string()], 2);
         assert_eq!(e.suggestion, None);
-        assert_eq!(compared_columns("UPDATE t SET a = 1 WHERE o.\"b\" IN (1, 2) AND c LIKE 'x'"), ["b", "c"]);
+        assert_eq!(
+            compared_columns("UPDATE t SET a = 1 WHERE o.\"b\" IN (1, 2) AND c LIKE 'x'"),
+            ["b", "c"]
+        );
     }
 }

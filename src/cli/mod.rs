@@ -9,11 +9,14 @@ mod backup;
 mod backups;
 mod checkpoint;
 mod dlq;
+mod errors;
+mod events;
 mod health;
 mod progress;
 mod recover;
 mod restore;
 mod run;
+mod slow_queries;
 mod vacuum;
 mod verify;
 
@@ -60,6 +63,16 @@ enum Command {
     /// the operation log replayed, integrity checked, the attempt recorded.
     /// Asks unless --yes. Exit 0 recovered, 1 not.
     Recover(recover::RecoverArgs),
+    /// What resilite did by itself, explained (breakers, retries given up,
+    /// maintenance, backups, restores, recoveries, restarts), newest first,
+    /// from the journal. Exit 0.
+    Events(events::EventsArgs),
+    /// The error log: each distinct error once, with how often and when it
+    /// was seen, from the journal. Exit 0.
+    Errors(errors::ErrorsArgs),
+    /// The slow-query log: statements slower than `[audit] slow_threshold`,
+    /// their plans, table scans and suggested indexes. Exit 0.
+    SlowQueries(slow_queries::SlowQueriesArgs),
 }
 
 /// Parse the command line and run the verb; returns the process exit code.
@@ -77,6 +90,9 @@ pub fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Recover(args) => recover::run(args),
+        Command::Events(args) => events::run(args),
+        Command::Errors(args) => errors::run(args),
+        Command::SlowQueries(args) => slow_queries::run(args),
     };
     match result {
         Ok(code) => code,
@@ -104,6 +120,24 @@ fn open_existing(
         .into());
     }
     resilite_actors::connection::open_existing(path).map_err(|e| explained(path, e.into()).into())
+}
+
+/// `f` on the journal beside the database `db`, read-only; `T::default()`
+/// when there is no journal yet.
+fn read_journal<T: Default>(
+    db: &std::path::Path,
+    f: impl FnOnce(&rusqlite::Connection) -> resilite_actors::Result<T>,
+) -> Result<T, Box<dyn std::error::Error>> {
+    use resilite_actors::journal;
+    let journal_db = crate::config::Config::for_database(db).journal_db();
+    if !journal_db.path.is_file() {
+        return Ok(T::default());
+    }
+    let read = resilite_actors::connection::open_read_only(&journal_db).and_then(|c| {
+        journal::check_version(&c, &journal_db.path)?;
+        f(&c)
+    });
+    Ok(read.map_err(|e| journal::explain_error(&journal_db.path, e))?)
 }
 
 /// `err`, met on `path`; when the path itself is the problem (read-only,

@@ -35,7 +35,8 @@ pub use resilite_actors::{BreakerConfig, HealthConfig, RetryConfig};
 use serde::{Deserialize, Serialize};
 
 pub use sections::{
-    AuditSection, BackupSection, DatabaseConfig, HttpConfig, ReadersSection, SupervisorConfig, WriterSection,
+    AuditSection, BackupSection, DatabaseConfig, HttpConfig, ReadersSection, SupervisorConfig,
+    WriterSection,
 };
 pub use validate::MIN_REMOTE_TOKEN_CHARS;
 

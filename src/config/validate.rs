@@ -420,7 +420,14 @@ mod tests {
         assert!(err.0.contains("`audit.retention`"), "{err}");
         let err = parse("[audit]\nslow = \"1s\"\n").unwrap_err();
         assert!(err.0.contains("slow"), "{err}");
-        let c = Config::parse("", [("RESILITE_AUDIT_SLOW_THRESHOLD".to_string(), "5ms".to_string())]).unwrap();
+        let c = Config::parse(
+            "",
+            [(
+                "RESILITE_AUDIT_SLOW_THRESHOLD".to_string(),
+                "5ms".to_string(),
+            )],
+        )
+        .unwrap();
         assert_eq!(c.audit.slow_threshold, Duration::from_millis(5));
     }
 

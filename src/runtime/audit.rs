@@ -131,8 +131,11 @@ impl Runtime {
     /// journal now (they do so every second, and at shutdown).
     pub async fn flush_logs(&self) -> Result<()> {
         let audit = &self.inner.audit;
-        let (slow, errors, events) =
-            tokio::join!(audit.slow.flush(), audit.errors.flush(), audit.events.flush());
+        let (slow, errors, events) = tokio::join!(
+            audit.slow.flush(),
+            audit.errors.flush(),
+            audit.events.flush()
+        );
         if slow && errors && events {
             Ok(())
         } else {
@@ -210,4 +213,62 @@ impl Runtime {
             Ok(_) => {}
         }
     }
+}
+
+/// An [`EventQuery`] from the text a person types (the CLI's flags, the
+/// HTTP query string): `since` a duration back from now (`"1h"`, `"7days"`),
+/// `kind` and `severity` by name. Bad text is an error saying what is
+/// allowed.
+pub(crate) fn event_query(
+    since: Option<&str>,
+    kind: Option<&str>,
+    severity: Option<&str>,
+    limit: Option<usize>,
+    before: Option<i64>,
+) -> Result<EventQuery> {
+    use resilite_actors::{EventKind, Severity};
+    let since_ms = since
+        .map(|text| {
+            humantime::parse_duration(text)
+                .map(|d| now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+                .map_err(|e| {
+                    Error::bad_input(format!(
+                        "since = `{text}` is not a duration ({e}): give how far back to look, e.g. 30m, 1h, 7days"
+                    ))
+                })
+        })
+        .transpose()?;
+    let kind = kind
+        .map(|k| {
+            EventKind::parse(k).ok_or_else(|| {
+                let all: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                Error::bad_input(format!(
+                    "kind = `{k}` is not an event kind: use one of {}",
+                    all.join(", ")
+                ))
+            })
+        })
+        .transpose()?;
+    let severity = severity
+        .map(|s| {
+            Severity::parse(s).ok_or_else(|| {
+                Error::bad_input(format!(
+                    "severity = `{s}` is not a severity: use info, warning or critical (that severity or worse is shown)"
+                ))
+            })
+        })
+        .transpose()?;
+    if limit == Some(0) || limit.is_some_and(|l| l > journal::events::MAX_PAGE) {
+        return Err(Error::bad_input(format!(
+            "limit must be between 1 and {} events per page",
+            journal::events::MAX_PAGE
+        )));
+    }
+    Ok(EventQuery {
+        since_ms,
+        kind,
+        severity,
+        before,
+        limit,
+    })
 }

@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use resilite_actors::backup::{self, utc_stamp, BackupMsg, Destination, LocalDir};
 use resilite_actors::connection::{open_read_only, open_read_write};
+use resilite_actors::journal;
 use resilite_actors::journal::backups as catalog;
 use resilite_actors::journal::op_log as log;
 use resilite_actors::journal::recoveries::{self, RecoveryRecord};
-use resilite_actors::journal;
 use resilite_actors::maintenance::{now_ms, sibling};
 use resilite_actors::slot;
 use resilite_actors::{Error, ErrorClass, Event, Operation, Result, WriterMsg};

@@ -37,15 +37,11 @@ impl Runtime {
         }
         // While the breaker is quiet, a fast success changes nothing in it:
         // only failures and slow calls take its lock.
-        let permit = self
-            .inner
-            .database
-            .acquire()
-            .map_err(|open| {
-                let e = Error::from(open);
-                self.audit_error("write", &e);
-                e
-            })?;
+        let permit = self.inner.database.acquire().map_err(|open| {
+            let e = Error::from(open);
+            self.audit_error("write", &e);
+            e
+        })?;
         let sql = self.slow_sql(&op);
         let started = Instant::now();
         let result = slot::write(&self.inner.app, op).await;

@@ -354,7 +354,8 @@ impl BackupState {
         };
         let verification = self.check(&info).await;
         if !verification.passed {
-            self.events.record(Event::backup_verify_failed(&verification));
+            self.events
+                .record(Event::backup_verify_failed(&verification));
         }
         let mut updated = info;
         updated.apply(&verification);

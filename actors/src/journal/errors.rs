@@ -146,7 +146,10 @@ mod tests {
         run(&conn, &upsert_statement(&r));
         let rows = list(&conn).unwrap();
         assert_eq!(rows.len(), 1);
-        assert_eq!((rows[0].count, rows[0].first_seen_ms, rows[0].last_seen_ms), (5, 10, 40));
+        assert_eq!(
+            (rows[0].count, rows[0].first_seen_ms, rows[0].last_seen_ms),
+            (5, 10, 40)
+        );
         assert!(!rows[0].resolved);
         assert_eq!(run(&conn, &prune_statement(100, 5)), 0);
         assert_eq!(run(&conn, &prune_statement(100, 6)), 1);

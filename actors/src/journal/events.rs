@@ -43,7 +43,7 @@ pub struct EventQuery {
 }
 
 /// One page of events, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventPage {
     /// The events.
     pub events: Vec<EventRecord>,
@@ -150,7 +150,8 @@ pub fn page(conn: &Connection, q: &EventQuery) -> Result<EventPage> {
             event: Event {
                 at_ms,
                 kind: EventKind::parse(&kind).ok_or_else(|| unknown("kind", &kind))?,
-                severity: Severity::parse(&severity).ok_or_else(|| unknown("severity", &severity))?,
+                severity: Severity::parse(&severity)
+                    .ok_or_else(|| unknown("severity", &severity))?,
                 summary,
                 cause,
                 decision,
@@ -202,7 +203,10 @@ mod tests {
         .unwrap();
         assert_eq!(first.events.len(), 4);
         assert_eq!(first.events[0].event.kind, EventKind::BreakerOpened);
-        assert_eq!(first.events[0].event.operator_action.as_deref(), Some("fix"));
+        assert_eq!(
+            first.events[0].event.operator_action.as_deref(),
+            Some("fix")
+        );
         assert!(first.events[0].at.starts_with("1970-01-01T00:00:02"));
         let second = page(
             &conn,
