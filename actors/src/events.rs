@@ -273,6 +273,18 @@ impl Event {
     /// `open_until_ms`.
     pub fn breaker(name: &str, t: &Transition, open_until_ms: Option<i64>) -> Event {
         let mut event = match t.to {
+            BreakerState::Open if t.reason.starts_with("forced open") => Event::new(
+                EventKind::BreakerOpened,
+                Severity::Warning,
+                name,
+                format!("Circuit breaker {name} was held open on purpose."),
+                t.reason.clone(),
+                if name == "database" {
+                    "refuses writes until the work that holds it (a restore, a recovery, a pause) releases it; durable writes go to the retry queue and are replayed then"
+                } else {
+                    "refuses calls until it is released"
+                },
+            ),
             BreakerState::Open => {
                 let until = open_until_ms
                     .map(|u| format!(" for {} ms", (u - t.at_ms).max(0)))

@@ -284,14 +284,27 @@ impl TaskState {
                 None => open_read_only(&app)?,
             };
             let version: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
-            let mut plans = Vec::new();
-            for (hash, sqls) in asked {
-                if known.get(&hash) == Some(&version) {
-                    continue;
-                }
-                plans.push((hash, explain_all(&conn, &sqls, version)));
+            let asked: Vec<_> = asked
+                .into_iter()
+                .filter(|(hash, _)| known.get(hash) != Some(&version))
+                .collect();
+            if asked.is_empty() {
+                return Ok::<_, Error>((conn, Vec::new()));
             }
-            Ok::<_, Error>((conn, plans))
+            // A connection keeps the schema it last loaded for planning
+            // (EXPLAIN QUERY PLAN is not re-planned after a schema
+            // change): plans are made on a new one, kept for next time.
+            drop(conn);
+            let conn = open_read_only(&app)?;
+            let version: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+            let plans = asked
+                .into_iter()
+                .map(|(hash, sqls)| {
+                    let explained = explain_all(&conn, &sqls, version);
+                    (hash, explained)
+                })
+                .collect();
+            Ok((conn, plans))
         })
         .await
         .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))
@@ -353,7 +366,9 @@ pub fn plan(conn: &Connection, sql: &str) -> Result<Vec<String>> {
         return Ok(Vec::new());
     }
     let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-    let rows = stmt.query_map([], |r| {
+    // The plan does not depend on the values: every parameter is NULL.
+    let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+    let rows = stmt.query_map(rusqlite::params_from_iter(nulls), |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, i64>(1)?,
