@@ -524,7 +524,7 @@ fn tokens(text: &str) -> Vec<String> {
                     || chars[i] == '_'
                     || chars[i] == '.'
                     || chars[i] == '"'
-                    || (quoted && chars[i] != '"'))
+                    || quoted)
             {
                 if chars[i] == '"' {
                     quoted = !quoted;
