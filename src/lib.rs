@@ -55,11 +55,15 @@
 //! - Schema validation: [`ExpectedSchema`] (from a TOML file, or
 //!   derived from a database) with [`TableSpec`], [`ColumnSpec`],
 //!   [`IndexSpec`]; `rt.validate` with [`ValidateOptions`] answers a
-//!   [`SchemaReport`] of [`Finding`]s ([`Severity`], [`Problem`]);
+//!   [`SchemaReport`] of [`Finding`]s ([`FindingSeverity`], [`Problem`]);
 //!   `rt.fix` with [`FixOptions`] ([`Keep`] for dedupe) answers a
 //!   [`FixReport`] ([`FixStep`], [`StepStatus`], [`Removal`]);
 //!   `rt.restore_removed` answers [`Restored`]; the journal's findings are
 //!   [`StoredFinding`]s, its removed rows [`RemovedRow`]s.
+//! - The audit trail: [`Event`], [`EventKind`], [`Severity`],
+//!   [`EventRecord`], [`EventQuery`], [`EventPage`] (`rt.events`);
+//!   [`ErrorRecord`] (`rt.errors`, `rt.resolve_error`); [`SlowQueryRecord`],
+//!   [`SlowKind`] (`rt.slow_queries`); `rt.flush_logs`.
 //! - Supervision: [`ActorStatus`], [`SlotState`], [`RestartRecord`],
 //!   [`RestartOutcome`], [`WriterStats`]; [`Synchronous`], the durability
 //!   level of `[database] synchronous`; [`journal_version`].
@@ -101,15 +105,16 @@ pub use resilite_actors::schema::{
 pub use resilite_actors::{
     Action, ActorStatus, BackupInfo, BreakerConfig, BreakerError, BreakerHandle, BreakerOpen,
     BreakerSnapshot, BreakerState, CheckpointMode, CheckpointOutcome, Compress, EnqueueOptions,
-    Entry, EntryStatus, Error, ErrorClass, Figures, Handler, HandlerFuture, HealthEvent,
-    HealthReport, HealthStatus, Integrity, Maintenance, MaintenanceRun, Operation,
-    OperationOutcome, QueryResult, QueueStats, Recommendation, RecoveryRecord, Resolution,
-    RestartOutcome, RestartRecord, Result, SlotState, Statement, Synchronous, Value, Verification,
+    Entry, EntryStatus, Error, ErrorClass, ErrorRecord, Event, EventKind, EventPage, EventQuery,
+    EventRecord, Figures, Handler, HandlerFuture, HealthEvent, HealthReport, HealthStatus,
+    Integrity, Maintenance, MaintenanceRun, Operation, OperationOutcome, QueryResult, QueueStats,
+    Recommendation, RecoveryRecord, Resolution, RestartOutcome, RestartRecord, Result, Severity,
+    SlotState, SlowKind, SlowQueryRecord, Statement, Synchronous, Value, Verification,
     WriteOutcome, WriterStats,
 };
 pub use resilite_actors::{
-    ExpectedSchema, Finding, FixOptions, FixReport, FixStep, Problem, SchemaReport, Severity,
-    ValidateOptions,
+    ExpectedSchema, Finding, FindingSeverity, FixOptions, FixReport, FixStep, Problem,
+    SchemaReport, ValidateOptions,
 };
 pub use runtime::{Durable, NotReady, RecoveryOutcome, RestoreOutcome, Runtime, Status};
 

@@ -10,8 +10,8 @@ use std::path::Path;
 use proptest::prelude::*;
 use resilite::config::OnStart;
 use resilite::{
-    Config, ErrorClass, ExpectedSchema, FixOptions, Keep, Problem, Runtime, Severity, StepStatus,
-    ValidateOptions,
+    Config, ErrorClass, ExpectedSchema, FindingSeverity, FixOptions, Keep, Problem, Runtime,
+    StepStatus, ValidateOptions,
 };
 
 const SCHEMA: &str = r#"
@@ -92,7 +92,8 @@ async fn strict_start_refuses_with_the_findings_in_the_error() {
     assert_eq!(rt.ready(), Ok(()));
     let open = rt.schema_findings(false).await.unwrap();
     assert!(
-        open.iter().all(|f| f.finding.severity < Severity::Error),
+        open.iter()
+            .all(|f| f.finding.severity < FindingSeverity::Error),
         "{open:?}"
     );
     rt.shutdown().await.unwrap();

@@ -123,6 +123,9 @@ pub struct Error {
     /// The file it was working on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
+    /// SQLite's extended result code, when SQLite reported the error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
 }
 
 /// Results across resilite.
@@ -137,6 +140,7 @@ impl Error {
             detail: detail.into(),
             op: None,
             path: None,
+            code: None,
         }
     }
 
@@ -212,7 +216,11 @@ impl From<rusqlite::Error> for Error {
         use rusqlite::Error as E;
         // SQLite's message may quote the caller's SQL: bounded and printable.
         let detail = printable(&err.to_string(), MAX_DETAIL);
-        match &err {
+        let code = match &err {
+            E::SqliteFailure(f, _) => Some(f.extended_code),
+            _ => None,
+        };
+        let mut e = match &err {
             E::SqliteFailure(f, _) if f.code == ErrorCode::TooBig => Error::new(
                 ErrorClass::BadInput,
                 "a string, blob or row is larger than the configured limit (readers.max_response_bytes); \
@@ -243,7 +251,9 @@ impl From<rusqlite::Error> for Error {
             | E::InvalidQuery
             | E::InvalidPath(_) => Error::new(ErrorClass::BadInput, detail.clone(), detail),
             _ => Error::classed(ErrorClass::Internal, detail),
-        }
+        };
+        e.code = code;
+        e
     }
 }
 

@@ -65,8 +65,17 @@
 //! - [`maintenance`]: checkpoint, VACUUM and optimize, measured
 //!   ([`Maintenance`], [`MaintenanceRun`] are re-exported).
 //! - [`journal`]: the runtime's own database and all of its SQL (restart
-//!   log, retry queue and dead-letter queue, breakers, health history); the
-//!   restart log's [`RestartRecord`] is re-exported.
+//!   log, retry queue and dead-letter queue, breakers, health history,
+//!   events, error log, slow-query log); the restart log's
+//!   [`RestartRecord`] is re-exported.
+//! - [`events`]: events with explanations ([`Event`], [`EventKind`],
+//!   [`Severity`] are re-exported) and the [`Events`](events::Events)
+//!   sender that records them.
+//! - [`error_log`]: the deduplicated error log's in-memory counts and
+//!   their writer ([`ErrorLog`](error_log::ErrorLog)).
+//! - [`slow_log`]: the slow-query log's task, plans and index suggestions
+//!   ([`SlowLog`](slow_log::SlowLog)).
+//! - `normalise` (private): literals out of SQL and messages, and their hash.
 //!
 //! Every type an application meets through `resilite::Runtime` is
 //! re-exported at this crate's root, so the facade takes all of them from
@@ -76,6 +85,7 @@
 
 mod error;
 mod gate;
+mod normalise;
 mod value;
 
 pub mod backup;
@@ -87,9 +97,12 @@ pub mod schema;
 pub mod writer;
 
 pub mod connection;
+pub mod error_log;
+pub mod events;
 pub mod journal;
 pub mod maintenance;
 pub mod slot;
+pub mod slow_log;
 
 pub use backup::{BackupConfig, BackupInfo, Compress, Verification};
 pub use breaker::{
@@ -97,11 +110,15 @@ pub use breaker::{
 };
 pub use connection::{DbOptions, Synchronous};
 pub use error::{Error, ErrorClass, Result};
+pub use events::{Event, EventKind, Severity};
 pub use health::{
     Action, Figures, HealthConfig, HealthEvent, HealthReport, HealthStatus, Integrity,
     Recommendation,
 };
+pub use journal::errors::ErrorRecord;
+pub use journal::events::{EventPage, EventQuery, EventRecord};
 pub use journal::recoveries::RecoveryRecord;
+pub use journal::slow_queries::{SlowKind, SlowQueryRecord};
 pub use journal::{RestartOutcome, RestartRecord};
 pub use maintenance::{CheckpointMode, CheckpointOutcome, Maintenance, MaintenanceRun};
 pub use readers::{ReadPool, ReadPoolConfig};
@@ -109,8 +126,8 @@ pub use retry_queue::{
     EnqueueOptions, Entry, EntryStatus, Handler, HandlerFuture, QueueStats, Resolution, RetryConfig,
 };
 pub use schema::{
-    ExpectedSchema, Finding, FixOptions, FixReport, FixStep, Keep, Problem, SchemaReport, Severity,
-    ValidateOptions,
+    ExpectedSchema, Finding, FindingSeverity, FixOptions, FixReport, FixStep, Keep, Problem,
+    SchemaReport, ValidateOptions,
 };
 pub use slot::{ActorStatus, SlotState};
 pub use value::{Operation, OperationOutcome, QueryResult, Statement, Value, WriteOutcome};

@@ -9,12 +9,15 @@ mod backup;
 mod backups;
 mod checkpoint;
 mod dlq;
+mod errors;
+mod events;
 mod fix;
 mod health;
 mod progress;
 mod recover;
 mod restore;
 mod run;
+mod slow_queries;
 mod vacuum;
 mod validate;
 mod verify;
@@ -72,6 +75,16 @@ enum Command {
     /// changes nothing. Exit 0 done, 1 something cannot be fixed, 3 could
     /// not run.
     Fix(fix::FixArgs),
+    /// What resilite did by itself, explained (breakers, retries given up,
+    /// maintenance, backups, restores, recoveries, restarts), newest first,
+    /// from the journal. Exit 0.
+    Events(events::EventsArgs),
+    /// The error log: each distinct error once, with how often and when it
+    /// was seen, from the journal. Exit 0.
+    Errors(errors::ErrorsArgs),
+    /// The slow-query log: statements slower than `[audit] slow_threshold`,
+    /// their plans, table scans and suggested indexes. Exit 0.
+    SlowQueries(slow_queries::SlowQueriesArgs),
 }
 
 /// Parse the command line and run the verb; returns the process exit code.
@@ -91,6 +104,9 @@ pub fn main() -> ExitCode {
         Command::Recover(args) => recover::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Fix(args) => fix::run(args),
+        Command::Events(args) => events::run(args),
+        Command::Errors(args) => errors::run(args),
+        Command::SlowQueries(args) => slow_queries::run(args),
     };
     match result {
         Ok(code) => code,
@@ -118,6 +134,24 @@ fn open_existing(
         .into());
     }
     resilite_actors::connection::open_existing(path).map_err(|e| explained(path, e.into()).into())
+}
+
+/// `f` on the journal beside the database `db`, read-only; `T::default()`
+/// when there is no journal yet.
+fn read_journal<T: Default>(
+    db: &std::path::Path,
+    f: impl FnOnce(&rusqlite::Connection) -> resilite_actors::Result<T>,
+) -> Result<T, Box<dyn std::error::Error>> {
+    use resilite_actors::journal;
+    let journal_db = crate::config::Config::for_database(db).journal_db();
+    if !journal_db.path.is_file() {
+        return Ok(T::default());
+    }
+    let read = resilite_actors::connection::open_read_only(&journal_db).and_then(|c| {
+        journal::check_version(&c, &journal_db.path)?;
+        f(&c)
+    });
+    Ok(read.map_err(|e| journal::explain_error(&journal_db.path, e))?)
 }
 
 /// `err`, met on `path`; when the path itself is the problem (read-only,

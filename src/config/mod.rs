@@ -9,6 +9,7 @@
 //!   runtime derives from a config (open options, the writer's config).
 //! - `sections`: the `[database]`, `[writer]`, `[readers]`, `[http]`,
 //!   `[supervisor]`, `[backup]` and `[schema]` sections and their defaults (`[health]`, `[retry]` and
+//!   `[supervisor]`, `[backup]` and `[audit]` sections and their defaults (`[health]`, `[retry]` and
 //!   `[breakers.<name>]` belong to the actors they configure).
 //! - `validate`: [`Config::validate`] and its range, duration, path and
 //!   token checks.
@@ -35,8 +36,8 @@ pub use resilite_actors::{BreakerConfig, HealthConfig, RetryConfig};
 use serde::{Deserialize, Serialize};
 
 pub use sections::{
-    BackupSection, DatabaseConfig, HttpConfig, OnStart, ReadersSection, SchemaSection,
-    SupervisorConfig, WriterSection,
+    AuditSection, BackupSection, DatabaseConfig, HttpConfig, OnStart, ReadersSection,
+    SchemaSection, SupervisorConfig, WriterSection,
 };
 pub use validate::MIN_REMOTE_TOKEN_CHARS;
 
@@ -61,6 +62,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_MAX_RESTARTS: u32 = 5;
 /// Default restart window.
 pub const DEFAULT_RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// Default time the journal keeps events, error signatures and slow queries.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "RESILITE_";
 /// Environment variable of the log filter (not a config key).
@@ -90,6 +93,8 @@ pub struct Config {
     pub backup: BackupSection,
     /// `[schema]`: the expected schema and what start does with it.
     pub schema: SchemaSection,
+    /// `[audit]`: the slow-query log and the retention of the audit trail.
+    pub audit: AuditSection,
 }
 
 /// A configuration that cannot be used; the message names the key, the

@@ -1,5 +1,6 @@
 //! The `[database]`, `[writer]`, `[readers]`, `[http]`, `[supervisor]`,
 //! `[backup]` and `[schema]` sections and their defaults: the runtime's own `DEFAULT_*` constants
+//! `[backup]` and `[audit]` sections and their defaults: the runtime's own `DEFAULT_*` constants
 //! (in the parent module) and those of the actors each section configures.
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use resilite_actors::connection::DEFAULT_BUSY_TIMEOUT;
 use resilite_actors::readers::{
     DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_ROWS, DEFAULT_POOL_SIZE, DEFAULT_QUERY_TIMEOUT,
 };
+use resilite_actors::slow_log::DEFAULT_SLOW_THRESHOLD;
 use resilite_actors::writer::{
     DEFAULT_BATCH_WAIT, DEFAULT_MAX_BATCH, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY,
     DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX, DEFAULT_STATEMENT_TIMEOUT,
@@ -21,9 +23,9 @@ use resilite_actors::Synchronous;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    DEFAULT_BODY_TIMEOUT, DEFAULT_DATABASE_PATH, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RESTARTS,
-    DEFAULT_RESTART_WINDOW,
+    DEFAULT_AUDIT_RETENTION, DEFAULT_BODY_TIMEOUT, DEFAULT_DATABASE_PATH, DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW,
 };
 
 /// `[database]`
@@ -285,6 +287,33 @@ impl SchemaSection {
             (Some(mode), _) => mode,
             (None, Some(_)) => OnStart::Strict,
             (None, None) => OnStart::Off,
+        }
+    }
+}
+
+/// `[audit]`: the slow-query log, and how long the journal keeps events,
+/// error signatures and slow queries. Events and the error log are always
+/// on. (`level`, for an audit of every operation, is not a key yet.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// A write or query at least this long (as its caller waited for it)
+    /// goes to the slow-query log, with its query plan; `"0s"` turns the
+    /// slow-query log off.
+    #[serde(with = "humantime_serde")]
+    pub slow_threshold: Duration,
+    /// Events, error signatures and slow queries not seen for this long are
+    /// deleted (hourly, and at start); an error signature seen 100 times
+    /// or more is kept.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            slow_threshold: DEFAULT_SLOW_THRESHOLD,
+            retention: DEFAULT_AUDIT_RETENTION,
         }
     }
 }

@@ -44,6 +44,18 @@ impl Config {
         self.validate_retry()?;
         self.validate_backup()?;
         self.validate_schema()?;
+        duration(
+            "audit.slow_threshold",
+            self.audit.slow_threshold,
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        )?;
+        duration(
+            "audit.retention",
+            self.audit.retention,
+            Duration::from_secs(3600),
+            Duration::from_secs(100 * 365 * 86_400),
+        )?;
         for (name, breaker) in &self.breakers {
             breaker.validate(name).map_err(ConfigError)?;
         }
@@ -408,6 +420,32 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Vec::new())
+    }
+
+    /// `[audit]`: durations are read, "0s" turns the slow-query log off,
+    /// a retention under an hour and unknown keys are refused with the key
+    /// named.
+    #[test]
+    fn config_audit_section_is_parsed_and_checked() {
+        let c = parse("").unwrap();
+        assert_eq!(c.audit.slow_threshold, Duration::from_millis(250));
+        assert_eq!(c.audit.retention, Duration::from_secs(90 * 86_400));
+        let c = parse("[audit]\nslow_threshold = \"0s\"\nretention = \"7days\"\n").unwrap();
+        assert_eq!(c.audit.slow_threshold, Duration::ZERO);
+        assert_eq!(c.audit.retention, Duration::from_secs(7 * 86_400));
+        let err = parse("[audit]\nretention = \"1m\"\n").unwrap_err();
+        assert!(err.0.contains("`audit.retention`"), "{err}");
+        let err = parse("[audit]\nslow = \"1s\"\n").unwrap_err();
+        assert!(err.0.contains("slow"), "{err}");
+        let c = Config::parse(
+            "",
+            [(
+                "RESILITE_AUDIT_SLOW_THRESHOLD".to_string(),
+                "5ms".to_string(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(c.audit.slow_threshold, Duration::from_millis(5));
     }
 
     #[test]

@@ -26,6 +26,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::config::{Config, DATABASE_BREAKER};
 
+mod audit;
 mod backup;
 mod breakers;
 mod damage;
@@ -40,6 +41,7 @@ mod writes;
 use crate::supervisor::{
     spawn_error, ActorChild, Child, RootSupervisor, SupervisorArgs, SupervisorMsg, WriterChild,
 };
+pub(crate) use audit::event_query;
 pub use backup::RestoreOutcome;
 pub use durable::Durable;
 pub use ready::NotReady;
@@ -86,6 +88,8 @@ struct Inner {
     /// Why the schema is not validated yet (`schema.on_start`); `None`
     /// once it is, or when no schema file is checked at start.
     schema_pending: std::sync::Mutex<Option<String>>,
+    /// Events, the error log and the slow-query log.
+    audit: audit::Audit,
 }
 
 /// The runtime's overall state, as `/health` reports it.
@@ -169,6 +173,7 @@ impl Runtime {
             journal = %config.journal_path().display(),
             "resilite runtime started"
         );
+        let audit = audit::Audit::start(&config, &published.journal);
         let Published {
             app,
             journal,
@@ -209,6 +214,7 @@ impl Runtime {
                 auto_recovery_spent: AtomicBool::new(false),
                 durable_keys: durable::DurableKeys::new(),
                 schema_pending: std::sync::Mutex::new(schema_pending),
+                audit,
             }),
         };
         damage::watch(&rt);
@@ -329,6 +335,10 @@ impl Runtime {
         }
         if let Err(e) = self.inner.readers.close().await {
             tracing::warn!(detail = %e.detail, "the read pool did not close");
+        }
+        // The journal writer still runs: the audit trail goes in before it stops.
+        if let Err(e) = self.flush_logs().await {
+            tracing::warn!(detail = %e.detail, "the audit trail was not all written");
         }
         let result = ractor::call!(self.inner.supervisor, SupervisorMsg::Shutdown)
             .map_err(|e| Error::unavailable(format!("supervisor is not running: {e}")))?;

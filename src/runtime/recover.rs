@@ -7,12 +7,13 @@ use std::time::Instant;
 
 use resilite_actors::backup::{self, utc_stamp, BackupMsg, Destination, LocalDir};
 use resilite_actors::connection::{open_read_only, open_read_write};
+use resilite_actors::journal;
 use resilite_actors::journal::backups as catalog;
 use resilite_actors::journal::op_log as log;
 use resilite_actors::journal::recoveries::{self, RecoveryRecord};
 use resilite_actors::maintenance::{now_ms, sibling};
 use resilite_actors::slot;
-use resilite_actors::{Error, ErrorClass, Operation, Result, WriterMsg};
+use resilite_actors::{Error, ErrorClass, Event, Operation, Result, WriterMsg};
 
 use super::Runtime;
 use crate::config::Config;
@@ -141,6 +142,8 @@ impl Runtime {
 
     /// Write a recovery or restore attempt to the journal's `recoveries`.
     pub(super) async fn journal_recovery(&self, record: &RecoveryRecord) {
+        let db = self.db_path().display().to_string();
+        self.record_event(Event::recovery(record, &db));
         if let Err(e) = slot::write(&self.inner.journal, recoveries::insert_statement(record)).await
         {
             tracing::error!(error = %e, "the attempt could not be recorded in the journal");
@@ -505,11 +508,16 @@ fn record_directly(config: &Config, record: &RecoveryRecord) {
     if !config.journal_path().is_file() {
         return;
     }
+    let db = config.database.path.display().to_string();
     let written = open_read_write(&config.journal_db()).and_then(|c| {
         let Operation::Statement(s) = recoveries::insert_statement(record) else {
             return Ok(());
         };
         c.execute(&s.sql, rusqlite::params_from_iter(&s.params))?;
+        // The events table appears with its journal version.
+        if journal::has_table(&c, "events")? {
+            journal::events::insert(&c, &Event::recovery(record, &db))?;
+        }
         Ok(())
     });
     if let Err(e) = written {

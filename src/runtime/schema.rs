@@ -12,8 +12,8 @@ use resilite_actors::journal::findings::{self, Scope, StoredFinding};
 use resilite_actors::maintenance::now_ms;
 use resilite_actors::schema::{self, dedupe, fix, DataBounds, Restored};
 use resilite_actors::{
-    slot, Error, ErrorClass, ExpectedSchema, FixOptions, FixReport, Operation, Result,
-    SchemaReport, Severity, Statement, ValidateOptions, WriterHandle,
+    slot, Error, ErrorClass, ExpectedSchema, FindingSeverity, FixOptions, FixReport, Operation,
+    Result, SchemaReport, Statement, ValidateOptions, WriterHandle,
 };
 
 use super::Runtime;
@@ -184,7 +184,7 @@ impl Runtime {
         for f in report
             .findings
             .iter()
-            .filter(|f| f.severity > Severity::Info)
+            .filter(|f| f.severity > FindingSeverity::Info)
         {
             tracing::warn!(table = %f.table, rule = f.problem.rule(), severity = f.severity.as_str(), "schema: {}", f.message);
         }
@@ -201,7 +201,7 @@ impl Runtime {
                     serde_json::to_string(&report.findings).unwrap_or_default(),
                 ));
             }
-            OnStart::Lenient if report.worst > Some(Severity::Info) => {
+            OnStart::Lenient if report.worst > Some(FindingSeverity::Info) => {
                 let fixed = self.fix(&schema, FixOptions::default()).await?;
                 for step in &fixed.steps {
                     match &step.reason {

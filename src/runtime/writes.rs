@@ -1,5 +1,6 @@
 //! Writes and reads: every write goes through the `database` breaker to the
-//! supervised writer; reads go to the read pool.
+//! supervised writer; reads go to the read pool. Each answer is handed to
+//! the audit hooks (`audit`): errors counted, slow answers logged.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -36,7 +37,12 @@ impl Runtime {
         }
         // While the breaker is quiet, a fast success changes nothing in it:
         // only failures and slow calls take its lock.
-        let permit = self.inner.database.acquire()?;
+        let permit = self.inner.database.acquire().map_err(|open| {
+            let e = Error::from(open);
+            self.audit_error("write", &e);
+            e
+        })?;
+        let sql = self.slow_sql(&op);
         let started = Instant::now();
         let result = slot::write(&self.inner.app, op).await;
         let elapsed = started.elapsed();
@@ -48,20 +54,23 @@ impl Runtime {
         let failed = matches!(&result, Err(e) if e.class.is_retryable_later() || e.class == ErrorClass::Corruption);
         permit.finish(!failed, elapsed);
         self.note_corruption("a write", &result);
+        self.audit_write(sql, elapsed, &result);
         result
     }
 
     /// Run a read-only statement on the read pool.
     pub async fn query(&self, stmt: Statement) -> Result<QueryResult> {
+        let sql = self.slow_query_sql(&stmt);
         let started = Instant::now();
         let result = self.inner.readers.query(stmt).await;
+        let elapsed = started.elapsed();
         let outcome = if result.is_ok() { "ok" } else { "failed" };
         metrics::counter!("resilite_reads_total", "outcome" => outcome).increment(1);
         if crate::metrics::sampled() {
-            metrics::histogram!("resilite_read_duration_seconds")
-                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!("resilite_read_duration_seconds").record(elapsed.as_secs_f64());
         }
         self.note_corruption("a query", &result);
+        self.audit_query(sql, elapsed, &result);
         result
     }
 }

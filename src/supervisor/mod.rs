@@ -6,7 +6,7 @@
 //! stopped in reverse order. Each publishes itself in a slot (a watch
 //! channel) that handles read, so a restart is invisible to callers beyond
 //! a short wait. Every restart and escalation is logged and recorded in the
-//! journal's restart log. On [`SupervisorMsg::Shutdown`] each child
+//! journal's restart log, with an event explaining it. On [`SupervisorMsg::Shutdown`] each child
 //! finishes its work and stops (a writer commits what it was given and
 //! checkpoints its file), then the supervisor stops.
 //!
@@ -21,7 +21,7 @@ use std::time::Instant;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use resilite_actors::journal::{self, RestartOutcome};
 use resilite_actors::slot::{self, ActorStatus, Slot, WriterSlot};
-use resilite_actors::{Error, Operation, Statement};
+use resilite_actors::{Error, Event, Operation, Statement};
 use tokio::sync::{mpsc, watch};
 
 pub use child::{spawn_error, ActorChild, Child, WriterChild};
@@ -61,8 +61,9 @@ struct Supervised {
 pub struct SupervisorState {
     policy: SupervisorConfig,
     children: Vec<Supervised>,
-    /// Restart records, written to the journal in order by one task.
-    records: mpsc::UnboundedSender<Statement>,
+    /// Restart records (with the event explaining each), written to the
+    /// journal in order by one task.
+    records: mpsc::UnboundedSender<Vec<Statement>>,
     roster: watch::Sender<Vec<ActorStatus>>,
     stopping: bool,
 }
@@ -87,19 +88,20 @@ impl SupervisorState {
     /// slow journal must not stall supervision. One task writes them, so
     /// they are in the journal in the order they happened.
     fn record(&self, name: &str, reason: &str, count: u32, outcome: RestartOutcome) {
-        let _ = self
-            .records
-            .send(journal::record_restart(name, reason, count, outcome));
+        let _ = self.records.send(vec![
+            journal::record_restart(name, reason, count, outcome),
+            Event::restart(name, reason, count, outcome).statement(),
+        ]);
     }
 }
 
 /// The task that writes restart records to the journal, in order; it ends
 /// when the supervisor's state (the sender) is dropped.
-fn record_writer(journal: watch::Receiver<WriterSlot>) -> mpsc::UnboundedSender<Statement> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Statement>();
+fn record_writer(journal: watch::Receiver<WriterSlot>) -> mpsc::UnboundedSender<Vec<Statement>> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Statement>>();
     tokio::spawn(async move {
         while let Some(record) = rx.recv().await {
-            if let Err(e) = slot::write(&journal, Operation::Statement(record)).await {
+            if let Err(e) = slot::write(&journal, Operation::Batch(record)).await {
                 tracing::warn!(error = %e, "could not record the restart in the journal");
             }
         }

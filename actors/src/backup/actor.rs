@@ -35,6 +35,8 @@ use super::verify::VerifyOptions;
 use super::{retention, take, verify};
 use crate::connection::{read_blocking, DbOptions};
 use crate::error::{Error, ErrorClass, Result};
+use crate::error_log::{ErrorLog, DEFAULT_FLUSH_EVERY};
+use crate::events::{Event, Events};
 use crate::journal::backups as catalog;
 use crate::maintenance::now_ms;
 use crate::slot::{self, WriterSlot};
@@ -107,6 +109,10 @@ pub struct BackupState {
     dest: Arc<dyn Destination>,
     backups: Vec<BackupInfo>,
     timer: Option<JoinHandle<()>>,
+    /// Backups taken, failed, failing verification, deleted.
+    events: Events,
+    /// Failures, counted in the journal's error log.
+    errors: ErrorLog,
 }
 
 impl Actor for BackupActor {
@@ -136,6 +142,8 @@ impl Actor for BackupActor {
         }
         let timer = myself.send_interval(tick, || BackupMsg::Tick);
         Ok(BackupState {
+            events: Events::start(args.journal.clone()),
+            errors: ErrorLog::start(args.journal.clone(), DEFAULT_FLUSH_EVERY),
             dest,
             args,
             backups,
@@ -197,7 +205,16 @@ impl Actor for BackupActor {
 impl BackupState {
     /// Take, record, verify, then apply retention.
     async fn backup(&mut self, label: &str) -> Result<BackupInfo> {
-        let info = self.backup_kept(label).await?;
+        let info = match self.backup_kept(label).await {
+            Ok(info) => info,
+            Err(e) => {
+                let db = self.args.config.db.path.display().to_string();
+                self.errors.record("backup", &e);
+                self.events.record(Event::backup_failed(label, &db, &e));
+                return Err(e);
+            }
+        };
+        self.events.record(Event::backup(&info));
         self.retain().await;
         Ok(info)
     }
@@ -336,6 +353,10 @@ impl BackupState {
             )));
         };
         let verification = self.check(&info).await;
+        if !verification.passed {
+            self.events
+                .record(Event::backup_verify_failed(&verification));
+        }
         let mut updated = info;
         updated.apply(&verification);
         if let Some(b) = self.backups.iter_mut().find(|b| b.name == name) {
@@ -426,7 +447,7 @@ impl BackupState {
             {
                 tracing::warn!(backup = %name, error = %e, "the deletion of a backup was not recorded");
             }
-            tracing::info!(backup = %name, "backup deleted by retention");
+            self.events.record(Event::backup_deleted(&name));
             self.backups.retain(|b| b.name != name);
         }
         self.trim_op_log().await;

@@ -20,6 +20,7 @@
 
 mod actor;
 mod compress;
+pub(crate) use compress::hex;
 mod config;
 mod destination;
 mod meta;

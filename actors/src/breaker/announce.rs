@@ -1,5 +1,6 @@
 //! What a breaker's change of state sets off: a log line, the metrics and
-//! two journal rows (its latest state and the transition). One
+//! three journal rows (its latest state, the transition and an event
+//! explaining it). One
 //! [`Announcer`] serves the named breakers of the CircuitBreakerActor,
 //! another the database breaker, with the same code.
 
@@ -8,6 +9,7 @@ use std::future::Future;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{BreakerSnapshot, BreakerState, Transition};
+use crate::events::Event;
 use crate::journal::breakers::{state_statement, transition_statement};
 use crate::slot::{self, WriterSlot};
 use crate::value::{Operation, Statement};
@@ -76,6 +78,7 @@ impl Announcer {
         let statements = vec![
             state_statement(name, snapshot, t.at_ms),
             transition_statement(name, t),
+            Event::breaker(name, t, snapshot.open_until_ms).statement(),
         ];
         if self.queue.try_send(Entry::Transition(statements)).is_err() {
             tracing::warn!(

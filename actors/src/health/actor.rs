@@ -17,6 +17,8 @@ use super::{BackupFigures, HealthConfig, HealthEvent, HealthReport, HealthStatus
 use crate::breaker::{self, BreakerMsg, BreakerSnapshot, DatabaseBreaker};
 use crate::connection::{read_blocking, DbOptions};
 use crate::error::{Error, ErrorClass, Result};
+use crate::error_log::{ErrorLog, DEFAULT_FLUSH_EVERY};
+use crate::events::Event;
 use crate::journal::health as history;
 use crate::maintenance::{CheckpointMode, Maintenance, MaintenanceRun};
 use crate::retry_queue::{self, RetryMsg};
@@ -109,6 +111,8 @@ pub struct HealthState {
     quiet_since: Instant,
     /// When this actor started (a missing backup counts from then).
     started: Instant,
+    /// Failed checks, counted in the journal's error log.
+    errors: ErrorLog,
 }
 
 impl Actor for HealthActor {
@@ -124,7 +128,9 @@ impl Actor for HealthActor {
         // The first check (with the full integrity check) runs right away.
         myself.send_message(HealthMsg::Tick)?;
         let timer = myself.send_interval(args.config.interval, || HealthMsg::Tick);
+        let errors = ErrorLog::start(args.journal.clone(), DEFAULT_FLUSH_EVERY);
         Ok(HealthState {
+            errors,
             args,
             timer: Some(timer),
             last_tick: None,
@@ -353,6 +359,7 @@ impl HealthState {
             Ok(_) => Ok(started.elapsed().as_secs_f64() * 1000.0),
             Err(e) => {
                 tracing::warn!(class = ?e.class, detail = %e.detail, "write probe failed");
+                self.errors.record("health", &e);
                 Err(e)
             }
         }
@@ -409,17 +416,25 @@ impl HealthState {
         let writer = slot::running(&mut self.args.app.clone()).await?;
         let run = ractor::call!(writer.actor, |reply| WriterMsg::Maintain { task, reply })
             .map_err(|e| Error::unavailable(format!("the writer did not answer: {e}")))?;
+        let db = self.args.db.path.display().to_string();
         let outcome = match &run {
             Ok(run) => {
                 metrics::counter!("resilite_maintenance_runs_total", "task" => task.name())
                     .increment(1);
                 metrics::counter!("resilite_maintenance_reclaimed_bytes_total", "task" => task.name())
                     .increment(run.bytes_reclaimed());
-                history::record_maintenance(run, trigger, None)
+                vec![
+                    history::record_maintenance(run, trigger, None),
+                    Event::maintenance(run, trigger, &db).statement(),
+                ]
             }
-            Err(e) => history::record_failed_maintenance(task, trigger, e),
+            Err(e) => vec![
+                history::record_failed_maintenance(task, trigger, e),
+                Event::maintenance_failed(task, trigger, &db, e).statement(),
+                crate::error_log::statement("health", e),
+            ],
         };
-        if let Err(e) = slot::write(&self.args.journal, Operation::Statement(outcome)).await {
+        if let Err(e) = slot::write(&self.args.journal, Operation::Batch(outcome)).await {
             tracing::warn!(detail = %e.detail, "could not record the maintenance run in the journal");
         }
         run
@@ -468,6 +483,10 @@ impl HealthState {
         }
         if let Some(problems) = report.integrity.problems().filter(|_| integrity_checked) {
             tracing::error!(detail = %problems, "integrity check failed; recovery needed");
+            self.errors.record(
+                "health",
+                &Error::new(ErrorClass::Corruption, "integrity check failed", problems),
+            );
             let _ = self.args.events.send(HealthEvent::IntegrityFailed {
                 detail: problems.to_string(),
             });

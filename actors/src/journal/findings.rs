@@ -379,7 +379,7 @@ mod tests {
     use super::*;
     use crate::journal::backups::apply;
     use crate::journal::in_memory;
-    use crate::schema::{Problem, Severity};
+    use crate::schema::{FindingSeverity as Severity, Problem};
 
     fn missing(table: &str) -> Finding {
         Finding {

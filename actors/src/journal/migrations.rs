@@ -180,7 +180,7 @@ pub(super) const MIGRATIONS: &[&[&str]] = &[
         explanation TEXT NOT NULL
     );
     CREATE INDEX recoveries_started ON recoveries (started_at_ms);"],
-    // schema validation: findings (open until no longer found), the fix
+    // 9: schema validation: findings (open until no longer found), the fix
     // log, and the rows dedupe removed, in full, to be put back.
     &["CREATE TABLE schema_findings (
         id INTEGER PRIMARY KEY,
@@ -225,4 +225,49 @@ pub(super) const MIGRATIONS: &[&[&str]] = &[
         restore_outcome TEXT
     );
     CREATE INDEX schema_removed_rows_batch ON schema_removed_rows (batch);"],
+    // 10: the audit trail: events with explanations, the deduplicated error
+    // log and the slow-query log.
+    &["CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        severity TEXT NOT NULL CHECK (severity = 'info' OR severity = 'warning' OR severity = 'critical'),
+        summary TEXT NOT NULL,
+        cause TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        operator_action TEXT,
+        subject TEXT NOT NULL
+    );
+    CREATE INDEX events_at ON events (at_ms);
+    CREATE TABLE error_log (
+        signature TEXT PRIMARY KEY,
+        class TEXT NOT NULL,
+        code INTEGER,
+        message TEXT NOT NULL,
+        example TEXT NOT NULL,
+        component TEXT NOT NULL,
+        severity TEXT NOT NULL CHECK (severity = 'info' OR severity = 'warning' OR severity = 'critical'),
+        count INTEGER NOT NULL,
+        first_seen_ms INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        resolved INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX error_log_last_seen ON error_log (last_seen_ms);
+    CREATE TABLE slow_queries (
+        hash TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind = 'write' OR kind = 'query'),
+        sql TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        total_ms REAL NOT NULL,
+        max_ms REAL NOT NULL,
+        last_ms REAL NOT NULL,
+        rows INTEGER NOT NULL,
+        plan TEXT NOT NULL,
+        scan INTEGER NOT NULL,
+        suggestion TEXT,
+        first_seen_ms INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL
+    );
+    CREATE INDEX slow_queries_last_seen ON slow_queries (last_seen_ms);"],
 ];

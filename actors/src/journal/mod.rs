@@ -15,6 +15,9 @@
 //! (the backup catalog), [`op_log`] (the operation log) and
 //! [`recoveries`] (the recovery log), [`findings`] (schema findings, the
 //! fix log and the rows dedupe removed).
+//! [`recoveries`] (the recovery log), [`events`] (events with
+//! explanations), [`errors`] (the deduplicated error log) and
+//! [`slow_queries`] (the slow-query log).
 //!
 //! Internal: this module is `pub` only for the `resilite` facade (the
 //! supervisor's restart log, the runtime's queue reads, the `dlq` verb of
@@ -22,6 +25,8 @@
 
 pub mod backups;
 pub mod breakers;
+pub mod errors;
+pub mod events;
 pub mod findings;
 pub mod health;
 mod migrations;
@@ -29,6 +34,7 @@ pub mod op_log;
 pub mod queue;
 pub mod recoveries;
 pub mod restarts;
+pub mod slow_queries;
 
 pub use restarts::{record_restart, restarts, RestartOutcome, RestartRecord};
 
@@ -102,6 +108,16 @@ pub fn check_version(conn: &Connection, path: &Path) -> Result<usize> {
     Ok(version)
 }
 
+/// Whether the journal has table `name` (one from before a table's version
+/// has not, and reads of it find nothing).
+pub fn has_table(conn: &Connection, name: &str) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get::<_, i64>(0),
+    )? > 0)
+}
+
 /// An error met on the journal file, named as the journal: a damaged
 /// journal is not the application database, and is dealt with differently.
 pub fn explain_error(path: &Path, err: Error) -> Error {
@@ -164,7 +180,7 @@ mod tests {
 
     /// Rows a journal at `version` can hold, one per table family it has.
     fn fill(conn: &Connection, version: usize) {
-        let rows: [(usize, &str); 8] = [
+        let rows: [(usize, &str); 11] = [
             (1, "INSERT INTO actor_restarts (actor, reason, restarts_in_window, outcome) VALUES ('writer', 'test', 1, 'restarted')"),
             (2, "INSERT INTO maintenance_runs (at_ms, at, task, trigger, outcome) VALUES (1, 'then', 'checkpoint', 'auto', 'done')"),
             (3, "INSERT INTO retry_queue (kind, payload, priority, max_attempts, next_retry_at_ms, status, created_at_ms, updated_at_ms) VALUES ('webhook', '{\"n\":1}', 3, 10, 0, 'queued', 0, 0)"),
@@ -173,6 +189,9 @@ mod tests {
             (7, "INSERT INTO op_log (seq, at_ms, op) VALUES (1, 1, '{\"statement\":{\"sql\":\"SELECT 1\",\"params\":[]}}')"),
             (7, "INSERT INTO op_log_gaps (at_ms, after_seq, through_seq, reason) VALUES (1, 1, 2, 'test')"),
             (8, "INSERT INTO recoveries (started_at_ms, trigger, steps, outcome, duration_ms, explanation) VALUES (1, 'manual', '[]', 'recovered', 2, 'test')"),
+            (10, "INSERT INTO events (at_ms, at, kind, severity, summary, cause, decision, subject) VALUES (1, 'then', 'backup', 'info', 's', 'c', 'd', 'app.db')"),
+            (10, "INSERT INTO error_log (signature, class, message, example, component, severity, count, first_seen_ms, last_seen_ms) VALUES ('ab', 'sql', 'm', 'e', 'execute', 'info', 1, 1, 1)"),
+            (10, "INSERT INTO slow_queries (hash, kind, sql, count, total_ms, max_ms, last_ms, rows, plan, scan, first_seen_ms, last_seen_ms) VALUES ('ab', 'query', 'SELECT ?', 1, 1, 1, 1, 0, '[]', 0, 1, 1)"),
         ];
         for (since, sql) in rows {
             if version >= since {
@@ -228,6 +247,9 @@ mod tests {
             assert_eq!(count(&conn, "SELECT count(*) FROM op_log"), at(7));
             assert_eq!(count(&conn, "SELECT count(*) FROM op_log_gaps"), at(7));
             assert_eq!(count(&conn, "SELECT count(*) FROM recoveries"), at(8));
+            assert_eq!(count(&conn, "SELECT count(*) FROM events"), at(10));
+            assert_eq!(count(&conn, "SELECT count(*) FROM error_log"), at(10));
+            assert_eq!(count(&conn, "SELECT count(*) FROM slow_queries"), at(10));
             let queue: String = conn
                 .query_row(
                     "SELECT sql FROM sqlite_master WHERE name = 'retry_queue'",

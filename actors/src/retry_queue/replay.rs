@@ -19,6 +19,7 @@ use super::config::RetryConfig;
 use super::entry::{Due, EntryStatus};
 use super::SQL_KIND;
 use crate::error::{Error, ErrorClass, Result};
+use crate::events::Event;
 use crate::journal::queue::{self, Failure};
 use crate::maintenance::now_ms;
 use crate::slot::{self, WriterSlot};
@@ -175,7 +176,20 @@ pub(crate) fn record_of(entries: &[Due], mut outcomes: Outcomes, config: &RetryC
                 record.still_failing |= e.class.is_retryable_later();
                 record
                     .updates
-                    .push(queue::failed(failure(entry, e, config)));
+                    .push(crate::error_log::statement("retry_queue", &e));
+                let failed = failure(entry, e, config);
+                if failed.dead_reason.is_some() {
+                    let gave_up = failed.error.class.is_retryable_later();
+                    let event = Event::dead_lettered(
+                        failed.id,
+                        &entry.kind,
+                        failed.attempts,
+                        gave_up,
+                        &failed.error,
+                    );
+                    record.updates.push(event.statement());
+                }
+                record.updates.push(queue::failed(failed));
             }
         }
     }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::expected::{ExpectedSchema, TableSpec};
-use super::finding::{Finding, Problem, Severity};
+use super::finding::{Finding, FindingSeverity, Problem};
 use super::live::LiveTable;
 
 /// Compare `expected` with the `live` tables (by lower-case name).
@@ -21,9 +21,9 @@ pub fn compare(expected: &ExpectedSchema, live: &BTreeMap<String, LiveTable>) ->
 
 fn missing_table(name: &str, spec: &TableSpec) -> Finding {
     let (severity, kind) = if spec.required {
-        (Severity::Error, "required")
+        (FindingSeverity::Error, "required")
     } else {
-        (Severity::Warning, "optional")
+        (FindingSeverity::Warning, "optional")
     };
     Finding {
         severity,
@@ -47,7 +47,7 @@ fn compare_table(name: &str, spec: &TableSpec, table: &LiveTable, out: &mut Vec<
     for col in &spec.columns {
         let Some(live) = table.column(&col.name) else {
             push(
-                Severity::Error,
+                FindingSeverity::Error,
                 Problem::MissingColumn {
                     column: col.name.clone(),
                 },
@@ -62,9 +62,9 @@ fn compare_table(name: &str, spec: &TableSpec, table: &LiveTable, out: &mut Vec<
             let same = affinity(&col.ty) == affinity(&live.ty);
             push(
                 if same {
-                    Severity::Info
+                    FindingSeverity::Info
                 } else {
-                    Severity::Warning
+                    FindingSeverity::Warning
                 },
                 Problem::ColumnType {
                     column: col.name.clone(),
@@ -86,7 +86,7 @@ fn compare_table(name: &str, spec: &TableSpec, table: &LiveTable, out: &mut Vec<
         }
         if col.not_null != live.not_null {
             push(
-                Severity::Warning,
+                FindingSeverity::Warning,
                 Problem::Nullability {
                     column: col.name.clone(),
                     expected_not_null: col.not_null,
@@ -108,7 +108,7 @@ fn compare_table(name: &str, spec: &TableSpec, table: &LiveTable, out: &mut Vec<
             != normalize_default(live.default.as_deref())
         {
             push(
-                Severity::Warning,
+                FindingSeverity::Warning,
                 Problem::Default {
                     column: col.name.clone(),
                     expected: expected_default.clone(),
@@ -126,7 +126,7 @@ fn compare_table(name: &str, spec: &TableSpec, table: &LiveTable, out: &mut Vec<
     for live in &table.columns {
         if !spec.has_column(&live.name) {
             push(
-                Severity::Info,
+                FindingSeverity::Info,
                 Problem::ExtraColumn {
                     column: live.name.clone(),
                 },
@@ -147,7 +147,7 @@ fn compare_table(name: &str, spec: &TableSpec, table: &LiveTable, out: &mut Vec<
     let columns_present = expected_pk.iter().all(|c| table.column(c).is_some());
     if !same_pk && columns_present {
         push(
-            Severity::Error,
+            FindingSeverity::Error,
             Problem::PrimaryKey {
                 expected: expected_pk.clone(),
                 actual: actual_pk.clone(),
@@ -171,7 +171,7 @@ fn compare_table(name: &str, spec: &TableSpec, table: &LiveTable, out: &mut Vec<
                     .any(|i| i.covers(&idx.columns) && (i.unique || !idx.unique));
                 if !covered {
                     push(
-                        if idx.unique { Severity::Error } else { Severity::Warning },
+                        if idx.unique { FindingSeverity::Error } else { FindingSeverity::Warning },
                         Problem::MissingIndex {
                             index: idx.name.clone(),
                             columns: idx.columns.clone(),
@@ -187,7 +187,7 @@ fn compare_table(name: &str, spec: &TableSpec, table: &LiveTable, out: &mut Vec<
                 }
             }
             Some(live) if !live.covers(&idx.columns) => push(
-                if idx.unique { Severity::Error } else { Severity::Warning },
+                if idx.unique { FindingSeverity::Error } else { FindingSeverity::Warning },
                 Problem::IndexColumns {
                     index: idx.name.clone(),
                     expected: idx.columns.clone(),
@@ -205,7 +205,7 @@ fn compare_table(name: &str, spec: &TableSpec, table: &LiveTable, out: &mut Vec<
                 ),
             ),
             Some(live) if idx.unique && !live.unique => push(
-                Severity::Error,
+                FindingSeverity::Error,
                 Problem::IndexNotUnique {
                     index: idx.name.clone(),
                 },

@@ -17,7 +17,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::expected::{quote, ExpectedSchema, TableSpec};
-use super::finding::{Finding, Problem, Severity};
+use super::finding::{Finding, FindingSeverity, Problem};
 use super::live::LiveTable;
 use crate::error::{Error, ErrorClass, Result};
 use crate::gate::{Bounds, Gate};
@@ -143,7 +143,7 @@ pub fn check(
         }
         if table.without_rowid {
             findings.push(Finding {
-                severity: Severity::Warning,
+                severity: FindingSeverity::Warning,
                 table: name.clone(),
                 problem: Problem::WithoutRowid,
                 message: format!(
@@ -301,7 +301,7 @@ fn check_table(
     for (col, tally) in not_null.into_iter().zip(null_tallies) {
         if tally.count > 0 {
             findings.push(Finding {
-                severity: Severity::Error,
+                severity: FindingSeverity::Error,
                 table: name.to_string(),
                 message: format!(
                     "{} row(s) of {name} hold NULL in {col}, which must not be NULL",
@@ -318,7 +318,7 @@ fn check_table(
     for (check, tally) in spec.check.iter().zip(check_tallies) {
         if tally.count > 0 {
             findings.push(Finding {
-                severity: Severity::Error,
+                severity: FindingSeverity::Error,
                 table: name.to_string(),
                 message: format!(
                     "{} row(s) of {name} break check {} ({})",
@@ -336,7 +336,7 @@ fn check_table(
     for ((fk, _, _), tally) in fks.into_iter().zip(fk_tallies) {
         if tally.count > 0 {
             findings.push(Finding {
-                severity: Severity::Error,
+                severity: FindingSeverity::Error,
                 table: name.to_string(),
                 message: format!(
                     "{} row(s) of {name} have a {} that {} does not hold",
@@ -381,7 +381,7 @@ pub fn duplicate_finding(table: &str, columns: &[String], g: DuplicateGroup) -> 
     let mut rowids = g.rowids;
     rowids.truncate(MAX_ROWIDS_PER_FINDING);
     Finding {
-        severity: Severity::Error,
+        severity: FindingSeverity::Error,
         table: table.to_string(),
         message: format!(
             "{count} rows of {table} share ({}) = {shown} (rowids {}); `resilite fix --dedupe keep-oldest|keep-newest` keeps one",
@@ -426,7 +426,7 @@ fn foreign_key_check(conn: &Connection, gate: &Gate) -> Result<Vec<Finding>> {
     Ok(grouped
         .into_iter()
         .map(|((table, parent, fkid), tally)| Finding {
-            severity: Severity::Error,
+            severity: FindingSeverity::Error,
             message: format!(
                 "{} row(s) of {table} refer to rows of {parent} that do not exist (PRAGMA foreign_key_check, foreign key {fkid})",
                 tally.count

@@ -29,7 +29,7 @@ use crate::value::Value;
 /// How much a finding matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Severity {
+pub enum FindingSeverity {
     /// Worth knowing; nothing to do.
     Info,
     /// Something may go wrong; have a look.
@@ -38,13 +38,13 @@ pub enum Severity {
     Error,
 }
 
-impl Severity {
+impl FindingSeverity {
     /// The name as serialized: `info`, `warning`, `error`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Error => "error",
+            FindingSeverity::Info => "info",
+            FindingSeverity::Warning => "warning",
+            FindingSeverity::Error => "error",
         }
     }
 }
@@ -285,7 +285,7 @@ impl Problem {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     /// How much it matters.
-    pub severity: Severity,
+    pub severity: FindingSeverity,
     /// The table it is about.
     pub table: String,
     /// What is wrong.
@@ -327,7 +327,7 @@ pub struct SchemaReport {
     /// Rows scanned by the data checks.
     pub rows_scanned: u64,
     /// The worst severity found; `None` when nothing was found.
-    pub worst: Option<Severity>,
+    pub worst: Option<FindingSeverity>,
 }
 
 impl SchemaReport {
@@ -349,27 +349,27 @@ impl SchemaReport {
     }
 
     /// The findings of `severity`.
-    pub fn of(&self, severity: Severity) -> impl Iterator<Item = &Finding> {
+    pub fn of(&self, severity: FindingSeverity) -> impl Iterator<Item = &Finding> {
         self.findings.iter().filter(move |f| f.severity == severity)
     }
 
     /// Whether an error was found.
     pub fn has_errors(&self) -> bool {
-        self.worst == Some(Severity::Error)
+        self.worst == Some(FindingSeverity::Error)
     }
 
     /// 0 no warning or error, 1 warnings only, 2 errors.
     pub fn exit_code(&self) -> u8 {
         match self.worst {
-            Some(Severity::Error) => 2,
-            Some(Severity::Warning) => 1,
+            Some(FindingSeverity::Error) => 2,
+            Some(FindingSeverity::Warning) => 1,
             _ => 0,
         }
     }
 
     /// The errors, one per line (for an error message).
     pub fn errors_text(&self) -> String {
-        self.of(Severity::Error)
+        self.of(FindingSeverity::Error)
             .map(|f| format!("{}: {}", f.table, f.message))
             .collect::<Vec<_>>()
             .join("; ")
@@ -386,9 +386,9 @@ impl SchemaReport {
             } else {
                 String::new()
             },
-            count(Severity::Error),
-            count(Severity::Warning),
-            count(Severity::Info)
+            count(FindingSeverity::Error),
+            count(FindingSeverity::Warning),
+            count(FindingSeverity::Info)
         );
         for f in &self.findings {
             out.push_str(&format!(

@@ -12,7 +12,7 @@
 //! - `expected`: [`ExpectedSchema`] and its parts, parsed from TOML with
 //!   errors naming the file and the place; [`ExpectedSchema::from_database`].
 //! - `live`: the live schema, read through the `pragma_*` table functions.
-//! - `finding`: [`Finding`], [`Severity`], [`Problem`], [`SchemaReport`]
+//! - `finding`: [`Finding`], [`FindingSeverity`], [`Problem`], [`SchemaReport`]
 //!   (the severity of each finding is documented there).
 //! - `compare`: structural validation.
 //! - `data`: the data checks, bounded, read-only, under the statement gate.
@@ -36,7 +36,7 @@ pub use expected::{
     CheckSpec, ColumnSet, ColumnSpec, DefaultValue, ExpectedSchema, ForeignKeySpec, IndexSpec,
     TableSpec,
 };
-pub use finding::{Finding, Problem, SchemaReport, Severity};
+pub use finding::{Finding, FindingSeverity, Problem, SchemaReport};
 pub use fix::{BlockingDuplicate, FixAction, FixStep, StepStatus};
 
 use rusqlite::Connection;
