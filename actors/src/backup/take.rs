@@ -128,18 +128,39 @@ pub fn take_with(
         // The copy, then a hash or a compression of it: twice its size.
         let meter = Meter::new(progress, 2 * database_bytes(&source)?);
         let restarts = copy(&source, &staged, &meter)?;
-        let (page_count, user_version, row_counts) = measure(&staged)?;
-        let op_log_seq = crate::writer::op_log_position(&open_backup(&staged)?)?;
         meter.set_total(meter.done() + file_len(&staged)?);
-        let (stored, uncompressed_size) = match options.compress {
-            Compress::None => (staged.clone(), None),
-            Compress::Zstd => {
-                let zst = temps.add(dest.stage(&name)?);
-                let plain_size = compress_metered(&staged, &zst, options.compress_level, &meter)?;
-                meter.set_total(meter.done() + file_len(&zst)?);
-                (zst, Some(plain_size))
+        // Reading the copy's figures (a scan of every table to count its
+        // rows) and hashing (or compressing, then hashing) it are two
+        // passes over the same file: run them side by side.
+        let (measured, stored) = std::thread::scope(|scope| {
+            let measuring = scope.spawn(|| -> Result<_> {
+                let figures = measure(&staged)?;
+                let op_log_seq = crate::writer::op_log_position(&open_backup(&staged)?)?;
+                Ok((figures, op_log_seq))
+            });
+            let stored = match options.compress {
+                Compress::None => Ok((staged.clone(), None)),
+                Compress::Zstd => dest.stage(&name).map(|zst| temps.add(zst)).and_then(|zst| {
+                    let plain_size =
+                        compress_metered(&staged, &zst, options.compress_level, &meter)?;
+                    meter.set_total(meter.done() + file_len(&zst)?);
+                    Ok((zst, Some(plain_size)))
+                }),
             }
-        };
+            .and_then(|(stored, plain_size)| {
+                let sha256 = sha256_metered(&stored, &meter)?;
+                Ok((stored, plain_size, sha256))
+            });
+            let measured = measuring.join().unwrap_or_else(|panic| {
+                Err(Error::classed(
+                    crate::ErrorClass::Internal,
+                    format!("reading the backup's figures panicked: {panic:?}"),
+                ))
+            });
+            (measured, stored)
+        });
+        let ((page_count, user_version, row_counts), op_log_seq) = measured?;
+        let (stored, uncompressed_size, sha256) = stored?;
         let info = BackupInfo {
             name: name.clone(),
             label: label.to_string(),
@@ -147,7 +168,7 @@ pub fn take_with(
             duration_ms: 0,
             size: 0,
             page_count,
-            sha256: sha256_metered(&stored, &meter)?,
+            sha256,
             sqlite_version: rusqlite::version().to_string(),
             user_version,
             row_counts,
