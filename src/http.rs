@@ -5,7 +5,8 @@
 //! (Prometheus), `GET /health/detailed`, `POST /v1/execute`, `POST /v1/batch`,
 //! `POST /v1/query`, `GET /v1/dlq`, `GET /v1/dlq/{id}`,
 //! `POST /v1/dlq/{id}/requeue`, `POST /v1/dlq/{id}/discard`, `POST /v1/dlq/{id}/fixed`,
-//! `GET /v1/backups`, `POST /v1/backups`, `POST /v1/backups/{name}/verify`, `POST /v1/restore`, `POST /v1/recover`, `GET /v1/recoveries`. `/health/detailed` and `/v1/*` require
+//! `GET /v1/backups`, `POST /v1/backups`, `POST /v1/backups/{name}/verify`, `POST /v1/restore`, `POST /v1/recover`, `GET /v1/recoveries`,
+//! `GET /v1/migrations`. `/health/detailed` and `/v1/*` require
 //! `Authorization: Bearer <token>` when a token is configured (config
 //! validation requires one off loopback).
 //!
@@ -30,6 +31,7 @@
 //! - `dlq`: the `/v1/dlq` routes over the dead-letter queue.
 //! - `backups`: the `/v1/backups` routes (take, list, verify), `/v1/restore`,
 //!   `/v1/recover` and `/v1/recoveries`.
+//! - `migrations`: `/v1/migrations`, the migration status.
 //! - `errors`: `ApiError` (status and JSON body), the layer that gives
 //!   every error response that body, and the bound on its text.
 //! - `health`: `/health`, `/ready`, `/health/detailed` and `/metrics`.
@@ -39,6 +41,7 @@ mod backups;
 mod dlq;
 mod errors;
 mod health;
+mod migrations;
 mod server;
 mod statements;
 
@@ -122,6 +125,7 @@ pub fn router(rt: Runtime) -> Router {
         .route("/v1/restore", post(backups::restore))
         .route("/v1/recover", post(backups::recover))
         .route("/v1/recoveries", get(backups::recoveries))
+        .route("/v1/migrations", get(migrations::status))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health::liveness))
@@ -154,7 +158,7 @@ async fn not_found() -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         error: Error::bad_input(
-            "no such route: use GET /health, /ready, /metrics, /health/detailed, /v1/dlq, /v1/backups, /v1/recoveries, or POST /v1/execute, /v1/batch, /v1/query, /v1/backups, /v1/backups/{name}/verify, /v1/restore, /v1/recover",
+            "no such route: use GET /health, /ready, /metrics, /health/detailed, /v1/dlq, /v1/backups, /v1/recoveries, /v1/migrations, or POST /v1/execute, /v1/batch, /v1/query, /v1/backups, /v1/backups/{name}/verify, /v1/restore, /v1/recover",
         ),
     }
 }

@@ -52,6 +52,12 @@
 //! - Backups: [`BackupInfo`], [`Verification`] (`rt.backup`,
 //!   `rt.backups`, `rt.verify_backup`); [`Compress`], how `[backup]
 //!   compress` stores them.
+//! - Migrations: [`Migrations`] of [`Migration`]s (a directory or a list),
+//!   run by `rt.migrate` with [`MigrateOptions`] into a
+//!   [`MigrationReport`] ([`StepReport`], [`SchemaChange`], [`Renamed`]);
+//!   `rt.migration_status` answers a [`MigrationStatus`] ([`MigrationInfo`],
+//!   [`MigrationState`], the history's [`HistoryEntry`] and
+//!   [`HistoryAction`]).
 //! - Supervision: [`ActorStatus`], [`SlotState`], [`RestartRecord`],
 //!   [`RestartOutcome`], [`WriterStats`]; [`Synchronous`], the durability
 //!   level of `[database] synchronous`; [`journal_version`].
@@ -90,10 +96,12 @@ pub use resilite_actors::{
     Action, ActorStatus, BackupInfo, BreakerConfig, BreakerError, BreakerHandle, BreakerOpen,
     BreakerSnapshot, BreakerState, CheckpointMode, CheckpointOutcome, Compress, EnqueueOptions,
     Entry, EntryStatus, Error, ErrorClass, Figures, Handler, HandlerFuture, HealthEvent,
-    HealthReport, HealthStatus, Integrity, Maintenance, MaintenanceRun, Operation,
-    OperationOutcome, QueryResult, QueueStats, Recommendation, RecoveryRecord, Resolution,
-    RestartOutcome, RestartRecord, Result, SlotState, Statement, Synchronous, Value, Verification,
-    WriteOutcome, WriterStats,
+    HealthReport, HealthStatus, HistoryAction, HistoryEntry, Integrity, Maintenance,
+    MaintenanceRun, MigrateOptions, Migration, MigrationInfo, MigrationReport, MigrationState,
+    MigrationStatus, Migrations, Operation, OperationOutcome, QueryResult, QueueStats,
+    Recommendation, RecoveryRecord, Renamed, Resolution, RestartOutcome, RestartRecord, Result,
+    SchemaChange, SlotState, Statement, StepReport, Synchronous, Value, Verification, WriteOutcome,
+    WriterStats,
 };
 pub use runtime::{Durable, NotReady, RecoveryOutcome, RestoreOutcome, Runtime, Status};
 

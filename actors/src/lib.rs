@@ -50,6 +50,10 @@
 //! - [`health`]: the `HealthActor` and the inspection of a database file:
 //!   [`HealthReport`], [`HealthStatus`], recommendations, events.
 //!
+//! Not an actor: [`migrate`], the application's migrations ([`Migrations`],
+//! [`MigrateOptions`], [`MigrationReport`], [`MigrationStatus`]), run on
+//! a connection the caller holds (the writer's, or the CLI's).
+//!
 //! Internal modules. They are `pub` only because the `resilite` facade, a
 //! separate crate, wires the actors together with them (the supervisor,
 //! the runtime handle and the CLI); they are not re-exported from
@@ -78,6 +82,7 @@ mod value;
 pub mod backup;
 pub mod breaker;
 pub mod health;
+pub mod migrate;
 pub mod readers;
 pub mod retry_queue;
 pub mod writer;
@@ -100,6 +105,10 @@ pub use health::{
 pub use journal::recoveries::RecoveryRecord;
 pub use journal::{RestartOutcome, RestartRecord};
 pub use maintenance::{CheckpointMode, CheckpointOutcome, Maintenance, MaintenanceRun};
+pub use migrate::{
+    HistoryAction, HistoryEntry, MigrateOptions, Migration, MigrationInfo, MigrationReport,
+    MigrationState, MigrationStatus, Migrations, Renamed, SchemaChange, StepReport,
+};
 pub use readers::{ReadPool, ReadPoolConfig};
 pub use retry_queue::{
     EnqueueOptions, Entry, EntryStatus, Handler, HandlerFuture, QueueStats, Resolution, RetryConfig,

@@ -10,6 +10,8 @@ mod backups;
 mod checkpoint;
 mod dlq;
 mod health;
+mod migrate;
+mod migrations;
 mod progress;
 mod recover;
 mod restore;
@@ -60,6 +62,16 @@ enum Command {
     /// the operation log replayed, integrity checked, the attempt recorded.
     /// Asks unless --yes. Exit 0 recovered, 1 not.
     Recover(recover::RecoverArgs),
+    /// Apply the migrations of a directory (NNNN_name.up.sql, with optional
+    /// NNNN_name.down.sql) to a database file no program has open, each in
+    /// its own transaction, after a `pre-migration` backup; `--to N` rolls
+    /// back, `--dry-run` only tries. `migrate repair` accepts changed
+    /// applied migrations. Exit 0 done, 1 repair not confirmed, 2 error
+    /// (the SQL error and the failed statement are printed).
+    Migrate(migrate::MigrateArgs),
+    /// List the migrations of a database file: applied, pending, changed,
+    /// missing, failed. Exit 0 up to date, 1 pending, 2 errors.
+    Migrations(migrations::MigrationsArgs),
 }
 
 /// Parse the command line and run the verb; returns the process exit code.
@@ -77,6 +89,8 @@ pub fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Recover(args) => recover::run(args),
+        Command::Migrate(args) => migrate::run(args),
+        Command::Migrations(args) => migrations::run(args),
     };
     match result {
         Ok(code) => code,

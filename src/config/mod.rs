@@ -8,7 +8,7 @@
 //!   loading and parsing ([`Config::load`], [`Config::parse`]) and what the
 //!   runtime derives from a config (open options, the writer's config).
 //! - `sections`: the `[database]`, `[writer]`, `[readers]`, `[http]`,
-//!   `[supervisor]` and `[backup]` sections and their defaults (`[health]`, `[retry]` and
+//!   `[supervisor]`, `[backup]` and `[schema]` sections and their defaults (`[health]`, `[retry]` and
 //!   `[breakers.<name>]` belong to the actors they configure).
 //! - `validate`: [`Config::validate`] and its range, duration, path and
 //!   token checks.
@@ -35,7 +35,8 @@ pub use resilite_actors::{BreakerConfig, HealthConfig, RetryConfig};
 use serde::{Deserialize, Serialize};
 
 pub use sections::{
-    BackupSection, DatabaseConfig, HttpConfig, ReadersSection, SupervisorConfig, WriterSection,
+    BackupSection, DatabaseConfig, HttpConfig, ReadersSection, SchemaSection, SupervisorConfig,
+    WriterSection,
 };
 pub use validate::MIN_REMOTE_TOKEN_CHARS;
 
@@ -87,6 +88,8 @@ pub struct Config {
     pub breakers: BTreeMap<String, BreakerConfig>,
     /// `[backup]`: scheduled backups, retention and verification.
     pub backup: BackupSection,
+    /// `[schema]`: the migrations applied at start.
+    pub schema: SchemaSection,
 }
 
 /// A configuration that cannot be used; the message names the key, the

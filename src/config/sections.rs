@@ -1,5 +1,5 @@
-//! The `[database]`, `[writer]`, `[readers]`, `[http]`, `[supervisor]` and
-//! `[backup]` sections and their defaults: the runtime's own `DEFAULT_*` constants
+//! The `[database]`, `[writer]`, `[readers]`, `[http]`, `[supervisor]`,
+//! `[backup]` and `[schema]` sections and their defaults: the runtime's own `DEFAULT_*` constants
 //! (in the parent module) and those of the actors each section configures.
 
 use std::path::PathBuf;
@@ -248,4 +248,21 @@ impl Default for BackupSection {
             compress_level: DEFAULT_COMPRESS_LEVEL,
         }
     }
+}
+
+/// `[schema]`: the application's schema and its migrations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchemaSection {
+    /// A directory of migrations (`NNNN_name.up.sql`, each with an optional
+    /// `NNNN_name.down.sql`) that `Runtime::start` applies before the
+    /// runtime is ready; a migration that fails, or an applied one whose
+    /// file changed, fails the start. A relative path is relative to the
+    /// working directory, as every path of the config. Unset: no
+    /// migrations at start.
+    pub migrations_dir: Option<PathBuf>,
+    /// Let the migrations applied at start drop tables or columns (or lose
+    /// rows in a rebuild); without it such a migration is refused and the
+    /// start fails.
+    pub allow_destructive: bool,
 }

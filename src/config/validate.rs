@@ -43,6 +43,13 @@ impl Config {
         self.validate_health()?;
         self.validate_retry()?;
         self.validate_backup()?;
+        if let Some(dir) = &self.schema.migrations_dir {
+            if dir.as_os_str().is_empty() {
+                return Err(ConfigError(
+                    "config key `schema.migrations_dir` is empty: set it to the directory of the migrations (e.g. \"./migrations\"), or leave it out".into(),
+                ));
+            }
+        }
         for (name, breaker) in &self.breakers {
             breaker.validate(name).map_err(ConfigError)?;
         }

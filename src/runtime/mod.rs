@@ -31,6 +31,7 @@ mod breakers;
 mod damage;
 mod durable;
 mod health;
+mod migrate;
 mod queue;
 mod ready;
 mod recover;
@@ -82,6 +83,10 @@ struct Inner {
     auto_recovery_spent: AtomicBool,
     /// The idempotency keys of durable writes.
     durable_keys: durable::DurableKeys,
+    /// The migrations of `schema.migrations_dir` are being applied at start.
+    migrating: AtomicBool,
+    /// One migration run at a time (each reads the history again anyway).
+    migrate_lock: tokio::sync::Mutex<()>,
 }
 
 /// The runtime's overall state, as `/health` reports it.
@@ -105,7 +110,28 @@ impl Runtime {
     /// a damaged or newer journal, or a journal that is the database itself
     /// is refused with an error naming the path and the problem, and the
     /// files this start created are removed.
+    ///
+    /// With `schema.migrations_dir` set, the pending migrations there are
+    /// applied once the actors run (a `pre-migration` backup first), before
+    /// this returns; until then [`ready`](Runtime::ready) says so. A
+    /// migration that fails, would lose data without
+    /// `schema.allow_destructive`, or an applied one whose file changed or
+    /// disappeared fails the start with that error (the runtime is shut
+    /// down again).
     pub async fn start(config: Config) -> Result<Runtime> {
+        let rt = Runtime::launch(config).await?;
+        if let Err(e) = rt.migrate_at_start().await {
+            if let Err(stop) = rt.shutdown().await {
+                tracing::warn!(error = %stop, "the runtime did not stop cleanly after the migrations failed");
+            }
+            return Err(e);
+        }
+        Ok(rt)
+    }
+
+    /// [`start`](Runtime::start) without the migrations: `resilite run`
+    /// serves `/ready` (503, migrating) while it applies them itself.
+    pub(crate) async fn launch(config: Config) -> Result<Runtime> {
         config
             .validate()
             .map_err(|e| Error::bad_input(e.to_string()))?;
@@ -165,6 +191,7 @@ impl Runtime {
             journal = %config.journal_path().display(),
             "resilite runtime started"
         );
+        let migrating = config.schema.migrations_dir.is_some();
         let Published {
             app,
             journal,
@@ -197,6 +224,8 @@ impl Runtime {
                 corruption_reported: AtomicBool::new(false),
                 auto_recovery_spent: AtomicBool::new(false),
                 durable_keys: durable::DurableKeys::new(),
+                migrating: AtomicBool::new(migrating),
+                migrate_lock: tokio::sync::Mutex::new(()),
             }),
         };
         damage::watch(&rt);
@@ -252,7 +281,8 @@ impl Runtime {
     }
 
     /// Whether the runtime takes writes: the writers run, the journal is
-    /// migrated, and it is not shutting down. `Err` says what is missing.
+    /// migrated, the migrations of `schema.migrations_dir` are applied,
+    /// and it is not shutting down. `Err` says what is missing.
     pub fn ready(&self) -> std::result::Result<(), NotReady> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(NotReady::ShuttingDown);
@@ -269,6 +299,12 @@ impl Runtime {
             if report.recommends(Action::FixPermissions) {
                 return Err(NotReady::Unwritable(report.rule.clone()));
             }
+        }
+        if self.inner.migrating.load(Ordering::Acquire) {
+            let dir = self.inner.config.schema.migrations_dir.clone();
+            return Err(NotReady::Migrating(
+                dir.unwrap_or_default().display().to_string(),
+            ));
         }
         match self.status() {
             Status::Healthy => Ok(()),
