@@ -6,8 +6,8 @@
 //! `POST /v1/query`, `GET /v1/dlq`, `GET /v1/dlq/{id}`,
 //! `POST /v1/dlq/{id}/requeue`, `POST /v1/dlq/{id}/discard`, `POST /v1/dlq/{id}/fixed`,
 //! `GET /v1/backups`, `POST /v1/backups`, `POST /v1/backups/{name}/verify`,
-//! `POST /v1/restore`, `POST /v1/recover`, `GET /v1/recoveries`, `GET /v1/schema`,
-//! `POST /v1/schema/fix`, `GET /v1/events`, `GET /v1/errors`,
+//! `POST /v1/restore`, `POST /v1/recover`, `GET /v1/recoveries`, `GET /v1/migrations`,
+//! `GET /v1/schema`, `POST /v1/schema/fix`, `GET /v1/events`, `GET /v1/errors`,
 //! `POST /v1/errors/{signature}/resolve`, `GET /v1/slow-queries`. `/health/detailed` and `/v1/*` require
 //! `Authorization: Bearer <token>` when a token is configured (config
 //! validation requires one off loopback).
@@ -33,6 +33,7 @@
 //! - `dlq`: the `/v1/dlq` routes over the dead-letter queue.
 //! - `backups`: the `/v1/backups` routes (take, list, verify), `/v1/restore`,
 //!   `/v1/recover` and `/v1/recoveries`.
+//! - `migrations`: `/v1/migrations`, the migration status.
 //! - `schema`: `/v1/schema` (validate against `[schema] file`) and
 //!   `/v1/schema/fix`.
 //! - `audit`: the audit trail: `/v1/events`, `/v1/errors` and
@@ -47,6 +48,7 @@ mod backups;
 mod dlq;
 mod errors;
 mod health;
+mod migrations;
 mod schema;
 mod server;
 mod statements;
@@ -131,6 +133,7 @@ pub fn router(rt: Runtime) -> Router {
         .route("/v1/restore", post(backups::restore))
         .route("/v1/recover", post(backups::recover))
         .route("/v1/recoveries", get(backups::recoveries))
+        .route("/v1/migrations", get(migrations::status))
         .route("/v1/schema", get(schema::validate))
         .route("/v1/schema/fix", post(schema::fix))
         .route("/v1/events", get(audit::events))
@@ -169,7 +172,7 @@ async fn not_found() -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         error: Error::bad_input(
-            "no such route: use GET /health, /ready, /metrics, /health/detailed, /v1/dlq, /v1/backups, /v1/recoveries, /v1/schema, /v1/events, /v1/errors, /v1/slow-queries, or POST /v1/execute, /v1/batch, /v1/query, /v1/backups, /v1/backups/{name}/verify, /v1/restore, /v1/recover, /v1/schema/fix, /v1/errors/{signature}/resolve",
+            "no such route: use GET /health, /ready, /metrics, /health/detailed, /v1/dlq, /v1/backups, /v1/recoveries, /v1/migrations, /v1/schema, /v1/events, /v1/errors, /v1/slow-queries, or POST /v1/execute, /v1/batch, /v1/query, /v1/backups, /v1/backups/{name}/verify, /v1/restore, /v1/recover, /v1/schema/fix, /v1/errors/{signature}/resolve",
         ),
     }
 }

@@ -64,6 +64,12 @@
 //!   [`EventRecord`], [`EventQuery`], [`EventPage`] (`rt.events`);
 //!   [`ErrorRecord`] (`rt.errors`, `rt.resolve_error`); [`SlowQueryRecord`],
 //!   [`SlowKind`] (`rt.slow_queries`); `rt.flush_logs`.
+//! - Migrations: [`Migrations`] of [`Migration`]s (a directory or a list),
+//!   run by `rt.migrate` with [`MigrateOptions`] into a
+//!   [`MigrationReport`] ([`StepReport`], [`SchemaChange`], [`Renamed`]);
+//!   `rt.migration_status` answers a [`MigrationStatus`] ([`MigrationInfo`],
+//!   [`MigrationState`], the history's [`HistoryEntry`] and
+//!   [`HistoryAction`]).
 //! - Supervision: [`ActorStatus`], [`SlotState`], [`RestartRecord`],
 //!   [`RestartOutcome`], [`WriterStats`]; [`Synchronous`], the durability
 //!   level of `[database] synchronous`; [`journal_version`].
@@ -107,10 +113,12 @@ pub use resilite_actors::{
     BreakerSnapshot, BreakerState, CheckpointMode, CheckpointOutcome, Compress, EnqueueOptions,
     Entry, EntryStatus, Error, ErrorClass, ErrorRecord, Event, EventKind, EventPage, EventQuery,
     EventRecord, Figures, Handler, HandlerFuture, HealthEvent, HealthReport, HealthStatus,
-    Integrity, Maintenance, MaintenanceRun, Operation, OperationOutcome, QueryResult, QueueStats,
-    Recommendation, RecoveryRecord, Resolution, RestartOutcome, RestartRecord, Result, Severity,
-    SlotState, SlowKind, SlowQueryRecord, Statement, Synchronous, Value, Verification,
-    WriteOutcome, WriterStats,
+    HistoryAction, HistoryEntry, Integrity, Maintenance, MaintenanceRun, MigrateOptions, Migration,
+    MigrationInfo, MigrationReport, MigrationState, MigrationStatus, Migrations, Operation,
+    OperationOutcome, QueryResult, QueueStats, Recommendation, RecoveryRecord, Renamed, Resolution,
+    RestartOutcome, RestartRecord, Result, SchemaChange, Severity, SlotState, SlowKind,
+    SlowQueryRecord, Statement, StepReport, Synchronous, Value, Verification, WriteOutcome,
+    WriterStats,
 };
 pub use resilite_actors::{
     ExpectedSchema, Finding, FindingSeverity, FixOptions, FixReport, FixStep, Problem,

@@ -53,6 +53,10 @@
 //!   ([`ExpectedSchema`]), findings ([`SchemaReport`]), data checks, fixes
 //!   and dedupe, run by the runtime through the writer.
 //!
+//! Not an actor: [`migrate`], the application's migrations ([`Migrations`],
+//! [`MigrateOptions`], [`MigrationReport`], [`MigrationStatus`]), run on
+//! a connection the caller holds (the writer's, or the CLI's).
+//!
 //! Internal modules. They are `pub` only because the `resilite` facade, a
 //! separate crate, wires the actors together with them (the supervisor,
 //! the runtime handle and the CLI); they are not re-exported from
@@ -91,6 +95,7 @@ mod value;
 pub mod backup;
 pub mod breaker;
 pub mod health;
+pub mod migrate;
 pub mod readers;
 pub mod retry_queue;
 pub mod schema;
@@ -121,6 +126,10 @@ pub use journal::recoveries::RecoveryRecord;
 pub use journal::slow_queries::{SlowKind, SlowQueryRecord};
 pub use journal::{RestartOutcome, RestartRecord};
 pub use maintenance::{CheckpointMode, CheckpointOutcome, Maintenance, MaintenanceRun};
+pub use migrate::{
+    HistoryAction, HistoryEntry, MigrateOptions, Migration, MigrationInfo, MigrationReport,
+    MigrationState, MigrationStatus, Migrations, Renamed, SchemaChange, StepReport,
+};
 pub use readers::{ReadPool, ReadPoolConfig};
 pub use retry_queue::{
     EnqueueOptions, Entry, EntryStatus, Handler, HandlerFuture, QueueStats, Resolution, RetryConfig,

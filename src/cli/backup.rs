@@ -102,6 +102,42 @@ pub fn run(args: BackupArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Take a backup of `db` labelled `label` into its default backup
+/// directory, verify it, write its sidecar and record it in the journal's
+/// catalog, as `resilite backup` does: a verb's own backup (`resilite
+/// migrate`'s `pre-migration`). The backup's path; an error when it could
+/// not be taken or failed verification.
+pub(super) fn take_verified(
+    db: &std::path::Path,
+    label: &str,
+) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let config = crate::config::Config::for_database(db);
+    let dir = config.backup_dir();
+    let dest = LocalDir::new(&dir);
+    let mut info = backup::take_with(
+        &DbOptions::new(db),
+        &dest,
+        label,
+        &TakeOptions::default(),
+        None,
+    )
+    .map_err(|e| explained(db, e))?;
+    let path = dir.join(&info.name);
+    let verification = backup::verify_with(&path, &info, &VerifyOptions::default(), None);
+    info.apply(&verification);
+    backup::write_sidecar(&dest, &info)?;
+    record(&config, &info)?;
+    if !verification.passed {
+        return Err(format!(
+            "the {label} backup {} failed verification: {}",
+            path.display(),
+            verification.errors.join("; ")
+        )
+        .into());
+    }
+    Ok(path)
+}
+
 /// Record the backup in the journal's catalog (the journal beside the
 /// database, created and migrated if needed).
 pub(super) fn record(

@@ -13,6 +13,8 @@ mod errors;
 mod events;
 mod fix;
 mod health;
+mod migrate;
+mod migrations;
 mod progress;
 mod recover;
 mod restore;
@@ -65,6 +67,16 @@ enum Command {
     /// the operation log replayed, integrity checked, the attempt recorded.
     /// Asks unless --yes. Exit 0 recovered, 1 not.
     Recover(recover::RecoverArgs),
+    /// Apply the migrations of a directory (NNNN_name.up.sql, with optional
+    /// NNNN_name.down.sql) to a database file no program has open, each in
+    /// its own transaction, after a `pre-migration` backup; `--to N` rolls
+    /// back, `--dry-run` only tries. `migrate repair` accepts changed
+    /// applied migrations. Exit 0 done, 1 repair not confirmed, 2 error
+    /// (the SQL error and the failed statement are printed).
+    Migrate(migrate::MigrateArgs),
+    /// List the migrations of a database file: applied, pending, changed,
+    /// missing, failed. Exit 0 up to date, 1 pending, 2 errors.
+    Migrations(migrations::MigrationsArgs),
     /// Compare a database file with an expected schema (TOML); --data runs
     /// its data rules too. Findings are recorded in the journal. Exit 0
     /// clean, 1 warnings, 2 errors, 3 could not validate.
@@ -102,6 +114,8 @@ pub fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Recover(args) => recover::run(args),
+        Command::Migrate(args) => migrate::run(args),
+        Command::Migrations(args) => migrations::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Fix(args) => fix::run(args),
         Command::Events(args) => events::run(args),

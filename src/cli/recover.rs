@@ -46,6 +46,8 @@ pub fn run(args: RecoverArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         None => Config::default(),
     };
     config.database.path = args.db.clone();
+    // A recovery applies no migration: the file is brought back as it was.
+    config.schema.migrations_dir = None;
     super::restore::ensure_not_in_use(&args.db)?;
     let question = format!(
         "replace {} with its newest verified backup (the current file is kept beside it)?",

@@ -30,12 +30,30 @@ async fn serve(config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(&listen)
         .await
         .map_err(|e| format!("cannot listen on {listen} (http.listen): {e}"))?;
-    let rt = Runtime::start(config).await?;
+    // The migrations of `schema.migrations_dir` are applied while the
+    // server already answers: `/ready` says 503 (migrating) until then.
+    let rt = Runtime::launch(config).await?;
     let addr = listener.local_addr()?;
     // Scripts and tests read this line to find the port.
     println!("resilite listening on http://{addr}");
     std::io::stdout().flush()?;
-    http::serve(rt.clone(), listener, shutdown_signal()).await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(rt.clone(), listener, async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = stopped => {}
+        }
+    }));
+    if let Err(e) = rt.schema_at_start().await {
+        let _ = stop.send(());
+        let _ = server.await;
+        if let Err(stop) = rt.shutdown().await {
+            tracing::warn!(error = %stop, "the runtime did not stop cleanly after the schema step failed");
+        }
+        return Err(e.into());
+    }
+    server.await??;
+    drop(stop);
     tracing::info!("stopped accepting requests; draining writes");
     rt.shutdown().await?;
     Ok(ExitCode::SUCCESS)

@@ -8,8 +8,7 @@
 //!   loading and parsing ([`Config::load`], [`Config::parse`]) and what the
 //!   runtime derives from a config (open options, the writer's config).
 //! - `sections`: the `[database]`, `[writer]`, `[readers]`, `[http]`,
-//!   `[supervisor]`, `[backup]` and `[schema]` sections and their defaults (`[health]`, `[retry]` and
-//!   `[supervisor]`, `[backup]` and `[audit]` sections and their defaults (`[health]`, `[retry]` and
+//!   `[supervisor]`, `[backup]`, `[schema]` and `[audit]` sections and their defaults (`[health]`, `[retry]` and
 //!   `[breakers.<name>]` belong to the actors they configure).
 //! - `validate`: [`Config::validate`] and its range, duration, path and
 //!   token checks.
@@ -91,7 +90,8 @@ pub struct Config {
     pub breakers: BTreeMap<String, BreakerConfig>,
     /// `[backup]`: scheduled backups, retention and verification.
     pub backup: BackupSection,
-    /// `[schema]`: the expected schema and what start does with it.
+    /// `[schema]`: the migrations and the expected schema, and what start
+    /// does with them.
     pub schema: SchemaSection,
     /// `[audit]`: the slow-query log and the retention of the audit trail.
     pub audit: AuditSection,
@@ -121,12 +121,13 @@ impl Config {
         })?;
         let mut config = Config::parse(&text, std::env::vars())
             .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))?;
-        // The schema file ships beside the config: a relative path is
-        // taken from the config file's directory.
-        if let Some(file) = &config.schema.file {
-            if file.is_relative() {
-                let dir = path.parent().unwrap_or(Path::new(""));
-                config.schema.file = Some(dir.join(file));
+        // The schema file and the migrations ship beside the config: a
+        // relative path is taken from the config file's directory.
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let schema = &mut config.schema;
+        for beside in [&mut schema.file, &mut schema.migrations_dir] {
+            if let Some(p) = beside.as_mut().filter(|p| p.is_relative()) {
+                *p = dir.join(&*p);
             }
         }
         Ok(config)

@@ -1,6 +1,5 @@
 //! The `[database]`, `[writer]`, `[readers]`, `[http]`, `[supervisor]`,
-//! `[backup]` and `[schema]` sections and their defaults: the runtime's own `DEFAULT_*` constants
-//! `[backup]` and `[audit]` sections and their defaults: the runtime's own `DEFAULT_*` constants
+//! `[backup]`, `[schema]` and `[audit]` sections and their defaults: the runtime's own `DEFAULT_*` constants
 //! (in the parent module) and those of the actors each section configures.
 
 use std::path::PathBuf;
@@ -265,10 +264,23 @@ pub enum OnStart {
     Off,
 }
 
-/// `[schema]`
+/// `[schema]`: the application's schema, its migrations and what start
+/// does with them.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchemaSection {
+    /// A directory of migrations (`NNNN_name.up.sql`, each with an optional
+    /// `NNNN_name.down.sql`) that `Runtime::start` applies before the
+    /// runtime is ready; a migration that fails, or an applied one whose
+    /// file changed, fails the start. A relative path is taken from the
+    /// config file's directory (when the config is loaded from a file),
+    /// as `file` is. Unset: no migrations at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migrations_dir: Option<PathBuf>,
+    /// Let the migrations applied at start drop tables or columns (or lose
+    /// rows in a rebuild); without it such a migration is refused and the
+    /// start fails.
+    pub allow_destructive: bool,
     /// The expected schema (TOML). A relative path is taken from the
     /// config file's directory (when the config is loaded from a file).
     #[serde(skip_serializing_if = "Option::is_none")]

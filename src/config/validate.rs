@@ -216,6 +216,14 @@ impl Config {
 
     fn validate_schema(&self) -> Result<(), ConfigError> {
         let s = &self.schema;
+        if s.migrations_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(ConfigError(
+                "config key `schema.migrations_dir` is empty: set it to the directory of the migrations (e.g. \"./migrations\"), or leave it out".into(),
+            ));
+        }
         if s.file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
             return Err(ConfigError(
                 "config key `schema.file` is empty: set it to the expected schema's TOML file, e.g. \"schema.toml\", or remove it".into(),

@@ -1,6 +1,7 @@
-//! The schema routes: `GET /v1/schema` validates the database against
-//! the configured `[schema] file` now (`?data=true` runs the data rules
-//! too) and answers the report and the journal's open findings;
+//! The schema routes: `GET /v1/schema` answers the migration status (as
+//! `GET /v1/migrations`) and validates the database against the
+//! configured `[schema] file` now (`?data=true` runs the data rules too),
+//! with the report and the journal's open findings;
 //! `POST /v1/schema/fix` (`{"dry_run": true, "dedupe": "keep-oldest"}`,
 //! both optional) fixes it, or says what a fix would do.
 
@@ -19,23 +20,33 @@ pub(super) struct SchemaQuery {
     data: bool,
 }
 
-/// Validate now; the report, the schema file and the open findings.
+/// The migration status; with a schema file, validate now: the report,
+/// the schema file and the open findings.
 pub(super) async fn validate(
     State(s): State<AppState>,
     query: Result<Query<SchemaQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(query) = query.map_err(|e| Error::bad_input(e.body_text()))?;
-    let schema = s.rt.configured_schema()?;
-    let report =
-        s.rt.validate(&schema, ValidateOptions { data: query.data })
-            .await?;
-    let open = s.rt.schema_findings(false).await?;
-    Ok(Json(serde_json::json!({
+    let migrations = s.rt.configured_migration_status().await?;
+    let mut answer = serde_json::json!({
+        "migrations": migrations,
         "file": s.rt.config().schema.file,
-        "exit_code": report.exit_code(),
-        "report": report,
-        "open_findings": open,
-    })))
+        "exit_code": null,
+        "report": null,
+        "open_findings": [],
+    });
+    if s.rt.config().schema.file.is_some() {
+        let schema = s.rt.configured_schema()?;
+        let report =
+            s.rt.validate(&schema, ValidateOptions { data: query.data })
+                .await?;
+        answer["exit_code"] = report.exit_code().into();
+        answer["open_findings"] = serde_json::to_value(s.rt.schema_findings(false).await?)
+            .map_err(|e| Error::classed(resilite_actors::ErrorClass::Internal, e.to_string()))?;
+        answer["report"] = serde_json::to_value(report)
+            .map_err(|e| Error::classed(resilite_actors::ErrorClass::Internal, e.to_string()))?;
+    }
+    Ok(Json(answer))
 }
 
 /// Fix the database (or, dry, say what would be done).

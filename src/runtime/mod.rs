@@ -32,6 +32,7 @@ mod breakers;
 mod damage;
 mod durable;
 mod health;
+mod migrate;
 mod queue;
 mod ready;
 mod recover;
@@ -90,6 +91,10 @@ struct Inner {
     schema_pending: std::sync::Mutex<Option<String>>,
     /// Events, the error log and the slow-query log.
     audit: audit::Audit,
+    /// The migrations of `schema.migrations_dir` are being applied at start.
+    migrating: AtomicBool,
+    /// One migration run at a time (each reads the history again anyway).
+    migrate_lock: tokio::sync::Mutex<()>,
 }
 
 /// The runtime's overall state, as `/health` reports it.
@@ -113,7 +118,30 @@ impl Runtime {
     /// a damaged or newer journal, or a journal that is the database itself
     /// is refused with an error naming the path and the problem, and the
     /// files this start created are removed.
+    ///
+    /// With `schema.migrations_dir` set, the pending migrations there are
+    /// applied once the actors run (a `pre-migration` backup first), before
+    /// this returns; until then [`ready`](Runtime::ready) says so. A
+    /// migration that fails, would lose data without
+    /// `schema.allow_destructive`, or an applied one whose file changed or
+    /// disappeared fails the start with that error (the runtime is shut
+    /// down again).
     pub async fn start(config: Config) -> Result<Runtime> {
+        let rt = Runtime::launch(config).await?;
+        if let Err(e) = rt.schema_at_start().await {
+            tracing::error!(error = %e, "the schema step at start failed; stopping");
+            if let Err(stop) = rt.shutdown().await {
+                tracing::warn!(error = %stop, "the runtime did not stop cleanly after the schema step failed");
+            }
+            return Err(e);
+        }
+        Ok(rt)
+    }
+
+    /// [`start`](Runtime::start) without the schema step (migrations, then
+    /// the schema check): `resilite run` serves `/ready` (503, with the
+    /// reason) while it runs that step itself.
+    pub(crate) async fn launch(config: Config) -> Result<Runtime> {
         config
             .validate()
             .map_err(|e| Error::bad_input(e.to_string()))?;
@@ -174,6 +202,7 @@ impl Runtime {
             "resilite runtime started"
         );
         let audit = audit::Audit::start(&config, &published.journal);
+        let migrating = config.schema.migrations_dir.is_some();
         let Published {
             app,
             journal,
@@ -215,6 +244,8 @@ impl Runtime {
                 durable_keys: durable::DurableKeys::new(),
                 schema_pending: std::sync::Mutex::new(schema_pending),
                 audit,
+                migrating: AtomicBool::new(migrating),
+                migrate_lock: tokio::sync::Mutex::new(()),
             }),
         };
         damage::watch(&rt);
@@ -223,14 +254,16 @@ impl Runtime {
         if let Some(early) = early {
             rt.finish_early_recovery(early).await;
         }
-        if let Err(e) = rt.check_schema_at_start().await {
-            tracing::error!(error = %e, "schema check at start failed; stopping");
-            if let Err(stop) = rt.shutdown().await {
-                tracing::warn!(error = %stop, "the runtime did not stop cleanly");
-            }
-            return Err(e);
-        }
         Ok(rt)
+    }
+
+    /// At start, once the actors run: the migrations of
+    /// `schema.migrations_dir`, then the check of `schema.file` against
+    /// the migrated database (`schema.on_start`). `ready` says which is
+    /// pending meanwhile.
+    pub(crate) async fn schema_at_start(&self) -> Result<()> {
+        self.migrate_at_start().await?;
+        self.check_schema_at_start().await
     }
 
     /// The configuration the runtime was started with.
@@ -277,7 +310,8 @@ impl Runtime {
     }
 
     /// Whether the runtime takes writes: the writers run, the journal is
-    /// migrated, the schema file (`schema.on_start`) has been validated,
+    /// migrated, the migrations of `schema.migrations_dir` are applied,
+    /// the schema file (`schema.on_start`) has been validated,
     /// and it is not shutting down. `Err` says what is missing.
     pub fn ready(&self) -> std::result::Result<(), NotReady> {
         if self.inner.closing.load(Ordering::Acquire) {
@@ -298,6 +332,12 @@ impl Runtime {
             if report.recommends(Action::FixPermissions) {
                 return Err(NotReady::Unwritable(report.rule.clone()));
             }
+        }
+        if self.inner.migrating.load(Ordering::Acquire) {
+            let dir = self.inner.config.schema.migrations_dir.clone();
+            return Err(NotReady::Migrating(
+                dir.unwrap_or_default().display().to_string(),
+            ));
         }
         match self.status() {
             Status::Healthy => Ok(()),

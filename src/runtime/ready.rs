@@ -30,6 +30,9 @@ pub enum NotReady {
     Failed(String),
     /// The runtime is shut down.
     Stopped,
+    /// `Runtime::start` is applying the migrations of this directory
+    /// (`schema.migrations_dir`).
+    Migrating(String),
 }
 
 impl fmt::Display for NotReady {
@@ -45,6 +48,10 @@ impl fmt::Display for NotReady {
             NotReady::Restarting => f.write_str("a writer is restarting"),
             NotReady::Failed(reason) => f.write_str(reason),
             NotReady::Stopped => f.write_str("resilite is shut down"),
+            NotReady::Migrating(dir) => write!(
+                f,
+                "applying the migrations in {dir} (schema.migrations_dir); writes wait until they are done"
+            ),
         }
     }
 }

@@ -39,7 +39,10 @@ mod thread;
 
 pub use handle::WriterHandle;
 pub use keys::{expire_keys_statement, forget_keys_statement};
-pub use op_log::{position as op_log_position, POSITION_TABLE as OP_LOG_POSITION_TABLE};
+pub use op_log::{
+    barrier as op_log_barrier, numbers_given as op_log_numbers_given, position as op_log_position,
+    POSITION_TABLE as OP_LOG_POSITION_TABLE,
+};
 
 use std::sync::Arc;
 use std::thread::JoinHandle;

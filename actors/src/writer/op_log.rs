@@ -113,6 +113,60 @@ pub(super) fn write_position(conn: &Connection, seq: i64) -> rusqlite::Result<()
     }
 }
 
+/// Move the database `app`'s position past every sequence number given so
+/// far, inside the caller's open transaction: a **barrier**. resilite's own
+/// work that changes the database outside the log (a schema migration or
+/// rollback) calls it in its transaction. The new position is a number no
+/// operation has; the writer (after a
+/// [`WriterMsg::Call`](super::WriterMsg::Call) job), or the CLI when no
+/// writer runs, records the range as a gap, so a recovery from a
+/// backup taken before the change (a `pre-migration` backup) restores it
+/// without replaying the log across it: the operations after it were
+/// written against the changed schema. A crash between the commit and the
+/// gap's record is found as a gap at the next open, as any position ahead
+/// of the log is.
+///
+/// The numbers given so far: the database's position, and the journal's
+/// highest known number when `journal` is given and readable (the position
+/// lags behind it after a restore of an older copy). `create`: make the
+/// position table when the database has none (the log is on); without it,
+/// a database that never had a position is left alone (nothing to replay).
+/// The position before and after, or `None` when nothing was done.
+pub fn barrier(
+    app: &Connection,
+    journal: Option<&DbOptions>,
+    create: bool,
+) -> Result<Option<(i64, i64)>> {
+    if !create && !app.table_exists(None, POSITION_TABLE)? {
+        return Ok(None);
+    }
+    let from = numbers_given(app, journal)?;
+    write_position(app, from + 1)?;
+    Ok(Some((from, from + 1)))
+}
+
+/// The highest operation-log number given for the database `app`: its
+/// position, or the journal's highest known number (when `journal` is given
+/// and readable) if that is higher. What a [`barrier`] moves past.
+pub fn numbers_given(app: &Connection, journal: Option<&DbOptions>) -> Result<i64> {
+    let held = position(app)?.unwrap_or(0);
+    let logged = match journal {
+        Some(j) if j.path.is_file() => crate::connection::open_read_only(j)
+            .and_then(|c| journal_log::highest_known_seq(&c))
+            .unwrap_or_else(|e| {
+                tracing::warn!(path = %j.path.display(), detail = %e.detail, "the operation log's numbers could not be read; the database's position alone is used");
+                0
+            }),
+        _ => 0,
+    };
+    Ok(held.max(logged))
+}
+
+/// Why a barrier (see [`barrier`]) is a gap in the log.
+const BARRIER_REASON: &str = "resilite changed the database outside the operation log here (a schema migration or rollback): a recovery from a backup taken before this point restores that backup without replaying the log across it";
+/// Why a position found ahead of the log at open is a gap.
+const AHEAD_REASON: &str = "the database holds operations that never reached the log (a crash between the database's commit and the log's, or a failed append)";
+
 /// The writer's journal connection and where the sequence stands.
 pub(super) struct OpLog {
     conn: Connection,
@@ -146,6 +200,24 @@ impl OpLog {
     /// ahead of the log had operations committed that were never logged
     /// (a crash between the two commits, or an append that failed): a gap.
     pub(super) fn resync(&mut self, app: &Connection) -> Result<()> {
+        self.resync_as(app, AHEAD_REASON)
+    }
+
+    /// After resilite's own work on the database (a
+    /// [`WriterMsg::Call`](super::WriterMsg::Call) job): a position it
+    /// moved past the log is a [`barrier`], recorded as a gap at once.
+    pub(super) fn after_own_work(&mut self, app: &Connection) {
+        if let Err(e) = self.resync_as(app, BARRIER_REASON) {
+            tracing::warn!(detail = %e.detail, "the operation log could not look at the database after resilite's own work on it");
+            return;
+        }
+        if !self.pending.is_empty() {
+            self.append(&[]);
+        }
+    }
+
+    /// [`resync`](Self::resync), a gap found recorded with `reason`.
+    fn resync_as(&mut self, app: &Connection, reason: &str) -> Result<()> {
         let logged = journal_log::highest_known_seq(&self.conn)
             .map_err(|e| e.during("read the operation log", &self.path))?;
         let held = position(app)?.unwrap_or(0);
@@ -154,13 +226,22 @@ impl OpLog {
                 after_seq: logged.max(self.last),
                 through_seq: held,
                 at_ms: now_ms(),
-                reason: "the database holds operations that never reached the log (a crash between the database's commit and the log's, or a failed append)".into(),
+                reason: reason.into(),
             };
-            tracing::error!(
-                after = gap.after_seq,
-                through = gap.through_seq,
-                "operation log gap found at open"
-            );
+            if reason == AHEAD_REASON {
+                tracing::error!(
+                    after = gap.after_seq,
+                    through = gap.through_seq,
+                    "operation log gap found at open"
+                );
+            } else {
+                tracing::info!(
+                    after = gap.after_seq,
+                    through = gap.through_seq,
+                    reason,
+                    "operation log barrier recorded as a gap"
+                );
+            }
             self.pending.push(gap);
         }
         self.last = self.last.max(logged).max(held);

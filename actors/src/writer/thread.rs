@@ -395,10 +395,12 @@ impl ConnectionLoop {
         })
     }
 
-    /// Run a maintenance task between two transactions.
+    /// Run resilite's own `job` on the connection, between two transactions.
     /// A panic in `job` drops its reply (its caller hears the thread ended
     /// without answering) and rolls back whatever it left open.
-    fn call(&self, job: ConnectionJob) {
+    /// Then, with the operation log on, a position the job moved past the
+    /// log (a migration's barrier) is recorded as a gap.
+    fn call(&mut self, job: ConnectionJob) {
         let db = self.db();
         if catch_unwind(AssertUnwindSafe(|| job(db.map(|db| &db.conn)))).is_err() {
             if let Ok(db) = self.db() {
@@ -409,8 +411,12 @@ impl ConnectionLoop {
                 "a connection job panicked; its transaction was rolled back"
             );
         }
+        if let (Some(log), Some(db)) = (self.op_log.as_mut(), self.db.as_ref()) {
+            log.after_own_work(&db.conn);
+        }
     }
 
+    /// Run a maintenance task between two transactions.
     fn maintain(&self, task: Maintenance) -> Result<MaintenanceRun> {
         let run = self
             .db()
