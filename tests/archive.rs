@@ -100,7 +100,10 @@ fn run_archive(cfg: &Path, fault: Option<&str>) -> std::process::Output {
 fn assert_each_row_in_one_place(db: &Path, dir: &Path) {
     let in_db = ids(db);
     let expected_db: BTreeSet<i64> = (1..=ROWS).filter(|i| i % 2 == 0).collect();
-    assert_eq!(in_db, expected_db, "the database keeps exactly the rows not expired");
+    assert_eq!(
+        in_db, expected_db,
+        "the database keeps exactly the rows not expired"
+    );
     let mut archived = Vec::new();
     let catalog = list(db);
     for a in &catalog {
@@ -122,7 +125,10 @@ fn assert_each_row_in_one_place(db: &Path, dir: &Path) {
         .iter()
         .map(|a| a["path"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(files, listed, "every file in the archive directory is catalogued");
+    assert_eq!(
+        files, listed,
+        "every file in the archive directory is catalogued"
+    );
 }
 
 /// A process killed (aborted) after each phase of a batch, then a run
@@ -130,7 +136,12 @@ fn assert_each_row_in_one_place(db: &Path, dir: &Path) {
 /// restoring them brings every row back (and skips them all a second time).
 #[test]
 fn archive_run_killed_between_phases_loses_and_duplicates_nothing() {
-    for point in ["after_write", "after_record", "after_verify", "after_delete_batch"] {
+    for point in [
+        "after_write",
+        "after_record",
+        "after_verify",
+        "after_delete_batch",
+    ] {
         let tmp = tempfile::tempdir().unwrap();
         let db = tmp.path().join("app.db");
         make_logs(&db, ROWS);

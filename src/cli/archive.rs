@@ -208,7 +208,10 @@ pub fn run(args: ArchiveArgs) -> std::result::Result<ExitCode, Box<dyn std::erro
 }
 
 /// Defaults for `db`, or the config file's settings with `db` as database.
-fn load(db: &Path, config: Option<&Path>) -> std::result::Result<Config, Box<dyn std::error::Error>> {
+fn load(
+    db: &Path,
+    config: Option<&Path>,
+) -> std::result::Result<Config, Box<dyn std::error::Error>> {
     let mut c = match config {
         Some(path) => Config::load(path)?,
         None => Config::default(),

@@ -37,8 +37,8 @@ use serde::{Deserialize, Serialize};
 
 pub use resilite_actors::archive::{RetentionPolicy, TimeFormat};
 pub use sections::{
-    ArchiveSection, AuditSection, BackupSection, DatabaseConfig, HttpConfig, OnStart, ReadersSection,
-    SchemaSection, SupervisorConfig, WriterSection,
+    ArchiveSection, AuditSection, BackupSection, DatabaseConfig, HttpConfig, OnStart,
+    ReadersSection, SchemaSection, SupervisorConfig, WriterSection,
 };
 pub use validate::MIN_REMOTE_TOKEN_CHARS;
 

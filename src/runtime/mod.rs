@@ -26,6 +26,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::config::{Config, DATABASE_BREAKER};
 
+mod archive;
 mod audit;
 mod backup;
 mod breakers;
@@ -90,6 +91,8 @@ struct Inner {
     schema_pending: std::sync::Mutex<Option<String>>,
     /// Events, the error log and the slow-query log.
     audit: audit::Audit,
+    /// One archive run or archive restore at a time.
+    archive_lock: tokio::sync::Mutex<()>,
 }
 
 /// The runtime's overall state, as `/health` reports it.
@@ -215,11 +218,13 @@ impl Runtime {
                 durable_keys: durable::DurableKeys::new(),
                 schema_pending: std::sync::Mutex::new(schema_pending),
                 audit,
+                archive_lock: tokio::sync::Mutex::new(()),
             }),
         };
         damage::watch(&rt);
         breakers::probe_database(&rt);
         durable::forget_applied_keys(&rt);
+        archive::schedule(&rt);
         if let Some(early) = early {
             rt.finish_early_recovery(early).await;
         }

@@ -112,7 +112,8 @@ pub(crate) fn write(
     let plain = scratch(dest.dir(), name, "plain");
     let _ = std::fs::remove_file(&plain);
     let result = (|| {
-        let out = Connection::open(&plain).map_err(|e| Error::from(e).during("create archive", &plain))?;
+        let out = Connection::open(&plain)
+            .map_err(|e| Error::from(e).during("create archive", &plain))?;
         out.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")?;
         out.execute_batch(&create)?;
         let list: Vec<String> = columns.iter().map(|c| quote(c)).collect();
@@ -131,7 +132,8 @@ pub(crate) fn write(
                 quote(batch.table),
                 batch.filter
             ))?;
-            let mut found = select.query(rusqlite::params![batch.first, batch.last, batch.cutoff_ms])?;
+            let mut found =
+                select.query(rusqlite::params![batch.first, batch.last, batch.cutoff_ms])?;
             while let Some(row) = found.next()? {
                 let values: Vec<rusqlite::types::Value> = (0..=columns.len())
                     .map(|i| row.get(i))

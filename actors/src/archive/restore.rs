@@ -52,7 +52,9 @@ pub fn restore(record: &ArchiveRecord, host: &dyn Host) -> Result<RestoreCounts>
     host.journal(vec![catalog::status_statement(
         &record.path,
         ArchiveStatus::Restored,
-        Some(&format!("{restored} rows restored, {skipped} skipped (already there)")),
+        Some(&format!(
+            "{restored} rows restored, {skipped} skipped (already there)"
+        )),
         now_ms(),
     )])?;
     host.event(Event::archive_restore(record, restored, skipped));

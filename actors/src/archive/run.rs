@@ -110,7 +110,10 @@ fn run_steps(
     let opts = &opts;
     report.orphans_removed = remove_orphans(&opts.dir, &stem, &host.catalog()?)?;
     for record in host.catalog()? {
-        if matches!(record.status, ArchiveStatus::Written | ArchiveStatus::Verified) {
+        if matches!(
+            record.status,
+            ArchiveStatus::Written | ArchiveStatus::Verified
+        ) {
             complete(record, host)?;
             report.resumed += 1;
         }
@@ -315,7 +318,10 @@ fn archive_table(
             let _ = file::delete(&written.path);
             return Err(Error::classed(
                 ErrorClass::Internal,
-                format!("archive {name}: wrote {} rows, selected {count}", written.rows),
+                format!(
+                    "archive {name}: wrote {} rows, selected {count}",
+                    written.rows
+                ),
             ));
         }
         fault("after_write");

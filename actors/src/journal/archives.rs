@@ -127,8 +127,7 @@ pub fn list(conn: &Connection) -> Result<Vec<ArchiveRecord>> {
 /// none.
 pub fn get(conn: &Connection, id: i64) -> Result<ArchiveRecord> {
     let found = if super::has_table(conn, "archives")? {
-        let mut stmt =
-            conn.prepare(&format!("SELECT {COLUMNS} FROM archives WHERE id = ?1"))?;
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM archives WHERE id = ?1"))?;
         let mut rows = stmt.query_map([id], from_row)?;
         rows.next().transpose()?
     } else {
