@@ -8,7 +8,8 @@
 //! `GET /v1/backups`, `POST /v1/backups`, `POST /v1/backups/{name}/verify`,
 //! `POST /v1/restore`, `POST /v1/recover`, `GET /v1/recoveries`, `GET /v1/migrations`,
 //! `GET /v1/schema`, `POST /v1/schema/fix`, `GET /v1/events`, `GET /v1/errors`,
-//! `POST /v1/errors/{signature}/resolve`, `GET /v1/slow-queries`. `/health/detailed` and `/v1/*` require
+//! `POST /v1/errors/{signature}/resolve`, `GET /v1/slow-queries`, `GET /v1/archives`,
+//! `POST /v1/archives/run`, `POST /v1/archives/{id}/verify`, `POST /v1/archives/{id}/restore`. `/health/detailed` and `/v1/*` require
 //! `Authorization: Bearer <token>` when a token is configured (config
 //! validation requires one off loopback).
 //!
@@ -31,6 +32,7 @@
 //! - `statements`: `/v1/execute`, `/v1/batch` and `/v1/query`, their
 //!   request bodies and the check of integer parameters.
 //! - `dlq`: the `/v1/dlq` routes over the dead-letter queue.
+//! - `archives`: the `/v1/archives` routes (list, run, verify, restore).
 //! - `backups`: the `/v1/backups` routes (take, list, verify), `/v1/restore`,
 //!   `/v1/recover` and `/v1/recoveries`.
 //! - `migrations`: `/v1/migrations`, the migration status.
@@ -43,6 +45,7 @@
 //! - `health`: `/health`, `/ready`, `/health/detailed` and `/metrics`.
 //! - `server`: the accept loop, connection bounds and graceful shutdown.
 
+mod archives;
 mod audit;
 mod backups;
 mod dlq;
@@ -128,6 +131,10 @@ pub fn router(rt: Runtime) -> Router {
         .route("/v1/dlq/{id}/requeue", post(dlq::requeue))
         .route("/v1/dlq/{id}/discard", post(dlq::discard))
         .route("/v1/dlq/{id}/fixed", post(dlq::fixed))
+        .route("/v1/archives", get(archives::list))
+        .route("/v1/archives/run", post(archives::run))
+        .route("/v1/archives/{id}/verify", post(archives::verify))
+        .route("/v1/archives/{id}/restore", post(archives::restore))
         .route("/v1/backups", get(backups::list).post(backups::take))
         .route("/v1/backups/{name}/verify", post(backups::verify))
         .route("/v1/restore", post(backups::restore))
@@ -172,7 +179,7 @@ async fn not_found() -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         error: Error::bad_input(
-            "no such route: use GET /health, /ready, /metrics, /health/detailed, /v1/dlq, /v1/backups, /v1/recoveries, /v1/migrations, /v1/schema, /v1/events, /v1/errors, /v1/slow-queries, or POST /v1/execute, /v1/batch, /v1/query, /v1/backups, /v1/backups/{name}/verify, /v1/restore, /v1/recover, /v1/schema/fix, /v1/errors/{signature}/resolve",
+            "no such route: use GET /health, /ready, /metrics, /health/detailed, /v1/dlq, /v1/backups, /v1/archives, /v1/recoveries, /v1/migrations, /v1/schema, /v1/events, /v1/errors, /v1/slow-queries, or POST /v1/execute, /v1/batch, /v1/query, /v1/backups, /v1/backups/{name}/verify, /v1/archives/run, /v1/archives/{id}/verify, /v1/archives/{id}/restore, /v1/restore, /v1/recover, /v1/schema/fix, /v1/errors/{signature}/resolve",
         ),
     }
 }

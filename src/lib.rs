@@ -103,7 +103,11 @@ mod runtime;
 mod startup;
 mod supervisor;
 
-pub use config::{Config, ConfigError};
+pub use config::{ArchiveSection, Config, ConfigError, RetentionPolicy, TimeFormat};
+pub use resilite_actors::archive::{
+    ArchiveCheck, ArchiveRecord, ArchiveStatus, RestoreCounts as ArchiveRestoreCounts,
+    RunReport as ArchiveRunReport, TableReport as ArchiveTableReport,
+};
 pub use resilite_actors::journal::findings::StoredFinding;
 pub use resilite_actors::schema::{
     ColumnSpec, IndexSpec, Keep, Removal, RemovedRow, Restored, StepStatus, TableSpec,

@@ -19,6 +19,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::archive::ArchiveRecord;
 use crate::backup::{BackupInfo, Verification};
 use crate::breaker::{BreakerState, Transition};
 use crate::error::Error;
@@ -78,11 +79,19 @@ pub enum EventKind {
     ActorRestarted,
     /// An actor failed past its restart limit.
     ActorEscalated,
+    /// Expired rows were moved to a verified archive file.
+    Archive,
+    /// An archive run stopped on an error.
+    ArchiveFailed,
+    /// Expired rows were deleted by a purge-only retention policy.
+    Purge,
+    /// An archive's rows were put back into the database.
+    ArchiveRestore,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::RetryGivenUp,
         EventKind::DeadLettered,
         EventKind::BreakerOpened,
@@ -102,6 +111,10 @@ impl EventKind {
         EventKind::RecoveryFailed,
         EventKind::ActorRestarted,
         EventKind::ActorEscalated,
+        EventKind::Archive,
+        EventKind::ArchiveFailed,
+        EventKind::Purge,
+        EventKind::ArchiveRestore,
     ];
 
     /// The kind as it is serialized: `breaker_opened`, `backup`, ...
@@ -126,6 +139,10 @@ impl EventKind {
             EventKind::RecoveryFailed => "recovery_failed",
             EventKind::ActorRestarted => "actor_restarted",
             EventKind::ActorEscalated => "actor_escalated",
+            EventKind::Archive => "archive",
+            EventKind::ArchiveFailed => "archive_failed",
+            EventKind::Purge => "purge",
+            EventKind::ArchiveRestore => "archive_restore",
         }
     }
 
@@ -438,6 +455,70 @@ impl Event {
             format!("Backup {name} was deleted by retention."),
             "newer backups cover it under backup.keep_last and the generations kept",
             "deleted the file and its sidecar and marked it deleted in the catalog",
+        )
+    }
+
+    /// The rows of `record` were moved to its archive file.
+    pub fn archive(record: &ArchiveRecord) -> Event {
+        Event::new(
+            EventKind::Archive,
+            Severity::Info,
+            record.path.as_str(),
+            format!(
+                "{} rows of table {} (rowids {} to {}) were archived to {}.",
+                record.rows, record.table, record.first_rowid, record.last_rowid, record.path
+            ),
+            format!(
+                "their {} was older than the retention policy keeps ({} to {})",
+                record.column,
+                record.min_value.as_deref().unwrap_or("?"),
+                record.max_value.as_deref().unwrap_or("?")
+            ),
+            "wrote and verified the archive file, recorded it in the catalog, then deleted the rows from the database",
+        )
+    }
+
+    /// An archive run on the database `db` stopped on `error`.
+    pub fn archive_failed(db: &str, error: &Error) -> Event {
+        Event::new(
+            EventKind::ArchiveFailed,
+            Severity::Warning,
+            db,
+            format!("An archive run on {db} stopped: {}", error.message),
+            error.detail.clone(),
+            "rows not yet archived stay in the database; the next run completes or retries what this one left",
+        )
+        .operator_action("fix the cause named above (a retention policy, the archive directory, the disk), then run `resilite archive run` or wait for the next scheduled run")
+    }
+
+    /// A purge-only policy deleted `rows` rows of `table` older than `keep`.
+    pub fn purge(table: &str, rows: u64, keep: std::time::Duration) -> Event {
+        Event::new(
+            EventKind::Purge,
+            Severity::Info,
+            table,
+            format!("{rows} expired rows of table {table} were deleted."),
+            format!(
+                "they were older than the retention policy keeps ({}), and the policy has archive = false",
+                humantime_serde::re::humantime::format_duration(keep)
+            ),
+            "deleted them through the writer, in batches",
+        )
+    }
+
+    /// The rows of `record` were put back: `restored` inserted, `skipped`
+    /// already there.
+    pub fn archive_restore(record: &ArchiveRecord, restored: u64, skipped: u64) -> Event {
+        Event::new(
+            EventKind::ArchiveRestore,
+            Severity::Info,
+            record.path.as_str(),
+            format!(
+                "Archive {} was restored into table {}: {restored} rows put back, {skipped} skipped.",
+                record.id, record.table
+            ),
+            "an operator asked for it",
+            "verified the archive, then inserted each row with its rowid; rows whose key was already there were skipped",
         )
     }
 

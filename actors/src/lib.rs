@@ -45,6 +45,8 @@
 //! - [`breaker`]: circuit breakers, named ones (the `CircuitBreakerActor`)
 //!   and the database breaker, on one state machine, with persisted state
 //!   ([`BreakerHandle`], [`BreakerSnapshot`]).
+//! - [`archive`]: retention policies and archive runs: expired rows
+//!   moved to verified archive files, catalogued, then deleted.
 //! - [`backup`]: the `BackupActor`: online backups, verification,
 //!   retention and the backup catalog ([`BackupConfig`]).
 //! - [`health`]: the `HealthActor` and the inspection of a database file:
@@ -92,6 +94,7 @@ mod gate;
 mod normalise;
 mod value;
 
+pub mod archive;
 pub mod backup;
 pub mod breaker;
 pub mod health;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use resilite_actors::connection::explain_open_failure;
 
+mod archive;
 mod backup;
 mod backups;
 mod checkpoint;
@@ -97,6 +98,10 @@ enum Command {
     /// The slow-query log: statements slower than `[audit] slow_threshold`,
     /// their plans, table scans and suggested indexes. Exit 0.
     SlowQueries(slow_queries::SlowQueriesArgs),
+    /// Archives of expired rows: list, verify, restore, run the
+    /// `[[retention]]` policies. Exit 0 done; 1 when verify finds a damaged
+    /// archive, restore is refused or fails, or a run fails.
+    Archive(archive::ArchiveArgs),
 }
 
 /// Parse the command line and run the verb; returns the process exit code.
@@ -121,6 +126,7 @@ pub fn main() -> ExitCode {
         Command::Events(args) => events::run(args),
         Command::Errors(args) => errors::run(args),
         Command::SlowQueries(args) => slow_queries::run(args),
+        Command::Archive(args) => archive::run(args),
     };
     match result {
         Ok(code) => code,

@@ -34,9 +34,10 @@ use resilite_actors::{BackupConfig, DbOptions, RetryPolicy, WriterConfig};
 pub use resilite_actors::{BreakerConfig, HealthConfig, RetryConfig};
 use serde::{Deserialize, Serialize};
 
+pub use resilite_actors::archive::{RetentionPolicy, TimeFormat};
 pub use sections::{
-    AuditSection, BackupSection, DatabaseConfig, HttpConfig, OnStart, ReadersSection,
-    SchemaSection, SupervisorConfig, WriterSection,
+    ArchiveSection, AuditSection, BackupSection, DatabaseConfig, HttpConfig, OnStart,
+    ReadersSection, SchemaSection, SupervisorConfig, WriterSection,
 };
 pub use validate::MIN_REMOTE_TOKEN_CHARS;
 
@@ -95,6 +96,10 @@ pub struct Config {
     pub schema: SchemaSection,
     /// `[audit]`: the slow-query log and the retention of the audit trail.
     pub audit: AuditSection,
+    /// `[[retention]]`: which rows expire, and whether they are archived.
+    pub retention: Vec<RetentionPolicy>,
+    /// `[archive]`: when archive runs happen and where the files go.
+    pub archive: ArchiveSection,
 }
 
 /// A configuration that cannot be used; the message names the key, the
@@ -151,6 +156,18 @@ impl Config {
         };
         config.validate().map_err(|e| note_env(e, &applied))?;
         Ok(config)
+    }
+
+    /// The options of an archive run: `[archive] dir` (default
+    /// `archives/` beside the database), `batch_rows`, `compress_level`.
+    pub fn archive_options(&self) -> resilite_actors::archive::ArchiveOptions {
+        let mut opts = resilite_actors::archive::ArchiveOptions::for_database(&self.database.path);
+        if let Some(dir) = &self.archive.dir {
+            opts.dir = dir.clone();
+        }
+        opts.batch_rows = self.archive.batch_rows;
+        opts.compress_level = self.archive.compress_level;
+        opts
     }
 
     /// The configuration of the writer's built-in `database` breaker.

@@ -329,3 +329,31 @@ impl Default for AuditSection {
         }
     }
 }
+
+/// `[archive]`: archive runs of the `[[retention]]` policies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveSection {
+    /// Time between scheduled runs (the first an interval after start);
+    /// `"0s"`: none (runs by `rt.archive_now()`, `POST /v1/archives/run`
+    /// or `resilite archive run` only). No policy: no runs.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Rows moved per batch, one archive file each.
+    pub batch_rows: usize,
+    /// Where archive files go; default `archives/` beside the database.
+    pub dir: Option<PathBuf>,
+    /// zstd level of archive files (1 to 19).
+    pub compress_level: i32,
+}
+
+impl Default for ArchiveSection {
+    fn default() -> Self {
+        ArchiveSection {
+            interval: resilite_actors::archive::DEFAULT_INTERVAL,
+            batch_rows: resilite_actors::archive::DEFAULT_BATCH_ROWS,
+            dir: None,
+            compress_level: resilite_actors::backup::DEFAULT_COMPRESS_LEVEL,
+        }
+    }
+}

@@ -59,6 +59,49 @@ impl Config {
         for (name, breaker) in &self.breakers {
             breaker.validate(name).map_err(ConfigError)?;
         }
+        self.validate_archive()?;
+        Ok(())
+    }
+
+    fn validate_archive(&self) -> Result<(), ConfigError> {
+        duration(
+            "archive.interval",
+            self.archive.interval,
+            Duration::ZERO,
+            Duration::from_secs(365 * 86_400),
+        )?;
+        if !self.archive.interval.is_zero() && self.archive.interval < Duration::from_secs(60) {
+            return Err(ConfigError(format!(
+                "config key `archive.interval` = \"{}\" is shorter than 1m: give at least \"1m\" (e.g. \"1h\"), or \"0s\" for no scheduled runs",
+                humantime_serde::re::humantime::format_duration(self.archive.interval)
+            )));
+        }
+        range("archive.batch_rows", self.archive.batch_rows, 1, 1_000_000)?;
+        range(
+            "archive.compress_level",
+            self.archive.compress_level,
+            MIN_COMPRESS_LEVEL,
+            MAX_COMPRESS_LEVEL,
+        )?;
+        if let Some(dir) = &self.archive.dir {
+            if dir.as_os_str().is_empty() {
+                return Err(ConfigError(
+                    "config key `archive.dir` is empty: remove it (archives go beside the database) or name a directory".into(),
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, policy) in self.retention.iter().enumerate() {
+            policy
+                .validate(&format!("retention[{i}]"))
+                .map_err(ConfigError)?;
+            if !seen.insert(policy.table.as_str()) {
+                return Err(ConfigError(format!(
+                    "config key `retention[{i}].table` = \"{}\": a second policy for the same table; keep one `[[retention]]` per table",
+                    policy.table
+                )));
+            }
+        }
         Ok(())
     }
 

@@ -69,6 +69,7 @@ async fn prune(journal: watch::Receiver<WriterSlot>, retention: Duration) {
             journal::events::prune_statement(cutoff),
             journal::errors::prune_statement(cutoff, DEFAULT_KEEP_FREQUENT_ERRORS),
             journal::slow_queries::prune_statement(cutoff),
+            journal::archives::prune_statement(cutoff),
         ];
         if let Err(e) = slot::write(&journal, Operation::Batch(statements)).await {
             if matches!(*journal.borrow(), Slot::Stopped) {

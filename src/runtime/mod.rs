@@ -26,6 +26,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::config::{Config, DATABASE_BREAKER};
 
+mod archive;
 mod audit;
 mod backup;
 mod breakers;
@@ -95,6 +96,8 @@ struct Inner {
     migrating: AtomicBool,
     /// One migration run at a time (each reads the history again anyway).
     migrate_lock: tokio::sync::Mutex<()>,
+    /// One archive run or archive restore at a time.
+    archive_lock: tokio::sync::Mutex<()>,
 }
 
 /// The runtime's overall state, as `/health` reports it.
@@ -246,11 +249,13 @@ impl Runtime {
                 audit,
                 migrating: AtomicBool::new(migrating),
                 migrate_lock: tokio::sync::Mutex::new(()),
+                archive_lock: tokio::sync::Mutex::new(()),
             }),
         };
         damage::watch(&rt);
         breakers::probe_database(&rt);
         durable::forget_applied_keys(&rt);
+        archive::schedule(&rt);
         if let Some(early) = early {
             rt.finish_early_recovery(early).await;
         }

@@ -270,4 +270,30 @@ pub(super) const MIGRATIONS: &[&[&str]] = &[
         last_seen_ms INTEGER NOT NULL
     );
     CREATE INDEX slow_queries_last_seen ON slow_queries (last_seen_ms);"],
+    // Retention and archives: the archive catalog, a row per archive file
+    // of expired rows (see `archive`), with its phase.
+    &["CREATE TABLE archives (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        tbl TEXT NOT NULL,
+        col TEXT NOT NULL,
+        format TEXT NOT NULL,
+        cutoff_ms INTEGER NOT NULL,
+        min_value TEXT,
+        max_value TEXT,
+        first_rowid INTEGER NOT NULL,
+        last_rowid INTEGER NOT NULL,
+        rows INTEGER NOT NULL,
+        uncompressed_size INTEGER NOT NULL,
+        stored_size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at_ms INTEGER,
+        status TEXT NOT NULL CHECK (status IN ('written', 'verified', 'purged', 'restored', 'failed')),
+        detail TEXT,
+        updated_at_ms INTEGER NOT NULL,
+        file_deleted_at_ms INTEGER
+    );
+    CREATE INDEX archives_status ON archives (status);"],
 ];

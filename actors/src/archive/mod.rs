@@ -1,0 +1,48 @@
+//! Retention and archives: rows of an application table older than a
+//! policy's `keep` are moved, in bounded batches, to verified zstd-compressed
+//! SQLite files (the archives) recorded in the journal's catalog, and only
+//! then deleted; or, for a purge-only policy, deleted.
+//!
+//! # Layout
+//!
+//! - `policy`: [`RetentionPolicy`] (`[[retention]]`), [`TimeFormat`],
+//!   [`ArchiveOptions`] (`[archive]`) and the `DEFAULT_*` constants.
+//! - `record`: [`ArchiveRecord`] (a catalog row) and [`ArchiveStatus`].
+//! - `file`: writing an archive file (temporary name, fsync, rename,
+//!   directory fsync, mode 0600) and verifying one.
+//! - `run`: an archive run ([`run`]): resume what a crash left, then each
+//!   policy's batches; the [`Host`] through which it reaches the writer,
+//!   the journal and the events.
+//! - `restore`: putting an archive's rows back ([`restore`]).
+//!
+//! # Phases of one batch, and what a crash after each leaves
+//!
+//! 1. the archive file is written (temporary name, fsync, rename, directory
+//!    fsync); a crash here leaves a file without a catalog row: the next
+//!    run removes it (the rows are still in the database);
+//! 2. the catalog row is recorded `written`; 3. the file is verified and the
+//!    row set `verified`; a crash after 2 or 3 leaves a row whose rows are
+//!    still in the database: the next run verifies the file again and
+//!    deletes them;
+//! 4. the rows are deleted through the writer (one transaction, the deleted
+//!    count compared with the archived one, rolled back on a mismatch);
+//!    5. the row is set `purged`; a crash between 4 and 5 leaves a
+//!    `verified` row whose rows are gone: the next run finds none left and
+//!    sets it `purged`.
+//!
+//! Rows are never in neither place; they are in both only between 1 and 4.
+
+mod file;
+mod policy;
+mod record;
+mod restore;
+mod run;
+
+pub use file::{verify_file, ArchiveCheck};
+pub use policy::{
+    check_identifier, ArchiveOptions, RetentionPolicy, TimeFormat, DEFAULT_BATCH_ROWS,
+    DEFAULT_INTERVAL, MIN_KEEP,
+};
+pub use record::{ArchiveRecord, ArchiveStatus};
+pub use restore::{restore, RestoreCounts};
+pub use run::{run, Host, RunReport, TableReport, WriterJob, FAULT_ENV};

@@ -1,0 +1,417 @@
+//! An archive run: complete what an interrupted run left, then apply each
+//! retention policy in bounded batches (see the module doc for the phases).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+use super::file::{self, Batch};
+use super::policy::{ArchiveOptions, RetentionPolicy};
+use super::record::{ArchiveRecord, ArchiveStatus};
+use crate::backup::{utc_stamp, LocalDir};
+use crate::connection::{open_read_only, DbOptions};
+use crate::error::{Error, ErrorClass, Result};
+use crate::events::Event;
+use crate::journal::archives as catalog;
+use crate::maintenance::now_ms;
+use crate::schema::expected::quote;
+use crate::value::Statement;
+
+/// Environment variable naming a point at which an archive run aborts the
+/// process (`after_write`, `after_record`, `after_verify`,
+/// `after_delete_batch`), for the crash tests. Unset: never.
+pub const FAULT_ENV: &str = "RESILITE_FAULT_ARCHIVE";
+
+/// Work run on the application database's writing connection (the
+/// runtime's writer, or the CLI's own connection), answering two counts
+/// whose meaning is the job's.
+pub type WriterJob = Box<dyn FnOnce(&Connection) -> Result<(u64, u64)> + Send + 'static>;
+
+/// How a run reaches what it does not own.
+pub trait Host {
+    /// Run `job` on the application database's writing connection, after
+    /// every write sent before it, between transactions.
+    fn on_writer(&self, job: WriterJob) -> Result<(u64, u64)>;
+    /// Apply `statements` to the journal, in one transaction, durably.
+    fn journal(&self, statements: Vec<Statement>) -> Result<()>;
+    /// The archive catalog, oldest first.
+    fn catalog(&self) -> Result<Vec<ArchiveRecord>>;
+    /// Record `event`.
+    fn event(&self, event: Event);
+}
+
+/// What one run did for one policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableReport {
+    /// The policy's table.
+    pub table: String,
+    /// Rows moved to archives.
+    pub archived_rows: u64,
+    /// Archive files written.
+    pub archives: u64,
+    /// Rows deleted by a purge-only policy.
+    pub purged_rows: u64,
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Per policy, in config order.
+    pub tables: Vec<TableReport>,
+    /// Archives an interrupted run left that this one completed.
+    pub resumed: u64,
+    /// Archive files without a catalog row (a run stopped before recording
+    /// them; their rows were still in the database) that were removed.
+    pub orphans_removed: u64,
+    /// Archive files deleted because `archive_keep` passed.
+    pub files_expired: u64,
+}
+
+/// Abort the process at `point` when [`FAULT_ENV`] names it.
+fn fault(point: &str) {
+    if std::env::var(FAULT_ENV).is_ok_and(|v| v == point) {
+        eprintln!("{FAULT_ENV}={point}: aborting");
+        std::process::abort();
+    }
+}
+
+/// One archive run on the database `db`: resume, then each policy, then
+/// delete archive files past their `archive_keep`. Blocking. Stops at the
+/// first error (recorded as an `archive_failed` event); what it completed
+/// stays completed.
+pub fn run(
+    db: &DbOptions,
+    policies: &[RetentionPolicy],
+    opts: &ArchiveOptions,
+    host: &dyn Host,
+) -> Result<RunReport> {
+    let result = run_steps(db, policies, opts, host);
+    if let Err(e) = &result {
+        host.event(Event::archive_failed(&db.path.display().to_string(), e));
+    }
+    result
+}
+
+fn run_steps(
+    db: &DbOptions,
+    policies: &[RetentionPolicy],
+    opts: &ArchiveOptions,
+    host: &dyn Host,
+) -> Result<RunReport> {
+    let mut report = RunReport::default();
+    let stem = stem(&db.path);
+    // The catalog keeps absolute paths: a later run may have another
+    // working directory.
+    let mut opts = opts.clone();
+    opts.dir = std::path::absolute(&opts.dir)
+        .map_err(|e| Error::from(e).during("resolve archive directory", &opts.dir))?;
+    let opts = &opts;
+    report.orphans_removed = remove_orphans(&opts.dir, &stem, &host.catalog()?)?;
+    for record in host.catalog()? {
+        if matches!(
+            record.status,
+            ArchiveStatus::Written | ArchiveStatus::Verified
+        ) {
+            complete(record, host)?;
+            report.resumed += 1;
+        }
+    }
+    let src = open_read_only(db)?;
+    for policy in policies {
+        let table = if policy.archive {
+            archive_table(&src, &stem, policy, opts, host)?
+        } else {
+            purge_table(&src, policy, opts, host)?
+        };
+        report.tables.push(table);
+    }
+    report.files_expired = expire_files(host)?;
+    Ok(report)
+}
+
+/// The file stem archives of `db` are named after.
+fn stem(db: &Path) -> String {
+    db.file_stem()
+        .map(|s| s.to_string_lossy().replace(['.', '/'], "_"))
+        .unwrap_or_else(|| "db".into())
+}
+
+/// Remove scratch files, and archive files of this database the catalog
+/// does not list (written by a run that stopped before recording them:
+/// their rows are still in the database). The count of the latter.
+fn remove_orphans(dir: &Path, stem: &str, records: &[ArchiveRecord]) -> Result<u64> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::from(e).during("list archives", dir)),
+    };
+    let known: HashSet<&str> = records.iter().map(|r| r.path.as_str()).collect();
+    let prefix = format!("{stem}-");
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::from(e).during("list archives", dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        let scratch = name.starts_with(&format!(".{prefix}"));
+        let orphan = name.starts_with(&prefix)
+            && name.ends_with(".db.zst")
+            && !known.contains(path.to_string_lossy().as_ref());
+        if scratch || orphan {
+            file::delete(&path)?;
+            if orphan {
+                tracing::warn!(file = %path.display(), "removed an archive file no catalog row lists (a run stopped before recording it; its rows are still in the database)");
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Verify the archive of `record` if it is not yet, then delete its rows
+/// still in the database; record each step.
+fn complete(mut record: ArchiveRecord, host: &dyn Host) -> Result<()> {
+    if record.status == ArchiveStatus::Written {
+        if let Err(e) = file::verify_file(&record) {
+            // Its rows were never deleted (that happens only once
+            // verified): they stay in the database; the file is kept for
+            // a look, marked failed.
+            host.journal(vec![catalog::status_statement(
+                &record.path,
+                ArchiveStatus::Failed,
+                Some(&e.message),
+                now_ms(),
+            )])?;
+            return Err(e);
+        }
+        host.journal(vec![catalog::status_statement(
+            &record.path,
+            ArchiveStatus::Verified,
+            None,
+            now_ms(),
+        )])?;
+        fault("after_verify");
+        record.status = ArchiveStatus::Verified;
+    }
+    let (present, deleted) = host.on_writer(delete_job(&record))?;
+    fault("after_delete_batch");
+    if present != 0 && deleted == 0 {
+        let why = format!(
+            "{present} of its {} rows are in the database (some changed or were deleted since it was written); the rows were left in place and the archive kept: restore it with `resilite archive restore` to put back the missing ones",
+            record.rows
+        );
+        host.journal(vec![catalog::status_statement(
+            &record.path,
+            ArchiveStatus::Failed,
+            Some(&why),
+            now_ms(),
+        )])?;
+        return Err(Error::new(
+            ErrorClass::Constraint,
+            format!("archive {} of table `{}`: {why}", record.path, record.table),
+            why.clone(),
+        ));
+    }
+    host.journal(vec![catalog::status_statement(
+        &record.path,
+        ArchiveStatus::Purged,
+        None,
+        now_ms(),
+    )])?;
+    host.event(Event::archive(&record));
+    Ok(())
+}
+
+/// The job deleting the rows of `record` from the database, exactly: those
+/// in its rowid range that are past its cutoff, in one transaction, only
+/// when all of them (and no more) are there. Answers (rows found, rows
+/// deleted): (0, 0) when they were already deleted, (n, 0) when only n are
+/// there (nothing deleted).
+fn delete_job(record: &ArchiveRecord) -> WriterJob {
+    let filter = record.format.expired_sql(&record.column, 3);
+    let table = quote(&record.table);
+    let (first, last, rows, cutoff) = (
+        record.first_rowid,
+        record.last_rowid,
+        record.rows,
+        record.cutoff_ms,
+    );
+    Box::new(move |conn| {
+        let tx = conn.unchecked_transaction()?;
+        let params = rusqlite::params![first, last, cutoff];
+        let present: i64 = tx.query_row(
+            &format!("SELECT count(*) FROM {table} WHERE rowid BETWEEN ?1 AND ?2 AND {filter}"),
+            params,
+            |r| r.get(0),
+        )?;
+        let present = present as u64;
+        if present != rows {
+            return Ok((present, 0));
+        }
+        let deleted = tx.execute(
+            &format!("DELETE FROM {table} WHERE rowid BETWEEN ?1 AND ?2 AND {filter}"),
+            params,
+        )? as u64;
+        if deleted != rows {
+            // Dropping `tx` rolls back.
+            return Err(Error::classed(
+                ErrorClass::Internal,
+                format!("deleting archived rows of {table} removed {deleted} rows, not {rows}; rolled back"),
+            ));
+        }
+        tx.commit()?;
+        Ok((present, deleted))
+    })
+}
+
+/// Move the expired rows of `policy`'s table to archives, a batch at a
+/// time.
+fn archive_table(
+    src: &Connection,
+    stem: &str,
+    policy: &RetentionPolicy,
+    opts: &ArchiveOptions,
+    host: &dyn Host,
+) -> Result<TableReport> {
+    file::table_shape(src, &policy.table, &policy.column)?;
+    let mut report = TableReport {
+        table: policy.table.clone(),
+        ..TableReport::default()
+    };
+    let now = now_ms();
+    let cutoff_ms = now.saturating_sub(i64::try_from(policy.keep.as_millis()).unwrap_or(i64::MAX));
+    let filter = policy.format.expired_sql(&policy.column, 3);
+    let dest = LocalDir::new(&opts.dir);
+    let mut after = i64::MIN;
+    loop {
+        let tx = src.unchecked_transaction()?;
+        let range: (i64, Option<i64>, Option<i64>) = tx.query_row(
+            &format!(
+                "SELECT count(*), min(rowid), max(rowid) FROM (SELECT rowid FROM {} WHERE rowid > ?1 AND ?2 IS NOT NULL AND {filter} ORDER BY rowid LIMIT {})",
+                quote(&policy.table),
+                opts.batch_rows.max(1)
+            ),
+            rusqlite::params![after, 0, cutoff_ms],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let (count, Some(first), Some(last)) = range else {
+            break;
+        };
+        let created_at_ms = now_ms();
+        let name = format!(
+            "{stem}-{}-{}-{first}.db.zst",
+            policy.table,
+            utc_stamp(created_at_ms)
+        );
+        let batch = Batch {
+            table: &policy.table,
+            column: &policy.column,
+            first,
+            last,
+            filter: &filter,
+            cutoff_ms,
+        };
+        let written = file::write(&tx, &batch, &dest, &name, opts.compress_level)?;
+        drop(tx);
+        if written.rows != count as u64 {
+            let _ = file::delete(&written.path);
+            return Err(Error::classed(
+                ErrorClass::Internal,
+                format!(
+                    "archive {name}: wrote {} rows, selected {count}",
+                    written.rows
+                ),
+            ));
+        }
+        fault("after_write");
+        let record = ArchiveRecord {
+            id: 0,
+            path: written.path.to_string_lossy().into_owned(),
+            table: policy.table.clone(),
+            column: policy.column.clone(),
+            format: policy.format,
+            cutoff_ms,
+            min_value: written.min_value,
+            max_value: written.max_value,
+            first_rowid: first,
+            last_rowid: last,
+            rows: written.rows,
+            uncompressed_size: written.uncompressed_size,
+            stored_size: written.stored_size,
+            ratio: 0.0,
+            sha256: written.sha256,
+            created_at_ms,
+            created_at: String::new(),
+            expires_at_ms: policy.archive_keep.map(|k| {
+                created_at_ms.saturating_add(i64::try_from(k.as_millis()).unwrap_or(i64::MAX))
+            }),
+            status: ArchiveStatus::Written,
+            detail: None,
+            file_deleted_at_ms: None,
+        };
+        host.journal(vec![catalog::insert_statement(&record)])?;
+        fault("after_record");
+        complete(record, host)?;
+        report.archived_rows += count as u64;
+        report.archives += 1;
+        after = last;
+    }
+    Ok(report)
+}
+
+/// Delete the expired rows of a purge-only `policy`'s table, a batch at a
+/// time, and record a `purge` event.
+fn purge_table(
+    src: &Connection,
+    policy: &RetentionPolicy,
+    opts: &ArchiveOptions,
+    host: &dyn Host,
+) -> Result<TableReport> {
+    file::table_shape(src, &policy.table, &policy.column)?;
+    let cutoff_ms =
+        now_ms().saturating_sub(i64::try_from(policy.keep.as_millis()).unwrap_or(i64::MAX));
+    let mut purged = 0;
+    loop {
+        let sql = format!(
+            "DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} WHERE ?1 IS NOT NULL AND ?2 IS NOT NULL AND {f} LIMIT {n})",
+            t = quote(&policy.table),
+            f = policy.format.expired_sql(&policy.column, 3),
+            n = opts.batch_rows.max(1)
+        );
+        let (deleted, _) = host.on_writer(Box::new(move |conn| {
+            let n = conn.execute(&sql, rusqlite::params![0, 0, cutoff_ms])?;
+            Ok((n as u64, 0))
+        }))?;
+        purged += deleted;
+        if deleted == 0 {
+            break;
+        }
+    }
+    if purged > 0 {
+        host.event(Event::purge(&policy.table, purged, policy.keep));
+    }
+    Ok(TableReport {
+        table: policy.table.clone(),
+        purged_rows: purged,
+        ..TableReport::default()
+    })
+}
+
+/// Delete the files of purged or restored archives past `archive_keep`;
+/// the count.
+fn expire_files(host: &dyn Host) -> Result<u64> {
+    let now = now_ms();
+    let mut deleted = 0;
+    for r in host.catalog()? {
+        let due = r.expires_at_ms.is_some_and(|at| at <= now)
+            && r.file_deleted_at_ms.is_none()
+            && matches!(r.status, ArchiveStatus::Purged | ArchiveStatus::Restored);
+        if due {
+            file::delete(Path::new(&r.path))?;
+            host.journal(vec![catalog::file_deleted_statement(&r.path, now)])?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}

@@ -1,0 +1,132 @@
+//! Retention and archives, run by the runtime: `rt.archive_now()`, the
+//! schedule (`[archive] interval`), `rt.archives()`, `rt.verify_archive`,
+//! `rt.restore_archive`. A run is blocking work on its own thread; it
+//! deletes and restores rows through the writer (`WriterHandle::call`),
+//! writes the catalog through the journal writer and records events.
+//! One run or restore at a time.
+
+use std::sync::Arc;
+
+use resilite_actors::archive::{
+    self, ArchiveCheck, ArchiveRecord, Host, RestoreCounts, RunReport, WriterJob,
+};
+use resilite_actors::journal;
+use resilite_actors::slot;
+use resilite_actors::{Error, Event, Operation, Result, Statement, WriterMsg};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+
+use super::Runtime;
+
+/// The runtime's ways to the writer, the journal and the events, for a
+/// run on a blocking thread.
+struct RuntimeHost {
+    tokio: Handle,
+    writer: resilite_actors::writer::WriterHandle,
+    journal: watch::Receiver<slot::WriterSlot>,
+    journal_db: resilite_actors::DbOptions,
+    events: resilite_actors::events::Events,
+}
+
+impl Host for RuntimeHost {
+    fn on_writer(&self, job: WriterJob) -> Result<(u64, u64)> {
+        self.tokio.block_on(self.writer.call(job))
+    }
+
+    fn journal(&self, statements: Vec<Statement>) -> Result<()> {
+        self.tokio
+            .block_on(slot::write(&self.journal, Operation::Batch(statements)))
+            .map(|_| ())
+    }
+
+    fn catalog(&self) -> Result<Vec<ArchiveRecord>> {
+        let conn = resilite_actors::connection::open_read_only(&self.journal_db)?;
+        journal::archives::list(&conn)
+    }
+
+    fn event(&self, event: Event) {
+        self.events.record(event);
+    }
+}
+
+impl Runtime {
+    async fn archive_host(&self) -> Result<RuntimeHost> {
+        let writer = self.writer().await?;
+        let handle = ractor::call!(writer, WriterMsg::Handle)
+            .map_err(|e| Error::unavailable(format!("the writer did not answer: {e}")))?;
+        Ok(RuntimeHost {
+            tokio: Handle::current(),
+            writer: handle,
+            journal: self.inner.journal.clone(),
+            journal_db: self.inner.config.journal_db(),
+            events: self.inner.audit.events.clone(),
+        })
+    }
+
+    /// Run the `[[retention]]` policies now: complete what an interrupted
+    /// run left, then move expired rows to verified archives (or delete
+    /// them, for `archive = false`). Waits for a run already going.
+    pub async fn archive_now(&self) -> Result<RunReport> {
+        let _one = self.inner.archive_lock.lock().await;
+        let host = self.archive_host().await?;
+        let config = &self.inner.config;
+        let (db, policies, opts) = (
+            config.app_db(),
+            config.retention.clone(),
+            config.archive_options(),
+        );
+        tokio::task::spawn_blocking(move || archive::run(&db, &policies, &opts, &host))
+            .await
+            .map_err(|e| Error::unavailable(format!("the archive run ended abnormally: {e}")))?
+    }
+
+    /// The archive catalog, oldest first.
+    pub async fn archives(&self) -> Result<Vec<ArchiveRecord>> {
+        self.read_journal(journal::archives::list).await
+    }
+
+    /// Verify archive `id` now: SHA-256, decompression, `quick_check`, row
+    /// count and rowid range; a damaged file is an error of class
+    /// `corruption`.
+    pub async fn verify_archive(&self, id: i64) -> Result<ArchiveCheck> {
+        let record = self
+            .read_journal(move |c| journal::archives::get(c, id))
+            .await?;
+        tokio::task::spawn_blocking(move || archive::verify_file(&record))
+            .await
+            .map_err(|e| Error::unavailable(format!("the verification ended abnormally: {e}")))?
+    }
+
+    /// Put the rows of archive `id` back into its table (verified first;
+    /// rows whose key is already there are skipped and counted).
+    pub async fn restore_archive(&self, id: i64) -> Result<RestoreCounts> {
+        let _one = self.inner.archive_lock.lock().await;
+        let record = self
+            .read_journal(move |c| journal::archives::get(c, id))
+            .await?;
+        let host = self.archive_host().await?;
+        tokio::task::spawn_blocking(move || archive::restore(&record, &host))
+            .await
+            .map_err(|e| Error::unavailable(format!("the restore ended abnormally: {e}")))?
+    }
+}
+
+/// Run the policies every `[archive] interval` (none when it is zero or
+/// there is no policy); ends with the runtime.
+pub(super) fn schedule(rt: &Runtime) {
+    let interval = rt.inner.config.archive.interval;
+    if interval.is_zero() || rt.inner.config.retention.is_empty() {
+        return;
+    }
+    let weak = Arc::downgrade(&rt.inner);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            let Some(inner) = weak.upgrade() else { return };
+            let rt = Runtime { inner };
+            if let Err(e) = rt.archive_now().await {
+                tracing::warn!(error = %e, "scheduled archive run failed; the next one retries");
+            }
+        }
+    });
+}

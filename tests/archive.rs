@@ -1,0 +1,283 @@
+//! Retention and archives through the `resilite archive` verbs, on real
+//! files: expired rows move to verified archive files and nowhere else,
+//! even when the process dies between phases; restore brings them back;
+//! a damaged archive is refused; policy mistakes are named; a purge-only
+//! policy deletes exactly the expired rows.
+
+mod server;
+
+use server::{resilite, text};
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const ROWS: i64 = 100_000;
+
+/// `logs` with `rows` rows: odd ids 40 days old (expired under keep =
+/// 30d), even ids an hour old.
+fn make_logs(db: &Path, rows: i64) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; CREATE TABLE logs(id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, msg TEXT);",
+    )
+    .unwrap();
+    conn.execute_batch("BEGIN").unwrap();
+    for id in 1..=rows {
+        let age = if id % 2 == 1 { "-40 days" } else { "-1 hours" };
+        conn.execute(
+            "INSERT INTO logs VALUES (?1, strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?2), 'message ' || ?1)",
+            rusqlite::params![id, age],
+        )
+        .unwrap();
+    }
+    conn.execute_batch("COMMIT").unwrap();
+}
+
+fn config(dir: &Path, db: &Path, policy: &str) -> PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[database]\npath = \"{}\"\n[archive]\nbatch_rows = 10000\n{policy}",
+            db.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+const ARCHIVE_LOGS: &str =
+    "[[retention]]\ntable = \"logs\"\ncolumn = \"created_at\"\nkeep = \"30d\"\n";
+
+fn ids(db: &Path) -> BTreeSet<i64> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn.prepare("SELECT id FROM logs").unwrap();
+    let ids = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    ids
+}
+
+fn list(db: &Path) -> Vec<serde_json::Value> {
+    let out = resilite(&["archive", "list", "--db", db.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The ids inside the archive file `path`.
+fn archived_ids(path: &Path) -> Vec<i64> {
+    let plain = path.with_extension("plain-test");
+    resilite_actors::backup::decompress_file(path, &plain).unwrap();
+    let conn = rusqlite::Connection::open(&plain).unwrap();
+    let mut stmt = conn.prepare("SELECT id FROM logs").unwrap();
+    let ids = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    drop(stmt);
+    drop(conn);
+    std::fs::remove_file(&plain).unwrap();
+    ids
+}
+
+fn run_archive(cfg: &Path, fault: Option<&str>) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_resilite"));
+    cmd.args(["archive", "run", "--config", cfg.to_str().unwrap()])
+        .stdin(Stdio::null());
+    if let Some(point) = fault {
+        cmd.env("RESILITE_FAULT_ARCHIVE", point);
+    }
+    cmd.output().unwrap()
+}
+
+/// Every expired row is in exactly one verified archive and not in the
+/// database; every other row is in the database only; every archive file
+/// is catalogued.
+fn assert_each_row_in_one_place(db: &Path, dir: &Path) {
+    let in_db = ids(db);
+    let expected_db: BTreeSet<i64> = (1..=ROWS).filter(|i| i % 2 == 0).collect();
+    assert_eq!(
+        in_db, expected_db,
+        "the database keeps exactly the rows not expired"
+    );
+    let mut archived = Vec::new();
+    let catalog = list(db);
+    for a in &catalog {
+        assert_eq!(a["status"], "purged", "{a}");
+        let path = Path::new(a["path"].as_str().unwrap());
+        let got = archived_ids(path);
+        assert_eq!(got.len() as u64, a["rows"].as_u64().unwrap());
+        archived.extend(got);
+    }
+    let unique: BTreeSet<i64> = archived.iter().copied().collect();
+    assert_eq!(unique.len(), archived.len(), "no row is in two archives");
+    let expected_archived: BTreeSet<i64> = (1..=ROWS).filter(|i| i % 2 == 1).collect();
+    assert_eq!(unique, expected_archived, "every expired row is archived");
+    let files: BTreeSet<String> = std::fs::read_dir(dir.join("archives"))
+        .unwrap()
+        .map(|e| e.unwrap().path().to_string_lossy().into_owned())
+        .collect();
+    let listed: BTreeSet<String> = catalog
+        .iter()
+        .map(|a| a["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        files, listed,
+        "every file in the archive directory is catalogued"
+    );
+}
+
+/// A process killed (aborted) after each phase of a batch, then a run
+/// again: every row is in exactly one place, the archives verify, and
+/// restoring them brings every row back (and skips them all a second time).
+#[test]
+fn archive_run_killed_between_phases_loses_and_duplicates_nothing() {
+    for point in [
+        "after_write",
+        "after_record",
+        "after_verify",
+        "after_delete_batch",
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("app.db");
+        make_logs(&db, ROWS);
+        let cfg = config(tmp.path(), &db, ARCHIVE_LOGS);
+        let killed = run_archive(&cfg, Some(point));
+        assert!(!killed.status.success(), "{point}: {}", text(&killed));
+        let out = run_archive(&cfg, None);
+        assert!(out.status.success(), "{point}: {}", text(&out));
+        assert_each_row_in_one_place(&db, tmp.path());
+
+        if point == "after_delete_batch" {
+            let catalog = list(&db);
+            assert_eq!(catalog.len(), 5);
+            let dbs = db.to_str().unwrap();
+            let mut restored = 0;
+            for a in &catalog {
+                let id = a["id"].to_string();
+                let out = resilite(&["archive", "verify", "--db", dbs, &id]);
+                assert!(out.status.success(), "{}", text(&out));
+                let out = resilite(&["archive", "restore", "--db", dbs, &id, "--yes"]);
+                assert!(out.status.success(), "{}", text(&out));
+                let rows = a["rows"].as_u64().unwrap();
+                assert!(
+                    text(&out).contains(&format!("{rows} rows restored, 0 skipped")),
+                    "{}",
+                    text(&out)
+                );
+                restored += rows;
+            }
+            assert_eq!(restored, (ROWS / 2) as u64);
+            assert_eq!(ids(&db), (1..=ROWS).collect::<BTreeSet<_>>());
+            let id = catalog[0]["id"].to_string();
+            let out = resilite(&["archive", "restore", "--db", dbs, &id, "--yes"]);
+            assert!(
+                text(&out).contains("0 rows restored, 10000 skipped"),
+                "{}",
+                text(&out)
+            );
+        }
+    }
+}
+
+/// An archive file with one byte changed fails verify with a clear error
+/// (exit 1), and restore refuses it without touching the database.
+#[test]
+fn corrupt_archive_fails_verify_and_restore_refuses_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("app.db");
+    make_logs(&db, 2000);
+    let cfg = config(tmp.path(), &db, ARCHIVE_LOGS);
+    let out = run_archive(&cfg, None);
+    assert!(out.status.success(), "{}", text(&out));
+    let a = &list(&db)[0];
+    let path = PathBuf::from(a["path"].as_str().unwrap());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+    let dbs = db.to_str().unwrap();
+    let id = a["id"].to_string();
+    let out = resilite(&["archive", "verify", "--db", dbs, &id]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("archive {id}")) && text(&out).contains("failed verification"),
+        "{}",
+        text(&out)
+    );
+    let before = ids(&db);
+    let out = resilite(&["archive", "restore", "--db", dbs, &id, "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("failed verification"), "{}", text(&out));
+    assert_eq!(ids(&db), before, "nothing was inserted");
+}
+
+/// Policy mistakes are named with the key and how to fix them: a table
+/// name that is not an identifier, keep under 1h, an unknown key, and a
+/// table the database does not have.
+#[test]
+fn retention_policy_mistakes_are_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("app.db");
+    make_logs(&db, 10);
+    let cases = [
+        (
+            "[[retention]]\ntable = \"logs; drop\"\ncolumn = \"created_at\"\nkeep = \"30d\"\n",
+            "`retention[0].table`",
+        ),
+        (
+            "[[retention]]\ntable = \"logs\"\ncolumn = \"created_at\"\nkeep = \"30m\"\n",
+            "shorter than 1h",
+        ),
+        (
+            "[[retention]]\ntable = \"logs\"\ncolum = \"created_at\"\nkeep = \"30d\"\n",
+            "colum",
+        ),
+        (
+            "[[retention]]\ntable = \"nope\"\ncolumn = \"created_at\"\nkeep = \"30d\"\n",
+            "has no table `nope`",
+        ),
+        (
+            "[[retention]]\ntable = \"logs\"\ncolumn = \"at\"\nkeep = \"30d\"\n",
+            "no column `at`",
+        ),
+    ];
+    for (policy, expected) in cases {
+        let cfg = config(tmp.path(), &db, policy);
+        let out = run_archive(&cfg, None);
+        assert_eq!(out.status.code(), Some(1), "{policy}: {}", text(&out));
+        assert!(text(&out).contains(expected), "{policy}: {}", text(&out));
+    }
+    assert_eq!(ids(&db).len(), 10, "nothing was deleted");
+}
+
+/// A purge-only policy (archive = false) deletes exactly the expired rows,
+/// writes no archive, and records a `purge` event.
+#[test]
+fn purge_only_policy_deletes_exactly_the_expired_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("app.db");
+    make_logs(&db, 25_000);
+    let cfg = config(
+        tmp.path(),
+        &db,
+        "[[retention]]\ntable = \"logs\"\ncolumn = \"created_at\"\nkeep = \"30d\"\narchive = false\n",
+    );
+    let out = run_archive(&cfg, None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("12500 rows purged"), "{}", text(&out));
+    let expected: BTreeSet<i64> = (1..=25_000).filter(|i| i % 2 == 0).collect();
+    assert_eq!(ids(&db), expected);
+    assert!(list(&db).is_empty());
+    assert!(!tmp.path().join("archives").exists());
+    let out = resilite(&["events", "--db", db.to_str().unwrap(), "--kind", "purge"]);
+    assert!(
+        text(&out).contains("12500 expired rows of table logs were deleted"),
+        "{}",
+        text(&out)
+    );
+}
