@@ -93,11 +93,12 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod metrics;
+mod log_filter;
 mod runtime;
 mod startup;
 mod supervisor;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigChange, ConfigError};
 pub use resilite_actors::journal::findings::StoredFinding;
 pub use resilite_actors::schema::{
     ColumnSpec, IndexSpec, Keep, Removal, RemovedRow, Restored, StepStatus, TableSpec,
@@ -116,7 +117,9 @@ pub use resilite_actors::{
     ExpectedSchema, Finding, FindingSeverity, FixOptions, FixReport, FixStep, Problem,
     SchemaReport, ValidateOptions,
 };
-pub use runtime::{Durable, NotReady, RecoveryOutcome, RestoreOutcome, Runtime, Status};
+pub use runtime::{
+    Durable, NotReady, RecoveryOutcome, ReloadReport, RestoreOutcome, Runtime, Status,
+};
 
 /// The version of the journal's schema this build of resilite writes. A
 /// journal at a newer version is refused at start (the error names both).

@@ -18,6 +18,7 @@
 //! - `type_errors`: a TOML or type error as a message naming the key, its
 //!   value and what was expected.
 
+mod changes;
 mod env;
 mod sections;
 mod type_errors;
@@ -36,9 +37,10 @@ pub use resilite_actors::{BreakerConfig, HealthConfig, RetryConfig};
 use serde::{Deserialize, Serialize};
 
 pub use sections::{
-    AuditSection, BackupSection, DatabaseConfig, HttpConfig, OnStart, ReadersSection,
+    AuditSection, BackupSection, DatabaseConfig, HttpConfig, LogSection, OnStart, ReadersSection,
     SchemaSection, SupervisorConfig, WriterSection,
 };
+pub use changes::{changes, effective, needs_restart, ConfigChange};
 pub use validate::MIN_REMOTE_TOKEN_CHARS;
 
 use env::{apply_env, note_env};
@@ -64,6 +66,8 @@ pub const DEFAULT_MAX_RESTARTS: u32 = 5;
 pub const DEFAULT_RESTART_WINDOW: Duration = Duration::from_secs(60);
 /// Default time the journal keeps events, error signatures and slow queries.
 pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+/// Default log filter (`[log] level`).
+pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "RESILITE_";
 /// Environment variable of the log filter (not a config key).
@@ -95,6 +99,13 @@ pub struct Config {
     pub schema: SchemaSection,
     /// `[audit]`: the slow-query log and the retention of the audit trail.
     pub audit: AuditSection,
+    /// `[log]`: the log filter of `resilite run`.
+    pub log: LogSection,
+    /// The file this config was loaded from ([`Config::load`]), which
+    /// `Runtime::reload_config` reads again; `None` for a config built in
+    /// code or parsed from text.
+    #[serde(skip)]
+    pub loaded_from: Option<PathBuf>,
 }
 
 /// A configuration that cannot be used; the message names the key, the
@@ -129,6 +140,7 @@ impl Config {
                 config.schema.file = Some(dir.join(file));
             }
         }
+        config.loaded_from = Some(path.to_path_buf());
         Ok(config)
     }
 

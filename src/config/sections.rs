@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     DEFAULT_AUDIT_RETENTION, DEFAULT_BODY_TIMEOUT, DEFAULT_DATABASE_PATH, DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_LOG_LEVEL, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW,
 };
 
@@ -314,6 +314,24 @@ impl Default for AuditSection {
         AuditSection {
             slow_threshold: DEFAULT_SLOW_THRESHOLD,
             retention: DEFAULT_AUDIT_RETENTION,
+        }
+    }
+}
+
+/// `[log]`: the log filter of `resilite run`, applied again on a reload.
+/// `RESILITE_LOG` (or `RUST_LOG`), when set, takes precedence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A tracing filter: a level (`error`, `warn`, `info`, `debug`,
+    /// `trace`) or directives such as `"info,resilite=debug"`.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: DEFAULT_LOG_LEVEL.into(),
         }
     }
 }

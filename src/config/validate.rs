@@ -56,6 +56,7 @@ impl Config {
             Duration::from_secs(3600),
             Duration::from_secs(100 * 365 * 86_400),
         )?;
+        self.validate_log()?;
         for (name, breaker) in &self.breakers {
             breaker.validate(name).map_err(ConfigError)?;
         }
@@ -214,6 +215,16 @@ impl Config {
         Ok(())
     }
 
+    fn validate_log(&self) -> Result<(), ConfigError> {
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
+            ConfigError(format!(
+                "config key `log.level` = \"{}\" is invalid ({e}): use a level (error, warn, info, debug, trace) or directives such as \"info,resilite=debug\"",
+                self.log.level
+            ))
+        })?;
+        Ok(())
+    }
+
     fn validate_schema(&self) -> Result<(), ConfigError> {
         let s = &self.schema;
         if s.file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
@@ -296,6 +307,14 @@ impl Config {
             Duration::from_secs(10 * 366 * 86_400),
         )?;
         duration("health.vacuum_idle", h.vacuum_idle, Duration::ZERO, year)?;
+        if !h.resource_interval.is_zero() {
+            duration(
+                "health.resource_interval",
+                h.resource_interval,
+                Duration::from_millis(10),
+                Duration::from_secs(86_400),
+            )?;
+        }
         duration(
             "health.slow_read",
             h.slow_read,

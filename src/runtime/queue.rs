@@ -61,7 +61,7 @@ impl Runtime {
             kind,
             payload,
             options,
-            &self.inner.config.retry,
+            &self.config().retry,
             cause,
         )?;
         let outcome = slot::write(&self.inner.journal, Operation::Statement(stmt)).await?;
@@ -141,6 +141,6 @@ impl Runtime {
         &self,
         f: impl FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        read_blocking(&self.inner.config.journal_db(), f).await
+        read_blocking(&self.config().journal_db(), f).await
     }
 }
