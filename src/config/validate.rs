@@ -307,14 +307,6 @@ impl Config {
             Duration::from_secs(10 * 366 * 86_400),
         )?;
         duration("health.vacuum_idle", h.vacuum_idle, Duration::ZERO, year)?;
-        if !h.resource_interval.is_zero() {
-            duration(
-                "health.resource_interval",
-                h.resource_interval,
-                Duration::from_millis(10),
-                Duration::from_secs(86_400),
-            )?;
-        }
         duration(
             "health.slow_read",
             h.slow_read,

@@ -36,9 +36,6 @@ pub const DEFAULT_BACKUP_MISSING_AFTER: Duration = Duration::from_secs(10 * 60);
 /// Default `min_disk_free_pct`.
 pub const DEFAULT_MIN_DISK_FREE_PCT: f64 = 10.0;
 
-/// Default `resource_interval`: how often the process's resources are sampled.
-pub const DEFAULT_RESOURCE_INTERVAL: Duration = Duration::from_secs(60);
-
 /// `[health]`: check schedules, thresholds and automatic maintenance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -92,11 +89,6 @@ pub struct HealthConfig {
     /// backup makes the status CRITICAL (the first one is taken at start).
     #[serde(with = "humantime_serde")]
     pub backup_missing_after: Duration,
-    /// How often the process's resources (memory, CPU, descriptors, file
-    /// sizes, free disk, queue depth, write rate) are sampled into the
-    /// journal and `/metrics`; `0s`: off.
-    #[serde(with = "humantime_serde")]
-    pub resource_interval: Duration,
     /// `backup.interval`, copied from `[backup]` (zero: no schedule, and
     /// no backup-age rule).
     #[serde(skip)]
@@ -124,7 +116,6 @@ impl Default for HealthConfig {
             min_disk_free_pct: DEFAULT_MIN_DISK_FREE_PCT,
             backup_max_age: Duration::ZERO,
             backup_missing_after: DEFAULT_BACKUP_MISSING_AFTER,
-            resource_interval: DEFAULT_RESOURCE_INTERVAL,
             backup_interval: Duration::ZERO,
         }
     }
