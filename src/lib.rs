@@ -92,8 +92,8 @@
 pub mod cli;
 pub mod config;
 pub mod http;
-pub mod metrics;
 mod log_filter;
+pub mod metrics;
 mod runtime;
 mod startup;
 mod supervisor;

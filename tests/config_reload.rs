@@ -35,12 +35,18 @@ async fn start_from_file(dir: &Path, extra: &str) -> Runtime {
 
 /// A write and a read both answer.
 async fn serves(rt: &Runtime) {
-    rt.execute(Statement::new("INSERT INTO t(v) VALUES (1)", Vec::<Value>::new()))
-        .await
-        .expect("writes are served");
-    rt.query(Statement::new("SELECT count(*) FROM t", Vec::<Value>::new()))
-        .await
-        .expect("reads are served");
+    rt.execute(Statement::new(
+        "INSERT INTO t(v) VALUES (1)",
+        Vec::<Value>::new(),
+    ))
+    .await
+    .expect("writes are served");
+    rt.query(Statement::new(
+        "SELECT count(*) FROM t",
+        Vec::<Value>::new(),
+    ))
+    .await
+    .expect("reads are served");
 }
 
 /// A query that takes a few milliseconds.
@@ -68,8 +74,16 @@ async fn reload_refuses_an_invalid_file_and_keeps_serving() {
         let err = rt.reload_config().await.expect_err(text);
         assert_eq!(err.class, ErrorClass::BadInput, "{text}");
         assert!(err.detail.contains(reason), "{text}: {}", err.detail);
-        assert!(err.detail.contains("keeps the one in effect"), "{}", err.detail);
-        assert_eq!(*rt.config(), *before, "{text}: the config in effect changed");
+        assert!(
+            err.detail.contains("keeps the one in effect"),
+            "{}",
+            err.detail
+        );
+        assert_eq!(
+            *rt.config(),
+            *before,
+            "{text}: the config in effect changed"
+        );
         serves(&rt).await;
     }
     rt.flush_logs().await.unwrap();
@@ -96,10 +110,9 @@ async fn reload_applies_a_lower_slow_threshold_and_lists_restart_only_keys() {
     assert!(rt.slow_queries().await.unwrap().is_empty());
 
     let path = dir.path().join("config.toml");
-    let text = std::fs::read_to_string(&path).unwrap().replace(
-        "[database]\n",
-        "[database]\nbusy_timeout = \"9s\"\n",
-    );
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("[database]\n", "[database]\nbusy_timeout = \"9s\"\n");
     std::fs::write(&path, text.replace("\"1h\"", "\"1ms\"")).unwrap();
     let report = rt.reload_config().await.unwrap();
     let keys: Vec<(&str, bool, bool)> = report
@@ -129,7 +142,10 @@ async fn reload_applies_a_lower_slow_threshold_and_lists_restart_only_keys() {
         .await
         .unwrap();
     assert_eq!(page.events.len(), 1);
-    assert!(page.events[0].event.cause.contains("audit.slow_threshold: 1h → 1ms"));
+    assert!(page.events[0]
+        .event
+        .cause
+        .contains("audit.slow_threshold: 1h → 1ms"));
     rt.shutdown().await.unwrap();
 }
 
@@ -146,7 +162,10 @@ async fn reload_from_a_value_applies_breaker_and_health_settings() {
     let mut new = (*rt.config()).clone();
     new.health.interval = Duration::from_secs(2);
     new.retry.max_attempts = 3;
-    new.breakers.entry("smtp".into()).or_default().consecutive_failures = 1;
+    new.breakers
+        .entry("smtp".into())
+        .or_default()
+        .consecutive_failures = 1;
     let report = rt.reload_config_from(new.clone()).await.unwrap();
     assert!(report.needs_restart.is_empty());
     assert_eq!(*rt.config(), new);
@@ -198,7 +217,11 @@ async fn sighup_and_http_reload_on_a_real_process() {
     let c = Client::new();
     assert_eq!(execute(&c, &s, OLD).await, StatusCode::OK);
 
-    std::fs::write(dir.path().join("config.toml"), "[health]\ninterval = \"nope\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[health]\ninterval = \"nope\"\n",
+    )
+    .unwrap();
     hup(&s);
     let log = dir.path().join("stderr.log");
     let deadline = Instant::now() + Duration::from_secs(10);

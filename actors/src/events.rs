@@ -485,7 +485,9 @@ impl Event {
                 pending.len()
             )
         };
-        let mut cause = String::from("a reload was asked for (SIGHUP, POST /v1/config/reload or rt.reload_config)");
+        let mut cause = String::from(
+            "a reload was asked for (SIGHUP, POST /v1/config/reload or rt.reload_config)",
+        );
         if !applied.is_empty() {
             cause.push_str("; applied: ");
             cause.push_str(&applied.join(", "));

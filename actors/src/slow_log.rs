@@ -15,9 +15,9 @@
 //! The SQL is in [`journal::slow_queries`](crate::journal::slow_queries).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::future::Future;
 use std::time::Duration;
 
 use rusqlite::Connection;

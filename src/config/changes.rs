@@ -177,7 +177,12 @@ mod tests {
         let keys: Vec<_> = list.iter().map(|c| c.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["database.path", "health.interval", "http.listen", "http.token"]
+            [
+                "database.path",
+                "health.interval",
+                "http.listen",
+                "http.token"
+            ]
         );
         assert!(list[0].needs_restart && !list[0].applied);
         assert!(list[1].applied && !list[1].needs_restart);

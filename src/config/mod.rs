@@ -36,11 +36,11 @@ use resilite_actors::{BackupConfig, DbOptions, RetryPolicy, WriterConfig};
 pub use resilite_actors::{BreakerConfig, HealthConfig, RetryConfig};
 use serde::{Deserialize, Serialize};
 
+pub use changes::{changes, effective, needs_restart, ConfigChange};
 pub use sections::{
     AuditSection, BackupSection, DatabaseConfig, HttpConfig, LogSection, OnStart, ReadersSection,
     SchemaSection, SupervisorConfig, WriterSection,
 };
-pub use changes::{changes, effective, needs_restart, ConfigChange};
 pub use validate::MIN_REMOTE_TOKEN_CHARS;
 
 use env::{apply_env, note_env};

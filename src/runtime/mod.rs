@@ -157,12 +157,7 @@ impl Runtime {
             journal: published.journal.clone(),
             roster: senders.roster.clone(),
             children: children(
-                &config,
-                &config_rx,
-                senders,
-                &published,
-                &database,
-                &handlers,
+                &config, &config_rx, senders, &published, &database, &handlers,
             ),
         };
         let (supervisor, _) = RootSupervisor::spawn(None, RootSupervisor, args)
@@ -491,13 +486,13 @@ fn children(
             {
                 let current = current.clone();
                 move || {
-                // Restart from the state journaled last, not the one at startup.
-                let mut args = breakers.clone();
-                args.configs = named_breakers(&current.borrow());
-                args.restored =
-                    open_read_only(&journal_db).and_then(|c| journal::breakers::load(&c))?;
-                Ok((CircuitBreakerActor, args))
-            }
+                    // Restart from the state journaled last, not the one at startup.
+                    let mut args = breakers.clone();
+                    args.configs = named_breakers(&current.borrow());
+                    args.restored =
+                        open_read_only(&journal_db).and_then(|c| journal::breakers::load(&c))?;
+                    Ok((CircuitBreakerActor, args))
+                }
             },
             senders.breakers,
         ),

@@ -90,8 +90,7 @@ impl Runtime {
     async fn apply_config(&self, source: String, new: Config) -> Result<ReloadReport> {
         let _one_at_a_time = self.inner.reloading.lock().await;
         let old = self.config();
-        let mut changes =
-            config::changes(&old, &new).map_err(|e| self.refuse(&source, &e.0))?;
+        let mut changes = config::changes(&old, &new).map_err(|e| self.refuse(&source, &e.0))?;
         let now = Arc::new(config::effective(&old, &new).map_err(|e| self.refuse(&source, &e.0))?);
         // Children restarting from here on start with the new settings.
         self.inner.config.send_replace(now.clone());
