@@ -38,6 +38,7 @@
 //! - `migrations`: `/v1/migrations`, the migration status.
 //! - `schema`: `/v1/schema` (validate against `[schema] file`) and
 //!   `/v1/schema/fix`.
+//! - `config`: `POST /v1/config/reload`, the hot reload of the config file.
 //! - `audit`: the audit trail: `/v1/events`, `/v1/errors` and
 //!   `/v1/slow-queries`.
 //! - `errors`: `ApiError` (status and JSON body), the layer that gives
@@ -48,6 +49,7 @@
 mod archives;
 mod audit;
 mod backups;
+mod config;
 mod dlq;
 mod errors;
 mod health;
@@ -76,7 +78,6 @@ use errors::{json_errors, ApiError};
 #[derive(Clone)]
 struct AppState {
     rt: Runtime,
-    token: Option<String>,
     body_timeout: Duration,
 }
 
@@ -117,7 +118,6 @@ pub fn router(rt: Runtime) -> Router {
     let http = &rt.config().http;
     let max_body_bytes = http.max_body_bytes;
     let state = AppState {
-        token: http.token.clone(),
         body_timeout: http.body_timeout,
         rt: rt.clone(),
     };
@@ -147,6 +147,7 @@ pub fn router(rt: Runtime) -> Router {
         .route("/v1/errors", get(audit::errors))
         .route("/v1/errors/{signature}/resolve", post(audit::resolve))
         .route("/v1/slow-queries", get(audit::slow_queries))
+        .route("/v1/config/reload", post(config::reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health::liveness))
@@ -179,13 +180,15 @@ async fn not_found() -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         error: Error::bad_input(
-            "no such route: use GET /health, /ready, /metrics, /health/detailed, /v1/dlq, /v1/backups, /v1/archives, /v1/recoveries, /v1/migrations, /v1/schema, /v1/events, /v1/errors, /v1/slow-queries, or POST /v1/execute, /v1/batch, /v1/query, /v1/backups, /v1/backups/{name}/verify, /v1/archives/run, /v1/archives/{id}/verify, /v1/archives/{id}/restore, /v1/restore, /v1/recover, /v1/schema/fix, /v1/errors/{signature}/resolve",
+            "no such route: use GET /health, /ready, /metrics, /health/detailed, /v1/dlq, /v1/backups, /v1/archives, /v1/recoveries, /v1/migrations, /v1/schema, /v1/events, /v1/errors, /v1/slow-queries, or POST /v1/execute, /v1/batch, /v1/query, /v1/config/reload, /v1/backups, /v1/backups/{name}/verify, /v1/archives/run, /v1/archives/{id}/verify, /v1/archives/{id}/restore, /v1/restore, /v1/recover, /v1/schema/fix, /v1/errors/{signature}/resolve",
         ),
     }
 }
 
 async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(expected) = &s.token {
+    // The token in effect: a reload changes it for the next request.
+    let config = s.rt.config();
+    if let Some(expected) = &config.http.token {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)

@@ -98,12 +98,13 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+mod log_filter;
 pub mod metrics;
 mod runtime;
 mod startup;
 mod supervisor;
 
-pub use config::{ArchiveSection, Config, ConfigError, RetentionPolicy, TimeFormat};
+pub use config::{ArchiveSection, Config, ConfigChange, ConfigError, RetentionPolicy, TimeFormat};
 pub use resilite_actors::archive::{
     ArchiveCheck, ArchiveRecord, ArchiveStatus, RestoreCounts as ArchiveRestoreCounts,
     RunReport as ArchiveRunReport, TableReport as ArchiveTableReport,
@@ -128,7 +129,9 @@ pub use resilite_actors::{
     ExpectedSchema, Finding, FindingSeverity, FixOptions, FixReport, FixStep, Problem,
     SchemaReport, ValidateOptions,
 };
-pub use runtime::{Durable, NotReady, RecoveryOutcome, RestoreOutcome, Runtime, Status};
+pub use runtime::{
+    Durable, NotReady, RecoveryOutcome, ReloadReport, RestoreOutcome, Runtime, Status,
+};
 
 /// The version of the journal's schema this build of resilite writes. A
 /// journal at a newer version is refused at start (the error names both).

@@ -278,7 +278,7 @@ async fn idempotency_keys_are_forgotten_after_their_retention() {
     };
     t.rt.write(once("old", 1)).await.unwrap();
     t.rt.write(once("young", 2)).await.unwrap();
-    let config = t.rt.config().clone();
+    let config = (*t.rt.config()).clone();
     t.rt.shutdown().await.unwrap();
     let eight_days_ms = 8 * 86_400_000;
     open_direct(&config.database.path)

@@ -87,11 +87,15 @@ pub enum EventKind {
     Purge,
     /// An archive's rows were put back into the database.
     ArchiveRestore,
+    /// A configuration reload was applied.
+    ConfigChange,
+    /// A configuration reload was refused: the runtime keeps its config.
+    ConfigRejected,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 23] = [
+    pub const ALL: [EventKind; 25] = [
         EventKind::RetryGivenUp,
         EventKind::DeadLettered,
         EventKind::BreakerOpened,
@@ -115,6 +119,8 @@ impl EventKind {
         EventKind::ArchiveFailed,
         EventKind::Purge,
         EventKind::ArchiveRestore,
+        EventKind::ConfigChange,
+        EventKind::ConfigRejected,
     ];
 
     /// The kind as it is serialized: `breaker_opened`, `backup`, ...
@@ -143,6 +149,8 @@ impl EventKind {
             EventKind::ArchiveFailed => "archive_failed",
             EventKind::Purge => "purge",
             EventKind::ArchiveRestore => "archive_restore",
+            EventKind::ConfigChange => "config_change",
+            EventKind::ConfigRejected => "config_rejected",
         }
     }
 
@@ -543,6 +551,58 @@ impl Event {
             )
             .operator_action("find the cause in the log and the journal's actor_restarts, fix it, then restart resilite"),
         }
+    }
+
+    /// A configuration reload from `source` (a file, or `a Config value`)
+    /// was applied: `applied` lists the keys the runtime took (`key: old →
+    /// new`, secrets hidden), `pending` those that need a restart.
+    pub fn config_change(source: &str, applied: &[String], pending: &[String]) -> Event {
+        let summary = if applied.is_empty() && pending.is_empty() {
+            "The configuration was reloaded; nothing changed.".to_string()
+        } else {
+            format!(
+                "The configuration was reloaded: {} key(s) applied, {} waiting for a restart.",
+                applied.len(),
+                pending.len()
+            )
+        };
+        let mut cause = String::from(
+            "a reload was asked for (SIGHUP, POST /v1/config/reload or rt.reload_config)",
+        );
+        if !applied.is_empty() {
+            cause.push_str("; applied: ");
+            cause.push_str(&applied.join(", "));
+        }
+        if !pending.is_empty() {
+            cause.push_str("; need a restart: ");
+            cause.push_str(&pending.join(", "));
+        }
+        let event = Event::new(
+            EventKind::ConfigChange,
+            Severity::Info,
+            source,
+            summary,
+            cause,
+            "sent every actor its new settings; keys that need a restart keep their running values",
+        );
+        if pending.is_empty() {
+            event
+        } else {
+            event.operator_action("restart resilite to apply the keys that need a restart")
+        }
+    }
+
+    /// A configuration reload from `source` was refused for `reason`.
+    pub fn config_rejected(source: &str, reason: &str) -> Event {
+        Event::new(
+            EventKind::ConfigRejected,
+            Severity::Warning,
+            source,
+            "A configuration reload was refused; the runtime keeps running on its current configuration.",
+            reason,
+            "kept the configuration in effect unchanged",
+        )
+        .operator_action("fix the file as the cause says, then reload again (SIGHUP or POST /v1/config/reload)")
     }
 
     /// A recovery or restore attempt, from its record.

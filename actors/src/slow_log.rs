@@ -16,6 +16,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -56,18 +58,25 @@ enum Msg {
     Flush(oneshot::Sender<bool>),
 }
 
+/// `d` in nanoseconds, saturating.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Records slow writes and queries. Cloneable; the task behind it writes
 /// what is left and ends when the last clone is dropped.
 #[derive(Clone)]
 pub struct SlowLog {
-    threshold: Option<Duration>,
+    /// The threshold in nanoseconds; 0: off. Shared by the clones, and
+    /// changed by a reload ([`SlowLog::set_threshold`]).
+    threshold_ns: Arc<AtomicU64>,
     queue: Option<mpsc::Sender<Msg>>,
 }
 
 impl std::fmt::Debug for SlowLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SlowLog")
-            .field("threshold", &self.threshold)
+            .field("threshold", &self.threshold())
             .finish_non_exhaustive()
     }
 }
@@ -75,40 +84,50 @@ impl std::fmt::Debug for SlowLog {
 impl SlowLog {
     /// Start the task: plans are asked of `app` (read-only), rows written
     /// through the journal writer in `journal`. A zero `threshold` turns
-    /// the log off (no task). Call it within a tokio runtime.
+    /// the log off until [`set_threshold`](Self::set_threshold) turns it
+    /// on (the task waits idle). Call it within a tokio runtime.
     pub fn start(
         journal: watch::Receiver<WriterSlot>,
         app: DbOptions,
         threshold: Duration,
         every: Duration,
     ) -> SlowLog {
-        if threshold.is_zero() {
-            return SlowLog::off();
-        }
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(task(journal, app, rx, every));
         SlowLog {
-            threshold: Some(threshold),
+            threshold_ns: Arc::new(AtomicU64::new(nanos(threshold))),
             queue: Some(tx),
         }
     }
 
-    /// A log that records nothing.
+    /// A log that records nothing, ever.
     pub fn off() -> SlowLog {
         SlowLog {
-            threshold: None,
+            threshold_ns: Arc::new(AtomicU64::new(0)),
             queue: None,
         }
     }
 
+    /// The threshold in force; zero: off.
+    pub fn threshold(&self) -> Duration {
+        Duration::from_nanos(self.threshold_ns.load(Ordering::Relaxed))
+    }
+
+    /// Change the threshold of this log and all its clones (a reload);
+    /// zero turns it off. A log made with [`off`](Self::off) stays off.
+    pub fn set_threshold(&self, threshold: Duration) {
+        self.threshold_ns.store(nanos(threshold), Ordering::Relaxed);
+    }
+
     /// Whether slow answers are recorded (callers keep the SQL only then).
     pub fn enabled(&self) -> bool {
-        self.threshold.is_some()
+        self.queue.is_some() && self.threshold_ns.load(Ordering::Relaxed) > 0
     }
 
     /// Whether an answer that took `elapsed` is slow.
     pub fn is_slow(&self, elapsed: Duration) -> bool {
-        self.threshold.is_some_and(|t| elapsed >= t)
+        let t = self.threshold_ns.load(Ordering::Relaxed);
+        t > 0 && nanos(elapsed) >= t
     }
 
     /// Queue `sample` for the task; never waits (dropped when it is behind).

@@ -188,12 +188,24 @@ fn explained(path: &std::path::Path, err: resilite_actors::Error) -> resilite_ac
 }
 
 fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env(crate::config::LOG_ENV)
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{fmt, reload, EnvFilter};
+    let fixed = EnvFilter::try_from_env(crate::config::LOG_ENV)
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .ok();
+    let fixed_by_env = fixed.is_some();
+    let filter = fixed.unwrap_or_else(|| EnvFilter::new(crate::config::DEFAULT_LOG_LEVEL));
+    let (filter, handle) = reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt::layer().with_writer(std::io::stderr))
         .init();
+    // RESILITE_LOG (or RUST_LOG) wins over `[log] level`: the filter is
+    // made reloadable only without them.
+    if !fixed_by_env {
+        crate::log_filter::install(Box::new(move |level| {
+            let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+            handle.reload(filter).map_err(|e| e.to_string())
+        }));
+    }
 }

@@ -1,4 +1,6 @@
-//! `resilite run`: the standalone process.
+//! `resilite run`: the standalone process. SIGTERM or SIGINT stop it
+//! (draining writes, exit 0); SIGHUP reloads the config file (a file that
+//! is refused is logged and the process keeps running).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -19,6 +21,10 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let config = Config::load(&args.config)?;
+    // `[log] level`, unless RESILITE_LOG set the filter.
+    if let Some(Err(e)) = crate::log_filter::set(&config.log.level) {
+        tracing::warn!(error = %e, "log.level was not applied");
+    }
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -33,6 +39,7 @@ async fn serve(config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // The migrations of `schema.migrations_dir` are applied while the
     // server already answers: `/ready` says 503 (migrating) until then.
     let rt = Runtime::launch(config).await?;
+    reload_on_sighup(rt.clone());
     let addr = listener.local_addr()?;
     // Scripts and tests read this line to find the port.
     println!("resilite listening on http://{addr}");
@@ -57,6 +64,26 @@ async fn serve(config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
     tracing::info!("stopped accepting requests; draining writes");
     rt.shutdown().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// On SIGHUP, reload the config file: a refused one is logged (with the
+/// reason) and the process keeps running on the configuration in effect.
+fn reload_on_sighup(rt: Runtime) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; reload with POST /v1/config/reload");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the configuration");
+            // A refusal is logged by the reload itself, with its reason.
+            let _ = rt.reload_config().await;
+        }
+    });
 }
 
 async fn shutdown_signal() {

@@ -17,6 +17,7 @@
 //! - `type_errors`: a TOML or type error as a message naming the key, its
 //!   value and what was expected.
 
+mod changes;
 mod env;
 mod sections;
 mod type_errors;
@@ -34,9 +35,10 @@ use resilite_actors::{BackupConfig, DbOptions, RetryPolicy, WriterConfig};
 pub use resilite_actors::{BreakerConfig, HealthConfig, RetryConfig};
 use serde::{Deserialize, Serialize};
 
+pub use changes::{changes, effective, needs_restart, ConfigChange};
 pub use resilite_actors::archive::{RetentionPolicy, TimeFormat};
 pub use sections::{
-    ArchiveSection, AuditSection, BackupSection, DatabaseConfig, HttpConfig, OnStart,
+    ArchiveSection, AuditSection, BackupSection, DatabaseConfig, HttpConfig, LogSection, OnStart,
     ReadersSection, SchemaSection, SupervisorConfig, WriterSection,
 };
 pub use validate::MIN_REMOTE_TOKEN_CHARS;
@@ -64,6 +66,8 @@ pub const DEFAULT_MAX_RESTARTS: u32 = 5;
 pub const DEFAULT_RESTART_WINDOW: Duration = Duration::from_secs(60);
 /// Default time the journal keeps events, error signatures and slow queries.
 pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+/// Default log filter (`[log] level`).
+pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "RESILITE_";
 /// Environment variable of the log filter (not a config key).
@@ -100,6 +104,13 @@ pub struct Config {
     pub retention: Vec<RetentionPolicy>,
     /// `[archive]`: when archive runs happen and where the files go.
     pub archive: ArchiveSection,
+    /// `[log]`: the log filter of `resilite run`.
+    pub log: LogSection,
+    /// The file this config was loaded from ([`Config::load`]), which
+    /// `Runtime::reload_config` reads again; `None` for a config built in
+    /// code or parsed from text.
+    #[serde(skip)]
+    pub loaded_from: Option<PathBuf>,
 }
 
 /// A configuration that cannot be used; the message names the key, the
@@ -135,6 +146,7 @@ impl Config {
                 *p = dir.join(&*p);
             }
         }
+        config.loaded_from = Some(path.to_path_buf());
         Ok(config)
     }
 

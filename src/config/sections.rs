@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     DEFAULT_AUDIT_RETENTION, DEFAULT_BODY_TIMEOUT, DEFAULT_DATABASE_PATH, DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_LOG_LEVEL, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW,
 };
 
 /// `[database]`
@@ -354,6 +354,24 @@ impl Default for ArchiveSection {
             batch_rows: resilite_actors::archive::DEFAULT_BATCH_ROWS,
             dir: None,
             compress_level: resilite_actors::backup::DEFAULT_COMPRESS_LEVEL,
+        }
+    }
+}
+
+/// `[log]`: the log filter of `resilite run`, applied again on a reload.
+/// `RESILITE_LOG` (or `RUST_LOG`), when set, takes precedence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A tracing filter: a level (`error`, `warn`, `info`, `debug`,
+    /// `trace`) or directives such as `"info,resilite=debug"`.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: DEFAULT_LOG_LEVEL.into(),
         }
     }
 }

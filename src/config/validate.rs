@@ -56,6 +56,7 @@ impl Config {
             Duration::from_secs(3600),
             Duration::from_secs(100 * 365 * 86_400),
         )?;
+        self.validate_log()?;
         for (name, breaker) in &self.breakers {
             breaker.validate(name).map_err(ConfigError)?;
         }
@@ -254,6 +255,16 @@ impl Config {
             Duration::from_millis(1),
             Duration::from_secs(3600),
         )?;
+        Ok(())
+    }
+
+    fn validate_log(&self) -> Result<(), ConfigError> {
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
+            ConfigError(format!(
+                "config key `log.level` = \"{}\" is invalid ({e}): use a level (error, warn, info, debug, trace) or directives such as \"info,resilite=debug\"",
+                self.log.level
+            ))
+        })?;
         Ok(())
     }
 

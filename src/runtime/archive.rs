@@ -58,7 +58,7 @@ impl Runtime {
             tokio: Handle::current(),
             writer: handle,
             journal: self.inner.journal.clone(),
-            journal_db: self.inner.config.journal_db(),
+            journal_db: self.config().journal_db(),
             events: self.inner.audit.events.clone(),
         })
     }
@@ -69,7 +69,7 @@ impl Runtime {
     pub async fn archive_now(&self) -> Result<RunReport> {
         let _one = self.inner.archive_lock.lock().await;
         let host = self.archive_host().await?;
-        let config = &self.inner.config;
+        let config = self.config();
         let (db, policies, opts) = (
             config.app_db(),
             config.retention.clone(),
@@ -111,17 +111,30 @@ impl Runtime {
     }
 }
 
-/// Run the policies every `[archive] interval` (none when it is zero or
-/// there is no policy); ends with the runtime.
+/// Run the policies every `[archive] interval` (none while it is zero or
+/// there is no policy); a reload that changes the config starts the wait
+/// again with the new settings. Ends with the runtime.
 pub(super) fn schedule(rt: &Runtime) {
-    let interval = rt.inner.config.archive.interval;
-    if interval.is_zero() || rt.inner.config.retention.is_empty() {
-        return;
-    }
     let weak = Arc::downgrade(&rt.inner);
+    let mut config = rt.inner.config.subscribe();
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(interval).await;
+            let interval = {
+                let c = config.borrow_and_update();
+                (!c.retention.is_empty()).then_some(c.archive.interval)
+            }
+            .filter(|i| !i.is_zero());
+            let due = match interval {
+                Some(interval) => tokio::select! {
+                    _ = tokio::time::sleep(interval) => true,
+                    changed = config.changed() => if changed.is_err() { return } else { false },
+                },
+                None if config.changed().await.is_err() => return,
+                None => false,
+            };
+            if !due {
+                continue;
+            }
             let Some(inner) = weak.upgrade() else { return };
             let rt = Runtime { inner };
             if let Err(e) = rt.archive_now().await {

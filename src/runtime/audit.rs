@@ -44,8 +44,12 @@ pub(super) struct Audit {
 impl Audit {
     /// Start the recorders' tasks and the pruning task, all writing through
     /// the journal writer in `journal`.
-    pub(super) fn start(config: &Config, journal: &watch::Receiver<WriterSlot>) -> Audit {
-        tokio::spawn(prune(journal.clone(), config.audit.retention));
+    pub(super) fn start(
+        config: &Config,
+        current: watch::Receiver<std::sync::Arc<Config>>,
+        journal: &watch::Receiver<WriterSlot>,
+    ) -> Audit {
+        tokio::spawn(prune(journal.clone(), current));
         Audit {
             events: Events::start(journal.clone()),
             errors: ErrorLog::start(journal.clone(), error_log::DEFAULT_FLUSH_EVERY),
@@ -59,10 +63,14 @@ impl Audit {
     }
 }
 
-/// Delete what is past `retention` now and every [`PRUNE_EVERY`], until the
-/// journal writer stops.
-async fn prune(journal: watch::Receiver<WriterSlot>, retention: Duration) {
+/// Delete what is past `[audit] retention` (as `current` has it at each
+/// run) now and every [`PRUNE_EVERY`], until the journal writer stops.
+async fn prune(
+    journal: watch::Receiver<WriterSlot>,
+    current: watch::Receiver<std::sync::Arc<Config>>,
+) {
     loop {
+        let retention = current.borrow().audit.retention;
         let cutoff =
             now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
         let statements = vec![

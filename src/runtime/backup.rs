@@ -108,7 +108,7 @@ impl Runtime {
             }
         };
         tracing::info!(backup = %name, pre_restore = ?pre_restore, "restore: closing the read pool and the writer");
-        let target = self.inner.config.app_db().path;
+        let target = self.config().app_db().path;
         let replaced = async {
             self.close_database(&writer).await?;
             tracing::info!(backup = %name, "restore: replacing the database file");

@@ -70,7 +70,7 @@ impl Runtime {
     /// runtime is closing, a recovery of this damage was tried already,
     /// or the event is stale (a newer report found the file sound).
     async fn recover_damage(&self, detail: &str) {
-        if !self.inner.config.backup.auto_recover || self.inner.closing.load(Ordering::Acquire) {
+        if !self.config().backup.auto_recover || self.inner.closing.load(Ordering::Acquire) {
             return;
         }
         if self

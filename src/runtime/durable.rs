@@ -99,7 +99,7 @@ impl Runtime {
     pub async fn execute_durable(&self, op: Operation, options: EnqueueOptions) -> Result<Durable> {
         options.validate()?;
         let (keyed, key) = self.inner.durable_keys.key(op.clone());
-        let bound = self.inner.config.retry.durable_answer_within;
+        let bound = self.config().retry.durable_answer_within;
         let rt = self.clone();
         let in_flight = keyed.clone();
         let mut write = tokio::spawn(async move { rt.write(in_flight).await });

@@ -94,7 +94,7 @@ impl Runtime {
             })?;
             Some(taken.name)
         };
-        let config = &self.inner.config;
+        let config = self.config();
         let ctx = RunContext {
             backup,
             barrier: Some(OpLogBarrier {
@@ -156,7 +156,7 @@ impl Runtime {
     /// [`migrate`](Runtime::migrate), and the history. Reads only.
     pub async fn migration_status(&self, migrations: &Migrations) -> Result<MigrationStatus> {
         let source = migrations.clone();
-        read_blocking(&self.inner.config.app_db(), move |c| {
+        read_blocking(&self.config().app_db(), move |c| {
             migrate::status(c, Some(&source))
         })
         .await
@@ -166,8 +166,8 @@ impl Runtime {
     /// when none is configured; a directory that cannot be read is the
     /// first problem, with the history's status. `GET /v1/migrations`.
     pub async fn configured_migration_status(&self) -> Result<MigrationStatus> {
-        let db = self.inner.config.app_db();
-        let Some(dir) = self.inner.config.schema.migrations_dir.clone() else {
+        let db = self.config().app_db();
+        let Some(dir) = self.config().schema.migrations_dir.clone() else {
             return read_blocking(&db, |c| migrate::status(c, None)).await;
         };
         match Migrations::from_dir(&dir) {
@@ -184,11 +184,11 @@ impl Runtime {
     /// At start: apply the migrations of `schema.migrations_dir`, if set
     /// (see [`start`](Runtime::start)); `ready` says so meanwhile.
     pub(crate) async fn migrate_at_start(&self) -> Result<()> {
-        let Some(dir) = self.inner.config.schema.migrations_dir.clone() else {
+        let Some(dir) = self.config().schema.migrations_dir.clone() else {
             return Ok(());
         };
         let options = MigrateOptions {
-            allow_destructive: self.inner.config.schema.allow_destructive,
+            allow_destructive: self.config().schema.allow_destructive,
             ..MigrateOptions::default()
         };
         let result = match Migrations::from_dir(&dir) {

@@ -37,6 +37,7 @@ mod migrate;
 mod queue;
 mod ready;
 mod recover;
+mod reload;
 mod schema;
 mod writes;
 
@@ -48,6 +49,7 @@ pub use backup::RestoreOutcome;
 pub use durable::Durable;
 pub use ready::NotReady;
 pub use recover::RecoveryOutcome;
+pub use reload::ReloadReport;
 
 /// Largest value the journal writer takes: SQLite's own default length limit.
 const JOURNAL_MAX_VALUE_BYTES: usize = 1_000_000_000;
@@ -62,7 +64,11 @@ pub struct Runtime {
 }
 
 struct Inner {
-    config: Config,
+    /// The configuration in effect; a reload replaces it, and the
+    /// supervisor's children read it when they (re)start.
+    config: watch::Sender<Arc<Config>>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
     app: watch::Receiver<WriterSlot>,
     journal: watch::Receiver<WriterSlot>,
     health: watch::Receiver<Slot<ActorRef<HealthMsg>>>,
@@ -176,11 +182,14 @@ impl Runtime {
             published.journal.clone(),
         ));
         let handlers = Handlers::default();
+        let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
         let args = SupervisorArgs {
             policy: config.supervisor.clone(),
             journal: published.journal.clone(),
             roster: senders.roster.clone(),
-            children: children(&config, senders, &published, &database, &handlers),
+            children: children(
+                &config, &config_rx, senders, &published, &database, &handlers,
+            ),
         };
         let (supervisor, _) = RootSupervisor::spawn(None, RootSupervisor, args)
             .await
@@ -204,7 +213,7 @@ impl Runtime {
             journal = %config.journal_path().display(),
             "resilite runtime started"
         );
-        let audit = audit::Audit::start(&config, &published.journal);
+        let audit = audit::Audit::start(&config, config_rx.clone(), &published.journal);
         let migrating = config.schema.migrations_dir.is_some();
         let Published {
             app,
@@ -226,7 +235,8 @@ impl Runtime {
         };
         let rt = Runtime {
             inner: Arc::new(Inner {
-                config,
+                config: config_tx,
+                reloading: tokio::sync::Mutex::new(()),
                 app,
                 journal,
                 health,
@@ -271,9 +281,11 @@ impl Runtime {
         self.check_schema_at_start().await
     }
 
-    /// The configuration the runtime was started with.
-    pub fn config(&self) -> &Config {
-        &self.inner.config
+    /// The configuration in effect: the one the runtime was started with,
+    /// as the last reload ([`reload_config`](Self::reload_config)) left it.
+    /// A snapshot: a later reload does not change it.
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.config.borrow().clone()
     }
 
     /// The application writer, for sending it messages directly (tests,
@@ -339,7 +351,7 @@ impl Runtime {
             }
         }
         if self.inner.migrating.load(Ordering::Acquire) {
-            let dir = self.inner.config.schema.migrations_dir.clone();
+            let dir = self.config().schema.migrations_dir.clone();
             return Err(NotReady::Migrating(
                 dir.unwrap_or_default().display().to_string(),
             ));
@@ -456,11 +468,15 @@ fn channels() -> (Senders, Published) {
 /// actor is one more line here.
 fn children(
     config: &Config,
+    current: &watch::Receiver<Arc<Config>>,
     senders: Senders,
     published: &Published,
     database: &Arc<DatabaseBreaker>,
     handlers: &Handlers,
 ) -> Vec<Box<dyn Child>> {
+    // The actors that take a reload live are (re)started with the settings
+    // in effect, read from `current`; the writers keep the ones they were
+    // started with (their keys need a restart of the runtime).
     let gate = database.clone();
     let retry = RetryArgs {
         config: config.retry.clone(),
@@ -471,22 +487,15 @@ fn children(
         sql_gate: Arc::new(move || gate.lets_replays_through()),
     };
     let breakers = BreakerArgs {
-        configs: config
-            .breakers
-            .iter()
-            .filter(|(name, _)| name.as_str() != DATABASE_BREAKER)
-            .map(|(name, c)| (name.clone(), c.clone()))
-            .collect(),
+        configs: named_breakers(config),
         default: BreakerConfig::default(),
         journal: published.journal.clone(),
         restored: Vec::new(),
     };
     let journal_db = config.journal_db();
-    let mut health_config = config.health.clone();
-    health_config.backup_interval = config.backup.interval;
     let health = HealthArgs {
         db: config.app_db(),
-        config: health_config,
+        config: health_config(config),
         app: published.app.clone(),
         journal: published.journal.clone(),
         roster: published.roster.clone(),
@@ -507,31 +516,73 @@ fn children(
         WriterChild::boxed("writer", config.app_writer_config(), senders.app),
         ActorChild::boxed(
             "retry-queue",
-            move || Ok((RetryQueueActor, retry.clone())),
+            {
+                let current = current.clone();
+                move || {
+                    let mut args = retry.clone();
+                    args.config = current.borrow().retry.clone();
+                    Ok((RetryQueueActor, args))
+                }
+            },
             senders.retry,
         ),
         ActorChild::boxed(
             "breakers",
-            move || {
-                // Restart from the state journaled last, not the one at startup.
-                let mut args = breakers.clone();
-                args.restored =
-                    open_read_only(&journal_db).and_then(|c| journal::breakers::load(&c))?;
-                Ok((CircuitBreakerActor, args))
+            {
+                let current = current.clone();
+                move || {
+                    // Restart from the state journaled last, not the one at startup.
+                    let mut args = breakers.clone();
+                    args.configs = named_breakers(&current.borrow());
+                    args.restored =
+                        open_read_only(&journal_db).and_then(|c| journal::breakers::load(&c))?;
+                    Ok((CircuitBreakerActor, args))
+                }
             },
             senders.breakers,
         ),
         ActorChild::boxed(
             "backup",
-            move || Ok((BackupActor, backup.clone())),
+            {
+                let current = current.clone();
+                move || {
+                    let mut args = backup.clone();
+                    args.config = current.borrow().backup_config();
+                    Ok((BackupActor, args))
+                }
+            },
             senders.backup,
         ),
         ActorChild::boxed(
             "health",
-            move || Ok((HealthActor, health.clone())),
+            {
+                let current = current.clone();
+                move || {
+                    let mut args = health.clone();
+                    args.config = health_config(&current.borrow());
+                    Ok((HealthActor, args))
+                }
+            },
             senders.health,
         ),
     ]
+}
+
+/// The named breakers' configurations (all but `database`).
+fn named_breakers(config: &Config) -> std::collections::BTreeMap<String, BreakerConfig> {
+    config
+        .breakers
+        .iter()
+        .filter(|(name, _)| name.as_str() != DATABASE_BREAKER)
+        .map(|(name, c)| (name.clone(), c.clone()))
+        .collect()
+}
+
+/// The HealthActor's configuration: `[health]` with `backup.interval`.
+fn health_config(config: &Config) -> resilite_actors::HealthConfig {
+    let mut health = config.health.clone();
+    health.backup_interval = config.backup.interval;
+    health
 }
 
 /// The journal writer: a writer like the application's, on the journal

@@ -57,13 +57,8 @@ impl Runtime {
         options: &EnqueueOptions,
         cause: Option<&Error>,
     ) -> Result<i64> {
-        let stmt = retry_queue::enqueue_statement(
-            kind,
-            payload,
-            options,
-            &self.inner.config.retry,
-            cause,
-        )?;
+        let stmt =
+            retry_queue::enqueue_statement(kind, payload, options, &self.config().retry, cause)?;
         let outcome = slot::write(&self.inner.journal, Operation::Statement(stmt)).await?;
         metrics::counter!("resilite_retry_enqueued_total").increment(1);
         Ok(outcome.first().map_or(0, |o| o.last_insert_rowid))
@@ -141,6 +136,6 @@ impl Runtime {
         &self,
         f: impl FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        read_blocking(&self.inner.config.journal_db(), f).await
+        read_blocking(&self.config().journal_db(), f).await
     }
 }

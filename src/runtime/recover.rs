@@ -151,7 +151,7 @@ impl Runtime {
     }
 
     fn db_path(&self) -> PathBuf {
-        self.inner.config.app_db().path
+        self.config().app_db().path
     }
 
     async fn recover_steps(
@@ -272,7 +272,7 @@ impl Runtime {
     /// operations keep their numbers and are not logged again. The count,
     /// or why nothing was replayed.
     async fn replay(&self, from: Option<i64>) -> Result<(u64, Option<String>)> {
-        if !self.inner.config.backup.op_log {
+        if !self.config().backup.op_log {
             return Ok((
                 0,
                 Some("the operation log is off (backup.op_log = false)".into()),

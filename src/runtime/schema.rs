@@ -29,11 +29,11 @@ impl Runtime {
         options: ValidateOptions,
     ) -> Result<SchemaReport> {
         let bounds = DataBounds {
-            timeout: self.inner.config.readers.query_timeout,
+            timeout: self.config().readers.query_timeout,
             ..DataBounds::default()
         };
         let owned = schema.clone();
-        let report = read_blocking(&self.inner.config.app_db(), move |conn| {
+        let report = read_blocking(&self.config().app_db(), move |conn| {
             schema::validate(conn, &owned, options, bounds)
         })
         .await?;
@@ -59,7 +59,7 @@ impl Runtime {
     pub async fn fix(&self, schema: &ExpectedSchema, options: FixOptions) -> Result<FixReport> {
         let owned = schema.clone();
         if options.dry_run {
-            return read_blocking(&self.inner.config.app_db(), move |conn| {
+            return read_blocking(&self.config().app_db(), move |conn| {
                 dry_run(conn, &owned, options)
             })
             .await;
@@ -162,7 +162,7 @@ impl Runtime {
 
     /// The schema file of `[schema] file`, read now.
     pub fn configured_schema(&self) -> Result<ExpectedSchema> {
-        let Some(file) = &self.inner.config.schema.file else {
+        let Some(file) = &self.config().schema.file else {
             return Err(Error::bad_input(
                 "no schema file is configured: set [schema] file in the config",
             ));
@@ -174,12 +174,12 @@ impl Runtime {
     /// refuses on an error finding, lenient fixes what it can and goes on.
     /// Readiness waits for it.
     pub(super) async fn check_schema_at_start(&self) -> Result<()> {
-        let mode = self.inner.config.schema.on_start();
-        if mode == OnStart::Off || self.inner.config.schema.file.is_none() {
+        let mode = self.config().schema.on_start();
+        if mode == OnStart::Off || self.config().schema.file.is_none() {
             return Ok(());
         }
         let schema = self.configured_schema()?;
-        let file = self.inner.config.schema.file.clone().unwrap_or_default();
+        let file = self.config().schema.file.clone().unwrap_or_default();
         let report = self.validate(&schema, ValidateOptions::default()).await?;
         for f in report
             .findings

@@ -33,6 +33,9 @@ pub enum SupervisorMsg {
     /// Stop every child in reverse order (writers commit and checkpoint
     /// first), then answer.
     Shutdown(RpcReplyPort<Result<(), Error>>),
+    /// Take a new restart intensity (a reload); the failures already
+    /// counted stay counted. Answers once in place.
+    Reconfigure(SupervisorConfig, RpcReplyPort<()>),
 }
 
 /// What the supervisor needs to start.
@@ -142,6 +145,10 @@ impl Actor for RootSupervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            SupervisorMsg::Reconfigure(policy, reply) => {
+                state.policy = policy;
+                let _ = reply.send(());
+            }
             SupervisorMsg::Shutdown(reply) => {
                 state.stopping = true;
                 let mut result = Ok(());

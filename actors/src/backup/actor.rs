@@ -87,6 +87,19 @@ pub enum BackupMsg {
     /// Do what is due: a scheduled backup, retention, verifications. Sent
     /// by its own timer.
     Tick,
+    /// Take a new schedule, retention and verification settings (a
+    /// reload); the backup directory and the database stay those it
+    /// started with. Answers once in place.
+    Reconfigure(Box<BackupConfig>, RpcReplyPort<()>),
+}
+
+/// How often the actor looks at what is due under `config`.
+fn tick_of(config: &BackupConfig) -> Duration {
+    let mut tick = DEFAULT_TICK.min(config.verify_every);
+    if !config.interval.is_zero() {
+        tick = tick.min(config.interval);
+    }
+    tick
 }
 
 /// What the BackupActor needs; cloned for each (re)start.
@@ -136,11 +149,7 @@ impl Actor for BackupActor {
             })
             .await?
         };
-        let mut tick = DEFAULT_TICK.min(config.verify_every);
-        if !config.interval.is_zero() {
-            tick = tick.min(config.interval);
-        }
-        let timer = myself.send_interval(tick, || BackupMsg::Tick);
+        let timer = myself.send_interval(tick_of(config), || BackupMsg::Tick);
         Ok(BackupState {
             events: Events::start(args.journal.clone()),
             errors: ErrorLog::start(args.journal.clone(), DEFAULT_FLUSH_EVERY),
@@ -153,11 +162,24 @@ impl Actor for BackupActor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<BackupMsg>,
+        myself: ActorRef<BackupMsg>,
         msg: BackupMsg,
         state: &mut BackupState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            BackupMsg::Reconfigure(config, reply) => {
+                let mut config = *config;
+                config.db = state.args.config.db.clone();
+                config.dir = state.args.config.dir.clone();
+                if tick_of(&config) != tick_of(&state.args.config) {
+                    if let Some(timer) = state.timer.take() {
+                        timer.abort();
+                    }
+                    state.timer = Some(myself.send_interval(tick_of(&config), || BackupMsg::Tick));
+                }
+                state.args.config = config;
+                let _ = reply.send(());
+            }
             BackupMsg::Backup { label, reply } => {
                 let result = state.backup(&label).await;
                 if !reply.is_closed() {

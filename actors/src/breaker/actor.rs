@@ -78,6 +78,10 @@ pub enum BreakerMsg {
     /// `false` when one could not be written. The actor does not wait for
     /// it.
     Flush(RpcReplyPort<bool>),
+    /// Take new configurations by name (a reload): each breaker keeps its
+    /// state and takes its new thresholds; a breaker no longer configured
+    /// takes the default. Answers once in place.
+    Reconfigure(BTreeMap<String, BreakerConfig>, RpcReplyPort<()>),
 }
 
 /// The CircuitBreakerActor. Spawn it with [`BreakerArgs`].
@@ -202,6 +206,14 @@ impl Actor for CircuitBreakerActor {
             }
             BreakerMsg::Reset { name, reply } => {
                 let _ = reply.send(state.operate(&name, |b| b.reset(now)));
+            }
+            BreakerMsg::Reconfigure(configs, reply) => {
+                state.configs = configs;
+                let (configs, default) = (&state.configs, &state.default);
+                for (name, breaker) in state.breakers.iter_mut() {
+                    breaker.set_config(configs.get(name).unwrap_or(default).clone());
+                }
+                let _ = reply.send(());
             }
             BreakerMsg::Flush(reply) => {
                 let flushed = state.announcer.flush();

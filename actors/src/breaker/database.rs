@@ -33,8 +33,9 @@ pub struct DatabaseBreaker {
     quiet: AtomicBool,
     /// Fast successes while quiet: counted here, outside the lock.
     quiet_calls: AtomicU64,
-    /// `slow_call` of its configuration.
-    slow_call: Duration,
+    /// `slow_call` of its configuration, in nanoseconds (read without the
+    /// lock; changed by a reload).
+    slow_call_ns: AtomicU64,
     /// Woken when it opens by itself (not forced): recovery probes start.
     opened: Notify,
     announcer: Announcer,
@@ -51,7 +52,7 @@ impl DatabaseBreaker {
         restored: &[BreakerSnapshot],
         journal: watch::Receiver<WriterSlot>,
     ) -> Self {
-        let slow_call = config.slow_call;
+        let slow_call_ns = AtomicU64::new(nanos(config.slow_call));
         let breaker = match restored
             .iter()
             .find(|s| s.name.as_deref() == Some(DATABASE_BREAKER))
@@ -63,7 +64,7 @@ impl DatabaseBreaker {
             breaker: Mutex::new(breaker),
             quiet: AtomicBool::new(false),
             quiet_calls: AtomicU64::new(0),
-            slow_call,
+            slow_call_ns,
             opened: Notify::new(),
             announcer: Announcer::start(journal, OPENED),
         }
@@ -147,6 +148,16 @@ impl DatabaseBreaker {
         self.announcer.flush()
     }
 
+    /// Take a new configuration (a reload), keeping the breaker's state.
+    pub fn reconfigure(&self, config: BreakerConfig) {
+        self.slow_call_ns
+            .store(nanos(config.slow_call), Ordering::Relaxed);
+        self.update(|b, _| {
+            b.set_config(config);
+            (None, ())
+        });
+    }
+
     /// Record a write's outcome.
     fn record(&self, success: bool, duration: Duration) {
         self.update(|b, now| (b.record(now, success, duration), ()));
@@ -205,7 +216,8 @@ impl DatabasePermit<'_> {
     pub fn finish(mut self, success: bool, duration: Duration) {
         self.finished = true;
         let breaker = self.breaker;
-        if self.held || !success || duration >= breaker.slow_call {
+        let slow = nanos(duration) >= breaker.slow_call_ns.load(Ordering::Relaxed);
+        if self.held || !success || slow {
             breaker.record(success, duration);
         } else {
             breaker.quiet_calls.fetch_add(1, Ordering::Relaxed);
@@ -222,6 +234,11 @@ impl Drop for DatabasePermit<'_> {
             });
         }
     }
+}
+
+/// `d` in nanoseconds, saturating.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

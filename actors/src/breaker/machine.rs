@@ -264,6 +264,24 @@ impl Breaker {
         &self.config
     }
 
+    /// Take a new configuration (a reload), keeping its state and counts:
+    /// thresholds apply from the next call, a shorter window drops its
+    /// oldest outcomes, an open period already running keeps its end.
+    pub fn set_config(&mut self, config: BreakerConfig) {
+        self.config = config;
+        self.trim_window();
+    }
+
+    /// Keep at most `window` outcomes, dropping the oldest.
+    fn trim_window(&mut self) {
+        while self.window.len() > self.config.window as usize {
+            if let Some(old) = self.window.pop_front() {
+                self.window_failures -= u32::from(old.failed);
+                self.window_slow -= u32::from(old.slow);
+            }
+        }
+    }
+
     /// Its state (an open breaker whose period ended moves to half-open on
     /// the next [`advance`](Self::advance) or [`try_acquire`](Self::try_acquire)).
     pub fn state(&self) -> BreakerState {
@@ -409,12 +427,7 @@ impl Breaker {
         self.window.push_back(outcome);
         self.window_failures += u32::from(outcome.failed);
         self.window_slow += u32::from(outcome.slow);
-        while self.window.len() > self.config.window as usize {
-            if let Some(old) = self.window.pop_front() {
-                self.window_failures -= u32::from(old.failed);
-                self.window_slow -= u32::from(old.slow);
-            }
-        }
+        self.trim_window();
         self.consecutive_failures = if success {
             0
         } else {

@@ -85,6 +85,10 @@ pub enum HealthMsg {
         /// Where the outcome goes.
         reply: RpcReplyPort<Result<MaintenanceRun>>,
     },
+    /// Take a new configuration (a reload): schedules and thresholds apply
+    /// from the next tick, the timer runs at the new interval. Answers once
+    /// it is in place.
+    Reconfigure(Box<HealthConfig>, RpcReplyPort<()>),
 }
 
 /// The HealthActor. Spawn it with [`HealthArgs`].
@@ -149,11 +153,21 @@ impl Actor for HealthActor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<HealthMsg>,
+        myself: ActorRef<HealthMsg>,
         msg: HealthMsg,
         state: &mut HealthState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            HealthMsg::Reconfigure(config, reply) => {
+                if config.interval != state.args.config.interval {
+                    if let Some(timer) = state.timer.take() {
+                        timer.abort();
+                    }
+                    state.timer = Some(myself.send_interval(config.interval, || HealthMsg::Tick));
+                }
+                state.args.config = *config;
+                let _ = reply.send(());
+            }
             HealthMsg::Tick => {
                 // Ticks that queued up behind a long check are skipped.
                 let interval = state.args.config.interval;

@@ -71,6 +71,10 @@ pub enum RetryMsg {
     /// The outcomes of a replay are in the journal (sent by its record
     /// task): its entries are no longer in flight.
     Recorded(Token),
+    /// Take a new configuration (a reload): backoff and attempts apply to
+    /// the next failures, the timer polls at the new interval, the next
+    /// replays run under the new handler concurrency. Answers once in place.
+    Reconfigure(Box<RetryConfig>, RpcReplyPort<()>),
 }
 
 /// Names one replay or record of the actor; only the actor makes them.
@@ -178,7 +182,7 @@ impl Actor for RetryQueueActor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<RetryMsg>,
+        myself: ActorRef<RetryMsg>,
         msg: RetryMsg,
         state: &mut RetryState,
     ) -> Result<(), ActorProcessingErr> {
@@ -198,6 +202,22 @@ impl Actor for RetryQueueActor {
             }
             RetryMsg::Replayed(token) => state.replayed(token).await?,
             RetryMsg::Recorded(token) => state.recorded(token),
+            RetryMsg::Reconfigure(config, reply) => {
+                let old = &state.args.config;
+                if config.poll_interval != old.poll_interval {
+                    if let Some(timer) = state.timer.take() {
+                        timer.abort();
+                    }
+                    state.timer =
+                        Some(myself.send_interval(config.poll_interval, || RetryMsg::Tick));
+                }
+                if config.handler_concurrency != old.handler_concurrency {
+                    state.replayer.handler_slots =
+                        Arc::new(Semaphore::new(config.handler_concurrency.max(1)));
+                }
+                state.args.config = *config;
+                let _ = reply.send(());
+            }
         }
         Ok(())
     }
