@@ -198,7 +198,12 @@ fn init_tracing() {
     let (filter, handle) = reload::Layer::new(filter);
     tracing_subscriber::registry()
         .with(filter)
-        .with(fmt::layer().with_writer(std::io::stderr))
+        // Colours only for a person at a terminal, not in files and pipes.
+        .with(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
     // RESILITE_LOG (or RUST_LOG) wins over `[log] level`: the filter is
     // made reloadable only without them.
