@@ -68,11 +68,18 @@ impl DurableKeys {
             return (op, None);
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let keyed = Operation::Once {
-            key: format!("{DURABLE_KEY_PREFIX}{n}"),
-            op: Box::new(op),
-        };
-        (keyed, Some(n))
+        (Self::keyed(op, Some(n)), Some(n))
+    }
+
+    /// `op` under the key numbered `n` (as it is without one).
+    fn keyed(op: Operation, n: Option<u64>) -> Operation {
+        match n {
+            Some(n) => Operation::Once {
+                key: format!("{DURABLE_KEY_PREFIX}{n}"),
+                op: Box::new(op),
+            },
+            None => op,
+        }
     }
 
     fn applied(&self, n: u64) {
@@ -98,28 +105,24 @@ impl Runtime {
     /// input) are returned as they are.
     pub async fn execute_durable(&self, op: Operation, options: EnqueueOptions) -> Result<Durable> {
         options.validate()?;
-        let (keyed, key) = self.inner.durable_keys.key(op.clone());
+        let (in_flight, key) = self.inner.durable_keys.key(op.clone());
         let bound = self.config().retry.durable_answer_within;
-        let rt = self.clone();
-        let in_flight = keyed.clone();
-        let mut write = tokio::spawn(async move { rt.write(in_flight).await });
-        // The write failed: nothing of it was applied, the operation is
-        // queued as the caller sent it. Still in flight: queued with its
-        // key, which keeps the two to one.
-        let (queued, cause) = match tokio::time::timeout(bound, &mut write).await {
-            Ok(Ok(Ok(results))) => {
+        // Not answered within the bound: the write is dropped here, but a
+        // write the writer already took is not stopped by that; its key,
+        // claimed in its own transaction, keeps it and the queued copy to
+        // one. (One it had not taken yet is never applied.)
+        let (queued, cause) = match tokio::time::timeout(bound, self.write(in_flight)).await {
+            Ok(Ok(results)) => {
                 if let Some(n) = key {
                     self.inner.durable_keys.applied(n);
                 }
                 return Ok(Durable::Applied { results });
             }
-            Ok(Ok(Err(e))) if e.class.is_retryable_later() => (op, e),
-            Ok(Ok(Err(e))) => return Err(e),
-            Ok(Err(joined)) => {
-                return Err(Error::classed(ErrorClass::Internal, joined.to_string()))
-            }
+            // Failed: nothing of it was applied, it is queued as sent.
+            Ok(Err(e)) if e.class.is_retryable_later() => (op, e),
+            Ok(Err(e)) => return Err(e),
             Err(_) => (
-                keyed,
+                DurableKeys::keyed(op, key),
                 Error::unavailable(format!(
                     "no answer from the writer within {} (retry.durable_answer_within); the write stays in flight and its key keeps it to one",
                     humantime::format_duration(bound)
