@@ -52,6 +52,8 @@
 //! - [`schema`]: schema validation (not an actor): the expected schema
 //!   ([`ExpectedSchema`]), findings ([`SchemaReport`]), data checks, fixes
 //!   and dedupe, run by the runtime through the writer.
+//! - [`audit`]: the operation audit's records ([`AuditRecord`],
+//!   [`AuditLevel`], [`WriteContext`]), written by the writer.
 //!
 //! Internal modules. They are `pub` only because the `resilite` facade, a
 //! separate crate, wires the actors together with them (the supervisor,
@@ -88,6 +90,7 @@ mod gate;
 mod normalise;
 mod value;
 
+pub mod audit;
 pub mod backup;
 pub mod breaker;
 pub mod health;
@@ -104,6 +107,7 @@ pub mod maintenance;
 pub mod slot;
 pub mod slow_log;
 
+pub use audit::{AuditLevel, AuditPage, AuditQuery, AuditRecord, AuditStatus, OpKind, WriteContext};
 pub use backup::{BackupConfig, BackupInfo, Compress, Verification};
 pub use breaker::{
     BreakerConfig, BreakerError, BreakerHandle, BreakerOpen, BreakerSnapshot, BreakerState,

@@ -17,12 +17,14 @@
 //! fix log and the rows dedupe removed).
 //! [`recoveries`] (the recovery log), [`events`] (events with
 //! explanations), [`errors`] (the deduplicated error log) and
-//! [`slow_queries`] (the slow-query log).
+//! [`slow_queries`] (the slow-query log) and [`audit`](mod@audit) (the
+//! operation audit).
 //!
 //! Internal: this module is `pub` only for the `resilite` facade (the
 //! supervisor's restart log, the runtime's queue reads, the `dlq` verb of
 //! the CLI) and this crate's tests; it is not part of `resilite::`.
 
+pub mod audit;
 pub mod backups;
 pub mod breakers;
 pub mod errors;

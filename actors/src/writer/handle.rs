@@ -1,5 +1,6 @@
 //! [`WriterHandle`]: the hot path to a writer's connection thread.
 
+use crate::audit::{AuditRecord, WriteContext};
 use crate::error::{Error, ErrorClass, Result};
 use crate::value::{Operation, OperationOutcome};
 
@@ -32,10 +33,21 @@ impl WriterHandle {
         &self,
         op: Operation,
     ) -> std::result::Result<Result<OperationOutcome>, Operation> {
+        self.write_with(op, None).await.map_err(|(op, _)| op)
+    }
+
+    /// [`write`](Self::write), with who asked for it (for the operation
+    /// audit). `Err` gives both back, never applied, when the thread is gone.
+    pub async fn write_with(
+        &self,
+        op: Operation,
+        context: Option<Box<WriteContext>>,
+    ) -> std::result::Result<Result<OperationOutcome>, (Operation, Option<Box<WriteContext>>)>
+    {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        match self.jobs.send_async(Job::Write(op, tx.into())).await {
+        match self.jobs.send_async(Job::Write(op, context, tx.into())).await {
             Ok(()) => Ok(answer(rx).await.and_then(|r| r)),
-            Err(flume::SendError(Job::Write(op, _))) => Err(op),
+            Err(flume::SendError(Job::Write(op, context, _))) => Err((op, context)),
             Err(_) => Ok(Err(Error::unavailable("the writer thread is gone"))),
         }
     }
@@ -68,6 +80,17 @@ impl WriterHandle {
 }
 
 impl WriterHandle {
+    /// Hand the operation audit records of operations that never reached
+    /// the writer's transaction (a durable write queued for replay): the
+    /// writer appends those its level keeps to the journal, in order with
+    /// the writes sent before them. Does nothing when the audit is off.
+    pub async fn audit(&self, records: Vec<AuditRecord>) -> Result<()> {
+        self.jobs
+            .send_async(Job::Audit(records))
+            .await
+            .map_err(|_| Error::unavailable("the writer thread is gone"))
+    }
+
     /// Run `f` on the writer's connection after every write sent before it,
     /// between two transactions, outside the statement gate: for
     /// resilite's own trusted work (migrations, schema fixes), never for
