@@ -103,13 +103,15 @@ pub use resilite_actors::schema::{
     ColumnSpec, IndexSpec, Keep, Removal, RemovedRow, Restored, StepStatus, TableSpec,
 };
 pub use resilite_actors::{
-    Action, ActorStatus, BackupInfo, BreakerConfig, BreakerError, BreakerHandle, BreakerOpen,
+    Action, ActorStatus, AuditLevel, AuditPage, AuditQuery, AuditRecord, AuditStatus, BackupInfo,
+    BreakerConfig, BreakerError, BreakerHandle, BreakerOpen,
     BreakerSnapshot, BreakerState, CheckpointMode, CheckpointOutcome, Compress, EnqueueOptions,
     Entry, EntryStatus, Error, ErrorClass, ErrorRecord, Event, EventKind, EventPage, EventQuery,
     EventRecord, Figures, Handler, HandlerFuture, HealthEvent, HealthReport, HealthStatus,
     Integrity, Maintenance, MaintenanceRun, Operation, OperationOutcome, QueryResult, QueueStats,
     Recommendation, RecoveryRecord, Resolution, RestartOutcome, RestartRecord, Result, Severity,
-    SlotState, SlowKind, SlowQueryRecord, Statement, Synchronous, Value, Verification,
+    OpKind, SlotState, SlowKind, SlowQueryRecord, Statement, Synchronous, Value, Verification,
+    WriteContext,
     WriteOutcome, WriterStats,
 };
 pub use resilite_actors::{

@@ -10,6 +10,7 @@ mod backups;
 mod checkpoint;
 mod dlq;
 mod errors;
+mod audit;
 mod events;
 mod fix;
 mod health;
@@ -79,6 +80,8 @@ enum Command {
     /// maintenance, backups, restores, recoveries, restarts), newest first,
     /// from the journal. Exit 0.
     Events(events::EventsArgs),
+    /// The operation audit: writes with their status, tables and caller, newest first.
+    Audit(audit::AuditArgs),
     /// The error log: each distinct error once, with how often and when it
     /// was seen, from the journal. Exit 0.
     Errors(errors::ErrorsArgs),
@@ -105,6 +108,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Fix(args) => fix::run(args),
         Command::Events(args) => events::run(args),
+        Command::Audit(args) => audit::run(args),
         Command::Errors(args) => errors::run(args),
         Command::SlowQueries(args) => slow_queries::run(args),
     };

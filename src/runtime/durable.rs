@@ -21,7 +21,9 @@ use resilite_actors::maintenance::now_ms;
 use resilite_actors::retry_queue::{EnqueueOptions, DURABLE_KEY_PREFIX};
 use resilite_actors::slot;
 use resilite_actors::writer::forget_keys_statement;
-use resilite_actors::{Error, ErrorClass, Operation, OperationOutcome, Result};
+use resilite_actors::{
+    AuditStatus, Error, ErrorClass, Operation, OperationOutcome, Result, WriteContext,
+};
 use serde::Serialize;
 
 use super::Runtime;
@@ -97,12 +99,26 @@ impl Runtime {
     /// either way (see the module doc). Other errors (constraint, SQL, bad
     /// input) are returned as they are.
     pub async fn execute_durable(&self, op: Operation, options: EnqueueOptions) -> Result<Durable> {
+        self.durable_with(op, options, None).await
+    }
+
+    /// [`execute_durable`](Self::execute_durable) with who asked for it
+    /// (the operation audit).
+    pub(crate) async fn durable_with(
+        &self,
+        op: Operation,
+        options: EnqueueOptions,
+        context: Option<Box<WriteContext>>,
+    ) -> Result<Durable> {
         options.validate()?;
         let (keyed, key) = self.inner.durable_keys.key(op.clone());
         let bound = self.inner.config.retry.durable_answer_within;
         let rt = self.clone();
         let in_flight = keyed.clone();
-        let mut write = tokio::spawn(async move { rt.write(in_flight).await });
+        let started = std::time::Instant::now();
+        let in_flight_context = context.clone();
+        let mut write =
+            tokio::spawn(async move { rt.write_context(in_flight, in_flight_context).await });
         // The write failed: nothing of it was applied, the operation is
         // queued as the caller sent it. Still in flight: queued with its
         // key, which keeps the two to one.
@@ -130,6 +146,15 @@ impl Runtime {
             .queue_operation(&queued, &options, Some(&cause))
             .await?;
         tracing::info!(id, class = cause.class.as_str(), "write queued for replay");
+        self.audit_outside(
+            &queued,
+            context,
+            AuditStatus::Queued,
+            &cause,
+            Some(id),
+            started.elapsed(),
+        )
+        .await;
         Ok(Durable::Queued { id })
     }
 }

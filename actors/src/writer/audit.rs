@@ -197,7 +197,7 @@ impl AuditLog {
 /// The kind of `op`, and the retry-queue entry it is replayed from.
 /// resilite's own keys (durable writes, queue replays) are not the
 /// caller's `once`.
-pub(super) fn kind_of(op: &Operation) -> (OpKind, Option<i64>) {
+pub fn kind_of(op: &Operation) -> (OpKind, Option<i64>) {
     match op {
         Operation::Statement(_) => (OpKind::Statement, None),
         Operation::Batch(_) => (OpKind::Batch, None),

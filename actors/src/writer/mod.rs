@@ -40,7 +40,7 @@ mod keys;
 mod op_log;
 mod thread;
 
-pub use audit::AuditConfig;
+pub use audit::{kind_of as op_kind, AuditConfig};
 pub use handle::WriterHandle;
 pub use keys::{expire_keys_statement, forget_keys_statement};
 pub use op_log::{position as op_log_position, POSITION_TABLE as OP_LOG_POSITION_TABLE};
