@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use resilite_actors::retry_queue::DURABLE_KEY_PREFIX;
 use resilite_actors::slot;
 use resilite_actors::{
     AuditStatus, Error, ErrorClass, Operation, OperationOutcome, QueryResult, Result, Statement,
@@ -68,8 +69,12 @@ impl Runtime {
             Err(open) => {
                 let e = Error::from(open);
                 self.audit_error("write", &e);
-                self.audit_outside(&op, context, AuditStatus::Failed, &e, None, Default::default())
-                    .await;
+                // A durable write refused here is queued, and recorded so.
+                let durable = matches!(&op, Operation::Once { key, .. } if key.starts_with(DURABLE_KEY_PREFIX));
+                if !durable {
+                    self.audit_outside(&op, context, AuditStatus::Failed, &e, None, Default::default())
+                        .await;
+                }
                 return Err(e);
             }
         };
