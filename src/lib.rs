@@ -104,14 +104,13 @@ pub use resilite_actors::schema::{
 };
 pub use resilite_actors::{
     Action, ActorStatus, AuditLevel, AuditPage, AuditQuery, AuditRecord, AuditStatus, BackupInfo,
-    BreakerConfig, BreakerError, BreakerHandle, BreakerOpen,
-    BreakerSnapshot, BreakerState, CheckpointMode, CheckpointOutcome, Compress, EnqueueOptions,
-    Entry, EntryStatus, Error, ErrorClass, ErrorRecord, Event, EventKind, EventPage, EventQuery,
-    EventRecord, Figures, Handler, HandlerFuture, HealthEvent, HealthReport, HealthStatus,
-    Integrity, Maintenance, MaintenanceRun, Operation, OperationOutcome, QueryResult, QueueStats,
-    Recommendation, RecoveryRecord, Resolution, RestartOutcome, RestartRecord, Result, Severity,
-    OpKind, SlotState, SlowKind, SlowQueryRecord, Statement, Synchronous, Value, Verification,
-    WriteContext,
+    BreakerConfig, BreakerError, BreakerHandle, BreakerOpen, BreakerSnapshot, BreakerState,
+    CheckpointMode, CheckpointOutcome, Compress, EnqueueOptions, Entry, EntryStatus, Error,
+    ErrorClass, ErrorRecord, Event, EventKind, EventPage, EventQuery, EventRecord, Figures,
+    Handler, HandlerFuture, HealthEvent, HealthReport, HealthStatus, Integrity, Maintenance,
+    MaintenanceRun, OpKind, Operation, OperationOutcome, QueryResult, QueueStats, Recommendation,
+    RecoveryRecord, Resolution, RestartOutcome, RestartRecord, Result, Severity, SlotState,
+    SlowKind, SlowQueryRecord, Statement, Synchronous, Value, Verification, WriteContext,
     WriteOutcome, WriterStats,
 };
 pub use resilite_actors::{

@@ -33,36 +33,98 @@ async fn http_audit_records_request_ids_and_clients() {
         }
         r.send()
     };
-    assert_eq!(exec("CREATE TABLE t(v INTEGER NOT NULL)", None).await.unwrap().status(), StatusCode::OK);
-    assert_eq!(exec("INSERT INTO t VALUES (1)", Some("order-42")).await.unwrap().status(), StatusCode::OK);
-    assert_ne!(exec("INSERT INTO t VALUES (NULL)", Some("order-43")).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        exec("CREATE TABLE t(v INTEGER NOT NULL)", None)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        exec("INSERT INTO t VALUES (1)", Some("order-42"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_ne!(
+        exec("INSERT INTO t VALUES (NULL)", Some("order-43"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
 
     let r = c.get(s.url("/v1/audit")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let get = |path: &str| c.get(s.url(path)).bearer_auth(TOKEN).send();
-    let page: Value = get("/v1/audit?table=t&since=1h").await.unwrap().json().await.unwrap();
+    let page: Value = get("/v1/audit?table=t&since=1h")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let records = page["records"].as_array().unwrap();
     assert_eq!(records.len(), 2, "{page}");
     assert_eq!(records[1]["request_id"], "order-42");
     assert_eq!(records[1]["status"], "committed");
-    assert!(records[1]["client"].as_str().unwrap().starts_with("127.0.0.1:"), "{page}");
-    let page: Value = get("/v1/audit?status=failed").await.unwrap().json().await.unwrap();
+    assert!(
+        records[1]["client"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{page}"
+    );
+    let page: Value = get("/v1/audit?status=failed")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(page["records"][0]["request_id"], "order-43", "{page}");
     assert_eq!(page["records"][0]["error_class"], "constraint");
-    let page: Value = get("/v1/audit?limit=1").await.unwrap().json().await.unwrap();
+    let page: Value = get("/v1/audit?limit=1")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let next = page["next"].as_i64().unwrap();
-    let page: Value = get(&format!("/v1/audit?before={next}&limit=5")).await.unwrap().json().await.unwrap();
+    let page: Value = get(&format!("/v1/audit?before={next}&limit=5"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let oldest = page["records"].as_array().unwrap().last().unwrap().clone();
-    assert!(oldest["request_id"].as_str().is_some_and(|id| !id.is_empty()), "generated: {oldest}");
+    assert!(
+        oldest["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
+        "generated: {oldest}"
+    );
     let r = get("/v1/audit?status=lost").await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let body: Value = r.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("rolled_back"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rolled_back"),
+        "{body}"
+    );
 
     let mut s = s;
     assert!(s.terminate().success());
     let db = s.db_path();
-    let out = resilite(&["audit", "--db", db.to_str().unwrap(), "--status", "failed", "--json"]);
+    let out = resilite(&[
+        "audit",
+        "--db",
+        db.to_str().unwrap(),
+        "--status",
+        "failed",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let page: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(page["records"].as_array().unwrap().len(), 1, "{page}");

@@ -36,8 +36,8 @@
 //! A refusal is an error of class `forbidden` (a time bound: `timeout`) that
 //! fails only the statement that asked for it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 

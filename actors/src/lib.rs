@@ -107,7 +107,9 @@ pub mod maintenance;
 pub mod slot;
 pub mod slow_log;
 
-pub use audit::{AuditLevel, AuditPage, AuditQuery, AuditRecord, AuditStatus, OpKind, WriteContext};
+pub use audit::{
+    AuditLevel, AuditPage, AuditQuery, AuditRecord, AuditStatus, OpKind, WriteContext,
+};
 pub use backup::{BackupConfig, BackupInfo, Compress, Verification};
 pub use breaker::{
     BreakerConfig, BreakerError, BreakerHandle, BreakerOpen, BreakerSnapshot, BreakerState,

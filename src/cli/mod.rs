@@ -5,12 +5,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use resilite_actors::connection::explain_open_failure;
 
+mod audit;
 mod backup;
 mod backups;
 mod checkpoint;
 mod dlq;
 mod errors;
-mod audit;
 mod events;
 mod fix;
 mod health;

@@ -153,10 +153,9 @@ pub(super) async fn batch(
         .map(RawStatement::check)
         .collect::<Result<Vec<_>, _>>()?;
     if !req.durable {
-        let results = s
-            .rt
-            .write_with(Operation::Batch(statements), *context)
-            .await?;
+        let results =
+            s.rt.write_with(Operation::Batch(statements), *context)
+                .await?;
         return Ok(Json(BatchResponse { results }).into_response());
     }
     let options = enqueue_options(req.priority, req.ordering_key);

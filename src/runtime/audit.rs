@@ -19,9 +19,9 @@ use resilite_actors::slot::{self, Slot, WriterSlot};
 use resilite_actors::slow_log::{self, SlowLog, SlowSample};
 use resilite_actors::writer::op_kind;
 use resilite_actors::{
-    AuditPage, AuditQuery, AuditRecord, AuditStatus, Error, ErrorRecord, Event,
-    EventPage, EventQuery, Operation, OperationOutcome, QueryResult, Result, SlowKind,
-    SlowQueryRecord, Statement, WriteContext,
+    AuditPage, AuditQuery, AuditRecord, AuditStatus, Error, ErrorRecord, Event, EventPage,
+    EventQuery, Operation, OperationOutcome, QueryResult, Result, SlowKind, SlowQueryRecord,
+    Statement, WriteContext,
 };
 use tokio::sync::watch;
 

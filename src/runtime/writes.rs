@@ -8,8 +8,8 @@ use std::time::Instant;
 use resilite_actors::retry_queue::DURABLE_KEY_PREFIX;
 use resilite_actors::slot;
 use resilite_actors::{
-    AuditStatus, Error, ErrorClass, Operation, OperationOutcome, QueryResult, Result, Statement,
-    WriteContext, WriteOutcome,
+    AuditLevel, AuditStatus, Error, ErrorClass, Operation, OperationOutcome, QueryResult, Result,
+    Statement, WriteContext, WriteOutcome,
 };
 
 use super::Runtime;
@@ -26,10 +26,12 @@ impl Runtime {
 
     /// [`execute`](Self::execute), with who asked for it: the operation
     /// audit (`[audit] level`) records `context` with the write.
-    pub async fn execute_with(&self, stmt: Statement, context: WriteContext) -> Result<WriteOutcome> {
-        let mut outcome = self
-            .write_with(Operation::Statement(stmt), context)
-            .await?;
+    pub async fn execute_with(
+        &self,
+        stmt: Statement,
+        context: WriteContext,
+    ) -> Result<WriteOutcome> {
+        let mut outcome = self.write_with(Operation::Statement(stmt), context).await?;
         outcome
             .pop()
             .ok_or_else(|| Error::classed(ErrorClass::Internal, "writer returned no outcome"))
@@ -50,7 +52,11 @@ impl Runtime {
 
     /// [`write`](Self::write), with who asked for it: the operation audit
     /// (`[audit] level`) records `context` with the write.
-    pub async fn write_with(&self, op: Operation, context: WriteContext) -> Result<OperationOutcome> {
+    pub async fn write_with(
+        &self,
+        op: Operation,
+        context: WriteContext,
+    ) -> Result<OperationOutcome> {
         self.write_context(op, Some(Box::new(context))).await
     }
 
@@ -62,6 +68,10 @@ impl Runtime {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(Error::unavailable("resilite is shutting down"));
         }
+        // A caller's write is audited with its context, empty if none was
+        // given (resilite's own writes, sent without one, are not).
+        let context = context
+            .or_else(|| (self.inner.config.audit.level != AuditLevel::Off).then(Box::default));
         // While the breaker is quiet, a fast success changes nothing in it:
         // only failures and slow calls take its lock.
         let permit = match self.inner.database.acquire() {
@@ -72,8 +82,15 @@ impl Runtime {
                 // A durable write refused here is queued, and recorded so.
                 let durable = matches!(&op, Operation::Once { key, .. } if key.starts_with(DURABLE_KEY_PREFIX));
                 if !durable {
-                    self.audit_outside(&op, context, AuditStatus::Failed, &e, None, Default::default())
-                        .await;
+                    self.audit_outside(
+                        &op,
+                        context,
+                        AuditStatus::Failed,
+                        &e,
+                        None,
+                        Default::default(),
+                    )
+                    .await;
                 }
                 return Err(e);
             }

@@ -14,7 +14,8 @@ pub const DEFAULT_PAGE: usize = 100;
 /// Records in one page, at most.
 pub const MAX_PAGE: usize = 1000;
 
-const INSERT: &str = "INSERT INTO audit_ops (at_ms, batch, kind, status, request_id, caller, client, \
+const INSERT: &str =
+    "INSERT INTO audit_ops (at_ms, batch, kind, status, request_id, caller, client, \
      tables, rows, error_class, error, duration_us, queue_id) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
@@ -58,11 +59,11 @@ pub fn append(conn: &Connection, records: &[AuditRecord]) -> Result<()> {
 /// The highest commit batch number recorded (0 when none): the writer
 /// numbers its group commits after it.
 pub fn highest_batch(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row(
-        "SELECT coalesce(max(batch), 0) FROM audit_ops",
-        [],
-        |r| r.get(0),
-    )?)
+    Ok(
+        conn.query_row("SELECT coalesce(max(batch), 0) FROM audit_ops", [], |r| {
+            r.get(0)
+        })?,
+    )
 }
 
 /// The statement deleting records older than `cutoff_ms`.
@@ -206,11 +207,31 @@ mod tests {
             table: table.map(str::to_string),
             ..AuditQuery::default()
         };
-        assert_eq!(page(&conn, &q(Some(AuditStatus::Failed), None)).unwrap().records.len(), 1);
+        assert_eq!(
+            page(&conn, &q(Some(AuditStatus::Failed), None))
+                .unwrap()
+                .records
+                .len(),
+            1
+        );
         assert_eq!(page(&conn, &q(None, Some("a"))).unwrap().records.len(), 2);
-        let first = page(&conn, &AuditQuery { limit: Some(2), ..AuditQuery::default() }).unwrap();
+        let first = page(
+            &conn,
+            &AuditQuery {
+                limit: Some(2),
+                ..AuditQuery::default()
+            },
+        )
+        .unwrap();
         assert_eq!((first.records.len(), first.next), (2, Some(2)));
-        let second = page(&conn, &AuditQuery { before: first.next, ..AuditQuery::default() }).unwrap();
+        let second = page(
+            &conn,
+            &AuditQuery {
+                before: first.next,
+                ..AuditQuery::default()
+            },
+        )
+        .unwrap();
         assert_eq!((second.records.len(), second.next), (1, None));
     }
 }

@@ -62,8 +62,8 @@ impl AuditLog {
     /// starts first) and find the last batch number.
     pub(super) fn open(config: &AuditConfig) -> Result<AuditLog> {
         let opts = &config.journal;
-        let conn = open_read_write(opts)
-            .map_err(|e| e.during("open the operation audit", &opts.path))?;
+        let conn =
+            open_read_write(opts).map_err(|e| e.during("open the operation audit", &opts.path))?;
         let last_batch = journal_audit::highest_batch(&conn)
             .map_err(|e| e.during("read the operation audit", &opts.path))?;
         Ok(AuditLog {
@@ -127,6 +127,13 @@ impl AuditLog {
                     Some(kind) => (kind, None),
                     None => kind_of(op),
                 };
+                // resilite's own writes (pruning, forgetting keys) come
+                // without a context and are not audited; callers' writes
+                // and retry-queue replays are.
+                let context = ctxs.get(i).and_then(|c| c.as_deref());
+                if context.is_none() && !matches!(kind, OpKind::Queued | OpKind::Replay) {
+                    return None;
+                }
                 let trace = traces.get(i);
                 let error = result.as_ref().err();
                 Some(AuditRecord {
@@ -135,10 +142,7 @@ impl AuditLog {
                     batch: Some(self.last_batch),
                     kind,
                     status,
-                    context: ctxs
-                        .get(i)
-                        .and_then(|c| c.as_deref().cloned())
-                        .unwrap_or_default(),
+                    context: context.cloned().unwrap_or_default(),
                     tables: trace.map(|t| t.tables.clone()).unwrap_or_default(),
                     rows: if error.is_none() {
                         trace.map_or(0, |t| t.rows)

@@ -42,10 +42,13 @@ impl WriterHandle {
         &self,
         op: Operation,
         context: Option<Box<WriteContext>>,
-    ) -> std::result::Result<Result<OperationOutcome>, (Operation, Option<Box<WriteContext>>)>
-    {
+    ) -> std::result::Result<Result<OperationOutcome>, (Operation, Option<Box<WriteContext>>)> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        match self.jobs.send_async(Job::Write(op, context, tx.into())).await {
+        match self
+            .jobs
+            .send_async(Job::Write(op, context, tx.into()))
+            .await
+        {
             Ok(()) => Ok(answer(rx).await.and_then(|r| r)),
             Err(flume::SendError(Job::Write(op, context, _))) => Err((op, context)),
             Err(_) => Ok(Err(Error::unavailable("the writer thread is gone"))),

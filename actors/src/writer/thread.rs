@@ -15,8 +15,8 @@ use super::apply::{apply_batch, panic_text, replay_batch, rollback_quietly, OpTr
 use super::audit::{AuditLog, BatchEnd};
 use super::op_log::OpLog;
 use super::{ConnectionJob, WriterConfig, WriterStats};
-use crate::connection::open_read_write;
 use crate::audit::{AuditLevel, AuditRecord, WriteContext};
+use crate::connection::open_read_write;
 use crate::error::{Error, ErrorClass, Result};
 use crate::gate::{Bounds, Gate};
 use crate::journal::op_log::LoggedOp;
