@@ -10,8 +10,8 @@
 //! appended to the journal in one transaction on the writer's own journal
 //! connection (as the operation log is; see `writer::audit`). Records of
 //! operations that never reached the writer's transaction (a durable write
-//! queued for replay) are handed to the writer with
-//! [`WriterHandle::audit`](crate::writer::WriterHandle::audit).
+//! queued for replay, a write refused by the open breaker) are written by
+//! the runtime through the journal writer.
 
 use serde::{Deserialize, Serialize};
 

@@ -15,7 +15,7 @@ use ractor::ActorRef;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::audit::{AuditRecord, WriteContext};
+use crate::audit::WriteContext;
 use crate::error::{Error, Result};
 use crate::value::{Operation, OperationOutcome};
 use crate::writer::{WriterHandle, WriterMsg};
@@ -135,13 +135,6 @@ pub async fn write_with(
         writer.write_with(op, context).await
     })
     .await?
-}
-
-/// Hand operation audit records to the writer in `slot` (see
-/// [`WriterHandle::audit`]).
-pub async fn audit(slot: &watch::Receiver<WriterSlot>, records: Vec<AuditRecord>) -> Result<()> {
-    let writer = running(&mut slot.clone()).await?;
-    writer.handle.audit(records).await
 }
 
 /// Apply independent operations through the writer in `slot`, committed

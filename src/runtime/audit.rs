@@ -139,7 +139,10 @@ impl Runtime {
             duration_us: waited.as_micros() as u64,
             queue_id,
         };
-        if let Err(e) = slot::audit(&self.inner.app, vec![record]).await {
+        // Through the journal writer, which also writes the queue entry:
+        // no second writer on the journal contends with it.
+        let insert = Operation::Statement(journal::audit::insert_statement(&record));
+        if let Err(e) = slot::write(&self.inner.journal, insert).await {
             tracing::warn!(detail = %e.detail, "an operation audit record was not written");
         }
     }

@@ -19,6 +19,34 @@ const INSERT: &str =
      tables, rows, error_class, error, duration_us, queue_id) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
+/// The statement recording `r` (a record from outside the writer, written
+/// through the journal writer).
+pub fn insert_statement(r: &AuditRecord) -> Statement {
+    let text = |v: &Option<String>| v.as_deref().map_or(Value::Null, Value::from);
+    Statement::new(
+        INSERT,
+        [
+            Value::Integer(r.at_ms),
+            r.batch.map_or(Value::Null, Value::Integer),
+            Value::from(r.kind.as_str()),
+            Value::from(r.status.as_str()),
+            text(&r.context.request_id),
+            text(&r.context.caller),
+            text(&r.context.client),
+            Value::from(
+                serde_json::to_string(&r.tables)
+                    .unwrap_or_else(|_| "[]".into())
+                    .as_str(),
+            ),
+            Value::Integer(r.rows as i64),
+            text(&r.error_class),
+            text(&r.error),
+            Value::Integer(r.duration_us as i64),
+            r.queue_id.map_or(Value::Null, Value::Integer),
+        ],
+    )
+}
+
 /// Append `records` in one transaction taken with `BEGIN IMMEDIATE` (a
 /// busy journal is met at the start, where the busy timeout waits).
 pub fn append(conn: &Connection, records: &[AuditRecord]) -> Result<()> {

@@ -159,15 +159,6 @@ impl AuditLog {
         self.append(&records);
     }
 
-    /// Record operations that never reached a batch (queued for replay).
-    pub(super) fn outside(&mut self, records: Vec<AuditRecord>) {
-        let records: Vec<AuditRecord> = records
-            .into_iter()
-            .filter(|r| self.level.records(r.status))
-            .collect();
-        self.append(&records);
-    }
-
     /// Append `records` in one journal transaction, retrying a busy
     /// journal a few times; never fails (see the module doc).
     fn append(&self, records: &[AuditRecord]) {

@@ -1,6 +1,6 @@
 //! [`WriterHandle`]: the hot path to a writer's connection thread.
 
-use crate::audit::{AuditRecord, WriteContext};
+use crate::audit::WriteContext;
 use crate::error::{Error, ErrorClass, Result};
 use crate::value::{Operation, OperationOutcome};
 
@@ -83,17 +83,6 @@ impl WriterHandle {
 }
 
 impl WriterHandle {
-    /// Hand the operation audit records of operations that never reached
-    /// the writer's transaction (a durable write queued for replay): the
-    /// writer appends those its level keeps to the journal, in order with
-    /// the writes sent before them. Does nothing when the audit is off.
-    pub async fn audit(&self, records: Vec<AuditRecord>) -> Result<()> {
-        self.jobs
-            .send_async(Job::Audit(records))
-            .await
-            .map_err(|_| Error::unavailable("the writer thread is gone"))
-    }
-
     /// Run `f` on the writer's connection after every write sent before it,
     /// between two transactions, outside the statement gate: for
     /// resilite's own trusted work (migrations, schema fixes), never for

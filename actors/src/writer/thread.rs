@@ -15,7 +15,7 @@ use super::apply::{apply_batch, panic_text, replay_batch, rollback_quietly, OpTr
 use super::audit::{AuditLog, BatchEnd};
 use super::op_log::OpLog;
 use super::{ConnectionJob, WriterConfig, WriterStats};
-use crate::audit::{AuditLevel, AuditRecord, WriteContext};
+use crate::audit::{AuditLevel, WriteContext};
 use crate::connection::open_read_write;
 use crate::error::{Error, ErrorClass, Result};
 use crate::gate::{Bounds, Gate};
@@ -29,8 +29,6 @@ pub(super) enum Job {
         Option<Box<WriteContext>>,
         RpcReplyPort<Result<OperationOutcome>>,
     ),
-    /// Operation audit records from outside the writer (queued writes).
-    Audit(Vec<AuditRecord>),
     /// Independent operations committed together, one outcome each.
     WriteMany(Vec<Operation>, RpcReplyPort<Vec<Result<OperationOutcome>>>),
     /// The health check's write probe.
@@ -207,11 +205,6 @@ impl ConnectionLoop {
                 }
                 Job::WriteMany(ops, reply) => {
                     let _ = reply.send(self.apply(&ops, &[]));
-                }
-                Job::Audit(records) => {
-                    if let Some(audit) = self.audit.as_mut() {
-                        audit.outside(records);
-                    }
                 }
                 Job::Maintain(task, reply) => {
                     let _ = reply.send(self.maintain(task));
