@@ -1,6 +1,7 @@
 //! `cargo bench --bench writes` (`BENCH_SECONDS=0.5` for a quick run;
 //! `RESILITE_BACKUP_OP_LOG=true` or `=false` for resilite with or without
-//! the operation log; unset: as configured by default; `BENCH_SYNC=normal`
+//! the operation log; `RESILITE_AUDIT_LEVEL=off`, `failures` or `all` for
+//! the operation audit's level; unset: as configured by default; `BENCH_SYNC=normal`
 //! or `full`, `BENCH_TASKS=1,8` and `BENCH_SUBJECTS=resilite` to run some
 //! rows and columns only, e.g. under a profiler).
 //!
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use resilite::{Config, Runtime, Statement, Synchronous, Value};
+use resilite::{AuditLevel, Config, Runtime, Statement, Synchronous, Value};
 use rusqlite::Connection;
 
 const INSERT: &str = "INSERT INTO t(v) VALUES (?1)";
@@ -121,6 +122,9 @@ async fn bench_resilite(sync: Synchronous, tasks: usize) -> (Measured, f64) {
     config.database.synchronous = sync;
     if let Some(on) = op_log() {
         config.backup.op_log = on;
+    }
+    if let Some(level) = audit_level() {
+        config.audit.level = level;
     }
     let rt = Runtime::start(config).await.expect("runtime");
     rt.execute(Statement::sql(CREATE)).await.expect("create");
@@ -232,6 +236,18 @@ fn op_log() -> Option<bool> {
     }
 }
 
+/// `RESILITE_AUDIT_LEVEL=off|failures|all`: the operation audit's level;
+/// `None` (unset): as configured by default.
+fn audit_level() -> Option<AuditLevel> {
+    let text = std::env::var("RESILITE_AUDIT_LEVEL").ok()?;
+    Some(match text.as_str() {
+        "off" => AuditLevel::Off,
+        "failures" => AuditLevel::Failures,
+        "all" => AuditLevel::All,
+        other => panic!("RESILITE_AUDIT_LEVEL={other}: off, failures or all"),
+    })
+}
+
 /// True when the comma-separated list in `var` is unset or names `case`
 /// (case-insensitive).
 fn selected(var: &str, case: &str) -> bool {
@@ -255,6 +271,10 @@ fn main() {
             None if Config::default().backup.op_log => "on (the default)",
             None => "off (the default)",
         }
+    );
+    println!(
+        "operation audit level: {:?}\n",
+        audit_level().unwrap_or(Config::default().audit.level)
     );
     for sync in [Synchronous::Full, Synchronous::Normal] {
         if !selected("BENCH_SYNC", pragma(sync)) {

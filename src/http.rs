@@ -9,7 +9,7 @@
 //! `POST /v1/restore`, `POST /v1/recover`, `GET /v1/recoveries`, `GET /v1/migrations`,
 //! `GET /v1/schema`, `POST /v1/schema/fix`, `GET /v1/events`, `GET /v1/errors`,
 //! `POST /v1/errors/{signature}/resolve`, `GET /v1/slow-queries`, `GET /v1/archives`,
-//! `POST /v1/archives/run`, `POST /v1/archives/{id}/verify`, `POST /v1/archives/{id}/restore`. `/health/detailed` and `/v1/*` require
+//! `POST /v1/archives/run`, `POST /v1/archives/{id}/verify`, `POST /v1/archives/{id}/restore`, `GET /v1/audit`. `/health/detailed` and `/v1/*` require
 //! `Authorization: Bearer <token>` when a token is configured (config
 //! validation requires one off loopback).
 //!
@@ -39,8 +39,8 @@
 //! - `schema`: `/v1/schema` (validate against `[schema] file`) and
 //!   `/v1/schema/fix`.
 //! - `config`: `POST /v1/config/reload`, the hot reload of the config file.
-//! - `audit`: the audit trail: `/v1/events`, `/v1/errors` and
-//!   `/v1/slow-queries`.
+//! - `audit`: the audit trail: `/v1/events`, `/v1/errors`,
+//!   `/v1/slow-queries` and `/v1/audit`.
 //! - `errors`: `ApiError` (status and JSON body), the layer that gives
 //!   every error response that body, and the bound on its text.
 //! - `health`: `/health`, `/ready`, `/health/detailed` and `/metrics`.
@@ -148,6 +148,7 @@ pub fn router(rt: Runtime) -> Router {
         .route("/v1/errors/{signature}/resolve", post(audit::resolve))
         .route("/v1/slow-queries", get(audit::slow_queries))
         .route("/v1/config/reload", post(config::reload))
+        .route("/v1/audit", get(audit::operations))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health::liveness))
@@ -180,7 +181,7 @@ async fn not_found() -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         error: Error::bad_input(
-            "no such route: use GET /health, /ready, /metrics, /health/detailed, /v1/dlq, /v1/backups, /v1/archives, /v1/recoveries, /v1/migrations, /v1/schema, /v1/events, /v1/errors, /v1/slow-queries, or POST /v1/execute, /v1/batch, /v1/query, /v1/config/reload, /v1/backups, /v1/backups/{name}/verify, /v1/archives/run, /v1/archives/{id}/verify, /v1/archives/{id}/restore, /v1/restore, /v1/recover, /v1/schema/fix, /v1/errors/{signature}/resolve",
+            "no such route: use GET /health, /ready, /metrics, /health/detailed, /v1/dlq, /v1/backups, /v1/archives, /v1/recoveries, /v1/migrations, /v1/schema, /v1/events, /v1/errors, /v1/slow-queries, /v1/audit, or POST /v1/execute, /v1/batch, /v1/query, /v1/config/reload, /v1/backups, /v1/backups/{name}/verify, /v1/archives/run, /v1/archives/{id}/verify, /v1/archives/{id}/restore, /v1/restore, /v1/recover, /v1/schema/fix, /v1/errors/{signature}/resolve",
         ),
     }
 }

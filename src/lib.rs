@@ -114,16 +114,17 @@ pub use resilite_actors::schema::{
     ColumnSpec, IndexSpec, Keep, Removal, RemovedRow, Restored, StepStatus, TableSpec,
 };
 pub use resilite_actors::{
-    Action, ActorStatus, BackupInfo, BreakerConfig, BreakerError, BreakerHandle, BreakerOpen,
-    BreakerSnapshot, BreakerState, CheckpointMode, CheckpointOutcome, Compress, EnqueueOptions,
-    Entry, EntryStatus, Error, ErrorClass, ErrorRecord, Event, EventKind, EventPage, EventQuery,
-    EventRecord, Figures, Handler, HandlerFuture, HealthEvent, HealthReport, HealthStatus,
-    HistoryAction, HistoryEntry, Integrity, Maintenance, MaintenanceRun, MigrateOptions, Migration,
-    MigrationInfo, MigrationReport, MigrationState, MigrationStatus, Migrations, Operation,
+    Action, ActorStatus, AuditLevel, AuditPage, AuditQuery, AuditRecord, AuditStatus, BackupInfo,
+    BreakerConfig, BreakerError, BreakerHandle, BreakerOpen, BreakerSnapshot, BreakerState,
+    CheckpointMode, CheckpointOutcome, Compress, EnqueueOptions, Entry, EntryStatus, Error,
+    ErrorClass, ErrorRecord, Event, EventKind, EventPage, EventQuery, EventRecord, Figures,
+    Handler, HandlerFuture, HealthEvent, HealthReport, HealthStatus, HistoryAction, HistoryEntry,
+    Integrity, Maintenance, MaintenanceRun, MigrateOptions, Migration, MigrationInfo,
+    MigrationReport, MigrationState, MigrationStatus, Migrations, OpKind, Operation,
     OperationOutcome, QueryResult, QueueStats, Recommendation, RecoveryRecord, Renamed, Resolution,
     RestartOutcome, RestartRecord, Result, SchemaChange, Severity, SlotState, SlowKind,
-    SlowQueryRecord, Statement, StepReport, Synchronous, Value, Verification, WriteOutcome,
-    WriterStats,
+    SlowQueryRecord, Statement, StepReport, Synchronous, Value, Verification, WriteContext,
+    WriteOutcome, WriterStats,
 };
 pub use resilite_actors::{
     ExpectedSchema, Finding, FindingSeverity, FixOptions, FixReport, FixStep, Problem,

@@ -25,9 +25,18 @@
 //! never go through [`Gate::caller`]. Every operation a writer is sent runs
 //! in caller mode, the journal writer's too: those are plain inserts,
 //! updates and deletes, which pass.
+//!
+//! When the operation audit is on ([`Gate::set_audit`]), the authorizer
+//! also notes the tables a caller statement inserts into, updates or
+//! deletes from (its triggers' included: SQLite compiles them into the
+//! statement). The authorizer runs when a statement is compiled, not each
+//! time it runs, so the tables are kept per SQL text beside the statement
+//! cache ([`Gate::note_tables`]).
+//!
 //! A refusal is an error of class `forbidden` (a time bound: `timeout`) that
 //! fails only the statement that asked for it.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -82,6 +91,10 @@ pub const QUERY_PRAGMAS: &[&str] = &[
 const PROGRESS_EVERY: i32 = 1000;
 /// SQLite's own default `SQLITE_LIMIT_ATTACHED`, for resilite's own work.
 const DEFAULT_ATTACHED: i32 = 10;
+/// SQL texts whose tables the audit keeps at most; past it, the map and
+/// the statement cache are emptied together (so every statement is
+/// compiled, and its tables seen, again).
+const MAX_AUDITED_SQL: usize = 4096;
 
 /// The time and size bounds of a caller's statements on one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +113,11 @@ pub struct Gate {
     bounds: Bounds,
     /// The connection's own `SQLITE_LIMIT_LENGTH`, restored after a caller.
     own_length: i32,
+    /// The audit: the tables each SQL text changes, as its compilation
+    /// showed them.
+    tables: Mutex<HashMap<String, Arc<[String]>>>,
+    /// The audit: the tables changed by the operation running now.
+    op_tables: Mutex<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -109,6 +127,11 @@ struct Shared {
     watch: Mutex<Option<Watch>>,
     /// Why the gate refused or stopped the running caller statement.
     refusal: Mutex<Option<Error>>,
+    /// The audit is on: note the tables caller statements change.
+    audit: AtomicBool,
+    /// The tables the statement being compiled changes; `Some` once the
+    /// authorizer was asked (the statement was compiled, not cached).
+    seen: Mutex<Option<Vec<String>>>,
 }
 
 struct Watch {
@@ -139,7 +162,56 @@ impl Gate {
             shared,
             bounds,
             own_length,
+            tables: Mutex::default(),
+            op_tables: Mutex::default(),
         })
+    }
+
+    /// Turn the noting of changed tables on or off (the operation audit).
+    pub fn set_audit(&self, on: bool) {
+        self.shared.audit.store(on, Ordering::Release);
+    }
+
+    /// Whether changed tables are noted.
+    pub fn auditing(&self) -> bool {
+        self.shared.audit.load(Ordering::Acquire)
+    }
+
+    /// After the caller statement `sql` ran (auditing): add the tables it
+    /// changes to the running operation's. Compiled just now, the
+    /// authorizer saw them; taken from the statement cache, they are those
+    /// seen when it was compiled.
+    pub fn note_tables(&self, conn: &Connection, sql: &str) {
+        let seen = lock(&self.shared.seen).take();
+        let mut map = lock(&self.tables);
+        let tables = match seen {
+            Some(seen) => {
+                if map.len() >= MAX_AUDITED_SQL && !map.contains_key(sql) {
+                    map.clear();
+                    conn.flush_prepared_statement_cache();
+                }
+                let tables: Arc<[String]> = seen.into();
+                map.insert(sql.to_owned(), tables.clone());
+                tables
+            }
+            None => match map.get(sql) {
+                Some(tables) => tables.clone(),
+                None => return,
+            },
+        };
+        drop(map);
+        let mut op = lock(&self.op_tables);
+        for t in tables.iter() {
+            if !op.contains(t) {
+                op.push(t.clone());
+            }
+        }
+    }
+
+    /// The tables the operation that just ran changed (auditing), and
+    /// start the next operation's.
+    pub fn take_tables(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.op_tables))
     }
 
     /// Run `f`, which prepares and runs one caller statement on `conn`,
@@ -160,6 +232,9 @@ impl Gate {
             bounds: self.bounds,
             cancelled: cancelled.cloned(),
         });
+        if self.auditing() {
+            *lock(&self.shared.seen) = None;
+        }
         self.shared.caller.store(true, Ordering::Release);
         // Restores resilite's own mode even if `f` panics.
         let _restore = Restore { gate: self, conn };
@@ -199,6 +274,9 @@ impl Shared {
         if !self.caller.load(Ordering::Acquire) {
             return Authorization::Allow;
         }
+        if self.audit.load(Ordering::Acquire) {
+            self.note(ctx);
+        }
         match refusal(ctx) {
             None => Authorization::Allow,
             Some(why) => {
@@ -208,6 +286,24 @@ impl Shared {
                     "refused by the statement gate",
                 ));
                 Authorization::Deny
+            }
+        }
+    }
+
+    /// Note the table `ctx` changes, if it changes one of the
+    /// application's (SQLite's own tables, changed by DDL, are left out).
+    fn note(&self, ctx: &AuthContext<'_>) {
+        let table = match ctx.action {
+            AuthAction::Insert { table_name }
+            | AuthAction::Update { table_name, .. }
+            | AuthAction::Delete { table_name } => Some(table_name),
+            _ => None,
+        };
+        let mut seen = lock(&self.seen);
+        let seen = seen.get_or_insert_with(Vec::new);
+        if let Some(t) = table.filter(|t| !t.starts_with("sqlite_")) {
+            if !seen.iter().any(|s| s == t) {
+                seen.push(t.to_owned());
             }
         }
     }

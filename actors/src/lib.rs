@@ -54,6 +54,8 @@
 //! - [`schema`]: schema validation (not an actor): the expected schema
 //!   ([`ExpectedSchema`]), findings ([`SchemaReport`]), data checks, fixes
 //!   and dedupe, run by the runtime through the writer.
+//! - [`audit`]: the operation audit's records ([`AuditRecord`],
+//!   [`AuditLevel`], [`WriteContext`]), written by the writer.
 //!
 //! Not an actor: [`migrate`], the application's migrations ([`Migrations`],
 //! [`MigrateOptions`], [`MigrationReport`], [`MigrationStatus`]), run on
@@ -95,6 +97,7 @@ mod normalise;
 mod value;
 
 pub mod archive;
+pub mod audit;
 pub mod backup;
 pub mod breaker;
 pub mod health;
@@ -112,6 +115,9 @@ pub mod maintenance;
 pub mod slot;
 pub mod slow_log;
 
+pub use audit::{
+    AuditLevel, AuditPage, AuditQuery, AuditRecord, AuditStatus, OpKind, WriteContext,
+};
 pub use backup::{BackupConfig, BackupInfo, Compress, Verification};
 pub use breaker::{
     BreakerConfig, BreakerError, BreakerHandle, BreakerOpen, BreakerSnapshot, BreakerState,

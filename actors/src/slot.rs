@@ -15,6 +15,7 @@ use ractor::ActorRef;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::audit::WriteContext;
 use crate::error::{Error, Result};
 use crate::value::{Operation, OperationOutcome};
 use crate::writer::{WriterHandle, WriterMsg};
@@ -121,7 +122,19 @@ pub async fn running<T: Clone>(slot: &mut watch::Receiver<Slot<T>>) -> Result<T>
 /// If the writer's connection thread is gone before taking the operation
 /// (so it was never applied), it is sent to the restarted writer.
 pub async fn write(slot: &watch::Receiver<WriterSlot>, op: Operation) -> Result<OperationOutcome> {
-    resend(slot, op, |writer, op| async move { writer.write(op).await }).await?
+    write_with(slot, op, None).await
+}
+
+/// [`write()`], with who asked for it (for the operation audit).
+pub async fn write_with(
+    slot: &watch::Receiver<WriterSlot>,
+    op: Operation,
+    context: Option<Box<WriteContext>>,
+) -> Result<OperationOutcome> {
+    resend(slot, (op, context), |writer, (op, context)| async move {
+        writer.write_with(op, context).await
+    })
+    .await?
 }
 
 /// Apply independent operations through the writer in `slot`, committed

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use resilite_actors::connection::explain_open_failure;
 
 mod archive;
+mod audit;
 mod backup;
 mod backups;
 mod checkpoint;
@@ -92,6 +93,8 @@ enum Command {
     /// maintenance, backups, restores, recoveries, restarts), newest first,
     /// from the journal. Exit 0.
     Events(events::EventsArgs),
+    /// The operation audit: writes with their status, tables and caller, newest first.
+    Audit(audit::AuditArgs),
     /// The error log: each distinct error once, with how often and when it
     /// was seen, from the journal. Exit 0.
     Errors(errors::ErrorsArgs),
@@ -124,6 +127,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Fix(args) => fix::run(args),
         Command::Events(args) => events::run(args),
+        Command::Audit(args) => audit::run(args),
         Command::Errors(args) => errors::run(args),
         Command::SlowQueries(args) => slow_queries::run(args),
         Command::Archive(args) => archive::run(args),

@@ -27,6 +27,8 @@ const RESTART_ONLY: &[&str] = &[
     "schema.on_start",
     "schema.migrations_dir",
     "schema.allow_destructive",
+    // The writer is given its audit level when it starts.
+    "audit.level",
 ];
 
 /// Keys whose values are secrets: a change is shown as `"(changed)"`.

@@ -29,7 +29,8 @@ use std::time::Duration;
 
 use resilite_actors::backup::Retention;
 pub use resilite_actors::breaker::DATABASE_BREAKER;
-use resilite_actors::{BackupConfig, DbOptions, RetryPolicy, WriterConfig};
+use resilite_actors::writer::AuditConfig;
+use resilite_actors::{AuditLevel, BackupConfig, DbOptions, RetryPolicy, WriterConfig};
 // The sections owned by the actors they configure: `[health]`, `[retry]`
 // and `[breakers.<name>]`.
 pub use resilite_actors::{BreakerConfig, HealthConfig, RetryConfig};
@@ -68,6 +69,9 @@ pub const DEFAULT_RESTART_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 /// Default log filter (`[log] level`).
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Default operation audit level: failed, rolled-back and queued writes
+/// (recording every write costs throughput; see docs/benchmarks.md).
+pub const DEFAULT_AUDIT_LEVEL: AuditLevel = AuditLevel::Failures;
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "RESILITE_";
 /// Environment variable of the log filter (not a config key).
@@ -268,6 +272,7 @@ impl Config {
             init: None,
             name: "writer",
             op_log: None,
+            audit: None,
         }
     }
 
@@ -277,6 +282,12 @@ impl Config {
         let mut writer = self.writer_config(self.app_db());
         if self.backup.op_log {
             writer.op_log = Some(self.journal_db());
+        }
+        if self.audit.level != AuditLevel::Off {
+            writer.audit = Some(AuditConfig {
+                level: self.audit.level,
+                journal: self.journal_db(),
+            });
         }
         writer
     }

@@ -18,13 +18,13 @@ use resilite_actors::writer::{
     DEFAULT_BATCH_WAIT, DEFAULT_MAX_BATCH, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY,
     DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX, DEFAULT_STATEMENT_TIMEOUT,
 };
-use resilite_actors::Synchronous;
+use resilite_actors::{AuditLevel, Synchronous};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    DEFAULT_AUDIT_RETENTION, DEFAULT_BODY_TIMEOUT, DEFAULT_DATABASE_PATH, DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_LOG_LEVEL, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW,
+    DEFAULT_AUDIT_LEVEL, DEFAULT_AUDIT_RETENTION, DEFAULT_BODY_TIMEOUT, DEFAULT_DATABASE_PATH,
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_LOG_LEVEL,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW,
 };
 
 /// `[database]`
@@ -303,20 +303,23 @@ impl SchemaSection {
     }
 }
 
-/// `[audit]`: the slow-query log, and how long the journal keeps events,
-/// error signatures and slow queries. Events and the error log are always
-/// on. (`level`, for an audit of every operation, is not a key yet.)
+/// `[audit]`: the operation audit's level, the slow-query log, and how long
+/// the journal keeps events, error signatures, slow queries and operation
+/// audit records. Events and the error log are always on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditSection {
+    /// The operation audit: `"off"`, `"failures"` (writes that did not
+    /// commit: failed, rolled back, queued) or `"all"` (every write).
+    pub level: AuditLevel,
     /// A write or query at least this long (as its caller waited for it)
     /// goes to the slow-query log, with its query plan; `"0s"` turns the
     /// slow-query log off.
     #[serde(with = "humantime_serde")]
     pub slow_threshold: Duration,
-    /// Events, error signatures and slow queries not seen for this long are
-    /// deleted (hourly, and at start); an error signature seen 100 times
-    /// or more is kept.
+    /// Events, error signatures, slow queries and operation audit records
+    /// not seen for this long are deleted (hourly, and at start); an error
+    /// signature seen 100 times or more is kept.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
 }
@@ -324,6 +327,7 @@ pub struct AuditSection {
 impl Default for AuditSection {
     fn default() -> Self {
         AuditSection {
+            level: DEFAULT_AUDIT_LEVEL,
             slow_threshold: DEFAULT_SLOW_THRESHOLD,
             retention: DEFAULT_AUDIT_RETENTION,
         }

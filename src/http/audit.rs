@@ -1,16 +1,18 @@
 //! The audit trail over HTTP: `GET /v1/events` (`?since=1h&kind=..&severity=..&limit=..&before=<id>`,
 //! newest first, `next` is the `before` of the next page), `GET /v1/errors`,
-//! `POST /v1/errors/{signature}/resolve` and `GET /v1/slow-queries`.
+//! `POST /v1/errors/{signature}/resolve`, `GET /v1/slow-queries` and
+//! `GET /v1/audit` (`?since=1h&status=..&table=..&limit=..&before=<id>`, the
+//! operation audit, paged like the events).
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use resilite_actors::{Error, EventPage};
+use resilite_actors::{AuditPage, Error, EventPage};
 use serde::Deserialize;
 
 use super::{ApiError, AppState};
-use crate::runtime::event_query;
+use crate::runtime::{audit_query, event_query};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +38,32 @@ pub(super) async fn events(
         q.before,
     )?;
     Ok(Json(s.rt.events(query).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditParams {
+    since: Option<String>,
+    status: Option<String>,
+    table: Option<String>,
+    limit: Option<usize>,
+    before: Option<i64>,
+}
+
+/// One page of the operation audit, newest first.
+pub(super) async fn operations(
+    State(s): State<AppState>,
+    query: Result<Query<AuditParams>, QueryRejection>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let Query(q) = query.map_err(|e| Error::bad_input(e.body_text()))?;
+    let query = audit_query(
+        q.since.as_deref(),
+        q.status.as_deref(),
+        q.table.as_deref(),
+        q.limit,
+        q.before,
+    )?;
+    Ok(Json(s.rt.audit(query).await?))
 }
 
 /// The error log, most recently seen first.

@@ -88,8 +88,11 @@ pub(super) async fn serve(
         let activity = Arc::new(Activity::new());
         let router = TowerToHyperService::new(app.clone());
         let tracker = activity.clone();
-        let service = service_fn(move |req: Request<Incoming>| {
+        let service = service_fn(move |mut req: Request<Incoming>| {
             let busy = tracker.begin();
+            // The client's address, for the operation audit.
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             let response = router.call(req);
             async move {
                 let response = response.await;

@@ -2,12 +2,17 @@
 //! bodies, the check of their parameters (an integer must fit SQLite's
 //! 64-bit INTEGER), and the handlers, which only call the runtime.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use resilite_actors::retry_queue::EnqueueOptions;
-use resilite_actors::{Error, Operation, QueryResult, Statement, WriteOutcome};
+use resilite_actors::{Error, Operation, QueryResult, Statement, WriteContext, WriteOutcome};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -116,16 +121,17 @@ struct BatchResponse {
 
 pub(super) async fn execute(
     State(s): State<AppState>,
+    Caller(context): Caller,
     JsonBody(req): JsonBody<ExecuteRequest>,
 ) -> Result<Response, ApiError> {
     let stmt = statement(req.sql, req.params)?;
     if !req.durable {
-        return Ok(Json(s.rt.execute(stmt).await?).into_response());
+        return Ok(Json(s.rt.execute_with(stmt, *context).await?).into_response());
     }
     let options = enqueue_options(req.priority, req.ordering_key);
     match s
         .rt
-        .execute_durable(Operation::Statement(stmt), options)
+        .durable_with(Operation::Statement(stmt), options, Some(context))
         .await?
     {
         Durable::Applied { mut results } => Ok(Json(results.pop()).into_response()),
@@ -135,6 +141,7 @@ pub(super) async fn execute(
 
 pub(super) async fn batch(
     State(s): State<AppState>,
+    Caller(context): Caller,
     JsonBody(req): JsonBody<BatchRequest>,
 ) -> Result<Response, ApiError> {
     if req.statements.is_empty() {
@@ -146,13 +153,15 @@ pub(super) async fn batch(
         .map(RawStatement::check)
         .collect::<Result<Vec<_>, _>>()?;
     if !req.durable {
-        let results = s.rt.batch(statements).await?;
+        let results =
+            s.rt.write_with(Operation::Batch(statements), *context)
+                .await?;
         return Ok(Json(BatchResponse { results }).into_response());
     }
     let options = enqueue_options(req.priority, req.ordering_key);
     match s
         .rt
-        .execute_durable(Operation::Batch(statements), options)
+        .durable_with(Operation::Batch(statements), options, Some(context))
         .await?
     {
         Durable::Applied { results } => Ok(Json(BatchResponse { results }).into_response()),
@@ -165,4 +174,49 @@ pub(super) async fn query(
     JsonBody(stmt): JsonBody<RawStatement>,
 ) -> Result<Json<QueryResult>, ApiError> {
     Ok(Json(s.rt.query(stmt.check()?).await?))
+}
+
+/// Longest `X-Request-Id` kept.
+const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// Who sent a write, for the operation audit: the `X-Request-Id` header
+/// (or an id generated here, unique within this process) and the client's
+/// address.
+pub(super) struct Caller(Box<WriteContext>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let request_id = match parts.headers.get("x-request-id") {
+            Some(value) => value
+                .to_str()
+                .ok()
+                .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_BYTES)
+                .ok_or_else(|| {
+                    Error::bad_input(format!(
+                        "X-Request-Id must be 1 to {MAX_REQUEST_ID_BYTES} visible ASCII characters; send a shorter id or none (one is generated)"
+                    ))
+                })?
+                .to_owned(),
+            None => generated_request_id(),
+        };
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.to_string());
+        Ok(Caller(Box::new(WriteContext {
+            request_id: Some(request_id),
+            caller: None,
+            client,
+        })))
+    }
+}
+
+/// A request id unique within this process: its start time and a count.
+fn generated_request_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static START: OnceLock<i64> = OnceLock::new();
+    let start = START.get_or_init(resilite_actors::maintenance::now_ms);
+    format!("{start:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }

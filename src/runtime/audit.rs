@@ -17,9 +17,11 @@ use resilite_actors::journal;
 use resilite_actors::maintenance::now_ms;
 use resilite_actors::slot::{self, Slot, WriterSlot};
 use resilite_actors::slow_log::{self, SlowLog, SlowSample};
+use resilite_actors::writer::op_kind;
 use resilite_actors::{
-    Error, ErrorRecord, Event, EventPage, EventQuery, Operation, OperationOutcome, QueryResult,
-    Result, SlowKind, SlowQueryRecord, Statement,
+    AuditPage, AuditQuery, AuditRecord, AuditStatus, Error, ErrorRecord, Event, EventPage,
+    EventQuery, Operation, OperationOutcome, QueryResult, Result, SlowKind, SlowQueryRecord,
+    Statement, WriteContext,
 };
 use tokio::sync::watch;
 
@@ -78,6 +80,7 @@ async fn prune(
             journal::errors::prune_statement(cutoff, DEFAULT_KEEP_FREQUENT_ERRORS),
             journal::slow_queries::prune_statement(cutoff),
             journal::archives::prune_statement(cutoff),
+            journal::audit::prune_statement(cutoff),
         ];
         if let Err(e) = slot::write(&journal, Operation::Batch(statements)).await {
             if matches!(*journal.borrow(), Slot::Stopped) {
@@ -107,6 +110,50 @@ impl Runtime {
     pub async fn events(&self, query: EventQuery) -> Result<EventPage> {
         self.read_journal(move |c| journal::events::page(c, &query))
             .await
+    }
+
+    /// One page of the operation audit (`[audit] level`), newest first:
+    /// `next` is the `before` of the next (older) page.
+    pub async fn audit(&self, query: AuditQuery) -> Result<AuditPage> {
+        self.read_journal(move |c| journal::audit::page(c, &query))
+            .await
+    }
+
+    /// Record an operation that never reached the writer's transaction
+    /// (refused by the breaker, queued for replay) in the operation audit,
+    /// through the writer, when the level keeps it.
+    pub(super) async fn audit_outside(
+        &self,
+        op: &Operation,
+        context: Option<Box<WriteContext>>,
+        status: AuditStatus,
+        error: &Error,
+        queue_id: Option<i64>,
+        waited: Duration,
+    ) {
+        if !self.inner.config.borrow().audit.level.records(status) {
+            return;
+        }
+        let record = AuditRecord {
+            id: 0,
+            at_ms: now_ms(),
+            batch: None,
+            kind: op_kind(op).0,
+            status,
+            context: context.map(|c| *c).unwrap_or_default(),
+            tables: Vec::new(),
+            rows: 0,
+            error_class: Some(error.class.as_str().to_owned()),
+            error: Some(error.message.clone()),
+            duration_us: waited.as_micros() as u64,
+            queue_id,
+        };
+        // Through the journal writer, which also writes the queue entry:
+        // no second writer on the journal contends with it.
+        let insert = Operation::Statement(journal::audit::insert_statement(&record));
+        if let Err(e) = slot::write(&self.inner.journal, insert).await {
+            tracing::warn!(detail = %e.detail, "an operation audit record was not written");
+        }
     }
 
     /// The error log: one row per error signature with its count, most
@@ -236,17 +283,7 @@ pub(crate) fn event_query(
     before: Option<i64>,
 ) -> Result<EventQuery> {
     use resilite_actors::{EventKind, Severity};
-    let since_ms = since
-        .map(|text| {
-            humantime::parse_duration(text)
-                .map(|d| now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
-                .map_err(|e| {
-                    Error::bad_input(format!(
-                        "since = `{text}` is not a duration ({e}): give how far back to look, e.g. 30m, 1h, 7days"
-                    ))
-                })
-        })
-        .transpose()?;
+    let since_ms = since.map(since_ms).transpose()?;
     let kind = kind
         .map(|k| {
             EventKind::parse(k).ok_or_else(|| {
@@ -277,6 +314,59 @@ pub(crate) fn event_query(
         since_ms,
         kind,
         severity,
+        before,
+        limit,
+    })
+}
+
+/// The time `text` (a duration, e.g. `1h`) back from now, in ms since the
+/// Unix epoch.
+fn since_ms(text: &str) -> Result<i64> {
+    humantime::parse_duration(text)
+        .map(|d| now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+        .map_err(|e| {
+            Error::bad_input(format!(
+                "since = `{text}` is not a duration ({e}): give how far back to look, e.g. 30m, 1h, 7days"
+            ))
+        })
+}
+
+/// An [`AuditQuery`] from the text a person types (the CLI's flags, the
+/// HTTP query string), like [`event_query`].
+pub(crate) fn audit_query(
+    since: Option<&str>,
+    status: Option<&str>,
+    table: Option<&str>,
+    limit: Option<usize>,
+    before: Option<i64>,
+) -> Result<AuditQuery> {
+    let since_ms = since.map(since_ms).transpose()?;
+    let status = status
+        .map(|s| {
+            AuditStatus::parse(s).ok_or_else(|| {
+                let all: Vec<&str> = AuditStatus::ALL.iter().map(|s| s.as_str()).collect();
+                Error::bad_input(format!(
+                    "status = `{s}` is not an operation status: use one of {}",
+                    all.join(", ")
+                ))
+            })
+        })
+        .transpose()?;
+    if table.is_some_and(str::is_empty) {
+        return Err(Error::bad_input(
+            "table is empty: name the table whose writes to show, or leave it out",
+        ));
+    }
+    if limit == Some(0) || limit.is_some_and(|l| l > journal::audit::MAX_PAGE) {
+        return Err(Error::bad_input(format!(
+            "limit must be between 1 and {} records per page",
+            journal::audit::MAX_PAGE
+        )));
+    }
+    Ok(AuditQuery {
+        since_ms,
+        status,
+        table: table.map(str::to_owned),
         before,
         limit,
     })

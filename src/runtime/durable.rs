@@ -21,7 +21,7 @@ use resilite_actors::maintenance::now_ms;
 use resilite_actors::retry_queue::{EnqueueOptions, DURABLE_KEY_PREFIX};
 use resilite_actors::slot;
 use resilite_actors::writer::forget_keys_statement;
-use resilite_actors::{Error, ErrorClass, Operation, OperationOutcome, Result};
+use resilite_actors::{AuditStatus, Error, Operation, OperationOutcome, Result, WriteContext};
 use serde::Serialize;
 
 use super::Runtime;
@@ -104,14 +104,27 @@ impl Runtime {
     /// either way (see the module doc). Other errors (constraint, SQL, bad
     /// input) are returned as they are.
     pub async fn execute_durable(&self, op: Operation, options: EnqueueOptions) -> Result<Durable> {
+        self.durable_with(op, options, None).await
+    }
+
+    /// [`execute_durable`](Self::execute_durable) with who asked for it
+    /// (the operation audit).
+    pub(crate) async fn durable_with(
+        &self,
+        op: Operation,
+        options: EnqueueOptions,
+        context: Option<Box<WriteContext>>,
+    ) -> Result<Durable> {
         options.validate()?;
         let (in_flight, key) = self.inner.durable_keys.key(op.clone());
         let bound = self.config().retry.durable_answer_within;
+        let started = std::time::Instant::now();
         // Not answered within the bound: the write is dropped here, but a
         // write the writer already took is not stopped by that; its key,
         // claimed in its own transaction, keeps it and the queued copy to
         // one. (One it had not taken yet is never applied.)
-        let (queued, cause) = match tokio::time::timeout(bound, self.write(in_flight)).await {
+        let write = self.write_context(in_flight, context.clone());
+        let (queued, cause) = match tokio::time::timeout(bound, write).await {
             Ok(Ok(results)) => {
                 if let Some(n) = key {
                     self.inner.durable_keys.applied(n);
@@ -133,6 +146,15 @@ impl Runtime {
             .queue_operation(&queued, &options, Some(&cause))
             .await?;
         tracing::info!(id, class = cause.class.as_str(), "write queued for replay");
+        self.audit_outside(
+            &queued,
+            context,
+            AuditStatus::Queued,
+            &cause,
+            Some(id),
+            started.elapsed(),
+        )
+        .await;
         Ok(Durable::Queued { id })
     }
 }

@@ -44,7 +44,7 @@ mod writes;
 use crate::supervisor::{
     spawn_error, ActorChild, Child, RootSupervisor, SupervisorArgs, SupervisorMsg, WriterChild,
 };
-pub(crate) use audit::event_query;
+pub(crate) use audit::{audit_query, event_query};
 pub use backup::RestoreOutcome;
 pub use durable::Durable;
 pub use ready::NotReady;

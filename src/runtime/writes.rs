@@ -5,9 +5,11 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use resilite_actors::retry_queue::DURABLE_KEY_PREFIX;
 use resilite_actors::slot;
 use resilite_actors::{
-    Error, ErrorClass, Operation, OperationOutcome, QueryResult, Result, Statement, WriteOutcome,
+    AuditLevel, AuditStatus, Error, ErrorClass, Operation, OperationOutcome, QueryResult, Result,
+    Statement, WriteContext, WriteOutcome,
 };
 
 use super::Runtime;
@@ -17,6 +19,19 @@ impl Runtime {
     /// the configured `synchronous` level).
     pub async fn execute(&self, stmt: Statement) -> Result<WriteOutcome> {
         let mut outcome = self.write(Operation::Statement(stmt)).await?;
+        outcome
+            .pop()
+            .ok_or_else(|| Error::classed(ErrorClass::Internal, "writer returned no outcome"))
+    }
+
+    /// [`execute`](Self::execute), with who asked for it: the operation
+    /// audit (`[audit] level`) records `context` with the write.
+    pub async fn execute_with(
+        &self,
+        stmt: Statement,
+        context: WriteContext,
+    ) -> Result<WriteOutcome> {
+        let mut outcome = self.write_with(Operation::Statement(stmt), context).await?;
         outcome
             .pop()
             .ok_or_else(|| Error::classed(ErrorClass::Internal, "writer returned no outcome"))
@@ -32,19 +47,58 @@ impl Runtime {
     /// If the writer's connection thread is gone before taking the
     /// operation (it was never applied), it is sent to the restarted writer.
     pub async fn write(&self, op: Operation) -> Result<OperationOutcome> {
+        self.write_context(op, None).await
+    }
+
+    /// [`write`](Self::write), with who asked for it: the operation audit
+    /// (`[audit] level`) records `context` with the write.
+    pub async fn write_with(
+        &self,
+        op: Operation,
+        context: WriteContext,
+    ) -> Result<OperationOutcome> {
+        self.write_context(op, Some(Box::new(context))).await
+    }
+
+    pub(crate) async fn write_context(
+        &self,
+        op: Operation,
+        context: Option<Box<WriteContext>>,
+    ) -> Result<OperationOutcome> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(Error::unavailable("resilite is shutting down"));
         }
+        // A caller's write is audited with its context, empty if none was
+        // given (resilite's own writes, sent without one, are not).
+        let context = context.or_else(|| {
+            (self.inner.config.borrow().audit.level != AuditLevel::Off).then(Box::default)
+        });
         // While the breaker is quiet, a fast success changes nothing in it:
         // only failures and slow calls take its lock.
-        let permit = self.inner.database.acquire().map_err(|open| {
-            let e = Error::from(open);
-            self.audit_error("write", &e);
-            e
-        })?;
+        let permit = match self.inner.database.acquire() {
+            Ok(permit) => permit,
+            Err(open) => {
+                let e = Error::from(open);
+                self.audit_error("write", &e);
+                // A durable write refused here is queued, and recorded so.
+                let durable = matches!(&op, Operation::Once { key, .. } if key.starts_with(DURABLE_KEY_PREFIX));
+                if !durable {
+                    self.audit_outside(
+                        &op,
+                        context,
+                        AuditStatus::Failed,
+                        &e,
+                        None,
+                        Default::default(),
+                    )
+                    .await;
+                }
+                return Err(e);
+            }
+        };
         let sql = self.slow_sql(&op);
         let started = Instant::now();
-        let result = slot::write(&self.inner.app, op).await;
+        let result = slot::write_with(&self.inner.app, op, context).await;
         let elapsed = started.elapsed();
         if crate::metrics::sampled() {
             metrics::histogram!("resilite_write_duration_seconds").record(elapsed.as_secs_f64());

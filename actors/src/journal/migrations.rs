@@ -270,7 +270,7 @@ pub(super) const MIGRATIONS: &[&[&str]] = &[
         last_seen_ms INTEGER NOT NULL
     );
     CREATE INDEX slow_queries_last_seen ON slow_queries (last_seen_ms);"],
-    // Retention and archives: the archive catalog, a row per archive file
+    // 11: retention and archives: the archive catalog, a row per archive file
     // of expired rows (see `archive`), with its phase.
     &["CREATE TABLE archives (
         id INTEGER PRIMARY KEY,
@@ -296,4 +296,22 @@ pub(super) const MIGRATIONS: &[&[&str]] = &[
         file_deleted_at_ms INTEGER
     );
     CREATE INDEX archives_status ON archives (status);"],
+    // 12: the operation audit: one row per audited write operation.
+    &["CREATE TABLE audit_ops (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        batch INTEGER,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('committed', 'rolled_back', 'failed', 'queued')),
+        request_id TEXT,
+        caller TEXT,
+        client TEXT,
+        tables TEXT NOT NULL,
+        rows INTEGER NOT NULL,
+        error_class TEXT,
+        error TEXT,
+        duration_us INTEGER NOT NULL,
+        queue_id INTEGER
+    );
+    CREATE INDEX audit_ops_at ON audit_ops (at_ms);"],
 ];

@@ -18,13 +18,14 @@
 //! [`recoveries`] (the recovery log), [`events`] (events with
 //! explanations), [`errors`] (the deduplicated error log) and
 //! [`slow_queries`] (the slow-query log), [`archives`] (the archive
-//! catalog).
+//! catalog) and [`audit`](mod@audit) (the operation audit).
 //!
 //! Internal: this module is `pub` only for the `resilite` facade (the
 //! supervisor's restart log, the runtime's queue reads, the `dlq` verb of
 //! the CLI) and this crate's tests; it is not part of `resilite::`.
 
 pub mod archives;
+pub mod audit;
 pub mod backups;
 pub mod breakers;
 pub mod errors;
@@ -193,7 +194,7 @@ mod tests {
             (8, "INSERT INTO recoveries (started_at_ms, trigger, steps, outcome, duration_ms, explanation) VALUES (1, 'manual', '[]', 'recovered', 2, 'test')"),
             (10, "INSERT INTO events (at_ms, at, kind, severity, summary, cause, decision, subject) VALUES (1, 'then', 'backup', 'info', 's', 'c', 'd', 'app.db')"),
             (10, "INSERT INTO error_log (signature, class, message, example, component, severity, count, first_seen_ms, last_seen_ms) VALUES ('ab', 'sql', 'm', 'e', 'execute', 'info', 1, 1, 1)"),
-            (MIGRATIONS.len(), "INSERT INTO archives (path, tbl, col, format, cutoff_ms, first_rowid, last_rowid, rows, uncompressed_size, stored_size, sha256, created_at_ms, created_at, status, updated_at_ms) VALUES ('/a.db.zst', 'logs', 'at', 'iso8601', 1, 1, 2, 2, 10, 5, 'ab', 1, 'then', 'purged', 1)"),
+            (11, "INSERT INTO archives (path, tbl, col, format, cutoff_ms, first_rowid, last_rowid, rows, uncompressed_size, stored_size, sha256, created_at_ms, created_at, status, updated_at_ms) VALUES ('/a.db.zst', 'logs', 'at', 'iso8601', 1, 1, 2, 2, 10, 5, 'ab', 1, 'then', 'purged', 1)"),
             (10, "INSERT INTO slow_queries (hash, kind, sql, count, total_ms, max_ms, last_ms, rows, plan, scan, first_seen_ms, last_seen_ms) VALUES ('ab', 'query', 'SELECT ?', 1, 1, 1, 1, 0, '[]', 0, 1, 1)"),
         ];
         for (since, sql) in rows {
@@ -253,10 +254,7 @@ mod tests {
             assert_eq!(count(&conn, "SELECT count(*) FROM events"), at(10));
             assert_eq!(count(&conn, "SELECT count(*) FROM error_log"), at(10));
             assert_eq!(count(&conn, "SELECT count(*) FROM slow_queries"), at(10));
-            assert_eq!(
-                count(&conn, "SELECT count(*) FROM archives"),
-                at(MIGRATIONS.len())
-            );
+            assert_eq!(count(&conn, "SELECT count(*) FROM archives"), at(11));
             let queue: String = conn
                 .query_row(
                     "SELECT sql FROM sqlite_master WHERE name = 'retry_queue'",

@@ -52,6 +52,7 @@ pub use actor::{RetryArgs, RetryMsg, RetryQueueActor, RetryState, SqlGate, Token
 pub use ask::{ask_entry, ask_stats, DEFAULT_ASK_TIMEOUT};
 pub use config::{enqueue_statement, EnqueueOptions, RetryConfig};
 pub use entry::{Due, Entry, EntryStatus, QueueStats, Resolution};
+pub(crate) use replay::QUEUE_KEY_PREFIX;
 pub use replay::{Handler, HandlerFuture, Handlers, DURABLE_KEY_PREFIX};
 
 /// The kind of queued SQL operations; other kinds are application payloads.

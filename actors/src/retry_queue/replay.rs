@@ -27,7 +27,7 @@ use crate::value::{Operation, Statement};
 use crate::writer;
 
 /// Idempotency keys of queue replays: this prefix and the entry id.
-const QUEUE_KEY_PREFIX: &str = "resilite-queue:";
+pub(crate) const QUEUE_KEY_PREFIX: &str = "resilite-queue:";
 /// Idempotency keys the runtime gives durable writes (this prefix and a
 /// number): forgotten with the queue's key once a queued copy succeeded.
 pub const DURABLE_KEY_PREFIX: &str = "resilite-durable:";

@@ -23,6 +23,9 @@ use super::keys::claim_key;
 /// Also answers how long the COMMIT itself took: what one more
 /// transaction costs beyond its operations (see the writer's batch wait).
 ///
+/// With the audit on, `traces` (one per operation, else empty) gets how
+/// long each operation ran and the tables it changed, in the last attempt.
+///
 /// Transaction control is never taken from the statement cache: a caller's
 /// `COMMIT` would find resilite's own there, compiled outside the gate.
 pub(super) fn apply_batch(
@@ -30,6 +33,7 @@ pub(super) fn apply_batch(
     gate: &Gate,
     ops: &[Operation],
     logged_up_to: Option<i64>,
+    traces: &mut [OpTrace],
 ) -> Result<(Vec<Result<OperationOutcome>>, Duration)> {
     let mut failed: Vec<Option<Error>> = vec![None; ops.len()];
     'attempt: loop {
@@ -39,7 +43,7 @@ pub(super) fn apply_batch(
             if failed[i].is_some() {
                 continue;
             }
-            match apply_operation(conn, gate, op) {
+            match traced(conn, gate, op, traces.get_mut(i)) {
                 Ok(outcome) => done.push((i, outcome)),
                 Err(Failure { error, .. }) if error.is_transient() => {
                     rollback_quietly(conn);
@@ -87,14 +91,19 @@ pub(super) fn apply_batch(
 /// sequence number as the database's op-log position. They are not logged
 /// again: the log already holds them, under those numbers, so a later
 /// recovery from the same backup replays each once.
-pub(super) fn replay_batch(conn: &Connection, gate: &Gate, ops: &[LoggedOp]) -> Result<()> {
+pub(super) fn replay_batch(
+    conn: &Connection,
+    gate: &Gate,
+    ops: &[LoggedOp],
+    traces: &mut [OpTrace],
+) -> Result<()> {
     let Some(last) = ops.last() else {
         return Ok(());
     };
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let applied = (|| -> Result<()> {
-        for logged in ops {
-            apply_operation(conn, gate, &logged.op).map_err(|f| {
+        for (i, logged) in ops.iter().enumerate() {
+            traced(conn, gate, &logged.op, traces.get_mut(i)).map_err(|f| {
                 let mut e = f.error;
                 e.message = format!("logged operation {}: {}", logged.seq, e.message);
                 e
@@ -107,6 +116,38 @@ pub(super) fn replay_batch(conn: &Connection, gate: &Gate, ops: &[LoggedOp]) -> 
     if applied.is_err() {
         rollback_quietly(conn);
     }
+    applied
+}
+
+/// What the audit keeps of one operation's run.
+#[derive(Debug, Clone, Default)]
+pub(super) struct OpTrace {
+    /// How long it ran.
+    pub(super) duration: Duration,
+    /// The tables its statements (and their triggers) changed.
+    pub(super) tables: Vec<String>,
+    /// Rows its statements changed.
+    pub(super) rows: u64,
+}
+
+/// [`apply_operation`], traced into `trace` when there is one.
+fn traced(
+    conn: &Connection,
+    gate: &Gate,
+    op: &Operation,
+    trace: Option<&mut OpTrace>,
+) -> Result<OperationOutcome, Failure> {
+    let Some(trace) = trace else {
+        return apply_operation(conn, gate, op);
+    };
+    let started = Instant::now();
+    let applied = apply_operation(conn, gate, op);
+    trace.duration = started.elapsed();
+    trace.tables = gate.take_tables();
+    trace.rows = match &applied {
+        Ok(outcome) => outcome.iter().map(|o| o.rows_affected as u64).sum(),
+        Err(_) => 0,
+    };
     applied
 }
 
@@ -217,7 +258,11 @@ fn run_statement(conn: &Connection, gate: &Gate, s: &Statement) -> Result<WriteO
         }
         stmt.execute(rusqlite::params_from_iter(&s.params))
             .map_err(|e| crate::gate::run_error(conn, &s.sql, e))
-    })?;
+    });
+    if gate.auditing() {
+        gate.note_tables(conn, &s.sql);
+    }
+    let rows_affected = rows_affected?;
     if conn.total_changes() == changes_before {
         return Ok(WriteOutcome {
             rows_affected: 0,

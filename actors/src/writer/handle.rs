@@ -1,5 +1,6 @@
 //! [`WriterHandle`]: the hot path to a writer's connection thread.
 
+use crate::audit::WriteContext;
 use crate::error::{Error, ErrorClass, Result};
 use crate::value::{Operation, OperationOutcome};
 
@@ -32,10 +33,24 @@ impl WriterHandle {
         &self,
         op: Operation,
     ) -> std::result::Result<Result<OperationOutcome>, Operation> {
+        self.write_with(op, None).await.map_err(|(op, _)| op)
+    }
+
+    /// [`write`](Self::write), with who asked for it (for the operation
+    /// audit). `Err` gives both back, never applied, when the thread is gone.
+    pub async fn write_with(
+        &self,
+        op: Operation,
+        context: Option<Box<WriteContext>>,
+    ) -> std::result::Result<Result<OperationOutcome>, (Operation, Option<Box<WriteContext>>)> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        match self.jobs.send_async(Job::Write(op, tx.into())).await {
+        match self
+            .jobs
+            .send_async(Job::Write(op, context, tx.into()))
+            .await
+        {
             Ok(()) => Ok(answer(rx).await.and_then(|r| r)),
-            Err(flume::SendError(Job::Write(op, _))) => Err(op),
+            Err(flume::SendError(Job::Write(op, context, _))) => Err((op, context)),
             Err(_) => Ok(Err(Error::unavailable("the writer thread is gone"))),
         }
     }

@@ -29,14 +29,18 @@
 //! (one transaction, each operation isolated, through the statement gate),
 //! `keys` (idempotency keys of `Operation::Once`), `op_log` (the operation
 //! log: sequence numbers, the database's op-log position, the append to
-//! the journal after each group commit, gaps).
+//! the journal after each group commit, gaps), `audit` (the operation
+//! audit: a record per operation, appended to the journal after each group
+//! commit).
 
 mod apply;
+mod audit;
 mod handle;
 mod keys;
 mod op_log;
 mod thread;
 
+pub use audit::{kind_of as op_kind, AuditConfig};
 pub use handle::WriterHandle;
 pub use keys::{expire_keys_statement, forget_keys_statement};
 pub use op_log::{
@@ -142,6 +146,10 @@ pub struct WriterConfig {
     /// `writer::op_log`). `None` for the journal writer itself and when
     /// the log is off.
     pub op_log: Option<DbOptions>,
+    /// The operation audit (`[audit] level`): a record per operation, in
+    /// the journal, one journal transaction per group commit that has
+    /// records (see `writer::audit`). `None` when it is off.
+    pub audit: Option<AuditConfig>,
 }
 
 impl WriterConfig {
@@ -158,6 +166,7 @@ impl WriterConfig {
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             op_log: None,
+            audit: None,
         }
     }
 }
@@ -284,7 +293,7 @@ impl Actor for WriterActor {
         state: &mut WriterState,
     ) -> Result<(), ActorProcessingErr> {
         let job = match msg {
-            WriterMsg::Write { op, reply } => Job::Write(op, reply),
+            WriterMsg::Write { op, reply } => Job::Write(op, None, reply),
             WriterMsg::Maintain { task, reply } => Job::Maintain(task, reply),
             WriterMsg::Call(job) => Job::Call(job),
             WriterMsg::Drain(reply) => Job::Barrier(reply),

@@ -11,9 +11,11 @@ use backon::BlockingRetryable;
 use ractor::RpcReplyPort;
 use rusqlite::Connection;
 
-use super::apply::{apply_batch, panic_text, replay_batch, rollback_quietly};
+use super::apply::{apply_batch, panic_text, replay_batch, rollback_quietly, OpTrace};
+use super::audit::{AuditLog, BatchEnd};
 use super::op_log::OpLog;
 use super::{ConnectionJob, WriterConfig, WriterStats};
+use crate::audit::{AuditLevel, WriteContext};
 use crate::connection::open_read_write;
 use crate::error::{Error, ErrorClass, Result};
 use crate::gate::{Bounds, Gate};
@@ -22,7 +24,11 @@ use crate::maintenance::{self, Maintenance, MaintenanceRun};
 use crate::value::{Operation, OperationOutcome};
 
 pub(super) enum Job {
-    Write(Operation, RpcReplyPort<Result<OperationOutcome>>),
+    Write(
+        Operation,
+        Option<Box<WriteContext>>,
+        RpcReplyPort<Result<OperationOutcome>>,
+    ),
     /// Independent operations committed together, one outcome each.
     WriteMany(Vec<Operation>, RpcReplyPort<Vec<Result<OperationOutcome>>>),
     /// The health check's write probe.
@@ -74,6 +80,8 @@ pub(super) struct ConnectionLoop {
     db: Option<Db>,
     /// The operation log, when on; opened with the database.
     op_log: Option<OpLog>,
+    /// The operation audit, when on; opened with the database.
+    audit: Option<AuditLog>,
     rx: flume::Receiver<Job>,
     config: WriterConfig,
     counters: Arc<Counters>,
@@ -111,7 +119,11 @@ impl WriterMetrics {
     }
 }
 
-type Pending = (Operation, RpcReplyPort<Result<OperationOutcome>>);
+type Pending = (
+    Operation,
+    Option<Box<WriteContext>>,
+    RpcReplyPort<Result<OperationOutcome>>,
+);
 
 impl ConnectionLoop {
     pub(super) fn new(
@@ -122,6 +134,7 @@ impl ConnectionLoop {
         ConnectionLoop {
             db: None,
             op_log: None,
+            audit: None,
             rx,
             metrics: WriterMetrics::new(config.name),
             config,
@@ -153,6 +166,10 @@ impl ConnectionLoop {
             (None, Some(journal)) => self.op_log = Some(OpLog::open(journal, &conn)?),
             (None, None) => {}
         }
+        if let (None, Some(audit)) = (&self.audit, &config.audit) {
+            self.audit = Some(AuditLog::open(audit)?);
+        }
+        gate.set_audit(self.audit.is_some());
         self.db = Some(Db { conn, gate });
         Ok(())
     }
@@ -178,16 +195,16 @@ impl ConnectionLoop {
                 Err(_) => break, // every sender dropped: the actor is gone
             };
             match job {
-                Job::Write(op, reply) => {
+                Job::Write(op, context, reply) => {
                     let mut batch = Vec::with_capacity(expected.min(self.config.max_batch));
-                    batch.push((op, reply));
+                    batch.push((op, context, reply));
                     let (batch, control) = self.collect(batch, expected);
                     expected = batch.len();
                     next = control;
                     self.commit(batch);
                 }
                 Job::WriteMany(ops, reply) => {
-                    let _ = reply.send(self.apply(&ops));
+                    let _ = reply.send(self.apply(&ops, &[]));
                 }
                 Job::Maintain(task, reply) => {
                     let _ = reply.send(self.maintain(task));
@@ -241,7 +258,7 @@ impl ConnectionLoop {
                 Err(_) => break,
             };
             match job {
-                Job::Write(op, reply) => batch.push((op, reply)),
+                Job::Write(op, context, reply) => batch.push((op, context, reply)),
                 control => return (batch, Some(control)),
             }
         }
@@ -251,14 +268,24 @@ impl ConnectionLoop {
     /// Commit a batch and answer every caller. A write whose caller went
     /// away before it started is not applied.
     fn commit(&mut self, batch: Vec<Pending>) {
-        let (ops, replies): (Vec<Operation>, Vec<_>) = batch
-            .into_iter()
-            .filter(|(_, reply)| !reply.is_closed())
-            .unzip();
+        let mut ops = Vec::with_capacity(batch.len());
+        let mut contexts = Vec::new();
+        let mut replies = Vec::with_capacity(batch.len());
+        let audit = self.audit.is_some();
+        for (op, context, reply) in batch {
+            if reply.is_closed() {
+                continue;
+            }
+            ops.push(op);
+            if audit {
+                contexts.push(context);
+            }
+            replies.push(reply);
+        }
         if ops.is_empty() {
             return;
         }
-        for (reply, result) in replies.into_iter().zip(self.apply(&ops)) {
+        for (reply, result) in replies.into_iter().zip(self.apply(&ops, &contexts)) {
             let _ = reply.send(result);
         }
     }
@@ -266,11 +293,25 @@ impl ConnectionLoop {
     /// Commit `ops` in one transaction (retrying transient failures in
     /// place), then log the committed ones (when the operation log is on):
     /// the outcome of each, to be answered only after both.
-    fn apply(&mut self, ops: &[Operation]) -> Vec<Result<OperationOutcome>> {
+    fn apply(
+        &mut self,
+        ops: &[Operation],
+        contexts: &[Option<Box<WriteContext>>],
+    ) -> Vec<Result<OperationOutcome>> {
         let logged_up_to = self.op_log.as_ref().map(OpLog::last);
         let db = match self.db() {
             Ok(db) => db,
-            Err(e) => return vec![Err(e); ops.len()],
+            Err(e) => {
+                let results = vec![Err(e); ops.len()];
+                if let Some(audit) = self.audit.as_mut() {
+                    audit.batch(ops, contexts, &[], BatchEnd::Each(&results));
+                }
+                return results;
+            }
+        };
+        let mut traces = match &self.audit {
+            Some(_) => vec![OpTrace::default(); ops.len()],
+            None => Vec::new(),
         };
         let started = Instant::now();
         let attempts = AtomicU64::new(0);
@@ -283,7 +324,7 @@ impl ConnectionLoop {
                 if attempts.fetch_add(1, Ordering::Relaxed) == no_wait_from {
                     let _ = db.conn.busy_timeout(std::time::Duration::ZERO);
                 }
-                apply_batch(&db.conn, &db.gate, ops, logged_up_to)
+                apply_batch(&db.conn, &db.gate, ops, logged_up_to, &mut traces)
             })
             .retry(self.config.retry.backoff())
             .sleep(std::thread::sleep)
@@ -297,6 +338,7 @@ impl ConnectionLoop {
             let _ = db.conn.busy_timeout(self.config.db.busy_timeout);
         }
         let gave_up = matches!(&outcome, Ok(Err(e)) if e.is_transient());
+        let whole_failed = !matches!(&outcome, Ok(Ok(_)));
         let results = match outcome {
             Ok(Ok((results, commit))) => {
                 self.last_commit = commit;
@@ -343,15 +385,27 @@ impl ConnectionLoop {
         m.commit_duration.record(started.elapsed().as_secs_f64());
         m.queue_depth.set(self.rx.len() as f64);
         self.found_locked = gave_up;
+        if let Some(audit) = self.audit.as_mut() {
+            let end = if whole_failed {
+                BatchEnd::Whole(&results)
+            } else {
+                BatchEnd::Each(&results)
+            };
+            audit.batch(ops, contexts, &traces, end);
+        }
         results
     }
 
     /// Re-apply logged operations in one transaction (see
     /// [`replay_batch`]), retrying transient failures in place.
-    fn replay(&self, ops: &[LoggedOp]) -> Result<()> {
+    fn replay(&mut self, ops: &[LoggedOp]) -> Result<()> {
         let db = self.db()?;
-        catch_unwind(AssertUnwindSafe(|| {
-            (|| replay_batch(&db.conn, &db.gate, ops))
+        let mut traces = match &self.audit {
+            Some(_) => vec![OpTrace::default(); ops.len()],
+            None => Vec::new(),
+        };
+        let replayed = catch_unwind(AssertUnwindSafe(|| {
+            (|| replay_batch(&db.conn, &db.gate, ops, &mut traces))
                 .retry(self.config.retry.backoff())
                 .sleep(std::thread::sleep)
                 .when(Error::is_transient)
@@ -360,7 +414,21 @@ impl ConnectionLoop {
         .unwrap_or_else(|panic| {
             rollback_quietly(&db.conn);
             Err(Error::classed(ErrorClass::Internal, panic_text(&panic)))
-        })
+        });
+        if let Some(audit) = self.audit.as_mut().filter(|a| a.level() != AuditLevel::Off) {
+            let plain: Vec<Operation> = ops.iter().map(|l| l.op.clone()).collect();
+            let results: Vec<Result<OperationOutcome>> = match &replayed {
+                Ok(()) => vec![Ok(Vec::new()); ops.len()],
+                Err(e) => vec![Err(e.clone()); ops.len()],
+            };
+            let end = if replayed.is_ok() {
+                BatchEnd::Each(&results)
+            } else {
+                BatchEnd::Whole(&results)
+            };
+            audit.replayed(&plain, &traces, end);
+        }
+        replayed
     }
 
     /// resilite's own write probe, between two transactions: one that
