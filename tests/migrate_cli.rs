@@ -505,3 +505,35 @@ async fn a_server_migrates_at_start_and_answers_v1_migrations() {
         "{log}"
     );
 }
+
+/// `resilite validate --migrations DIR`: the expected schema is the one
+/// the migrations produce (derived in a scratch database): a database
+/// missing the second migration's column is an error (exit 2, the column
+/// named); once migrated it validates clean (exit 0), its own extra table
+/// only an info finding. A migration that does not apply says which.
+#[test]
+fn cli_validate_against_the_schema_the_migrations_produce() {
+    let f = files();
+    f.write(
+        "0002_add_email.up.sql",
+        "ALTER TABLE users ADD COLUMN email TEXT;\n",
+    );
+    let up_to_1 = f.run(&["migrate", "--db", f.db(), "--dir", f.dir(), "--to", "1"]);
+    assert!(up_to_1.status.success(), "{}", text(&up_to_1));
+    let out = f.run(&["validate", "--db", f.db(), "--migrations", f.dir()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("email"), "{}", text(&out));
+    let migrated = f.run(&["migrate", "--db", f.db(), "--dir", f.dir()]);
+    assert!(migrated.status.success(), "{}", text(&migrated));
+    let out = f.run(&["validate", "--db", f.db(), "--migrations", f.dir()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    f.write(
+        "0003_bad.up.sql",
+        "ALTER TABLE nowhere ADD COLUMN x TEXT;\n",
+    );
+    let out = f.run(&["validate", "--db", f.db(), "--migrations", f.dir()]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("migration 3 (bad)"), "{}", text(&out));
+    let neither = f.run(&["validate", "--db", f.db()]);
+    assert!(!neither.status.success(), "{}", text(&neither));
+}

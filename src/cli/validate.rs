@@ -1,5 +1,6 @@
 //! `resilite validate`: compare a database file with an expected schema
-//! (TOML), and with `--data` run its data rules; no server needed. The
+//! (a TOML file, or the schema a directory of migrations produces), and
+//! with `--data` run its data rules; no server needed. The
 //! findings are recorded in the journal beside the database (created if
 //! needed), a finding seen again updating the open one.
 //!
@@ -14,6 +15,7 @@ use clap::Args;
 use resilite_actors::connection::{open_read_only, open_read_write, DbOptions};
 use resilite_actors::journal::{self, findings};
 use resilite_actors::maintenance::now_ms;
+use resilite_actors::migrate::Migrations;
 use resilite_actors::schema::{self, DataBounds, ExpectedSchema, ValidateOptions};
 use resilite_actors::Statement;
 
@@ -28,8 +30,16 @@ pub struct ValidateArgs {
     #[arg(long)]
     db: PathBuf,
     /// The expected schema (TOML: tables, columns, indexes, data rules).
+    #[arg(
+        long,
+        required_unless_present = "migrations",
+        conflicts_with = "migrations"
+    )]
+    schema: Option<PathBuf>,
+    /// Or: the schema a directory of migrations produces (their up scripts
+    /// applied to an empty scratch database), every table required.
     #[arg(long)]
-    schema: PathBuf,
+    migrations: Option<PathBuf>,
     /// Also run the data rules (unique, not_null, check, foreign_keys) and
     /// PRAGMA foreign_key_check, scanning the tables in batches.
     #[arg(long)]
@@ -54,7 +64,11 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
 }
 
 fn validate(args: &ValidateArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let expected = ExpectedSchema::from_toml_file(&args.schema)?;
+    let expected = match (&args.schema, &args.migrations) {
+        (Some(file), _) => ExpectedSchema::from_toml_file(file)?,
+        (None, Some(dir)) => ExpectedSchema::from_migrations(&Migrations::from_dir(dir)?)?,
+        (None, None) => return Err("pass --schema FILE or --migrations DIR".into()),
+    };
     let conn = open_db_read_only(&args.db)?;
     let options = ValidateOptions { data: args.data };
     let report = schema::validate(&conn, &expected, options, DataBounds::default())

@@ -321,6 +321,27 @@ impl ExpectedSchema {
         Ok(())
     }
 
+    /// The schema the migrations `source` produce: their up scripts applied
+    /// in order to a scratch in-memory database, read back as
+    /// [`from_database`](Self::from_database) reads one. A script that
+    /// fails there is an error naming its migration.
+    pub fn from_migrations(source: &crate::migrate::Migrations) -> Result<ExpectedSchema> {
+        let scratch = Connection::open_in_memory()?;
+        for m in source.iter() {
+            scratch.execute_batch(m.up()).map_err(|e| {
+                Error::new(
+                    ErrorClass::BadInput,
+                    format!(
+                        "{} does not apply to an empty database, so no expected schema can be derived from the migrations",
+                        m.label()
+                    ),
+                    e.to_string(),
+                )
+            })?;
+        }
+        Self::from_database(&scratch)
+    }
+
     /// The schema of an existing database, as a file would declare it:
     /// every table (resilite's own `_resilite_*` tables and SQLite's
     /// excepted) required, its columns, and the indexes made by CREATE
