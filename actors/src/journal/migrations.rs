@@ -296,4 +296,7 @@ pub(super) const MIGRATIONS: &[&[&str]] = &[
         file_deleted_at_ms INTEGER
     );
     CREATE INDEX archives_status ON archives (status);"],
+    // Archives: the rowids of an archive's rows that changed after it was
+    // written and so stayed in the database (JSON array; NULL: none).
+    &["ALTER TABLE archives ADD COLUMN kept_rowids TEXT;"],
 ];
