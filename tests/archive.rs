@@ -147,7 +147,11 @@ fn archive_run_killed_between_phases_loses_and_duplicates_nothing() {
         make_logs(&db, ROWS);
         let cfg = config(tmp.path(), &db, ARCHIVE_LOGS);
         let killed = run_archive(&cfg, Some(point));
-        assert!(!killed.status.success(), "{point}: {}", text(&killed));
+        assert!(
+            !killed.status.success() && text(&killed).contains("aborting"),
+            "{point}: the run stops at the fault point: {}",
+            text(&killed)
+        );
         let out = run_archive(&cfg, None);
         assert!(out.status.success(), "{point}: {}", text(&out));
         assert_each_row_in_one_place(&db, tmp.path());
@@ -280,4 +284,87 @@ fn purge_only_policy_deletes_exactly_the_expired_rows() {
         "{}",
         text(&out)
     );
+}
+
+/// A row the application updates after its archive was written and
+/// recorded (the run killed `after_record`) but before the resuming run
+/// deletes the batch stays in the database with its update; the archive
+/// marks it kept (not archived), a restore does not put its old copy back,
+/// and every other row is in exactly one place.
+#[test]
+fn row_updated_between_archive_and_delete_keeps_its_update() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("app.db");
+    make_logs(&db, 40_000);
+    let cfg = config(tmp.path(), &db, ARCHIVE_LOGS);
+    let killed = run_archive(&cfg, Some("after_record"));
+    assert!(
+        !killed.status.success() && text(&killed).contains("aborting"),
+        "the run stops at the fault point: {}",
+        text(&killed)
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "UPDATE logs SET msg = 'edited', created_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = 7",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let out = run_archive(&cfg, None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("1 archived rows changed after their archive was written"),
+        "{}",
+        text(&out)
+    );
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let msg: String = conn
+        .query_row("SELECT msg FROM logs WHERE id = 7", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(msg, "edited", "the update is in the database");
+    drop(conn);
+    let mut expected_db: BTreeSet<i64> = (1..=40_000).filter(|i| i % 2 == 0).collect();
+    expected_db.insert(7);
+    assert_eq!(ids(&db), expected_db);
+
+    let catalog = list(&db);
+    let mut archived = Vec::new();
+    for a in &catalog {
+        assert_eq!(a["status"], "purged", "{a}");
+        let kept: Vec<i64> = serde_json::from_value(a["kept_rowids"].clone()).unwrap();
+        let got = archived_ids(Path::new(a["path"].as_str().unwrap()));
+        archived.extend(got.into_iter().filter(|id| !kept.contains(id)));
+    }
+    let first_kept: Vec<i64> = serde_json::from_value(catalog[0]["kept_rowids"].clone()).unwrap();
+    assert_eq!(first_kept, [7], "the first archive marks row 7 kept");
+    let unique: BTreeSet<i64> = archived.iter().copied().collect();
+    assert_eq!(unique.len(), archived.len(), "no row is archived twice");
+    let expected_archived: BTreeSet<i64> = (1..=40_000).filter(|i| i % 2 == 1 && *i != 7).collect();
+    assert_eq!(
+        unique, expected_archived,
+        "every other expired row is archived"
+    );
+
+    let out = resilite(&["events", "--db", db.to_str().unwrap(), "--kind", "archive"]);
+    assert!(
+        text(&out).contains("changed after the archive was written"),
+        "{}",
+        text(&out)
+    );
+
+    let dbs = db.to_str().unwrap();
+    let id = catalog[0]["id"].to_string();
+    let out = resilite(&["archive", "restore", "--db", dbs, &id, "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("9999 rows restored, 1 skipped"),
+        "{}",
+        text(&out)
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let msg: String = conn
+        .query_row("SELECT msg FROM logs WHERE id = 7", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(msg, "edited", "the restore left the update alone");
 }

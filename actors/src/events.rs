@@ -466,24 +466,51 @@ impl Event {
         )
     }
 
-    /// The rows of `record` were moved to its archive file.
+    /// The rows of `record` were moved to its archive file (less those
+    /// that changed after it was written, kept in the database).
     pub fn archive(record: &ArchiveRecord) -> Event {
-        Event::new(
+        let kept = &record.kept_rowids;
+        let mut summary = format!(
+            "{} rows of table {} (rowids {} to {}) were archived to {}.",
+            record.archived_rows(),
+            record.table,
+            record.first_rowid,
+            record.last_rowid,
+            record.path
+        );
+        let mut decision = "wrote and verified the archive file, recorded it in the catalog, then deleted the rows from the database".to_string();
+        if !kept.is_empty() {
+            let shown: Vec<String> = kept.iter().take(20).map(|r| r.to_string()).collect();
+            let more = if kept.len() > 20 { ", ..." } else { "" };
+            summary.push_str(&format!(
+                " {} rows (rowids {}{more}) changed after the archive was written and stayed in the database with their change.",
+                kept.len(),
+                shown.join(", ")
+            ));
+            decision.push_str(" that were identical to their archived copy; rows that changed were left in place, marked kept in the catalog, and a restore never puts their old copy back");
+        }
+        let event = Event::new(
             EventKind::Archive,
-            Severity::Info,
+            if kept.is_empty() {
+                Severity::Info
+            } else {
+                Severity::Warning
+            },
             record.path.as_str(),
-            format!(
-                "{} rows of table {} (rowids {} to {}) were archived to {}.",
-                record.rows, record.table, record.first_rowid, record.last_rowid, record.path
-            ),
+            summary,
             format!(
                 "their {} was older than the retention policy keeps ({} to {})",
                 record.column,
                 record.min_value.as_deref().unwrap_or("?"),
                 record.max_value.as_deref().unwrap_or("?")
             ),
-            "wrote and verified the archive file, recorded it in the catalog, then deleted the rows from the database",
-        )
+            decision,
+        );
+        if kept.is_empty() {
+            event
+        } else {
+            event.operator_action("nothing is lost; if the application still updates rows this old, lengthen the policy's `keep` so they are archived once they stop changing")
+        }
     }
 
     /// An archive run on the database `db` stopped on `error`.

@@ -202,6 +202,12 @@ pub fn run(args: ArchiveArgs) -> std::result::Result<ExitCode, Box<dyn std::erro
                     t.table, t.archived_rows, t.archives, t.purged_rows
                 );
             }
+            if report.kept_rows > 0 {
+                println!(
+                    "{} archived rows changed after their archive was written: they stayed in the database with their change (see `resilite events --kind archive`)",
+                    report.kept_rows
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -2,7 +2,7 @@
 //! `<section>.<key>` over the config file, and an error about a key an
 //! override set names the variable.
 
-use super::{Config, ConfigError, ENV_PREFIX, LOG_ENV};
+use super::{Config, ConfigError, ENV_PREFIX, FAULT_ENV_PREFIX, LOG_ENV};
 
 /// One environment override applied to the config.
 #[derive(Debug)]
@@ -27,7 +27,9 @@ pub(super) fn apply_env(
     let mut applied = Vec::new();
     let mut vars: Vec<(String, String)> = env
         .into_iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != LOG_ENV)
+        .filter(|(k, _)| {
+            k.starts_with(ENV_PREFIX) && k != LOG_ENV && !k.starts_with(FAULT_ENV_PREFIX)
+        })
         .collect();
     vars.sort();
     for (var, raw) in vars {

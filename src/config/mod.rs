@@ -76,6 +76,9 @@ pub const DEFAULT_AUDIT_LEVEL: AuditLevel = AuditLevel::Failures;
 pub const ENV_PREFIX: &str = "RESILITE_";
 /// Environment variable of the log filter (not a config key).
 pub const LOG_ENV: &str = "RESILITE_LOG";
+/// Variables starting with this name the crash tests' fault points (e.g.
+/// `RESILITE_FAULT_ARCHIVE`), not config overrides.
+pub const FAULT_ENV_PREFIX: &str = "RESILITE_FAULT_";
 
 /// The whole configuration of a runtime.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

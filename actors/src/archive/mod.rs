@@ -24,11 +24,14 @@
 //!    row set `verified`; a crash after 2 or 3 leaves a row whose rows are
 //!    still in the database: the next run verifies the file again and
 //!    deletes them;
-//! 4. the rows are deleted through the writer (one transaction, the deleted
-//!    count compared with the archived one, rolled back on a mismatch);
+//! 4. the rows are deleted through the writer, in one transaction, each
+//!    only where the live row is identical (rowid and every archived
+//!    column) to its archived copy; a row changed since stays in the
+//!    database with its change, and its rowid is recorded as kept (not
+//!    archived; a restore skips it);
 //!    5. the row is set `purged`; a crash between 4 and 5 leaves a
-//!    `verified` row whose rows are gone: the next run finds none left and
-//!    sets it `purged`.
+//!    `verified` row whose identical rows are gone: the next run deletes
+//!    none, finds the same changed rows, and sets it `purged`.
 //!
 //! Rows are never in neither place; they are in both only between 1 and 4.
 

@@ -100,4 +100,17 @@ pub struct ArchiveRecord {
     pub detail: Option<String>,
     /// When the file was deleted (`archive_keep`), if it was.
     pub file_deleted_at_ms: Option<i64>,
+    /// Rowids of rows in the file that changed in the database after the
+    /// file was written: they stayed there with their change, are not
+    /// archived, and a restore never puts their old copy back.
+    #[serde(default)]
+    pub kept_rowids: Vec<i64>,
+}
+
+impl ArchiveRecord {
+    /// Rows the archive holds for good: those in the file less the kept
+    /// ones.
+    pub fn archived_rows(&self) -> u64 {
+        self.rows.saturating_sub(self.kept_rowids.len() as u64)
+    }
 }

@@ -1,5 +1,6 @@
 //! Putting an archive's rows back into the database.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
@@ -21,7 +22,9 @@ pub struct RestoreCounts {
     pub id: i64,
     /// Rows inserted back.
     pub restored: u64,
-    /// Rows skipped: their rowid or primary key is already in the table.
+    /// Rows skipped: their rowid or primary key is already in the table,
+    /// or they changed after the archive was written and stayed in the
+    /// database (the catalog's `kept_rowids`).
     pub skipped: u64,
 }
 
@@ -41,7 +44,10 @@ pub fn restore(record: &ArchiveRecord, host: &dyn Host) -> Result<RestoreCounts>
     let plain = file::open_checked(record)?;
     let table = record.table.clone();
     let from = plain.clone();
-    let result = host.on_writer(Box::new(move |conn| insert_rows(conn, &from, &table)));
+    let kept: HashSet<i64> = record.kept_rowids.iter().copied().collect();
+    let result = host.on_writer(Box::new(move |conn| {
+        insert_rows(conn, &from, &table, &kept)
+    }));
     let _ = std::fs::remove_file(&plain);
     let (restored, skipped) = result?;
     let counts = RestoreCounts {
@@ -62,8 +68,15 @@ pub fn restore(record: &ArchiveRecord, host: &dyn Host) -> Result<RestoreCounts>
 }
 
 /// Insert the rows of `table` in the SQLite file `from` into `conn`'s
-/// table of that name, in one transaction: (inserted, skipped).
-fn insert_rows(conn: &Connection, from: &Path, table: &str) -> Result<(u64, u64)> {
+/// table of that name, in one transaction, except the rowids in `kept`
+/// (rows that changed after the archive was written and stayed in the
+/// database: their old copy is never put back): (inserted, skipped).
+fn insert_rows(
+    conn: &Connection,
+    from: &Path,
+    table: &str,
+    kept: &HashSet<i64>,
+) -> Result<(u64, u64)> {
     let src = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut stmt = src.prepare(&format!("PRAGMA table_info({})", quote(table)))?;
     let columns: Vec<String> = stmt
@@ -89,7 +102,10 @@ fn insert_rows(conn: &Connection, from: &Path, table: &str) -> Result<(u64, u64)
             let values: Vec<rusqlite::types::Value> = (0..=columns.len())
                 .map(|i| row.get(i))
                 .collect::<rusqlite::Result<_>>()?;
-            if insert.execute(rusqlite::params_from_iter(values))? == 1 {
+            let rowid: i64 = row.get(0)?;
+            if kept.contains(&rowid) {
+                skipped += 1;
+            } else if insert.execute(rusqlite::params_from_iter(values))? == 1 {
                 restored += 1;
             } else {
                 skipped += 1;

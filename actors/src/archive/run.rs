@@ -3,8 +3,9 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
 use super::file::{self, Batch};
@@ -53,6 +54,10 @@ pub struct TableReport {
     pub archives: u64,
     /// Rows deleted by a purge-only policy.
     pub purged_rows: u64,
+    /// Rows archived but left in the database because they changed after
+    /// their archive was written (their change is kept; they are not
+    /// counted as archived).
+    pub kept_rows: u64,
 }
 
 /// What one run did.
@@ -67,6 +72,9 @@ pub struct RunReport {
     pub orphans_removed: u64,
     /// Archive files deleted because `archive_keep` passed.
     pub files_expired: u64,
+    /// Rows of this run's archives (resumed ones included) left in the
+    /// database because they changed after the file was written.
+    pub kept_rows: u64,
 }
 
 /// Abort the process at `point` when [`FAULT_ENV`] names it.
@@ -114,7 +122,7 @@ fn run_steps(
             record.status,
             ArchiveStatus::Written | ArchiveStatus::Verified
         ) {
-            complete(record, host)?;
+            report.kept_rows += complete(record, host)?;
             report.resumed += 1;
         }
     }
@@ -125,6 +133,7 @@ fn run_steps(
         } else {
             purge_table(&src, policy, opts, host)?
         };
+        report.kept_rows += table.kept_rows;
         report.tables.push(table);
     }
     report.files_expired = expire_files(host)?;
@@ -158,25 +167,30 @@ fn remove_orphans(dir: &Path, stem: &str, records: &[ArchiveRecord]) -> Result<u
         let orphan = name.starts_with(&prefix)
             && name.ends_with(".db.zst")
             && !known.contains(path.to_string_lossy().as_ref());
-        if scratch || orphan {
+        if scratch {
+            // A stopped run's temporary copy: never a catalogued archive.
+            std::fs::remove_file(&path)
+                .map_err(|e| Error::from(e).during("remove scratch file", &path))?;
+        } else if orphan {
             file::delete(&path)?;
-            if orphan {
-                tracing::warn!(file = %path.display(), "removed an archive file no catalog row lists (a run stopped before recording it; its rows are still in the database)");
-                removed += 1;
-            }
+            tracing::warn!(file = %path.display(), "removed an archive file no catalog row lists (a run stopped before recording it; its rows are still in the database)");
+            removed += 1;
         }
     }
     Ok(removed)
 }
 
 /// Verify the archive of `record` if it is not yet, then delete its rows
-/// still in the database; record each step.
-fn complete(mut record: ArchiveRecord, host: &dyn Host) -> Result<()> {
-    if record.status == ArchiveStatus::Written {
-        if let Err(e) = file::verify_file(&record) {
-            // Its rows were never deleted (that happens only once
-            // verified): they stay in the database; the file is kept for
-            // a look, marked failed.
+/// still in the database that are identical to their archived copy; record
+/// each step. Answers how many rows changed since the file was written and
+/// so stayed in the database.
+fn complete(mut record: ArchiveRecord, host: &dyn Host) -> Result<u64> {
+    let plain = match file::open_checked(&record) {
+        Ok(plain) => plain,
+        Err(e) => {
+            // Its rows are deleted only once the file is verified: they
+            // stay in the database; the file is kept for a look, marked
+            // failed.
             host.journal(vec![catalog::status_statement(
                 &record.path,
                 ArchiveStatus::Failed,
@@ -185,83 +199,92 @@ fn complete(mut record: ArchiveRecord, host: &dyn Host) -> Result<()> {
             )])?;
             return Err(e);
         }
-        host.journal(vec![catalog::status_statement(
-            &record.path,
-            ArchiveStatus::Verified,
-            None,
-            now_ms(),
-        )])?;
-        fault("after_verify");
-        record.status = ArchiveStatus::Verified;
+    };
+    let result: Result<()> = (|| {
+        if record.status == ArchiveStatus::Written {
+            host.journal(vec![catalog::status_statement(
+                &record.path,
+                ArchiveStatus::Verified,
+                None,
+                now_ms(),
+            )])?;
+            fault("after_verify");
+            record.status = ArchiveStatus::Verified;
+        }
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        host.on_writer(delete_job(&record, &plain, kept.clone()))?;
+        fault("after_delete_batch");
+        record.kept_rowids = std::mem::take(&mut *kept.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&plain);
+    result?;
+    host.journal(vec![
+        catalog::kept_statement(&record.path, &record.kept_rowids),
+        catalog::status_statement(&record.path, ArchiveStatus::Purged, None, now_ms()),
+    ])?;
+    if !record.kept_rowids.is_empty() {
+        tracing::warn!(archive = %record.path, kept = record.kept_rowids.len(), "rows changed after they were archived stayed in the database");
     }
-    let (present, deleted) = host.on_writer(delete_job(&record))?;
-    fault("after_delete_batch");
-    if present != 0 && deleted == 0 {
-        let why = format!(
-            "{present} of its {} rows are in the database (some changed or were deleted since it was written); the rows were left in place and the archive kept: restore it with `resilite archive restore` to put back the missing ones",
-            record.rows
-        );
-        host.journal(vec![catalog::status_statement(
-            &record.path,
-            ArchiveStatus::Failed,
-            Some(&why),
-            now_ms(),
-        )])?;
-        return Err(Error::new(
-            ErrorClass::Constraint,
-            format!("archive {} of table `{}`: {why}", record.path, record.table),
-            why.clone(),
-        ));
-    }
-    host.journal(vec![catalog::status_statement(
-        &record.path,
-        ArchiveStatus::Purged,
-        None,
-        now_ms(),
-    )])?;
     host.event(Event::archive(&record));
-    Ok(())
+    Ok(record.kept_rowids.len() as u64)
 }
 
-/// The job deleting the rows of `record` from the database, exactly: those
-/// in its rowid range that are past its cutoff, in one transaction, only
-/// when all of them (and no more) are there. Answers (rows found, rows
-/// deleted): (0, 0) when they were already deleted, (n, 0) when only n are
-/// there (nothing deleted).
-fn delete_job(record: &ArchiveRecord) -> WriterJob {
-    let filter = record.format.expired_sql(&record.column, 3);
-    let table = quote(&record.table);
-    let (first, last, rows, cutoff) = (
-        record.first_rowid,
-        record.last_rowid,
-        record.rows,
-        record.cutoff_ms,
-    );
+/// The job deleting the rows of `record` from the database, in one
+/// transaction: each row of the verified archive copy `plain` whose live
+/// row has the same rowid and the same value in every archived column.
+/// The rowids of rows still there but different (changed after the file
+/// was written) go to `kept`; rows already gone (deleted by an earlier
+/// attempt that stopped before recording it, or by the application) are
+/// in the archive only. Answers (rows deleted, rows kept).
+fn delete_job(record: &ArchiveRecord, plain: &Path, kept: Arc<Mutex<Vec<i64>>>) -> WriterJob {
+    let table = record.table.clone();
+    let plain = plain.to_path_buf();
     Box::new(move |conn| {
+        let src = Connection::open_with_flags(&plain, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| Error::from(e).during("open archive copy", &plain))?;
+        let mut info = src.prepare(&format!("PRAGMA table_info({})", quote(&table)))?;
+        let columns: Vec<String> = info
+            .query_map([], |r| r.get::<_, String>(1))?
+            .collect::<rusqlite::Result<_>>()?;
+        let list: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+        let same: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{} IS ?{}", quote(c), i + 2))
+            .collect();
         let tx = conn.unchecked_transaction()?;
-        let params = rusqlite::params![first, last, cutoff];
-        let present: i64 = tx.query_row(
-            &format!("SELECT count(*) FROM {table} WHERE rowid BETWEEN ?1 AND ?2 AND {filter}"),
-            params,
-            |r| r.get(0),
-        )?;
-        let present = present as u64;
-        if present != rows {
-            return Ok((present, 0));
-        }
-        let deleted = tx.execute(
-            &format!("DELETE FROM {table} WHERE rowid BETWEEN ?1 AND ?2 AND {filter}"),
-            params,
-        )? as u64;
-        if deleted != rows {
-            // Dropping `tx` rolls back.
-            return Err(Error::classed(
-                ErrorClass::Internal,
-                format!("deleting archived rows of {table} removed {deleted} rows, not {rows}; rolled back"),
-            ));
+        let (mut deleted, mut changed) = (0u64, Vec::new());
+        {
+            let mut delete = tx.prepare(&format!(
+                "DELETE FROM {} WHERE rowid = ?1 AND {}",
+                quote(&table),
+                same.join(" AND ")
+            ))?;
+            let mut exists =
+                tx.prepare(&format!("SELECT 1 FROM {} WHERE rowid = ?1", quote(&table)))?;
+            let mut select = src.prepare(&format!(
+                "SELECT rowid, {} FROM {} ORDER BY rowid",
+                list.join(", "),
+                quote(&table)
+            ))?;
+            let mut rows = select.query([])?;
+            while let Some(row) = rows.next()? {
+                let values: Vec<rusqlite::types::Value> = (0..=columns.len())
+                    .map(|i| row.get(i))
+                    .collect::<rusqlite::Result<_>>()?;
+                let rowid: i64 = row.get(0)?;
+                if delete.execute(rusqlite::params_from_iter(values))? == 1 {
+                    deleted += 1;
+                } else if exists.exists([rowid])? {
+                    changed.push(rowid);
+                }
+            }
         }
         tx.commit()?;
-        Ok((present, deleted))
+        let n = changed.len() as u64;
+        *kept.lock().unwrap_or_else(|p| p.into_inner()) = changed;
+        Ok((deleted, n))
     })
 }
 
@@ -349,11 +372,13 @@ fn archive_table(
             status: ArchiveStatus::Written,
             detail: None,
             file_deleted_at_ms: None,
+            kept_rowids: Vec::new(),
         };
         host.journal(vec![catalog::insert_statement(&record)])?;
         fault("after_record");
-        complete(record, host)?;
-        report.archived_rows += count as u64;
+        let kept = complete(record, host)?;
+        report.archived_rows += count as u64 - kept;
+        report.kept_rows += kept;
         report.archives += 1;
         after = last;
     }

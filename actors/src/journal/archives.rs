@@ -10,7 +10,7 @@ use crate::value::{Statement, Value};
 /// `at` as RFC 3339 text, computed by SQLite from `created_at_ms` (?1).
 const AT_TEXT: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', ?1 / 1000.0, 'unixepoch')";
 
-const COLUMNS: &str = "id, path, tbl, col, format, cutoff_ms, min_value, max_value, first_rowid, last_rowid, rows, uncompressed_size, stored_size, sha256, created_at_ms, created_at, expires_at_ms, status, detail, file_deleted_at_ms";
+const COLUMNS: &str = "id, path, tbl, col, format, cutoff_ms, min_value, max_value, first_rowid, last_rowid, rows, uncompressed_size, stored_size, sha256, created_at_ms, created_at, expires_at_ms, status, detail, file_deleted_at_ms, kept_rowids";
 
 /// The statement recording a new archive (its `id` is assigned by the
 /// journal; the path is its key until then).
@@ -57,6 +57,24 @@ pub fn status_statement(
             detail.map_or(Value::Null, Value::from),
             Value::Integer(at_ms),
         ],
+    )
+}
+
+/// The statement recording the rowids of the archive at `path` whose rows
+/// changed after it was written and so stayed in the database.
+pub fn kept_statement(path: &str, kept_rowids: &[i64]) -> Statement {
+    let kept = if kept_rowids.is_empty() {
+        Value::Null
+    } else {
+        Value::from(
+            serde_json::to_string(kept_rowids)
+                .unwrap_or_default()
+                .as_str(),
+        )
+    };
+    Statement::new(
+        "UPDATE archives SET kept_rowids = ?2 WHERE path = ?1",
+        [Value::from(path), kept],
     )
 }
 
@@ -109,6 +127,10 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ArchiveRecord> {
         status: ArchiveStatus::parse(&status).unwrap_or(ArchiveStatus::Failed),
         detail: r.get(18)?,
         file_deleted_at_ms: r.get(19)?,
+        kept_rowids: r
+            .get::<_, Option<String>>(20)?
+            .and_then(|k| serde_json::from_str(&k).ok())
+            .unwrap_or_default(),
     })
 }
 
@@ -181,6 +203,7 @@ mod tests {
             status: ArchiveStatus::Written,
             detail: None,
             file_deleted_at_ms: None,
+            kept_rowids: Vec::new(),
         };
         apply(&conn, &[insert_statement(&r)]).unwrap();
         let got = list(&conn).unwrap();
@@ -193,6 +216,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(get(&conn, r.id).unwrap().status, ArchiveStatus::Purged);
+        apply(&conn, &[kept_statement(&r.path, &[3, 5])]).unwrap();
+        let kept = get(&conn, r.id).unwrap();
+        assert_eq!(
+            (kept.kept_rowids.as_slice(), kept.archived_rows()),
+            (&[3, 5][..], 7)
+        );
         apply(&conn, &[prune_statement(100)]).unwrap();
         assert_eq!(list(&conn).unwrap().len(), 1);
         apply(&conn, &[file_deleted_statement(&r.path, 50)]).unwrap();

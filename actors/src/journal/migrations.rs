@@ -271,7 +271,8 @@ pub(super) const MIGRATIONS: &[&[&str]] = &[
     );
     CREATE INDEX slow_queries_last_seen ON slow_queries (last_seen_ms);"],
     // 11: retention and archives: the archive catalog, a row per archive file
-    // of expired rows (see `archive`), with its phase.
+    // of expired rows (see `archive`), with its phase; `kept_rowids`: its
+    // rows that changed after it was written and so stayed (JSON array).
     &["CREATE TABLE archives (
         id INTEGER PRIMARY KEY,
         path TEXT NOT NULL UNIQUE,
@@ -293,7 +294,8 @@ pub(super) const MIGRATIONS: &[&[&str]] = &[
         status TEXT NOT NULL CHECK (status IN ('written', 'verified', 'purged', 'restored', 'failed')),
         detail TEXT,
         updated_at_ms INTEGER NOT NULL,
-        file_deleted_at_ms INTEGER
+        file_deleted_at_ms INTEGER,
+        kept_rowids TEXT
     );
     CREATE INDEX archives_status ON archives (status);"],
     // 12: the operation audit: one row per audited write operation.
