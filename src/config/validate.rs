@@ -390,6 +390,14 @@ impl Config {
         )?;
         range("health.archive_bytes", h.archive_bytes, 4096, u64::MAX)?;
         range("health.min_disk_free_pct", h.min_disk_free_pct, 0.0, 100.0)?;
+        if !h.resource_interval.is_zero() {
+            duration(
+                "health.resource_interval",
+                h.resource_interval,
+                Duration::from_millis(100),
+                Duration::from_secs(86_400),
+            )?;
+        }
         Ok(())
     }
 }
