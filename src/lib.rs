@@ -121,7 +121,7 @@ pub use resilite_actors::{
     HistoryAction, HistoryEntry, Integrity, Maintenance, MaintenanceRun, MigrateOptions, Migration,
     MigrationInfo, MigrationReport, MigrationState, MigrationStatus, Migrations, Operation,
     OperationOutcome, QueryResult, QueueStats, Recommendation, RecoveryRecord, Renamed, Resolution,
-    RestartOutcome, RestartRecord, Result, SchemaChange, Severity, SlotState, SlowKind,
+    ResourceSample, RestartOutcome, RestartRecord, Result, SchemaChange, Severity, SlotState, SlowKind,
     SlowQueryRecord, Statement, StepReport, Synchronous, Value, Verification, WriteOutcome,
     WriterStats,
 };

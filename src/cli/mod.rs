@@ -18,6 +18,7 @@ mod migrate;
 mod migrations;
 mod progress;
 mod recover;
+mod resources;
 mod restore;
 mod run;
 mod slow_queries;
@@ -98,6 +99,10 @@ enum Command {
     /// The slow-query log: statements slower than `[audit] slow_threshold`,
     /// their plans, table scans and suggested indexes. Exit 0.
     SlowQueries(slow_queries::SlowQueriesArgs),
+    /// Resource samples: memory, CPU, open files, file sizes, free disk,
+    /// retry queue depth and write rate, newest first, from the journal.
+    /// Exit 0.
+    Resources(resources::ResourcesArgs),
     /// Archives of expired rows: list, verify, restore, run the
     /// `[[retention]]` policies. Exit 0 done; 1 when verify finds a damaged
     /// archive, restore is refused or fails, or a run fails.
@@ -126,6 +131,7 @@ pub fn main() -> ExitCode {
         Command::Events(args) => events::run(args),
         Command::Errors(args) => errors::run(args),
         Command::SlowQueries(args) => slow_queries::run(args),
+        Command::Resources(args) => resources::run(args),
         Command::Archive(args) => archive::run(args),
     };
     match result {

@@ -45,6 +45,7 @@ use crate::supervisor::{
     spawn_error, ActorChild, Child, RootSupervisor, SupervisorArgs, SupervisorMsg, WriterChild,
 };
 pub(crate) use audit::event_query;
+pub(crate) use health::resource_limit;
 pub use backup::RestoreOutcome;
 pub use durable::Durable;
 pub use ready::NotReady;
