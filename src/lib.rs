@@ -121,9 +121,9 @@ pub use resilite_actors::{
     HistoryAction, HistoryEntry, Integrity, Maintenance, MaintenanceRun, MigrateOptions, Migration,
     MigrationInfo, MigrationReport, MigrationState, MigrationStatus, Migrations, Operation,
     OperationOutcome, QueryResult, QueueStats, Recommendation, RecoveryRecord, Renamed, Resolution,
-    ResourceSample, RestartOutcome, RestartRecord, Result, SchemaChange, Severity, SlotState, SlowKind,
-    SlowQueryRecord, Statement, StepReport, Synchronous, Value, Verification, WriteOutcome,
-    WriterStats,
+    ResourceSample, RestartOutcome, RestartRecord, Result, SchemaChange, Severity, SlotState,
+    SlowKind, SlowQueryRecord, Statement, StepReport, Synchronous, Value, Verification,
+    WriteOutcome, WriterStats,
 };
 pub use resilite_actors::{
     ExpectedSchema, Finding, FindingSeverity, FixOptions, FixReport, FixStep, Problem,

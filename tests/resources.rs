@@ -63,7 +63,10 @@ async fn samples_are_stored_with_plausible_figures() {
     while Instant::now() < writing_until {
         write_rows(rt, 200).await;
     }
-    let samples = samples_until(rt, |s| s.iter().any(|s| s.write_rate.is_some_and(|r| r > 0.0))).await;
+    let samples = samples_until(rt, |s| {
+        s.iter().any(|s| s.write_rate.is_some_and(|r| r > 0.0))
+    })
+    .await;
     let latest = &samples[0];
     assert!(latest.rss_bytes.is_some_and(|b| b > 1 << 20), "{latest:?}");
     assert!(latest.cpu_seconds.is_some_and(|s| s > 0.0), "{latest:?}");
@@ -168,7 +171,10 @@ async fn gauges_http_and_cli_show_the_samples() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let body: Json = r.json().await.unwrap();
     assert!(
-        body["error"]["message"].as_str().unwrap().contains("between 1 and"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("between 1 and"),
         "{body}"
     );
 
@@ -197,7 +203,14 @@ async fn gauges_http_and_cli_show_the_samples() {
     }
 
     let db = s.db_path();
-    let out = resilite(&["resources", "--db", db.to_str().unwrap(), "--json", "--limit", "3"]);
+    let out = resilite(&[
+        "resources",
+        "--db",
+        db.to_str().unwrap(),
+        "--json",
+        "--limit",
+        "3",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let listed: Vec<ResourceSample> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed.len(), 3);

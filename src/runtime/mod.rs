@@ -45,9 +45,9 @@ use crate::supervisor::{
     spawn_error, ActorChild, Child, RootSupervisor, SupervisorArgs, SupervisorMsg, WriterChild,
 };
 pub(crate) use audit::event_query;
-pub(crate) use health::resource_limit;
 pub use backup::RestoreOutcome;
 pub use durable::Durable;
+pub(crate) use health::resource_limit;
 pub use ready::NotReady;
 pub use recover::RecoveryOutcome;
 pub use reload::ReloadReport;
