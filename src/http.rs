@@ -8,7 +8,7 @@
 //! `GET /v1/backups`, `POST /v1/backups`, `POST /v1/backups/{name}/verify`,
 //! `POST /v1/restore`, `POST /v1/recover`, `GET /v1/recoveries`, `GET /v1/migrations`,
 //! `GET /v1/schema`, `POST /v1/schema/fix`, `GET /v1/events`, `GET /v1/errors`,
-//! `POST /v1/errors/{signature}/resolve`, `GET /v1/slow-queries`, `GET /v1/archives`,
+//! `POST /v1/errors/{signature}/resolve`, `GET /v1/slow-queries`, `GET /v1/resources`, `GET /v1/archives`,
 //! `POST /v1/archives/run`, `POST /v1/archives/{id}/verify`, `POST /v1/archives/{id}/restore`, `GET /v1/audit`. `/health/detailed` and `/v1/*` require
 //! `Authorization: Bearer <token>` when a token is configured (config
 //! validation requires one off loopback).
@@ -41,6 +41,7 @@
 //! - `config`: `POST /v1/config/reload`, the hot reload of the config file.
 //! - `audit`: the audit trail: `/v1/events`, `/v1/errors`,
 //!   `/v1/slow-queries` and `/v1/audit`.
+//! - `resources`: `/v1/resources`, the resource samples.
 //! - `errors`: `ApiError` (status and JSON body), the layer that gives
 //!   every error response that body, and the bound on its text.
 //! - `health`: `/health`, `/ready`, `/health/detailed` and `/metrics`.
@@ -54,6 +55,7 @@ mod dlq;
 mod errors;
 mod health;
 mod migrations;
+mod resources;
 mod schema;
 mod server;
 mod statements;
@@ -147,6 +149,7 @@ pub fn router(rt: Runtime) -> Router {
         .route("/v1/errors", get(audit::errors))
         .route("/v1/errors/{signature}/resolve", post(audit::resolve))
         .route("/v1/slow-queries", get(audit::slow_queries))
+        .route("/v1/resources", get(resources::list))
         .route("/v1/config/reload", post(config::reload))
         .route("/v1/audit", get(audit::operations))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -181,7 +184,7 @@ async fn not_found() -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         error: Error::bad_input(
-            "no such route: use GET /health, /ready, /metrics, /health/detailed, /v1/dlq, /v1/backups, /v1/archives, /v1/recoveries, /v1/migrations, /v1/schema, /v1/events, /v1/errors, /v1/slow-queries, /v1/audit, or POST /v1/execute, /v1/batch, /v1/query, /v1/config/reload, /v1/backups, /v1/backups/{name}/verify, /v1/archives/run, /v1/archives/{id}/verify, /v1/archives/{id}/restore, /v1/restore, /v1/recover, /v1/schema/fix, /v1/errors/{signature}/resolve",
+            "no such route: use GET /health, /ready, /metrics, /health/detailed, /v1/dlq, /v1/backups, /v1/archives, /v1/recoveries, /v1/migrations, /v1/schema, /v1/events, /v1/errors, /v1/slow-queries, /v1/resources, /v1/audit, or POST /v1/execute, /v1/batch, /v1/query, /v1/config/reload, /v1/backups, /v1/backups/{name}/verify, /v1/archives/run, /v1/archives/{id}/verify, /v1/archives/{id}/restore, /v1/restore, /v1/recover, /v1/schema/fix, /v1/errors/{signature}/resolve",
         ),
     }
 }

@@ -122,9 +122,9 @@ pub use resilite_actors::{
     Integrity, Maintenance, MaintenanceRun, MigrateOptions, Migration, MigrationInfo,
     MigrationReport, MigrationState, MigrationStatus, Migrations, OpKind, Operation,
     OperationOutcome, QueryResult, QueueStats, Recommendation, RecoveryRecord, Renamed, Resolution,
-    RestartOutcome, RestartRecord, Result, SchemaChange, Severity, SlotState, SlowKind,
-    SlowQueryRecord, Statement, StepReport, Synchronous, Value, Verification, WriteContext,
-    WriteOutcome, WriterStats,
+    ResourceSample, RestartOutcome, RestartRecord, Result, SchemaChange, Severity, SlotState,
+    SlowKind, SlowQueryRecord, Statement, StepReport, Synchronous, Value, Verification,
+    WriteContext, WriteOutcome, WriterStats,
 };
 pub use resilite_actors::{
     ExpectedSchema, Finding, FindingSeverity, FixOptions, FixReport, FixStep, Problem,

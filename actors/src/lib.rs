@@ -132,6 +132,7 @@ pub use health::{
 pub use journal::errors::ErrorRecord;
 pub use journal::events::{EventPage, EventQuery, EventRecord};
 pub use journal::recoveries::RecoveryRecord;
+pub use journal::resources::ResourceSample;
 pub use journal::slow_queries::{SlowKind, SlowQueryRecord};
 pub use journal::{RestartOutcome, RestartRecord};
 pub use maintenance::{CheckpointMode, CheckpointOutcome, Maintenance, MaintenanceRun};

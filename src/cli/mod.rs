@@ -19,6 +19,7 @@ mod migrate;
 mod migrations;
 mod progress;
 mod recover;
+mod resources;
 mod restore;
 mod run;
 mod slow_queries;
@@ -101,6 +102,10 @@ enum Command {
     /// The slow-query log: statements slower than `[audit] slow_threshold`,
     /// their plans, table scans and suggested indexes. Exit 0.
     SlowQueries(slow_queries::SlowQueriesArgs),
+    /// Resource samples: memory, CPU, open files, file sizes, free disk,
+    /// retry queue depth and write rate, newest first, from the journal.
+    /// Exit 0.
+    Resources(resources::ResourcesArgs),
     /// Archives of expired rows: list, verify, restore, run the
     /// `[[retention]]` policies. Exit 0 done; 1 when verify finds a damaged
     /// archive, restore is refused or fails, or a run fails.
@@ -130,6 +135,7 @@ pub fn main() -> ExitCode {
         Command::Audit(args) => audit::run(args),
         Command::Errors(args) => errors::run(args),
         Command::SlowQueries(args) => slow_queries::run(args),
+        Command::Resources(args) => resources::run(args),
         Command::Archive(args) => archive::run(args),
     };
     match result {

@@ -390,6 +390,14 @@ impl Config {
         )?;
         range("health.archive_bytes", h.archive_bytes, 4096, u64::MAX)?;
         range("health.min_disk_free_pct", h.min_disk_free_pct, 0.0, 100.0)?;
+        if !h.resource_interval.is_zero() {
+            duration(
+                "health.resource_interval",
+                h.resource_interval,
+                Duration::from_millis(100),
+                Duration::from_secs(86_400),
+            )?;
+        }
         Ok(())
     }
 }
@@ -526,6 +534,12 @@ mod tests {
         assert!(err.0.contains("`health.wal_urgent_bytes` = 1000"), "{err}");
         let err = parse("[health]\ninterval = \"1h\"\nquick_check_every = \"1m\"\n").unwrap_err();
         assert!(err.0.contains("`health.quick_check_every`"), "{err}");
+        let c = parse("[health]\nresource_interval = \"0s\"\n").unwrap();
+        assert!(c.health.resource_interval.is_zero());
+        let c = parse("[health]\nresource_interval = \"250ms\"\n").unwrap();
+        assert_eq!(c.health.resource_interval, Duration::from_millis(250));
+        let err = parse("[health]\nresource_interval = \"10ms\"\n").unwrap_err();
+        assert!(err.0.contains("`health.resource_interval`"), "{err}");
         let err = parse("[health]\nintervall = \"1s\"\n").unwrap_err();
         assert!(err.0.contains("intervall"), "{err}");
     }

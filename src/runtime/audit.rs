@@ -6,8 +6,9 @@
 //! The hooks never wait and take no lock on a success: a fast success is
 //! one comparison; an error is counted in memory (the error log's map), a
 //! slow answer is sent with `try_send` to the slow-query task. The journal
-//! is written by tasks behind them. A task here prunes the three tables
-//! (`[audit] retention`) at start and every [`PRUNE_EVERY`].
+//! is written by tasks behind them. A task here prunes the three tables,
+//! the archive catalog and the resource samples (`[audit] retention`) at
+//! start and every [`PRUNE_EVERY`].
 
 use std::time::Duration;
 
@@ -81,6 +82,7 @@ async fn prune(
             journal::slow_queries::prune_statement(cutoff),
             journal::archives::prune_statement(cutoff),
             journal::audit::prune_statement(cutoff),
+            journal::resources::prune_statement(cutoff),
         ];
         if let Err(e) = slot::write(&journal, Operation::Batch(statements)).await {
             if matches!(*journal.borrow(), Slot::Stopped) {

@@ -47,6 +47,7 @@ use crate::supervisor::{
 pub(crate) use audit::{audit_query, event_query};
 pub use backup::RestoreOutcome;
 pub use durable::Durable;
+pub(crate) use health::resource_limit;
 pub use ready::NotReady;
 pub use recover::RecoveryOutcome;
 pub use reload::ReloadReport;

@@ -3,7 +3,8 @@
 //! every result in the journal's health history (pruned by age), publishes
 //! the latest report and metrics, emits events, and runs maintenance
 //! through the writer (automatic checkpoint, VACUUM when idle, periodic
-//! `PRAGMA optimize`, or on demand), recording each run.
+//! `PRAGMA optimize`, or on demand), recording each run. On a second timer
+//! it takes resource samples (see `resources`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use super::inspect::{measure, Checks, IntegrityCheck};
+use super::resources::{self, Asked, Previous};
 use super::{BackupFigures, HealthConfig, HealthEvent, HealthReport, HealthStatus, Integrity};
 use crate::breaker::{self, BreakerMsg, BreakerSnapshot, DatabaseBreaker};
 use crate::connection::{read_blocking, DbOptions};
@@ -89,6 +91,9 @@ pub enum HealthMsg {
     /// from the next tick, the timer runs at the new interval. Answers once
     /// it is in place.
     Reconfigure(Box<HealthConfig>, RpcReplyPort<()>),
+    /// Take a resource sample and store it in the journal (sent by the
+    /// actor's resource timer).
+    Sample,
 }
 
 /// The HealthActor. Spawn it with [`HealthArgs`].
@@ -98,6 +103,10 @@ pub struct HealthActor;
 pub struct HealthState {
     args: HealthArgs,
     timer: Option<JoinHandle<()>>,
+    /// The resource timer; none when `resource_interval` is zero.
+    resource_timer: Option<JoinHandle<()>>,
+    /// The previous resource sample (its rates count from it).
+    last_sample: Option<Previous>,
     last_tick: Option<Instant>,
     last_quick: Option<Instant>,
     last_full: Option<Instant>,
@@ -133,8 +142,11 @@ impl Actor for HealthActor {
         myself.send_message(HealthMsg::Tick)?;
         let timer = myself.send_interval(args.config.interval, || HealthMsg::Tick);
         let errors = ErrorLog::start(args.journal.clone(), DEFAULT_FLUSH_EVERY);
+        let resource_timer = resource_timer(&myself, args.config.resource_interval);
         Ok(HealthState {
             errors,
+            resource_timer,
+            last_sample: None,
             args,
             timer: Some(timer),
             last_tick: None,
@@ -165,6 +177,13 @@ impl Actor for HealthActor {
                     }
                     state.timer = Some(myself.send_interval(config.interval, || HealthMsg::Tick));
                 }
+                if config.resource_interval != state.args.config.resource_interval {
+                    if let Some(timer) = state.resource_timer.take() {
+                        timer.abort();
+                    }
+                    state.resource_timer = resource_timer(&myself, config.resource_interval);
+                    state.last_sample = None;
+                }
                 state.args.config = *config;
                 let _ = reply.send(());
             }
@@ -176,6 +195,18 @@ impl Actor for HealthActor {
                 }
                 let checks = state.due();
                 state.check(checks).await;
+            }
+            HealthMsg::Sample => {
+                // Samples that queued up behind a long check are skipped.
+                let interval = state.args.config.resource_interval;
+                if interval.is_zero()
+                    || state
+                        .last_sample
+                        .is_some_and(|p| p.elapsed() < interval / 2)
+                {
+                    return Ok(());
+                }
+                state.sample().await;
             }
             HealthMsg::CheckNow(reply) => {
                 let report = state.check(Checks::all(true)).await;
@@ -213,7 +244,10 @@ impl Actor for HealthActor {
         _myself: ActorRef<HealthMsg>,
         state: &mut HealthState,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(timer) = state.timer.take() {
+        for timer in [state.timer.take(), state.resource_timer.take()]
+            .into_iter()
+            .flatten()
+        {
             timer.abort();
         }
         Ok(())
@@ -419,9 +453,34 @@ impl HealthState {
 
     /// Operations the application writer has answered since it started.
     async fn writer_ops(&self) -> Option<u64> {
+        self.writer_stats().await.map(|s| s.committed + s.failed)
+    }
+
+    /// The application writer's counts since it started; none while it is
+    /// down or does not answer.
+    async fn writer_stats(&self) -> Option<crate::writer::WriterStats> {
         let writer = slot::running(&mut self.args.app.clone()).await.ok()?;
-        let stats = ractor::call!(writer.actor, WriterMsg::Stats).ok()?;
-        Some(stats.committed + stats.failed)
+        ractor::call!(writer.actor, WriterMsg::Stats).ok()
+    }
+
+    /// Take a resource sample, publish its gauges and store it in the
+    /// journal (pruned with the audit trail).
+    async fn sample(&mut self) {
+        let asked = Asked {
+            queue: self.queue_stats().await,
+            committed: self.writer_stats().await.map(|s| s.committed),
+        };
+        let sample = resources::take(
+            &self.args.db.path,
+            &self.args.journal_db.path,
+            asked,
+            &mut self.last_sample,
+        );
+        resources::export_metrics(&sample);
+        let op = Operation::Statement(crate::journal::resources::insert_statement(&sample));
+        if let Err(e) = slot::write(&self.args.journal, op).await {
+            tracing::warn!(detail = %e.detail, "could not record the resource sample in the journal");
+        }
     }
 
     /// Run `task` on the application writer, between two transactions, and
@@ -513,6 +572,11 @@ impl HealthState {
 }
 
 /// The report's status and figures as metrics.
+/// The resource timer of `interval`; none when it is zero (sampling off).
+fn resource_timer(myself: &ActorRef<HealthMsg>, interval: Duration) -> Option<JoinHandle<()>> {
+    (!interval.is_zero()).then(|| myself.send_interval(interval, || HealthMsg::Sample))
+}
+
 fn export_metrics(report: &HealthReport) {
     let f = &report.figures;
     metrics::gauge!("resilite_health_status").set(f64::from(report.status.exit_code()));

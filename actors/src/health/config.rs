@@ -33,6 +33,9 @@ pub const DEFAULT_SLOW_READ: Duration = Duration::from_millis(50);
 pub const DEFAULT_SLOW_WRITE: Duration = Duration::from_millis(20);
 /// Default `backup_missing_after`.
 pub const DEFAULT_BACKUP_MISSING_AFTER: Duration = Duration::from_secs(10 * 60);
+/// Default `resource_interval`: how often the process's resources are
+/// sampled.
+pub const DEFAULT_RESOURCE_INTERVAL: Duration = Duration::from_secs(60);
 /// Default `min_disk_free_pct`.
 pub const DEFAULT_MIN_DISK_FREE_PCT: f64 = 10.0;
 
@@ -81,6 +84,11 @@ pub struct HealthConfig {
     pub slow_write: Duration,
     /// Free disk (%) below which the status is CRITICAL.
     pub min_disk_free_pct: f64,
+    /// How often a resource sample (memory, CPU, descriptors, file sizes,
+    /// free disk, queue depth, write rate) is taken and stored in the
+    /// journal; `0s`: never.
+    #[serde(with = "humantime_serde")]
+    pub resource_interval: Duration,
     /// Age of the newest verified backup above which the status is
     /// WARNING; `0s`: twice `backup.interval`.
     #[serde(with = "humantime_serde")]
@@ -114,6 +122,7 @@ impl Default for HealthConfig {
             slow_read: DEFAULT_SLOW_READ,
             slow_write: DEFAULT_SLOW_WRITE,
             min_disk_free_pct: DEFAULT_MIN_DISK_FREE_PCT,
+            resource_interval: DEFAULT_RESOURCE_INTERVAL,
             backup_max_age: Duration::ZERO,
             backup_missing_after: DEFAULT_BACKUP_MISSING_AFTER,
             backup_interval: Duration::ZERO,

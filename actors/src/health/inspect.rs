@@ -128,7 +128,7 @@ fn run_checks(conn: &Connection, checks: Checks, report: &mut HealthReport) -> R
 }
 
 /// Free bytes and percent on the filesystem holding `path`.
-fn disk_free(path: &Path) -> Option<(u64, f64)> {
+pub(super) fn disk_free(path: &Path) -> Option<(u64, f64)> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

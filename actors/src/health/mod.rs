@@ -18,12 +18,18 @@
 //! - `actor`: the [`HealthActor`], which runs the checks on their schedules,
 //!   adds the write probe and actor states, records every result in the
 //!   journal (its SQL is in [`crate::journal::health`]) and runs
-//!   maintenance through the writer.
+//!   maintenance through the writer; every `resource_interval` it also
+//!   takes a resource sample.
+//! - `resources`: the resource sample (memory, CPU, descriptors, file
+//!   sizes, free disk, queue depth, write rate) and its gauges.
+//! - `process`: the process's own figures, read from `/proc/self`.
 
 mod actor;
 mod config;
 mod inspect;
+mod process;
 mod report;
+mod resources;
 mod rules;
 
 pub use actor::{HealthActor, HealthArgs, HealthMsg};

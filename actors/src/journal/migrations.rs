@@ -316,4 +316,22 @@ pub(super) const MIGRATIONS: &[&[&str]] = &[
         queue_id INTEGER
     );
     CREATE INDEX audit_ops_at ON audit_ops (at_ms);"],
+    // 13: resource samples: the process's memory, CPU and descriptors, the
+    // files' sizes, free disk, queue depth and write rate (see `resources`).
+    &["CREATE TABLE resource_samples (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        rss_bytes INTEGER,
+        cpu_seconds REAL,
+        cpu_pct REAL,
+        open_fds INTEGER,
+        db_bytes INTEGER NOT NULL,
+        wal_bytes INTEGER NOT NULL,
+        journal_bytes INTEGER NOT NULL,
+        disk_free_bytes INTEGER,
+        queue_depth INTEGER,
+        write_rate REAL
+    );
+    CREATE INDEX resource_samples_at ON resource_samples (at_ms);"],
 ];

@@ -18,7 +18,8 @@
 //! [`recoveries`] (the recovery log), [`events`] (events with
 //! explanations), [`errors`] (the deduplicated error log) and
 //! [`slow_queries`] (the slow-query log), [`archives`] (the archive
-//! catalog) and [`audit`](mod@audit) (the operation audit).
+//! catalog), [`audit`](mod@audit) (the operation audit) and
+//! [`resources`] (resource samples).
 //!
 //! Internal: this module is `pub` only for the `resilite` facade (the
 //! supervisor's restart log, the runtime's queue reads, the `dlq` verb of
@@ -36,6 +37,7 @@ mod migrations;
 pub mod op_log;
 pub mod queue;
 pub mod recoveries;
+pub mod resources;
 pub mod restarts;
 pub mod slow_queries;
 
@@ -111,6 +113,9 @@ pub fn check_version(conn: &Connection, path: &Path) -> Result<usize> {
     Ok(version)
 }
 
+/// `at` as RFC 3339 text, computed by SQLite from `at_ms` (?1).
+pub(crate) const AT_TEXT: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', ?1 / 1000.0, 'unixepoch')";
+
 /// Whether the journal has table `name` (one from before a table's version
 /// has not, and reads of it find nothing).
 pub fn has_table(conn: &Connection, name: &str) -> Result<bool> {
@@ -183,7 +188,7 @@ mod tests {
 
     /// Rows a journal at `version` can hold, one per table family it has.
     fn fill(conn: &Connection, version: usize) {
-        let rows: [(usize, &str); 12] = [
+        let rows: [(usize, &str); 13] = [
             (1, "INSERT INTO actor_restarts (actor, reason, restarts_in_window, outcome) VALUES ('writer', 'test', 1, 'restarted')"),
             (2, "INSERT INTO maintenance_runs (at_ms, at, task, trigger, outcome) VALUES (1, 'then', 'checkpoint', 'auto', 'done')"),
             (3, "INSERT INTO retry_queue (kind, payload, priority, max_attempts, next_retry_at_ms, status, created_at_ms, updated_at_ms) VALUES ('webhook', '{\"n\":1}', 3, 10, 0, 'queued', 0, 0)"),
@@ -196,6 +201,7 @@ mod tests {
             (10, "INSERT INTO error_log (signature, class, message, example, component, severity, count, first_seen_ms, last_seen_ms) VALUES ('ab', 'sql', 'm', 'e', 'execute', 'info', 1, 1, 1)"),
             (11, "INSERT INTO archives (path, tbl, col, format, cutoff_ms, first_rowid, last_rowid, rows, uncompressed_size, stored_size, sha256, created_at_ms, created_at, status, updated_at_ms) VALUES ('/a.db.zst', 'logs', 'at', 'iso8601', 1, 1, 2, 2, 10, 5, 'ab', 1, 'then', 'purged', 1)"),
             (10, "INSERT INTO slow_queries (hash, kind, sql, count, total_ms, max_ms, last_ms, rows, plan, scan, first_seen_ms, last_seen_ms) VALUES ('ab', 'query', 'SELECT ?', 1, 1, 1, 1, 0, '[]', 0, 1, 1)"),
+            (MIGRATIONS.len(), "INSERT INTO resource_samples (at_ms, at, db_bytes, wal_bytes, journal_bytes) VALUES (1, 'then', 4096, 0, 8192)"),
         ];
         for (since, sql) in rows {
             if version >= since {
@@ -255,6 +261,10 @@ mod tests {
             assert_eq!(count(&conn, "SELECT count(*) FROM error_log"), at(10));
             assert_eq!(count(&conn, "SELECT count(*) FROM slow_queries"), at(10));
             assert_eq!(count(&conn, "SELECT count(*) FROM archives"), at(11));
+            assert_eq!(
+                count(&conn, "SELECT count(*) FROM resource_samples"),
+                at(13)
+            );
             let queue: String = conn
                 .query_row(
                     "SELECT sql FROM sqlite_master WHERE name = 'retry_queue'",
