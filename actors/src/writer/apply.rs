@@ -20,9 +20,6 @@ use super::keys::claim_key;
 /// given), the operations that succeeded take the next numbers and the
 /// last one is written as the database's op-log position before COMMIT.
 ///
-/// Also answers how long the COMMIT itself took: what one more
-/// transaction costs beyond its operations (see the writer's batch wait).
-///
 /// With the audit on, `traces` (one per operation, else empty) gets how
 /// long each operation ran and the tables it changed, in the last attempt.
 ///
@@ -34,7 +31,7 @@ pub(super) fn apply_batch(
     ops: &[Operation],
     logged_up_to: Option<i64>,
     traces: &mut [OpTrace],
-) -> Result<(Vec<Result<OperationOutcome>>, Duration)> {
+) -> Result<Vec<Result<OperationOutcome>>> {
     let mut failed: Vec<Option<Error>> = vec![None; ops.len()];
     'attempt: loop {
         conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -69,12 +66,10 @@ pub(super) fn apply_batch(
                 return Err(e.into());
             }
         }
-        let commit_started = Instant::now();
         if let Err(e) = conn.execute_batch("COMMIT") {
             rollback_quietly(conn);
             return Err(e.into());
         }
-        let commit = commit_started.elapsed();
         let mut results: Vec<Result<OperationOutcome>> = failed
             .into_iter()
             .map(|f| f.map_or(Ok(Vec::new()), Err))
@@ -82,7 +77,7 @@ pub(super) fn apply_batch(
         for (i, outcome) in done {
             results[i] = Ok(outcome);
         }
-        return Ok((results, commit));
+        return Ok(results);
     }
 }
 

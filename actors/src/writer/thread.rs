@@ -5,7 +5,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use backon::BlockingRetryable;
 use ractor::RpcReplyPort;
@@ -91,9 +91,6 @@ pub(super) struct ConnectionLoop {
     /// behind it are answered within the retries' delays, until a batch
     /// or the write probe (which keeps its busy wait) gets through.
     found_locked: bool,
-    /// How long the last COMMIT statement took (what one more transaction
-    /// costs): the longest a batch waits for more callers (see `collect`).
-    last_commit: Duration,
     metrics: WriterMetrics,
 }
 
@@ -140,7 +137,6 @@ impl ConnectionLoop {
             config,
             counters,
             found_locked: false,
-            last_commit: Duration::ZERO,
         }
     }
 
@@ -234,18 +230,11 @@ impl ConnectionLoop {
         tracing::debug!(path = %self.config.db.path.display(), "writer connection closed");
     }
 
-    /// Take the writes that are waiting, up to `max_batch`; while fewer
-    /// than `expected` arrived, wait for the rest up to `batch_wait`, and
-    /// never longer than the last COMMIT took. Waiting pays off only when
-    /// the commit it lets callers share costs more than the wait (an fsync
-    /// at FULL). At NORMAL a COMMIT costs microseconds: waiting longer
-    /// than that stalls the writer while callers are being woken, where
-    /// committing what is there lets the next batch gather during this
-    /// one's work. Waiting at most one COMMIT's cost is within twice the
-    /// best choice either way (the ski-rental bound). Stops at a control
+    /// Take the writes that are waiting, up to `max_batch`; wait up to
+    /// `batch_wait` while fewer than `expected` arrived. Stops at a control
     /// job, returned to run after this batch.
     fn collect(&self, mut batch: Vec<Pending>, expected: usize) -> (Vec<Pending>, Option<Job>) {
-        let deadline = Instant::now() + self.config.batch_wait.min(self.last_commit);
+        let deadline = Instant::now() + self.config.batch_wait;
         while batch.len() < self.config.max_batch {
             let job = match self.rx.try_recv() {
                 Ok(job) => job,
@@ -340,8 +329,7 @@ impl ConnectionLoop {
         let gave_up = matches!(&outcome, Ok(Err(e)) if e.is_transient());
         let whole_failed = !matches!(&outcome, Ok(Ok(_)));
         let results = match outcome {
-            Ok(Ok((results, commit))) => {
-                self.last_commit = commit;
+            Ok(Ok(results)) => {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
                 if let Some(log) = self.op_log.as_mut() {
                     let committed: Vec<&Operation> = ops
