@@ -83,6 +83,8 @@ async fn prune(
             journal::archives::prune_statement(cutoff),
             journal::audit::prune_statement(cutoff),
             journal::resources::prune_statement(cutoff),
+            journal::breakers::prune_statement(cutoff),
+            journal::restarts::prune_statement(cutoff),
         ];
         if let Err(e) = slot::write(&journal, Operation::Batch(statements)).await {
             if matches!(*journal.borrow(), Slot::Stopped) {

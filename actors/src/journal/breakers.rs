@@ -93,6 +93,15 @@ pub fn load(conn: &Connection) -> Result<Vec<BreakerSnapshot>> {
     Ok(snapshots)
 }
 
+/// The statement deleting breaker transitions older than `cutoff_ms` (the
+/// breakers' current state rows stay).
+pub fn prune_statement(cutoff_ms: i64) -> Statement {
+    Statement::new(
+        "DELETE FROM breaker_transitions WHERE at_ms < ?1",
+        [Value::Integer(cutoff_ms)],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -135,6 +144,19 @@ mod tests {
             .query_row("SELECT count(*) FROM breaker_transitions", [], |r| r.get(0))
             .unwrap();
         assert_eq!(transitions, 2);
+        // Pruning keeps what is newer than the cutoff, and every state row.
+        let p = prune_statement(1_500);
+        conn.execute(&p.sql, rusqlite::params_from_iter(&p.params))
+            .unwrap();
+        let at: Vec<i64> = conn
+            .prepare("SELECT at_ms FROM breaker_transitions")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(at, [2_000]);
+        assert_eq!(load(&conn).unwrap().len(), 2);
         let restored = Breaker::restore(BreakerConfig::default(), &load(&conn).unwrap()[0]);
         assert!(restored.is_forced_open());
     }

@@ -58,6 +58,15 @@ pub fn record_restart(
     )
 }
 
+/// The statement deleting restarts recorded before `cutoff_ms` (`at` is
+/// an ISO-8601 UTC text, which sorts as time does).
+pub fn prune_statement(cutoff_ms: i64) -> Statement {
+    Statement::new(
+        "DELETE FROM actor_restarts WHERE at < strftime('%Y-%m-%dT%H:%M:%fZ', ?1 / 1000.0, 'unixepoch')",
+        [Value::Integer(cutoff_ms)],
+    )
+}
+
 /// The restart log, oldest first.
 pub fn restarts(conn: &Connection) -> Result<Vec<RestartRecord>> {
     let mut stmt = conn.prepare(
@@ -77,4 +86,34 @@ pub fn restarts(conn: &Connection) -> Result<Vec<RestartRecord>> {
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prune_deletes_restarts_before_the_cutoff_only() {
+        let conn = crate::journal::in_memory();
+        for (at, actor) in [
+            ("2026-01-01T00:00:00.000Z", "old"),
+            ("2026-06-01T00:00:00.000Z", "new"),
+        ] {
+            conn.execute(
+                "INSERT INTO actor_restarts (at, actor, reason, restarts_in_window, outcome) VALUES (?1, ?2, 'test', 1, 'restarted')",
+                [at, actor],
+            )
+            .unwrap();
+        }
+        // 2026-03-01T00:00:00Z in milliseconds.
+        let p = prune_statement(1_772_323_200_000);
+        conn.execute(&p.sql, rusqlite::params_from_iter(&p.params))
+            .unwrap();
+        let left: Vec<String> = restarts(&conn)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.actor)
+            .collect();
+        assert_eq!(left, ["new"]);
+    }
 }
