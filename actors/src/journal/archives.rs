@@ -3,12 +3,10 @@
 
 use rusqlite::Connection;
 
+use super::AT_TEXT;
 use crate::archive::{ArchiveRecord, ArchiveStatus, TimeFormat};
 use crate::error::{Error, ErrorClass, Result};
 use crate::value::{Statement, Value};
-
-/// `at` as RFC 3339 text, computed by SQLite from `created_at_ms` (?1).
-const AT_TEXT: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', ?1 / 1000.0, 'unixepoch')";
 
 const COLUMNS: &str = "id, path, tbl, col, format, cutoff_ms, min_value, max_value, first_rowid, last_rowid, rows, uncompressed_size, stored_size, sha256, created_at_ms, created_at, expires_at_ms, status, detail, file_deleted_at_ms, kept_rowids";
 

@@ -4,12 +4,11 @@
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
+use super::AT_TEXT;
 use crate::error::{Error, ErrorClass, Result};
 use crate::events::{Event, EventKind, Severity};
 use crate::value::{Statement, Value};
 
-/// `at` as RFC 3339 text, computed by SQLite from `at_ms` (?1).
-const AT_TEXT: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', ?1 / 1000.0, 'unixepoch')";
 /// Events in one page when the caller names no limit.
 pub const DEFAULT_PAGE: usize = 100;
 /// Events in one page, at most.

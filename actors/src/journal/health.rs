@@ -6,14 +6,12 @@
 
 use std::time::Duration;
 
+use super::AT_TEXT;
 use crate::error::Error;
 use crate::health::HealthReport;
 use crate::maintenance::{Maintenance, MaintenanceRun};
 use crate::slot::SlotState;
 use crate::value::{Statement, Value};
-
-/// `at` as RFC 3339 text, computed by SQLite from `at_ms` (?1).
-const AT_TEXT: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', ?1 / 1000.0, 'unixepoch')";
 
 /// The statement that stores `report` in `health_history`.
 pub fn record(report: &HealthReport) -> Statement {

@@ -62,7 +62,7 @@ pub fn record_restart(
 /// an ISO-8601 UTC text, which sorts as time does).
 pub fn prune_statement(cutoff_ms: i64) -> Statement {
     Statement::new(
-        "DELETE FROM actor_restarts WHERE at < strftime('%Y-%m-%dT%H:%M:%fZ', ?1 / 1000.0, 'unixepoch')",
+        format!("DELETE FROM actor_restarts WHERE at < {}", super::AT_TEXT),
         [Value::Integer(cutoff_ms)],
     )
 }
