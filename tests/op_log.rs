@@ -210,7 +210,7 @@ async fn every_write_is_in_the_log_when_its_answer_arrives() {
                 rt.write(op.clone()).await.unwrap();
                 let found: i64 = conn
                     .query_row(
-                        "SELECT count(*) FROM op_log WHERE op = ?1",
+                        "SELECT count(*) FROM op_log, json_each(op_log.op) WHERE json_each.value = json(?1)",
                         [json(&op)],
                         |r| r.get(0),
                     )

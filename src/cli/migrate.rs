@@ -221,7 +221,7 @@ fn record_barrier(config: &crate::config::Config, after: i64, through: i64) {
     };
     let recorded = open_read_write(&journal_db)
         .and_then(|c| journal::migrate(&c).map(|()| c))
-        .and_then(|c| journal::op_log::append(&c, now_ms(), &[], &[gap]));
+        .and_then(|c| journal::op_log::append(&c, now_ms(), 0, &[], &[gap]));
     if let Err(e) = recorded {
         eprintln!(
             "warning: the migration's mark in the operation log of {} was not recorded: {e}",

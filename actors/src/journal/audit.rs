@@ -1,9 +1,19 @@
-//! The operation audit: table `audit_ops`, one row per audited write
-//! operation (see [`crate::audit`]), appended by the application writer's
-//! own journal connection once per group commit, read newest first a page
-//! at a time, pruned with the rest of the audit trail (`[audit] retention`).
+//! The operation audit: table `audit_batches`, one row per group commit
+//! holding the JSON array of its operations' records (see
+//! [`crate::audit`]), numbered `first_id` to `last_id`; appended by the
+//! application writer's completion stage with the group commit's other
+//! journal rows, read newest first a page at a time, pruned with the rest
+//! of the audit trail (`[audit] retention`). One row per commit, not per
+//! operation: an audit at `all` adds one insert to each group commit
+//! rather than one per write.
+//!
+//! Records of operations that never reached the writer (a durable write
+//! queued, a write refused by the open breaker) are rows of one, written
+//! through the journal writer. Either writer takes its ids after the
+//! newest row's inside its own insert, so the two never collide.
 
 use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditPage, AuditQuery, AuditRecord, AuditStatus, OpKind, WriteContext};
 use crate::error::{Error, ErrorClass, Result};
@@ -14,164 +24,206 @@ pub const DEFAULT_PAGE: usize = 100;
 /// Records in one page, at most.
 pub const MAX_PAGE: usize = 1000;
 
-const INSERT: &str =
-    "INSERT INTO audit_ops (at_ms, batch, kind, status, request_id, caller, client, \
-     tables, rows, error_class, error, duration_us, queue_id) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+/// `?1` records at `?2` in batch `?3`, as the JSON array `?4`, numbered
+/// after the newest row's.
+const INSERT: &str = "INSERT INTO audit_batches (first_id, last_id, at_ms, batch, records) \
+     SELECT n + 1, n + ?1, ?2, ?3, ?4 FROM \
+     (SELECT coalesce((SELECT last_id FROM audit_batches ORDER BY first_id DESC LIMIT 1), 0) AS n)";
+
+/// A record as its row keeps it: the id, time and batch are the row's;
+/// what is empty is left out.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    kind: OpKind,
+    status: AuditStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    caller: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client: Option<String>,
+    tables: Vec<String>,
+    rows: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error_class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    duration_us: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    queue_id: Option<i64>,
+}
+
+impl Stored {
+    fn from_record(r: AuditRecord) -> Stored {
+        Stored {
+            kind: r.kind,
+            status: r.status,
+            request_id: r.context.request_id,
+            caller: r.context.caller,
+            client: r.context.client,
+            tables: r.tables,
+            rows: r.rows,
+            error_class: r.error_class,
+            error: r.error,
+            duration_us: r.duration_us,
+            queue_id: r.queue_id,
+        }
+    }
+
+    fn into_record(self, id: i64, at_ms: i64, batch: Option<i64>) -> AuditRecord {
+        AuditRecord {
+            id,
+            at_ms,
+            batch,
+            kind: self.kind,
+            status: self.status,
+            context: WriteContext {
+                request_id: self.request_id,
+                caller: self.caller,
+                client: self.client,
+            },
+            tables: self.tables,
+            rows: self.rows,
+            error_class: self.error_class,
+            error: self.error,
+            duration_us: self.duration_us,
+            queue_id: self.queue_id,
+        }
+    }
+}
+
+/// One row's records, encoded: those of one group commit (they share its
+/// time and batch number), or one record from outside the writer.
+pub struct Encoded {
+    count: i64,
+    at_ms: i64,
+    batch: Option<i64>,
+    json: String,
+}
+
+/// Encode `records` for one row, taking its time and batch from the
+/// first; `None` when there are none.
+pub fn encode(records: Vec<AuditRecord>) -> Result<Option<Encoded>> {
+    let Some(first) = records.first() else {
+        return Ok(None);
+    };
+    let (count, at_ms, batch) = (records.len() as i64, first.at_ms, first.batch);
+    let stored: Vec<Stored> = records.into_iter().map(Stored::from_record).collect();
+    let json = serde_json::to_string(&stored)
+        .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?;
+    Ok(Some(Encoded {
+        count,
+        at_ms,
+        batch,
+        json,
+    }))
+}
 
 /// The statement recording `r` (a record from outside the writer, written
-/// through the journal writer).
+/// through the journal writer), a row of its own.
 pub fn insert_statement(r: &AuditRecord) -> Statement {
-    let text = |v: &Option<String>| v.as_deref().map_or(Value::Null, Value::from);
+    let json = encode(vec![r.clone()])
+        .ok()
+        .flatten()
+        .map_or_else(|| "[]".to_owned(), |e| e.json);
     Statement::new(
         INSERT,
         [
+            Value::Integer(1),
             Value::Integer(r.at_ms),
             r.batch.map_or(Value::Null, Value::Integer),
-            Value::from(r.kind.as_str()),
-            Value::from(r.status.as_str()),
-            text(&r.context.request_id),
-            text(&r.context.caller),
-            text(&r.context.client),
-            Value::from(
-                serde_json::to_string(&r.tables)
-                    .unwrap_or_else(|_| "[]".into())
-                    .as_str(),
-            ),
-            Value::Integer(r.rows as i64),
-            text(&r.error_class),
-            text(&r.error),
-            Value::Integer(r.duration_us as i64),
-            r.queue_id.map_or(Value::Null, Value::Integer),
+            Value::from(json.as_str()),
         ],
     )
 }
 
-/// Append `records` in one transaction taken with `BEGIN IMMEDIATE` (a
-/// busy journal is met at the start, where the busy timeout waits).
-pub fn append(conn: &Connection, records: &[AuditRecord]) -> Result<()> {
-    if records.is_empty() {
-        return Ok(());
+impl Encoded {
+    /// How many records.
+    pub fn len(&self) -> usize {
+        self.count as usize
     }
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let written = (|| -> Result<()> {
-        let mut insert = conn.prepare_cached(INSERT)?;
-        for r in records {
-            let tables = serde_json::to_string(&r.tables)
-                .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?;
-            insert.execute(rusqlite::params![
-                r.at_ms,
-                r.batch,
-                r.kind.as_str(),
-                r.status.as_str(),
-                r.context.request_id,
-                r.context.caller,
-                r.context.client,
-                tables,
-                r.rows as i64,
-                r.error_class,
-                r.error,
-                r.duration_us as i64,
-                r.queue_id,
-            ])?;
-        }
-        conn.execute_batch("COMMIT")?;
-        Ok(())
-    })();
-    if written.is_err() && !conn.is_autocommit() {
-        let _ = conn.execute_batch("ROLLBACK");
+
+    /// Whether there are none (never: [`encode`] gives `None` then).
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
     }
-    written
+}
+
+/// Insert `records` as one row, inside the caller's open transaction.
+pub fn insert(conn: &Connection, records: &Encoded) -> Result<()> {
+    conn.prepare_cached(INSERT)?.execute(rusqlite::params![
+        records.count,
+        records.at_ms,
+        records.batch,
+        records.json
+    ])?;
+    Ok(())
+}
+
+/// [`encode`] and [`insert`] in one transaction of their own (see
+/// [`super::immediate`]).
+pub fn append(conn: &Connection, records: Vec<AuditRecord>) -> Result<()> {
+    match encode(records)? {
+        Some(encoded) => super::immediate(conn, || insert(conn, &encoded)),
+        None => Ok(()),
+    }
 }
 
 /// The highest commit batch number recorded (0 when none): the writer
 /// numbers its group commits after it.
 pub fn highest_batch(conn: &Connection) -> Result<i64> {
-    Ok(
-        conn.query_row("SELECT coalesce(max(batch), 0) FROM audit_ops", [], |r| {
-            r.get(0)
-        })?,
-    )
+    Ok(conn.query_row(
+        "SELECT coalesce((SELECT batch FROM audit_batches WHERE batch IS NOT NULL ORDER BY first_id DESC LIMIT 1), 0)",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 /// The statement deleting records older than `cutoff_ms`.
 pub fn prune_statement(cutoff_ms: i64) -> Statement {
     Statement::new(
-        "DELETE FROM audit_ops WHERE at_ms < ?1",
+        "DELETE FROM audit_batches WHERE at_ms < ?1",
         [Value::Integer(cutoff_ms)],
     )
 }
 
-/// One page of records, newest first.
+/// One page of records, newest first: rows are read newest first until
+/// the page is full, each row's records filtered here.
 pub fn page(conn: &Connection, q: &AuditQuery) -> Result<AuditPage> {
-    if !super::has_table(conn, "audit_ops")? {
+    if !super::has_table(conn, "audit_batches")? {
         return Ok(AuditPage::default());
     }
     let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let mut stmt = conn.prepare(
-        "SELECT id, at_ms, batch, kind, status, request_id, caller, client, tables, rows, \
-         error_class, error, duration_us, queue_id FROM audit_ops \
-         WHERE (?1 IS NULL OR at_ms >= ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3) \
-         AND (?4 IS NULL OR EXISTS (SELECT 1 FROM json_each(tables) WHERE value = ?4)) \
-         ORDER BY id DESC LIMIT ?5",
+        "SELECT first_id, at_ms, batch, records FROM audit_batches \
+         WHERE (?1 IS NULL OR at_ms >= ?1) AND (?2 IS NULL OR first_id < ?2) \
+         ORDER BY first_id DESC",
     )?;
-    let rows = stmt.query_map(
-        rusqlite::params![
-            q.since_ms,
-            q.status.map(AuditStatus::as_str),
-            q.before,
-            q.table,
-            (limit + 1) as i64
-        ],
-        |r| {
-            Ok((
-                (
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                ),
-                WriteContext {
-                    request_id: r.get(5)?,
-                    caller: r.get(6)?,
-                    client: r.get(7)?,
-                },
-                (
-                    r.get::<_, String>(8)?,
-                    r.get::<_, i64>(9)?,
-                    r.get::<_, Option<String>>(10)?,
-                    r.get::<_, Option<String>>(11)?,
-                    r.get::<_, i64>(12)?,
-                    r.get::<_, Option<i64>>(13)?,
-                ),
-            ))
-        },
-    )?;
+    let mut rows = stmt.query(rusqlite::params![q.since_ms, q.before])?;
     let mut records = Vec::new();
-    for row in rows {
-        let ((id, at_ms, batch, kind, status), context, rest) = row?;
-        let (tables, rows, error_class, error, duration_us, queue_id) = rest;
-        let unknown = |what: &str, v: &str| {
+    while let Some(row) = rows.next()? {
+        let (first_id, at_ms, batch): (i64, i64, Option<i64>) =
+            (row.get(0)?, row.get(1)?, row.get(2)?);
+        let json: String = row.get(3)?;
+        let stored: Vec<Stored> = serde_json::from_str(&json).map_err(|e| {
             Error::classed(
                 ErrorClass::Internal,
-                format!("audit_ops row {id} holds unknown {what} `{v}`"),
+                format!("audit_batches row {first_id} is not a list of records: {e}"),
             )
-        };
-        records.push(AuditRecord {
-            id,
-            at_ms,
-            batch,
-            kind: OpKind::parse(&kind).ok_or_else(|| unknown("kind", &kind))?,
-            status: AuditStatus::parse(&status).ok_or_else(|| unknown("status", &status))?,
-            context,
-            tables: serde_json::from_str(&tables).map_err(|_| unknown("tables", &tables))?,
-            rows: rows.max(0) as u64,
-            error_class,
-            error,
-            duration_us: duration_us.max(0) as u64,
-            queue_id,
-        });
+        })?;
+        for (i, s) in stored.into_iter().enumerate().rev() {
+            let id = first_id + i as i64;
+            if q.before.is_some_and(|before| id >= before)
+                || q.status.is_some_and(|status| s.status != status)
+                || q.table.as_ref().is_some_and(|t| !s.tables.contains(t))
+            {
+                continue;
+            }
+            records.push(s.into_record(id, at_ms, batch));
+        }
+        if records.len() > limit {
+            break;
+        }
     }
     let next = if records.len() > limit {
         records.truncate(limit);
@@ -215,13 +267,20 @@ mod tests {
         let conn = in_memory();
         append(
             &conn,
-            &[
+            vec![
                 record(AuditStatus::Committed, &["a"]),
                 record(AuditStatus::Failed, &["b"]),
-                record(AuditStatus::Committed, &["a", "b"]),
             ],
         )
         .unwrap();
+        // A record from outside the writer takes the ids after them.
+        let outside = record(AuditStatus::Committed, &["a", "b"]);
+        let Statement { sql, params } = insert_statement(&AuditRecord {
+            batch: None,
+            ..outside
+        });
+        conn.execute(&sql, rusqlite::params_from_iter(params))
+            .unwrap();
         assert_eq!(highest_batch(&conn).unwrap(), 3);
         let all = page(&conn, &AuditQuery::default()).unwrap();
         assert_eq!(all.records.len(), 3);

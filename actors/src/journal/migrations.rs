@@ -334,4 +334,25 @@ pub(super) const MIGRATIONS: &[&[&str]] = &[
         write_rate REAL
     );
     CREATE INDEX resource_samples_at ON resource_samples (at_ms);"],
+    // 14: the operation log and the operation audit keep one row per
+    // group commit: the JSON array of its operations (numbered `seq` to
+    // `last_seq`) and of their records (ids `first_id` to `last_id`).
+    &["ALTER TABLE op_log ADD COLUMN last_seq INTEGER;
+    UPDATE op_log SET last_seq = seq, op = '[' || op || ']';
+    CREATE TABLE audit_batches (
+        first_id INTEGER PRIMARY KEY,
+        last_id INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL,
+        batch INTEGER,
+        records TEXT NOT NULL
+    );
+    INSERT INTO audit_batches (first_id, last_id, at_ms, batch, records)
+        SELECT id, id, at_ms, batch, json_array(json_object(
+            'kind', kind, 'status', status, 'request_id', request_id,
+            'caller', caller, 'client', client, 'tables', json(tables),
+            'rows', rows, 'error_class', error_class, 'error', error,
+            'duration_us', duration_us, 'queue_id', queue_id))
+        FROM audit_ops;
+    DROP TABLE audit_ops;
+    CREATE INDEX audit_batches_at ON audit_batches (at_ms);"],
 ];

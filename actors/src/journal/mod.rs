@@ -182,13 +182,28 @@ pub(crate) fn in_memory() -> Connection {
     conn
 }
 
+/// Run `f` in one transaction taken with `BEGIN IMMEDIATE` (a busy
+/// journal is met at the start, where the connection's busy timeout waits
+/// for it): committed when `f` succeeds, rolled back when anything fails.
+pub fn immediate<T>(conn: &Connection, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let done = f().and_then(|v| {
+        conn.execute_batch("COMMIT")?;
+        Ok(v)
+    });
+    if done.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    done
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Rows a journal at `version` can hold, one per table family it has.
     fn fill(conn: &Connection, version: usize) {
-        let rows: [(usize, &str); 13] = [
+        let rows: [(usize, &str); 14] = [
             (1, "INSERT INTO actor_restarts (actor, reason, restarts_in_window, outcome) VALUES ('writer', 'test', 1, 'restarted')"),
             (2, "INSERT INTO maintenance_runs (at_ms, at, task, trigger, outcome) VALUES (1, 'then', 'checkpoint', 'auto', 'done')"),
             (3, "INSERT INTO retry_queue (kind, payload, priority, max_attempts, next_retry_at_ms, status, created_at_ms, updated_at_ms) VALUES ('webhook', '{\"n\":1}', 3, 10, 0, 'queued', 0, 0)"),
@@ -201,7 +216,8 @@ mod tests {
             (10, "INSERT INTO error_log (signature, class, message, example, component, severity, count, first_seen_ms, last_seen_ms) VALUES ('ab', 'sql', 'm', 'e', 'execute', 'info', 1, 1, 1)"),
             (11, "INSERT INTO archives (path, tbl, col, format, cutoff_ms, first_rowid, last_rowid, rows, uncompressed_size, stored_size, sha256, created_at_ms, created_at, status, updated_at_ms) VALUES ('/a.db.zst', 'logs', 'at', 'iso8601', 1, 1, 2, 2, 10, 5, 'ab', 1, 'then', 'purged', 1)"),
             (10, "INSERT INTO slow_queries (hash, kind, sql, count, total_ms, max_ms, last_ms, rows, plan, scan, first_seen_ms, last_seen_ms) VALUES ('ab', 'query', 'SELECT ?', 1, 1, 1, 1, 0, '[]', 0, 1, 1)"),
-            (MIGRATIONS.len(), "INSERT INTO resource_samples (at_ms, at, db_bytes, wal_bytes, journal_bytes) VALUES (1, 'then', 4096, 0, 8192)"),
+            (12, "INSERT INTO audit_ops (at_ms, batch, kind, status, tables, rows, duration_us) VALUES (1, 1, 'statement', 'committed', '[\"t\"]', 1, 5)"),
+            (13, "INSERT INTO resource_samples (at_ms, at, db_bytes, wal_bytes, journal_bytes) VALUES (1, 'then', 4096, 0, 8192)"),
         ];
         for (since, sql) in rows {
             if version >= since {
@@ -255,6 +271,11 @@ mod tests {
                 at(6)
             );
             assert_eq!(count(&conn, "SELECT count(*) FROM op_log"), at(7));
+            assert_eq!(
+                op_log::after(&conn, 0, 10).unwrap().len() as i64,
+                at(7),
+                "an operation logged before version 14 is read back"
+            );
             assert_eq!(count(&conn, "SELECT count(*) FROM op_log_gaps"), at(7));
             assert_eq!(count(&conn, "SELECT count(*) FROM recoveries"), at(8));
             assert_eq!(count(&conn, "SELECT count(*) FROM events"), at(10));
@@ -265,6 +286,18 @@ mod tests {
                 count(&conn, "SELECT count(*) FROM resource_samples"),
                 at(13)
             );
+            let audited = audit::page(&conn, &crate::audit::AuditQuery::default()).unwrap();
+            assert_eq!(
+                audited.records.len() as i64,
+                at(12),
+                "a record kept before version 14 is read back"
+            );
+            if let Some(r) = audited.records.first() {
+                assert_eq!(
+                    (r.id, r.batch, r.tables.as_slice(), r.duration_us),
+                    (1, Some(1), &["t".to_string()][..], 5)
+                );
+            }
             let queue: String = conn
                 .query_row(
                     "SELECT sql FROM sqlite_master WHERE name = 'retry_queue'",

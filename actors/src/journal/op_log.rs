@@ -10,7 +10,7 @@
 //! `writer::op_log`), one transaction per group commit; trimmed through
 //! the journal writer.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorClass, Result};
@@ -41,48 +41,64 @@ pub struct Gap {
     pub reason: String,
 }
 
-/// Append `ops` (their sequence numbers given) and record `gaps`, in one
-/// transaction taken with `BEGIN IMMEDIATE` (so a busy journal is met at
-/// the start, where the connection's busy timeout waits for it).
+/// Insert one group commit's operations, numbered `first` on, as one row,
+/// inside the caller's open transaction.
+pub fn insert(conn: &Connection, at_ms: i64, first: i64, ops: &[&Operation]) -> Result<()> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let json = serde_json::to_string(ops)
+        .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?;
+    conn.prepare_cached("INSERT INTO op_log (seq, last_seq, at_ms, op) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(rusqlite::params![
+            first,
+            first + ops.len() as i64 - 1,
+            at_ms,
+            json
+        ])?;
+    Ok(())
+}
+
+/// Record `gaps`, inside the caller's open transaction.
+pub fn insert_gaps(conn: &Connection, gaps: &[Gap]) -> Result<()> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO op_log_gaps (at_ms, after_seq, through_seq, reason) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for g in gaps {
+        insert.execute(rusqlite::params![
+            g.at_ms,
+            g.after_seq,
+            g.through_seq,
+            g.reason
+        ])?;
+    }
+    Ok(())
+}
+
+/// [`insert`] and [`insert_gaps`] in one transaction of their own, taken
+/// with `BEGIN IMMEDIATE` (so a busy journal is met at the start, where
+/// the connection's busy timeout waits for it).
 pub fn append(
     conn: &Connection,
     at_ms: i64,
-    ops: &[(i64, &Operation)],
+    first: i64,
+    ops: &[&Operation],
     gaps: &[Gap],
 ) -> Result<()> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let written = (|| -> Result<()> {
-        let mut insert =
-            conn.prepare_cached("INSERT INTO op_log (seq, at_ms, op) VALUES (?1, ?2, ?3)")?;
-        for (seq, op) in ops {
-            let json = serde_json::to_string(op)
-                .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?;
-            insert.execute(rusqlite::params![seq, at_ms, json])?;
-        }
-        let mut gap = conn.prepare_cached(
-            "INSERT INTO op_log_gaps (at_ms, after_seq, through_seq, reason) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for g in gaps {
-            gap.execute(rusqlite::params![
-                g.at_ms,
-                g.after_seq,
-                g.through_seq,
-                g.reason
-            ])?;
-        }
-        conn.execute_batch("COMMIT")?;
-        Ok(())
-    })();
-    if written.is_err() && !conn.is_autocommit() {
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    written
+    super::immediate(conn, || {
+        insert(conn, at_ms, first, ops)?;
+        insert_gaps(conn, gaps)
+    })
 }
 
 /// The logged operations with `seq > after`, in order, at most `limit`.
 pub fn after(conn: &Connection, after: i64, limit: usize) -> Result<Vec<LoggedOp>> {
-    let mut stmt = conn
-        .prepare_cached("SELECT seq, at_ms, op FROM op_log WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+    // The row holding `after + 1` starts at or before it.
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, at_ms, op FROM op_log \
+         WHERE seq >= coalesce((SELECT max(seq) FROM op_log WHERE seq <= ?1), 0) AND last_seq > ?1 \
+         ORDER BY seq LIMIT ?2",
+    )?;
     let rows = stmt.query_map(rusqlite::params![after, limit as i64], |r| {
         Ok((
             r.get::<_, i64>(0)?,
@@ -92,14 +108,18 @@ pub fn after(conn: &Connection, after: i64, limit: usize) -> Result<Vec<LoggedOp
     })?;
     let mut ops = Vec::new();
     for row in rows {
-        let (seq, at_ms, json) = row?;
-        let op = serde_json::from_str(&json).map_err(|e| {
+        let (first, at_ms, json) = row?;
+        let batch: Vec<Operation> = serde_json::from_str(&json).map_err(|e| {
             Error::classed(
                 ErrorClass::Corruption,
-                format!("op_log row {seq} is not an operation: {e}"),
+                format!("op_log row {first} is not a list of operations: {e}"),
             )
         })?;
-        ops.push(LoggedOp { seq, at_ms, op });
+        for (seq, op) in (first..).zip(batch) {
+            if seq > after && ops.len() < limit {
+                ops.push(LoggedOp { seq, at_ms, op });
+            }
+        }
     }
     Ok(ops)
 }
@@ -107,14 +127,20 @@ pub fn after(conn: &Connection, after: i64, limit: usize) -> Result<Vec<LoggedOp
 /// The newest sequence number logged, `None` when the log is empty (also
 /// after a trim removed every row).
 pub fn newest_seq(conn: &Connection) -> Result<Option<i64>> {
-    Ok(conn.query_row("SELECT max(seq) FROM op_log", [], |r| r.get(0))?)
+    Ok(conn
+        .query_row(
+            "SELECT last_seq FROM op_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?)
 }
 
 /// The highest sequence number the log knows of: logged, or named by a
 /// gap (still known after a trim emptied `op_log`).
 pub fn highest_known_seq(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row(
-        "SELECT max(coalesce((SELECT max(seq) FROM op_log), 0), coalesce((SELECT max(through_seq) FROM op_log_gaps), 0))",
+        "SELECT max(coalesce((SELECT last_seq FROM op_log ORDER BY seq DESC LIMIT 1), 0), coalesce((SELECT max(through_seq) FROM op_log_gaps), 0))",
         [],
         |r| r.get(0),
     )?)
@@ -136,11 +162,14 @@ pub fn gaps(conn: &Connection) -> Result<Vec<Gap>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// Deletes the rows whose every operation is numbered `?1` or less.
+const TRIM: &str = "DELETE FROM op_log WHERE seq <= ?1 AND last_seq <= ?1";
+
 /// The statement that trims the log up to `seq` (included), and the gaps
 /// that lie wholly before it: a backup covering `seq` makes them useless.
 pub fn trim_statement(seq: i64) -> Operation {
     Operation::Batch(vec![
-        Statement::new("DELETE FROM op_log WHERE seq <= ?1", [Value::Integer(seq)]),
+        Statement::new(TRIM, [Value::Integer(seq)]),
         Statement::new(
             "DELETE FROM op_log_gaps WHERE through_seq <= ?1",
             [Value::Integer(seq)],
@@ -150,7 +179,7 @@ pub fn trim_statement(seq: i64) -> Operation {
 
 /// Trim on a journal connection of one's own (tests, the CLI).
 pub fn trim(conn: &Connection, seq: i64) -> Result<()> {
-    conn.execute("DELETE FROM op_log WHERE seq <= ?1", [seq])?;
+    conn.execute(TRIM, [seq])?;
     conn.execute("DELETE FROM op_log_gaps WHERE through_seq <= ?1", [seq])?;
     Ok(())
 }
@@ -172,30 +201,41 @@ mod tests {
             key: "k".into(),
             op: Box::new(a.clone()),
         };
-        append(&conn, 5, &[(1, &a), (2, &b)], &[]).unwrap();
+        append(&conn, 5, 1, &[&a, &b], &[]).unwrap();
         let gap = Gap {
             after_seq: 2,
             through_seq: 4,
             at_ms: 6,
             reason: "test".into(),
         };
-        append(&conn, 7, &[(5, &a)], std::slice::from_ref(&gap)).unwrap();
-        assert_eq!(newest_seq(&conn).unwrap(), Some(5));
+        append(&conn, 7, 5, &[&a, &b, &a], std::slice::from_ref(&gap)).unwrap();
+        assert_eq!(newest_seq(&conn).unwrap(), Some(7));
         let all = after(&conn, 0, 100).unwrap();
-        assert_eq!(all.iter().map(|o| o.seq).collect::<Vec<_>>(), [1, 2, 5]);
-        assert_eq!(all[1].op, b);
+        assert_eq!(
+            all.iter().map(|o| o.seq).collect::<Vec<_>>(),
+            [1, 2, 5, 6, 7]
+        );
+        assert_eq!((all[1].op.clone(), all[4].at_ms), (b.clone(), 7));
+        // Read from inside a group commit's row, and a page at a time.
         assert_eq!(after(&conn, 1, 1).unwrap()[0].seq, 2);
-        assert_eq!(gaps(&conn).unwrap(), [gap]);
-        trim(&conn, 2).unwrap();
-        assert_eq!(after(&conn, 0, 100).unwrap().len(), 1);
-        assert_eq!(gaps(&conn).unwrap().len(), 1);
-        trim(&conn, 5).unwrap();
+        let page: Vec<i64> = after(&conn, 5, 1).unwrap().iter().map(|o| o.seq).collect();
+        assert_eq!(page, [6]);
+        assert_eq!(after(&conn, 2, 2).unwrap()[1].seq, 6);
+        assert!(after(&conn, 7, 10).unwrap().is_empty());
+        assert_eq!(gaps(&conn).unwrap(), std::slice::from_ref(&gap));
+        // A trim keeps a row still holding an operation after its point.
+        trim(&conn, 6).unwrap();
+        assert_eq!(after(&conn, 0, 100).unwrap().len(), 3);
+        assert_eq!(after(&conn, 6, 100).unwrap()[0].seq, 7);
+        assert_eq!(gaps(&conn).unwrap().len(), 0);
+        trim(&conn, 7).unwrap();
         assert_eq!(newest_seq(&conn).unwrap(), None);
-        assert!(gaps(&conn).unwrap().is_empty());
+        assert_eq!(highest_known_seq(&conn).unwrap(), 0);
         // A duplicate seq fails the whole append, leaving nothing half done.
-        append(&conn, 8, &[(6, &a)], &[]).unwrap();
-        assert!(append(&conn, 9, &[(7, &a), (6, &a)], &[]).is_err());
-        assert_eq!(newest_seq(&conn).unwrap(), Some(6));
-        assert_eq!(highest_known_seq(&conn).unwrap(), 6);
+        append(&conn, 8, 8, &[&a], &[]).unwrap();
+        assert!(append(&conn, 9, 8, &[&a], std::slice::from_ref(&gap)).is_err());
+        assert_eq!(newest_seq(&conn).unwrap(), Some(8));
+        assert!(gaps(&conn).unwrap().is_empty());
+        assert_eq!(highest_known_seq(&conn).unwrap(), 8);
     }
 }

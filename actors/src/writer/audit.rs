@@ -1,35 +1,19 @@
 //! The application writer's side of the operation audit (`[audit] level`):
-//! a connection of its own on the journal, the commit batch numbers, and
-//! the append of each group commit's records.
-//!
-//! After a group commit (or a batch that failed as a whole), the records
-//! of its operations that the level keeps are appended to the journal's
-//! `audit_ops` in one journal transaction, before the callers are
-//! answered, like the operation log (see `writer::op_log`, whose notes on
-//! a second writer on the journal hold here too). At level `failures` a
-//! batch where everything committed writes nothing. An append that fails
-//! (the journal locked past its busy timeout and the retries) drops the
-//! batch's records, counted in `resilite_audit_dropped_total` and logged:
-//! the audit never fails a write.
-
-use std::path::PathBuf;
-use std::time::Duration;
+//! the commit batch numbers, and the records of each finished batch that
+//! the level keeps, appended to the journal's `audit_ops` with the batch's
+//! completion (see `writer::complete`), before its callers are answered.
+//! At level `failures` a batch where everything committed has none.
 
 use rusqlite::Connection;
 
-use super::apply::OpTrace;
-use crate::audit::{AuditLevel, AuditRecord, AuditStatus, OpKind, WriteContext};
-use crate::connection::{open_read_write, DbOptions};
-use crate::error::{Error, Result};
+use super::complete::Finished;
+use crate::audit::{AuditLevel, AuditRecord, AuditStatus, OpKind};
+use crate::connection::DbOptions;
+use crate::error::Result;
 use crate::journal::audit as journal_audit;
 use crate::maintenance::now_ms;
 use crate::retry_queue::{DURABLE_KEY_PREFIX, QUEUE_KEY_PREFIX};
-use crate::value::{Operation, OperationOutcome};
-
-/// Attempts of one append that fails with a transient error.
-const APPEND_ATTEMPTS: u32 = 4;
-/// First pause between two attempts; doubled each time.
-const APPEND_RETRY_BASE: Duration = Duration::from_millis(5);
+use crate::value::Operation;
 
 /// The audit's settings in a [`WriterConfig`](super::WriterConfig).
 #[derive(Debug, Clone)]
@@ -40,101 +24,54 @@ pub struct AuditConfig {
     pub journal: DbOptions,
 }
 
-/// The writer's journal connection for the audit, and the batch numbers.
-pub(super) struct AuditLog {
-    conn: Connection,
-    path: PathBuf,
+/// What the audit keeps, and the last commit batch number given.
+pub(super) struct AuditBook {
     level: AuditLevel,
-    /// The last commit batch number given.
     last_batch: i64,
 }
 
-/// How a batch ended, for its operations' records.
-pub(super) enum BatchEnd<'a> {
-    /// Each operation's own outcome (committed or failed by itself).
-    Each(&'a [Result<OperationOutcome>]),
-    /// The batch failed as a whole: everything in it was rolled back.
-    Whole(&'a [Result<OperationOutcome>]),
-}
-
-impl AuditLog {
-    /// Open the journal at `config.journal` (migrated already: its writer
-    /// starts first) and find the last batch number.
-    pub(super) fn open(config: &AuditConfig) -> Result<AuditLog> {
-        let opts = &config.journal;
-        let conn =
-            open_read_write(opts).map_err(|e| e.during("open the operation audit", &opts.path))?;
-        let last_batch = journal_audit::highest_batch(&conn)
-            .map_err(|e| e.during("read the operation audit", &opts.path))?;
-        Ok(AuditLog {
-            conn,
-            path: opts.path.clone(),
-            level: config.level,
-            last_batch,
+impl AuditBook {
+    /// Numbering after the last batch recorded in the journal at `conn`.
+    pub(super) fn open(conn: &Connection, level: AuditLevel) -> Result<AuditBook> {
+        Ok(AuditBook {
+            level,
+            last_batch: journal_audit::highest_batch(conn)?,
         })
     }
 
-    /// What the audit records.
-    pub(super) fn level(&self) -> AuditLevel {
-        self.level
-    }
-
-    /// Record the operations of one batch (`ctxs` beside `ops`, or empty;
-    /// `traces` beside `ops`), numbered with the next batch number.
-    pub(super) fn batch(
-        &mut self,
-        ops: &[Operation],
-        ctxs: &[Option<Box<WriteContext>>],
-        traces: &[OpTrace],
-        end: BatchEnd<'_>,
-    ) {
-        self.record(ops, ctxs, traces, end, None);
-    }
-
-    /// Record a recovery's replay of logged operations (kind `replay`).
-    pub(super) fn replayed(&mut self, ops: &[Operation], traces: &[OpTrace], end: BatchEnd<'_>) {
-        self.record(ops, &[], traces, end, Some(OpKind::Replay));
-    }
-
-    fn record(
-        &mut self,
-        ops: &[Operation],
-        ctxs: &[Option<Box<WriteContext>>],
-        traces: &[OpTrace],
-        end: BatchEnd<'_>,
-        kind: Option<OpKind>,
-    ) {
+    /// The records of `batch`'s operations that the level keeps, numbered
+    /// with the next batch number.
+    /// The operations' traces are taken (their tables moved, not copied).
+    pub(super) fn records(&mut self, batch: &mut Finished) -> Vec<AuditRecord> {
         self.last_batch += 1;
-        let (results, whole_failed) = match end {
-            BatchEnd::Each(r) => (r, false),
-            BatchEnd::Whole(r) => (r, true),
-        };
         let at_ms = now_ms();
-        let records: Vec<AuditRecord> = ops
+        let mut traces = std::mem::take(&mut batch.traces);
+        batch
+            .ops
             .iter()
-            .zip(results)
+            .zip(&batch.results)
             .enumerate()
             .filter_map(|(i, (op, result))| {
                 let status = match result {
                     Ok(_) => AuditStatus::Committed,
-                    Err(_) if whole_failed => AuditStatus::RolledBack,
+                    Err(_) if batch.whole_failed => AuditStatus::RolledBack,
                     Err(_) => AuditStatus::Failed,
                 };
                 if !self.level.records(status) {
                     return None;
                 }
-                let (kind, queue_id) = match kind {
+                let (kind, queue_id) = match batch.kind {
                     Some(kind) => (kind, None),
                     None => kind_of(op),
                 };
                 // resilite's own writes (pruning, forgetting keys) come
                 // without a context and are not audited; callers' writes
                 // and retry-queue replays are.
-                let context = ctxs.get(i).and_then(|c| c.as_deref());
+                let context = batch.contexts.get(i).and_then(|c| c.as_deref());
                 if context.is_none() && !matches!(kind, OpKind::Queued | OpKind::Replay) {
                     return None;
                 }
-                let trace = traces.get(i);
+                let trace = traces.get_mut(i);
                 let error = result.as_ref().err();
                 Some(AuditRecord {
                     id: 0,
@@ -143,49 +80,20 @@ impl AuditLog {
                     kind,
                     status,
                     context: context.cloned().unwrap_or_default(),
-                    tables: trace.map(|t| t.tables.clone()).unwrap_or_default(),
-                    rows: if error.is_none() {
-                        trace.map_or(0, |t| t.rows)
-                    } else {
-                        0
+                    rows: match (&trace, error) {
+                        (Some(t), None) => t.rows,
+                        _ => 0,
                     },
+                    duration_us: trace.as_ref().map_or(0, |t| t.duration.as_micros() as u64),
+                    tables: trace
+                        .map(|t| std::mem::take(&mut t.tables))
+                        .unwrap_or_default(),
                     error_class: error.map(|e| e.class.as_str().to_owned()),
                     error: error.map(|e| e.message.clone()),
-                    duration_us: trace.map_or(0, |t| t.duration.as_micros() as u64),
                     queue_id,
                 })
             })
-            .collect();
-        self.append(&records);
-    }
-
-    /// Append `records` in one journal transaction, retrying a busy
-    /// journal a few times; never fails (see the module doc).
-    fn append(&self, records: &[AuditRecord]) {
-        if records.is_empty() {
-            return;
-        }
-        let mut attempt = 0;
-        let result = loop {
-            attempt += 1;
-            match journal_audit::append(&self.conn, records) {
-                Err(e) if e.is_transient() && attempt < APPEND_ATTEMPTS => {
-                    std::thread::sleep(APPEND_RETRY_BASE * 2u32.pow(attempt - 1));
-                }
-                other => break other,
-            }
-        };
-        if let Err(e) = result {
-            self.dropped(records.len(), &e);
-        }
-    }
-
-    fn dropped(&self, count: usize, e: &Error) {
-        metrics::counter!("resilite_audit_dropped_total").increment(count as u64);
-        tracing::error!(
-            path = %self.path.display(), count, class = ?e.class, detail = %e.detail,
-            "operation audit append failed: these records are lost (the writes themselves are not affected)"
-        );
+            .collect()
     }
 }
 

@@ -35,6 +35,7 @@
 
 mod apply;
 mod audit;
+mod complete;
 mod handle;
 mod keys;
 mod op_log;

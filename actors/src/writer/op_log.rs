@@ -11,38 +11,17 @@
 //! last of those numbers is written to `_resilite_op_log` (one row) of the
 //! **application database**: so every copy of the database (a backup, the
 //! file itself) says exactly which prefix of the log it holds. After COMMIT
-//! returned, the operations are appended to the journal's `op_log` in one
-//! journal transaction, and only then are the callers answered: an
+//! returned, the operations are appended to the journal's `op_log` as one
+//! row, in one journal transaction, and only then are the callers answered: an
 //! acknowledged write is always in the log (or inside a recorded gap,
 //! below). A crash between the two commits loses no acknowledged write
 //! (nobody was answered) and is found at the next open: the database's
 //! position is then ahead of the log, and that range is recorded as a gap.
 //!
-//! # A second writer on the journal
-//!
-//! The journal is a WAL file written by the journal writer; this connection
-//! is a second writer on it. SQLite serializes writers with the WAL write
-//! lock, so this is sound: each append is one `BEGIN IMMEDIATE … COMMIT`,
-//! which takes the write lock at its start (where `busy_timeout` waits for
-//! the journal writer's transaction to end, with no lock upgrade that could
-//! deadlock), and a transient failure left after the timeout is retried a
-//! few times with backoff. Sequence numbers come from this writer alone
-//! (nobody else inserts into `op_log`), so the two writers never conflict
-//! on rows. What it costs: one more commit, with its fsync of the journal's
-//! WAL, per group commit (not per write), on the writer's thread before the
-//! callers are answered; and, while the journal writer holds the lock, a
-//! wait of at most one journal transaction (the journal writer waits for an
-//! append in the same way).
-//!
-//! # When the append fails
-//!
-//! The operations are committed to the database: their callers are answered
-//! `Ok`, the failure is logged at error level, and the range of sequence
-//! numbers is a **gap**: recorded in `op_log_gaps` with the next append
-//! that succeeds (in the same transaction), or found at the next open (the
-//! database's position ahead of the log). Recovery cannot replay past a
-//! gap: from a backup older than the gap, the operations in it are lost;
-//! a backup taken after it starts a complete log again.
+//! The append, and what happens when it fails, are the completion
+//! stage's (see `writer::complete`): there the log's rows, the audit's
+//! records and any gaps are one journal transaction per group commit, one
+//! row for all of its operations.
 //!
 //! # Limits
 //!
@@ -61,21 +40,13 @@
 //! operation once.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use rusqlite::Connection;
 
 use crate::connection::{open_read_write, DbOptions};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::journal::op_log::{self as journal_log, Gap};
 use crate::maintenance::now_ms;
-use crate::value::Operation;
-
-/// Attempts of one append that fails with a transient error (BUSY past
-/// the busy timeout, IOERR).
-const APPEND_ATTEMPTS: u32 = 4;
-/// First pause between two attempts; doubled each time.
-const APPEND_RETRY_BASE: Duration = Duration::from_millis(5);
 
 /// The application database's table holding the last sequence number it
 /// committed (one row, `id = 1`).
@@ -209,10 +180,6 @@ impl OpLog {
     pub(super) fn after_own_work(&mut self, app: &Connection) {
         if let Err(e) = self.resync_as(app, BARRIER_REASON) {
             tracing::warn!(detail = %e.detail, "the operation log could not look at the database after resilite's own work on it");
-            return;
-        }
-        if !self.pending.is_empty() {
-            self.append(&[]);
         }
     }
 
@@ -253,112 +220,37 @@ impl OpLog {
         self.last
     }
 
-    /// Log `ops`, just committed with the numbers after [`OpLog::last`].
-    /// Never fails: a failure becomes a gap (see the module doc).
-    pub(super) fn append(&mut self, ops: &[&Operation]) {
-        if ops.is_empty() && self.pending.is_empty() {
-            return;
+    /// Number `committed` operations just committed (the numbers after
+    /// [`OpLog::last`]): the first one's, `None` when there are none.
+    pub(super) fn number(&mut self, committed: usize) -> Option<i64> {
+        if committed == 0 {
+            return None;
         }
-        let first = self.last + 1;
-        let numbered: Vec<(i64, &Operation)> = ops
-            .iter()
-            .enumerate()
-            .map(|(i, op)| (first + i as i64, *op))
-            .collect();
-        self.last += ops.len() as i64;
-        let mut attempt = 0;
-        let result = loop {
-            attempt += 1;
-            match journal_log::append(&self.conn, now_ms(), &numbered, &self.pending) {
-                Err(e) if e.is_transient() && attempt < APPEND_ATTEMPTS => {
-                    tracing::warn!(detail = %e.detail, attempt, "operation log append busy; retrying");
-                    std::thread::sleep(APPEND_RETRY_BASE * 2u32.pow(attempt - 1));
-                }
-                other => break other,
-            }
-        };
-        match result {
-            Ok(()) => self.pending.clear(),
-            Err(e) => self.gap(first - 1, self.last, e),
-        }
+        self.last += committed as i64;
+        Some(self.last - committed as i64 + 1)
     }
 
-    fn gap(&mut self, after_seq: i64, through_seq: i64, e: Error) {
-        metrics::counter!("resilite_op_log_gaps_total").increment(1);
-        tracing::error!(
-            path = %self.path.display(), after_seq, through_seq, class = ?e.class, detail = %e.detail,
-            "operation log append failed after the database committed: the writes stand and are answered, the log has a gap recovery cannot replay past"
-        );
-        if through_seq > after_seq {
-            self.pending.push(Gap {
-                after_seq,
-                through_seq,
-                at_ms: now_ms(),
-                reason: format!("append failed: {}", e.detail),
-            });
-        }
+    /// The gaps found and not yet handed over to be recorded.
+    pub(super) fn take_gaps(&mut self) -> Vec<Gap> {
+        std::mem::take(&mut self.pending)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::{Statement, Value};
+    use crate::value::{Operation, Statement, Value};
 
-    fn op(v: i64) -> Operation {
-        Operation::Statement(Statement::new(
+    /// What the completion stage does with a batch of one: number it, and
+    /// append it with the gaps found.
+    fn log_one(log: &mut OpLog, v: i64) {
+        let op = Operation::Statement(Statement::new(
             "INSERT INTO t VALUES (?1)",
             [Value::Integer(v)],
-        ))
-    }
-
-    fn journal(dir: &tempfile::TempDir) -> DbOptions {
-        let mut opts = DbOptions::new(dir.path().join("journal.db"));
-        opts.busy_timeout = Duration::from_millis(10);
-        crate::journal::migrate(&open_read_write(&opts).unwrap()).unwrap();
-        opts
-    }
-
-    /// An append that fails (the journal locked past the busy timeout and
-    /// the retries) loses no number: the range becomes a gap, recorded
-    /// with the next append that succeeds.
-    #[test]
-    fn a_failed_append_becomes_a_gap_recorded_with_the_next_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = journal(&dir);
-        let app = Connection::open_in_memory().unwrap();
-        let mut log = OpLog::open(&opts, &app).unwrap();
-        let (a, b, c) = (op(1), op(2), op(3));
-        log.append(&[&a]);
-        assert_eq!(log.last(), 1);
-
-        let other = open_read_write(&opts).unwrap();
-        other.execute_batch("BEGIN IMMEDIATE").unwrap();
-        log.append(&[&b]);
-        assert_eq!(
-            log.last(),
-            2,
-            "the number is used even though the append failed"
-        );
-        other.execute_batch("COMMIT").unwrap();
-
-        log.append(&[&c]);
-        let seqs: Vec<i64> = journal_log::after(&log.conn, 0, 10)
-            .unwrap()
-            .iter()
-            .map(|o| o.seq)
-            .collect();
-        assert_eq!(seqs, [1, 3]);
-        let gaps = journal_log::gaps(&log.conn).unwrap();
-        assert_eq!(
-            (gaps.len(), gaps[0].after_seq, gaps[0].through_seq),
-            (1, 1, 2)
-        );
-        assert!(
-            gaps[0].reason.starts_with("append failed"),
-            "{}",
-            gaps[0].reason
-        );
+        ));
+        let first = log.number(1).unwrap();
+        let gaps = log.take_gaps();
+        journal_log::append(&log.conn, now_ms(), first, &[&op], &gaps).unwrap();
     }
 
     /// A database whose position is ahead of the log (a crash between the
@@ -366,14 +258,16 @@ mod tests {
     #[test]
     fn a_database_ahead_of_the_log_is_a_gap_found_at_open() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = journal(&dir);
+        let opts = DbOptions::new(dir.path().join("journal.db"));
+        crate::journal::migrate(&open_read_write(&opts).unwrap()).unwrap();
         let app = Connection::open_in_memory().unwrap();
         assert_eq!(position(&app).unwrap(), None);
         write_position(&app, 5).unwrap();
         assert_eq!(position(&app).unwrap(), Some(5));
         let mut log = OpLog::open(&opts, &app).unwrap();
         assert_eq!(log.last(), 5);
-        log.append(&[&op(1)]);
+        assert_eq!(log.number(0), None, "nothing committed, no number used");
+        log_one(&mut log, 1);
         assert_eq!(journal_log::newest_seq(&log.conn).unwrap(), Some(6));
         let gaps = journal_log::gaps(&log.conn).unwrap();
         assert_eq!((gaps[0].after_seq, gaps[0].through_seq), (0, 5));
@@ -384,7 +278,7 @@ mod tests {
         assert_eq!(log.last(), 6);
         let mut again = OpLog::open(&opts, &app).unwrap();
         assert_eq!(again.last(), 6);
-        again.append(&[&op(2)]);
+        log_one(&mut again, 2);
         assert_eq!(journal_log::newest_seq(&again.conn).unwrap(), Some(7));
         assert_eq!(journal_log::gaps(&again.conn).unwrap().len(), 1);
     }

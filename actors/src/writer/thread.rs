@@ -12,10 +12,10 @@ use ractor::RpcReplyPort;
 use rusqlite::Connection;
 
 use super::apply::{apply_batch, panic_text, replay_batch, rollback_quietly, OpTrace};
-use super::audit::{AuditLog, BatchEnd};
+use super::complete::{Answer, Completion, Finished, Stage};
 use super::op_log::OpLog;
 use super::{ConnectionJob, WriterConfig, WriterStats};
-use crate::audit::{AuditLevel, WriteContext};
+use crate::audit::{OpKind, WriteContext};
 use crate::connection::open_read_write;
 use crate::error::{Error, ErrorClass, Result};
 use crate::gate::{Bounds, Gate};
@@ -80,8 +80,11 @@ pub(super) struct ConnectionLoop {
     db: Option<Db>,
     /// The operation log, when on; opened with the database.
     op_log: Option<OpLog>,
-    /// The operation audit, when on; opened with the database.
-    audit: Option<AuditLog>,
+    /// Where finished batches are appended to the journal and answered;
+    /// started with the first open.
+    stage: Option<Stage>,
+    /// The operation audit is on: operations are traced.
+    auditing: bool,
     rx: flume::Receiver<Job>,
     config: WriterConfig,
     counters: Arc<Counters>,
@@ -131,7 +134,8 @@ impl ConnectionLoop {
         ConnectionLoop {
             db: None,
             op_log: None,
-            audit: None,
+            stage: None,
+            auditing: config.audit.is_some(),
             rx,
             metrics: WriterMetrics::new(config.name),
             config,
@@ -162,10 +166,15 @@ impl ConnectionLoop {
             (None, Some(journal)) => self.op_log = Some(OpLog::open(journal, &conn)?),
             (None, None) => {}
         }
-        if let (None, Some(audit)) = (&self.audit, &config.audit) {
-            self.audit = Some(AuditLog::open(audit)?);
+        if self.stage.is_none() {
+            let journal = config
+                .op_log
+                .as_ref()
+                .or(config.audit.as_ref().map(|a| &a.journal));
+            let completion = Completion::open(journal, config.audit.as_ref().map(|a| a.level))?;
+            self.stage = Some(Stage::start(completion, config.name)?);
         }
-        gate.set_audit(self.audit.is_some());
+        gate.set_audit(self.auditing);
         self.db = Some(Db { conn, gate });
         Ok(())
     }
@@ -190,6 +199,11 @@ impl ConnectionLoop {
                 Ok(job) => job,
                 Err(_) => break, // every sender dropped: the actor is gone
             };
+            if !matches!(job, Job::Write(..) | Job::WriteMany(..)) {
+                // Everything before a control job is answered first (see
+                // `writer::complete`).
+                self.stage().flush();
+            }
             match job {
                 Job::Write(op, context, reply) => {
                     let mut batch = Vec::with_capacity(expected.min(self.config.max_batch));
@@ -199,9 +213,7 @@ impl ConnectionLoop {
                     next = control;
                     self.commit(batch);
                 }
-                Job::WriteMany(ops, reply) => {
-                    let _ = reply.send(self.apply(&ops, &[]));
-                }
+                Job::WriteMany(ops, reply) => self.apply(ops, Vec::new(), Answer::All(reply)),
                 Job::Maintain(task, reply) => {
                     let _ = reply.send(self.maintain(task));
                 }
@@ -209,9 +221,7 @@ impl ConnectionLoop {
                     let _ = reply.send(self.probe());
                 }
                 Job::Call(job) => self.call(job),
-                Job::Replay(ops, reply) => {
-                    let _ = reply.send(self.replay(&ops));
-                }
+                Job::Replay(ops, reply) => self.replay(ops, reply),
                 Job::Barrier(reply) => {
                     let _ = reply.send(());
                 }
@@ -226,6 +236,9 @@ impl ConnectionLoop {
                     let _ = reply.send(self.open());
                 }
             }
+        }
+        if let Some(stage) = self.stage.take() {
+            stage.close();
         }
         tracing::debug!(path = %self.config.db.path.display(), "writer connection closed");
     }
@@ -254,19 +267,25 @@ impl ConnectionLoop {
         (batch, None)
     }
 
+    /// The completion stage (started with the first open, before `run`).
+    fn stage(&mut self) -> &mut Stage {
+        self.stage
+            .as_mut()
+            .expect("the completion stage starts with the connection")
+    }
+
     /// Commit a batch and answer every caller. A write whose caller went
     /// away before it started is not applied.
     fn commit(&mut self, batch: Vec<Pending>) {
         let mut ops = Vec::with_capacity(batch.len());
         let mut contexts = Vec::new();
         let mut replies = Vec::with_capacity(batch.len());
-        let audit = self.audit.is_some();
         for (op, context, reply) in batch {
             if reply.is_closed() {
                 continue;
             }
             ops.push(op);
-            if audit {
+            if self.auditing {
                 contexts.push(context);
             }
             replies.push(reply);
@@ -274,33 +293,33 @@ impl ConnectionLoop {
         if ops.is_empty() {
             return;
         }
-        for (reply, result) in replies.into_iter().zip(self.apply(&ops, &contexts)) {
-            let _ = reply.send(result);
-        }
+        self.apply(ops, contexts, Answer::Each(replies));
     }
 
     /// Commit `ops` in one transaction (retrying transient failures in
-    /// place), then log the committed ones (when the operation log is on):
-    /// the outcome of each, to be answered only after both.
+    /// place), number the committed ones for the operation log (when it
+    /// is on), and hand the batch to the completion stage, which appends
+    /// it to the journal and then answers `answer`.
     fn apply(
         &mut self,
-        ops: &[Operation],
-        contexts: &[Option<Box<WriteContext>>],
-    ) -> Vec<Result<OperationOutcome>> {
+        ops: Vec<Operation>,
+        contexts: Vec<Option<Box<WriteContext>>>,
+        answer: Answer,
+    ) {
         let logged_up_to = self.op_log.as_ref().map(OpLog::last);
         let db = match self.db() {
             Ok(db) => db,
             Err(e) => {
                 let results = vec![Err(e); ops.len()];
-                if let Some(audit) = self.audit.as_mut() {
-                    audit.batch(ops, contexts, &[], BatchEnd::Each(&results));
-                }
-                return results;
+                let mut finished = Finished::new(ops, results, answer);
+                finished.contexts = contexts;
+                self.stage().send(finished);
+                return;
             }
         };
-        let mut traces = match &self.audit {
-            Some(_) => vec![OpTrace::default(); ops.len()],
-            None => Vec::new(),
+        let mut traces = match self.auditing {
+            true => vec![OpTrace::default(); ops.len()],
+            false => Vec::new(),
         };
         let started = Instant::now();
         let attempts = AtomicU64::new(0);
@@ -313,7 +332,7 @@ impl ConnectionLoop {
                 if attempts.fetch_add(1, Ordering::Relaxed) == no_wait_from {
                     let _ = db.conn.busy_timeout(std::time::Duration::ZERO);
                 }
-                apply_batch(&db.conn, &db.gate, ops, logged_up_to, &mut traces)
+                apply_batch(&db.conn, &db.gate, &ops, logged_up_to, &mut traces)
             })
             .retry(self.config.retry.backoff())
             .sleep(std::thread::sleep)
@@ -331,15 +350,6 @@ impl ConnectionLoop {
         let results = match outcome {
             Ok(Ok(results)) => {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
-                if let Some(log) = self.op_log.as_mut() {
-                    let committed: Vec<&Operation> = ops
-                        .iter()
-                        .zip(&results)
-                        .filter(|(_, r)| r.is_ok())
-                        .map(|(op, _)| op)
-                        .collect();
-                    log.append(&committed);
-                }
                 results
             }
             Ok(Err(mut e)) => {
@@ -373,50 +383,49 @@ impl ConnectionLoop {
         m.commit_duration.record(started.elapsed().as_secs_f64());
         m.queue_depth.set(self.rx.len() as f64);
         self.found_locked = gave_up;
-        if let Some(audit) = self.audit.as_mut() {
-            let end = if whole_failed {
-                BatchEnd::Whole(&results)
-            } else {
-                BatchEnd::Each(&results)
-            };
-            audit.batch(ops, contexts, &traces, end);
+        let mut finished = Finished::new(ops, results, answer);
+        finished.contexts = contexts;
+        finished.traces = traces;
+        finished.whole_failed = whole_failed;
+        if let Some(log) = self.op_log.as_mut() {
+            finished.logged_from = log.number(committed as usize);
+            finished.gaps = log.take_gaps();
         }
-        results
+        self.stage().send(finished);
     }
 
     /// Re-apply logged operations in one transaction (see
-    /// [`replay_batch`]), retrying transient failures in place.
-    fn replay(&mut self, ops: &[LoggedOp]) -> Result<()> {
-        let db = self.db()?;
-        let mut traces = match &self.audit {
-            Some(_) => vec![OpTrace::default(); ops.len()],
-            None => Vec::new(),
+    /// [`replay_batch`]), retrying transient failures in place; answered
+    /// through the completion stage (the audit records it).
+    fn replay(&mut self, ops: Vec<LoggedOp>, reply: RpcReplyPort<Result<()>>) {
+        let mut traces = match self.auditing {
+            true => vec![OpTrace::default(); ops.len()],
+            false => Vec::new(),
         };
-        let replayed = catch_unwind(AssertUnwindSafe(|| {
-            (|| replay_batch(&db.conn, &db.gate, ops, &mut traces))
-                .retry(self.config.retry.backoff())
-                .sleep(std::thread::sleep)
-                .when(Error::is_transient)
-                .call()
-        }))
-        .unwrap_or_else(|panic| {
-            rollback_quietly(&db.conn);
-            Err(Error::classed(ErrorClass::Internal, panic_text(&panic)))
+        let replayed = self.db().and_then(|db| {
+            catch_unwind(AssertUnwindSafe(|| {
+                (|| replay_batch(&db.conn, &db.gate, &ops, &mut traces))
+                    .retry(self.config.retry.backoff())
+                    .sleep(std::thread::sleep)
+                    .when(Error::is_transient)
+                    .call()
+            }))
+            .unwrap_or_else(|panic| {
+                rollback_quietly(&db.conn);
+                Err(Error::classed(ErrorClass::Internal, panic_text(&panic)))
+            })
         });
-        if let Some(audit) = self.audit.as_mut().filter(|a| a.level() != AuditLevel::Off) {
-            let plain: Vec<Operation> = ops.iter().map(|l| l.op.clone()).collect();
-            let results: Vec<Result<OperationOutcome>> = match &replayed {
-                Ok(()) => vec![Ok(Vec::new()); ops.len()],
-                Err(e) => vec![Err(e.clone()); ops.len()],
-            };
-            let end = if replayed.is_ok() {
-                BatchEnd::Each(&results)
-            } else {
-                BatchEnd::Whole(&results)
-            };
-            audit.replayed(&plain, &traces, end);
-        }
-        replayed
+        let results = match &replayed {
+            Ok(()) => vec![Ok(Vec::new()); ops.len()],
+            Err(e) => vec![Err(e.clone()); ops.len()],
+        };
+        let whole_failed = replayed.is_err();
+        let ops = ops.into_iter().map(|logged| logged.op).collect();
+        let mut finished = Finished::new(ops, results, Answer::Replay(reply, replayed));
+        finished.traces = traces;
+        finished.whole_failed = whole_failed;
+        finished.kind = Some(OpKind::Replay);
+        self.stage().send(finished);
     }
 
     /// resilite's own write probe, between two transactions: one that
@@ -469,6 +478,12 @@ impl ConnectionLoop {
         }
         if let (Some(log), Some(db)) = (self.op_log.as_mut(), self.db.as_ref()) {
             log.after_own_work(&db.conn);
+            let gaps = log.take_gaps();
+            if !gaps.is_empty() {
+                let mut finished = Finished::new(Vec::new(), Vec::new(), Answer::Nobody);
+                finished.gaps = gaps;
+                self.stage().send(finished);
+            }
         }
     }
 

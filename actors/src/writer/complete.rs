@@ -1,0 +1,399 @@
+//! The completion of a group commit: what the journal keeps of it (the
+//! operation log's row, the audit's records, gaps found) is appended in
+//! one journal transaction, and then its callers are answered.
+//!
+//! # Pipelined
+//!
+//! With the operation log or the audit on, completion runs on a thread of
+//! its own: the connection thread hands it a committed batch and goes on
+//! with the next one, so the journal's commit (its fsync at `FULL`) and the
+//! answering of callers overlap the database's next commit instead of
+//! following it. A caller is still answered only after both commits: an
+//! acknowledged write is always in the log (or in a recorded gap). The
+//! hand-off holds one batch (a bounded channel), so the database is at
+//! most two group commits ahead of the log; a crash there loses no
+//! acknowledged write, and the range is found as a gap at the next open
+//! (see `writer::op_log`). With neither on there is nothing to append, and
+//! callers are answered on the connection thread itself.
+//!
+//! The connection thread waits for the stage to be empty ([`Stage::flush`])
+//! before any job other than a write: a restore that closes the database
+//! then finds every acknowledged write in the log it replays, and a drain
+//! answers after the callers before it.
+//!
+//! # A second writer on the journal
+//!
+//! The journal is a WAL file written by the journal writer; this connection
+//! is a second writer on it. SQLite serializes writers with the WAL write
+//! lock, so this is sound: each append is one `BEGIN IMMEDIATE … COMMIT`,
+//! which takes the write lock at its start (where `busy_timeout` waits for
+//! the journal writer's transaction to end, with no lock upgrade that could
+//! deadlock), and a transient failure left after the timeout is retried a
+//! few times with backoff. Sequence numbers and commit batch numbers come
+//! from the writer alone, so the two writers never conflict on rows.
+//!
+//! # When the append fails
+//!
+//! The operations are committed to the database: their callers are answered
+//! with their outcome, the failure is logged at error level, the audit's
+//! records are dropped (counted in `resilite_audit_dropped_total`: the
+//! audit never fails a write), and the logged range is a **gap**, recorded
+//! with the next append that succeeds.
+
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ractor::RpcReplyPort;
+use rusqlite::Connection;
+
+use super::apply::OpTrace;
+use super::audit::AuditBook;
+use crate::audit::{OpKind, WriteContext};
+use crate::connection::{open_read_write, DbOptions};
+use crate::error::{Error, Result};
+use crate::journal::op_log::{self as journal_log, Gap};
+use crate::journal::{self, audit as journal_audit};
+use crate::maintenance::now_ms;
+use crate::value::{Operation, OperationOutcome};
+
+/// Attempts of one append that fails with a transient error (BUSY past
+/// the busy timeout, IOERR).
+const APPEND_ATTEMPTS: u32 = 4;
+/// First pause between two attempts; doubled each time.
+const APPEND_RETRY_BASE: Duration = Duration::from_millis(5);
+
+/// Who is waiting for a finished batch.
+pub(super) enum Answer {
+    /// One caller per operation (a group commit).
+    Each(Vec<RpcReplyPort<Result<OperationOutcome>>>),
+    /// One caller for all of them (`Job::WriteMany`).
+    All(RpcReplyPort<Vec<Result<OperationOutcome>>>),
+    /// A recovery's replay, all or nothing.
+    Replay(RpcReplyPort<Result<()>>, Result<()>),
+    /// Nobody: resilite's own record (a gap after a migration's barrier).
+    Nobody,
+}
+
+/// A batch the connection thread is done with: committed, or failed.
+pub(super) struct Finished {
+    pub(super) ops: Vec<Operation>,
+    /// Beside `ops`, or empty (no audit).
+    pub(super) contexts: Vec<Option<Box<WriteContext>>>,
+    /// Beside `ops`, or empty (no audit).
+    pub(super) traces: Vec<OpTrace>,
+    /// Beside `ops`.
+    pub(super) results: Vec<Result<OperationOutcome>>,
+    /// The batch failed as a whole: everything in it was rolled back.
+    pub(super) whole_failed: bool,
+    /// The operation log's number of the first committed operation (the
+    /// others follow in order); `None` when they are not logged.
+    pub(super) logged_from: Option<i64>,
+    /// Gaps in the log the connection thread found.
+    pub(super) gaps: Vec<Gap>,
+    /// Audited as the given kind rather than each operation's own (a
+    /// recovery's replay).
+    pub(super) kind: Option<OpKind>,
+    pub(super) answer: Answer,
+}
+
+impl Finished {
+    /// `results` of `ops`, to be answered through `answer`; nothing logged
+    /// or audited beyond what the fields added later say.
+    pub(super) fn new(
+        ops: Vec<Operation>,
+        results: Vec<Result<OperationOutcome>>,
+        answer: Answer,
+    ) -> Self {
+        Finished {
+            ops,
+            contexts: Vec::new(),
+            traces: Vec::new(),
+            results,
+            whole_failed: false,
+            logged_from: None,
+            gaps: Vec::new(),
+            kind: None,
+            answer,
+        }
+    }
+
+    fn answer(self) {
+        match self.answer {
+            Answer::Each(replies) => {
+                for (reply, result) in replies.into_iter().zip(self.results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Answer::All(reply) => {
+                let _ = reply.send(self.results);
+            }
+            Answer::Replay(reply, result) => {
+                let _ = reply.send(result);
+            }
+            Answer::Nobody => {}
+        }
+    }
+}
+
+/// The journal side of completion: the connection the log and the audit
+/// append through, and what is pending.
+pub(super) struct Completion {
+    journal: Option<(Connection, PathBuf)>,
+    audit: Option<AuditBook>,
+    /// Gaps not yet recorded.
+    gaps: Vec<Gap>,
+}
+
+impl Completion {
+    /// Open the journal at `journal` (migrated already: its writer starts
+    /// first) when there is one, for the log and the audit at `audit`.
+    pub(super) fn open(
+        journal: Option<&DbOptions>,
+        audit: Option<crate::audit::AuditLevel>,
+    ) -> Result<Completion> {
+        let Some(opts) = journal else {
+            return Ok(Completion {
+                journal: None,
+                audit: None,
+                gaps: Vec::new(),
+            });
+        };
+        let conn = open_read_write(opts).map_err(|e| e.during("open the journal", &opts.path))?;
+        let audit = match audit {
+            Some(level) => Some(
+                AuditBook::open(&conn, level)
+                    .map_err(|e| e.during("read the operation audit", &opts.path))?,
+            ),
+            None => None,
+        };
+        Ok(Completion {
+            journal: Some((conn, opts.path.clone())),
+            audit,
+            gaps: Vec::new(),
+        })
+    }
+
+    /// Whether there is anything to append: the stage then runs on a
+    /// thread of its own.
+    pub(super) fn appends(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// Append what the journal keeps of `batch`, then answer its callers.
+    fn complete(&mut self, mut batch: Finished) {
+        self.append(&mut batch);
+        batch.answer();
+    }
+
+    fn append(&mut self, batch: &mut Finished) {
+        let Some((conn, path)) = &self.journal else {
+            return;
+        };
+        self.gaps.append(&mut batch.gaps);
+        let records = self.audit.as_mut().map_or(Ok(None), |audit| {
+            journal_audit::encode(audit.records(batch))
+        });
+        let committed: Vec<&Operation> = match batch.logged_from {
+            Some(_) => batch
+                .ops
+                .iter()
+                .zip(&batch.results)
+                .filter(|(_, r)| r.is_ok())
+                .map(|(op, _)| op)
+                .collect(),
+            None => Vec::new(),
+        };
+        let records = records.unwrap_or_else(|e| {
+            dropped(path, 0, &e);
+            None
+        });
+        if committed.is_empty() && records.is_none() && self.gaps.is_empty() {
+            return;
+        }
+        let first = batch.logged_from.unwrap_or(0);
+        let at_ms = now_ms();
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            let written = journal::immediate(conn, || {
+                journal_log::insert(conn, at_ms, first, &committed)?;
+                journal_log::insert_gaps(conn, &self.gaps)?;
+                records
+                    .as_ref()
+                    .map_or(Ok(()), |r| journal_audit::insert(conn, r))
+            });
+            match written {
+                Err(e) if e.is_transient() && attempt < APPEND_ATTEMPTS => {
+                    tracing::warn!(detail = %e.detail, attempt, "journal append busy; retrying");
+                    std::thread::sleep(APPEND_RETRY_BASE * 2u32.pow(attempt - 1));
+                }
+                other => break other,
+            }
+        };
+        let Err(e) = result else {
+            self.gaps.clear();
+            return;
+        };
+        if !committed.is_empty() {
+            let through_seq = first + committed.len() as i64 - 1;
+            metrics::counter!("resilite_op_log_gaps_total").increment(1);
+            tracing::error!(
+                path = %path.display(), after_seq = first - 1, through_seq, class = ?e.class, detail = %e.detail,
+                "operation log append failed after the database committed: the writes stand and are answered, the log has a gap recovery cannot replay past"
+            );
+            self.gaps.push(Gap {
+                after_seq: first - 1,
+                through_seq,
+                at_ms,
+                reason: format!("append failed: {}", e.detail),
+            });
+        }
+        if let Some(records) = &records {
+            dropped(path, records.len(), &e);
+        }
+    }
+}
+
+fn dropped(path: &std::path::Path, count: usize, e: &Error) {
+    metrics::counter!("resilite_audit_dropped_total").increment(count as u64);
+    tracing::error!(
+        path = %path.display(), count, class = ?e.class, detail = %e.detail,
+        "operation audit append failed: these records are lost (the writes themselves are not affected)"
+    );
+}
+
+pub(super) enum StageMsg {
+    Finished(Box<Finished>),
+    /// Answered once everything sent before it is complete.
+    Flush(flume::Sender<()>),
+}
+
+/// Where finished batches are completed: on the connection thread, or
+/// on a thread of their own (see the module doc).
+pub(super) enum Stage {
+    Inline(Box<Completion>),
+    Thread {
+        tx: flume::Sender<StageMsg>,
+        thread: JoinHandle<()>,
+    },
+}
+
+impl Stage {
+    /// The stage for `completion`: its own thread when it appends.
+    pub(super) fn start(mut completion: Completion, name: &str) -> Result<Stage> {
+        if !completion.appends() {
+            return Ok(Stage::Inline(Box::new(completion)));
+        }
+        // One batch in hand while the next one commits.
+        let (tx, rx) = flume::bounded::<StageMsg>(1);
+        let thread = std::thread::Builder::new()
+            .name(format!("{name}:complete"))
+            .spawn(move || {
+                for msg in rx {
+                    match msg {
+                        StageMsg::Finished(batch) => completion.complete(*batch),
+                        StageMsg::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })
+            .map_err(Error::from)?;
+        Ok(Stage::Thread { tx, thread })
+    }
+
+    /// Complete `batch`: at once, or handed to the stage's thread.
+    pub(super) fn send(&mut self, batch: Finished) {
+        match self {
+            Stage::Inline(completion) => completion.complete(batch),
+            Stage::Thread { tx, .. } => {
+                if let Err(flume::SendError(StageMsg::Finished(batch))) =
+                    tx.send(StageMsg::Finished(Box::new(batch)))
+                {
+                    // The stage's thread is gone (it panicked): answer
+                    // here rather than leave callers waiting.
+                    tracing::error!(
+                        "the writer's completion thread is gone; answering without the journal"
+                    );
+                    batch.answer();
+                }
+            }
+        }
+    }
+
+    /// Wait until every batch sent before is appended and answered.
+    pub(super) fn flush(&self) {
+        if let Stage::Thread { tx, .. } = self {
+            let (done, wait) = flume::bounded(1);
+            if tx.send(StageMsg::Flush(done)).is_ok() {
+                let _ = wait.recv();
+            }
+        }
+    }
+
+    /// Complete what was sent and stop the stage's thread.
+    pub(super) fn close(self) {
+        if let Stage::Thread { tx, thread } = self {
+            drop(tx);
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::{Statement, Value};
+
+    fn op(v: i64) -> Operation {
+        Operation::Statement(Statement::new(
+            "INSERT INTO t VALUES (?1)",
+            [Value::Integer(v)],
+        ))
+    }
+
+    fn logged(ops: Vec<Operation>, from: i64) -> Finished {
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        let results = vec![Ok(Vec::new()); ops.len()];
+        let mut batch = Finished::new(ops, results, Answer::All(tx.into()));
+        batch.logged_from = Some(from);
+        batch
+    }
+
+    /// An append that fails (the journal locked past the busy timeout and
+    /// the retries) loses no number: the range becomes a gap, recorded
+    /// with the next append that succeeds.
+    #[test]
+    fn a_failed_append_becomes_a_gap_recorded_with_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = DbOptions::new(dir.path().join("journal.db"));
+        opts.busy_timeout = Duration::from_millis(10);
+        crate::journal::migrate(&open_read_write(&opts).unwrap()).unwrap();
+        let mut completion = Completion::open(Some(&opts), None).unwrap();
+        completion.complete(logged(vec![op(1)], 1));
+
+        let other = open_read_write(&opts).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        completion.complete(logged(vec![op(2)], 2));
+        other.execute_batch("COMMIT").unwrap();
+
+        completion.complete(logged(vec![op(3)], 3));
+        let seqs: Vec<i64> = journal_log::after(&other, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|o| o.seq)
+            .collect();
+        assert_eq!(seqs, [1, 3]);
+        let gaps = journal_log::gaps(&other).unwrap();
+        assert_eq!(
+            (gaps.len(), gaps[0].after_seq, gaps[0].through_seq),
+            (1, 1, 2)
+        );
+        assert!(
+            gaps[0].reason.starts_with("append failed"),
+            "{}",
+            gaps[0].reason
+        );
+    }
+}
