@@ -28,10 +28,11 @@
 //! hot path), `thread` (the connection thread and group commit), `apply`
 //! (one transaction, each operation isolated, through the statement gate),
 //! `keys` (idempotency keys of `Operation::Once`), `op_log` (the operation
-//! log: sequence numbers, the database's op-log position, the append to
-//! the journal after each group commit, gaps), `audit` (the operation
-//! audit: a record per operation, appended to the journal after each group
-//! commit).
+//! log: sequence numbers, the database's op-log position, gaps found),
+//! `audit` (the operation audit's records and batch numbers), `complete`
+//! (after each group commit: the journal's records of it in one journal
+//! transaction, then the answers; on a thread of its own when the log or
+//! the audit is on).
 
 mod apply;
 mod audit;
