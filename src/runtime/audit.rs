@@ -90,6 +90,18 @@ async fn prune(
     }
 }
 
+/// `error`, answered to a caller of `component`: counted in the error log
+/// (every class), and logged at debug when the caller's request caused it
+/// (a constraint, SQL, bad input, a refused statement...), which nothing
+/// on its way logs. A failure on the database's side is logged at warn
+/// where it is met or answered (the writer's failed batches, HTTP's 5xx).
+fn answered(errors: &ErrorLog, component: &str, error: &Error) {
+    if error.class.is_caller_error() {
+        error.log(&format!("{component} answered a caller's error"));
+    }
+    errors.record(component, error);
+}
+
 /// The SQL texts of `op`'s statements.
 fn sql_of(op: &Operation) -> Vec<String> {
     match op {
@@ -213,7 +225,7 @@ impl Runtime {
 
     /// Count an error answered to a caller of `component`.
     pub(super) fn audit_error(&self, component: &str, error: &Error) {
-        self.inner.audit.errors.record(component, error);
+        answered(&self.inner.audit.errors, component, error);
     }
 
     /// What a write answered after `elapsed`: its error counted, a slow one
@@ -226,7 +238,7 @@ impl Runtime {
     ) {
         let audit = &self.inner.audit;
         match result {
-            Err(e) => audit.errors.record("write", e),
+            Err(e) => answered(&audit.errors, "write", e),
             Ok(outcome) if audit.slow.is_slow(elapsed) => {
                 if let Some(sql) = sql {
                     audit.slow.record(SlowSample {
@@ -250,7 +262,7 @@ impl Runtime {
     ) {
         let audit = &self.inner.audit;
         match result {
-            Err(e) => audit.errors.record("query", e),
+            Err(e) => answered(&audit.errors, "query", e),
             Ok(rows) if audit.slow.is_slow(elapsed) => {
                 if let Some(sql) = sql {
                     audit.slow.record(SlowSample {
