@@ -567,7 +567,7 @@ mod tests {
             format!("app-logs-{STAMP}-+1.db.zst"),
             format!("app-logs-{STAMP}-01.db.zst"),
             format!("app-logs-{STAMP}-1.db"),
-            format!("app-logs-20260131-1.db.zst"),
+            "app-logs-20260131-1.db.zst".to_string(),
             format!("app-9logs-{STAMP}-1.db.zst"),
             format!("apps-logs-{STAMP}-1.db.zst"),
             "app-notes.txt".to_string(),
