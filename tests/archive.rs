@@ -2,7 +2,9 @@
 //! files: expired rows move to verified archive files and nowhere else,
 //! even when the process dies between phases; restore brings them back;
 //! a damaged archive is refused; policy mistakes are named; a purge-only
-//! policy deletes exactly the expired rows.
+//! policy deletes exactly the expired rows. A runtime started after a
+//! killed run completes what it left without being asked, and no run
+//! ever removes a file of another database sharing the directory.
 
 mod server;
 
@@ -367,4 +369,180 @@ fn row_updated_between_archive_and_delete_keeps_its_update() {
         .query_row("SELECT msg FROM logs WHERE id = 7", [], |r| r.get(0))
         .unwrap();
     assert_eq!(msg, "edited", "the restore left the update alone");
+}
+
+/// The ids of `logs` in each archive file of `dir/archives`, by file; fails
+/// on any other file there (an orphan, a temporary file).
+fn archives_in(dir: &Path, catalog: &[String]) -> Vec<Vec<i64>> {
+    let files: BTreeSet<String> = std::fs::read_dir(dir.join("archives"))
+        .map(|d| {
+            d.map(|e| e.unwrap().path().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let listed: BTreeSet<String> = catalog.iter().cloned().collect();
+    assert_eq!(
+        files, listed,
+        "the archive directory holds exactly the catalogued files"
+    );
+    catalog.iter().map(|p| archived_ids(Path::new(p))).collect()
+}
+
+/// An archive run killed after each phase (and a temporary file left
+/// beside its archive), then `Runtime::start` with no scheduled run
+/// (`interval = "0s"`) and no call to `archive_now`: once the start
+/// returns, every row is in exactly one place (the database, or one purged
+/// and verified archive), the unrecorded file and the temporary file are
+/// gone, no new expired row was moved, and an `archive_resumed` event says
+/// what was completed. A file of another database whose name shares the
+/// prefix (`app-old-...` beside `app`) is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_start_completes_an_archive_run_killed_between_phases() {
+    const ROWS: i64 = 30_000;
+    for point in [
+        "after_write",
+        "after_record",
+        "after_verify",
+        "after_delete_batch",
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("app.db");
+        make_logs(&db, ROWS);
+        let cfg = config(
+            tmp.path(),
+            &db,
+            &format!("interval = \"0s\"\n{ARCHIVE_LOGS}"),
+        );
+        let killed = run_archive(&cfg, Some(point));
+        assert!(
+            !killed.status.success() && text(&killed).contains("aborting"),
+            "{point}: the run stops at the fault point: {}",
+            text(&killed)
+        );
+        let archives = tmp.path().join("archives");
+        let scratch = archives.join(".app-logs-20260101T000000.000Z-1.db.zst.plain");
+        std::fs::write(&scratch, b"half a copy").unwrap();
+        let foreign = archives.join("app-old-logs-20260101T000000.000Z-1.db.zst");
+        std::fs::write(&foreign, b"another database's archive").unwrap();
+
+        let rt = resilite::Runtime::start(resilite::Config::load(&cfg).unwrap())
+            .await
+            .unwrap();
+        let catalog = rt.archives().await.unwrap();
+        assert!(
+            catalog
+                .iter()
+                .all(|a| a.status == resilite::ArchiveStatus::Purged),
+            "{point}: {catalog:?}"
+        );
+        // The killed run had written one batch; only `after_write` left it
+        // unrecorded (removed: its rows are still in the database).
+        let expected_archives = usize::from(point != "after_write");
+        assert_eq!(catalog.len(), expected_archives, "{point}");
+        assert!(foreign.exists(), "{point}: another database's file is kept");
+        std::fs::remove_file(&foreign).unwrap();
+        assert!(!scratch.exists(), "{point}: the temporary file is removed");
+        let paths: Vec<String> = catalog.iter().map(|a| a.path.clone()).collect();
+        let archived: Vec<i64> = archives_in(tmp.path(), &paths).concat();
+        let in_db = ids(&db);
+        let archived_set: BTreeSet<i64> = archived.iter().copied().collect();
+        assert_eq!(
+            archived_set.len(),
+            archived.len(),
+            "{point}: no row in two archives"
+        );
+        assert!(
+            in_db.is_disjoint(&archived_set),
+            "{point}: no row both in the database and an archive"
+        );
+        let all: BTreeSet<i64> = in_db.union(&archived_set).copied().collect();
+        assert_eq!(all, (1..=ROWS).collect(), "{point}: no row lost");
+        // One batch at most: the start moved no expired row of its own.
+        assert_eq!(archived.len(), 10_000 * expected_archives, "{point}");
+
+        rt.flush_logs().await.unwrap();
+        let events = rt
+            .events(resilite::EventQuery {
+                kind: Some(resilite::EventKind::ArchiveResumed),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .events;
+        assert_eq!(events.len(), 1, "{point}: {events:?}");
+        let summary = &events[0].event.summary;
+        assert!(summary.contains("was completed at start"), "{summary}");
+        // Ours, and the copy the killed verification had decompressed.
+        let temporary = if matches!(point, "after_verify" | "after_delete_batch") {
+            2
+        } else {
+            1
+        };
+        assert!(
+            summary.contains(&format!("{temporary} temporary file(s) were removed")),
+            "{point}: {summary}"
+        );
+        let finished = if point == "after_write" {
+            "1 archive file(s) written but never recorded were removed"
+        } else {
+            "1 archive(s) recorded but not finished were verified"
+        };
+        assert!(summary.contains(finished), "{point}: {summary}");
+        rt.shutdown().await.unwrap();
+    }
+}
+
+/// Two databases in one directory, `app.db` and `app-old.db`, share the
+/// archive directory, and `app-` prefixes both's file names. A run of
+/// `app-old` killed after writing its archive leaves an unrecorded file;
+/// a run of `app` leaves it alone (it holds `app-old`'s rows, still in
+/// `app-old`'s database too); the next run of `app-old` removes it and
+/// archives the rows again, each in exactly one place.
+#[test]
+fn archive_run_never_removes_another_databases_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (app, old) = (tmp.path().join("app.db"), tmp.path().join("app-old.db"));
+    make_logs(&app, 20);
+    make_logs(&old, 20);
+    let cfg = |db: &Path, name: &str| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, format!("[database]\npath = {db:?}\n{ARCHIVE_LOGS}")).unwrap();
+        path
+    };
+    let (app_cfg, old_cfg) = (cfg(&app, "app.toml"), cfg(&old, "old.toml"));
+    let killed = run_archive(&old_cfg, Some("after_write"));
+    assert!(!killed.status.success(), "{}", text(&killed));
+    let orphan: Vec<PathBuf> = std::fs::read_dir(tmp.path().join("archives"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(orphan.len(), 1, "{orphan:?}");
+    assert!(orphan[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("app-old-logs-"));
+
+    let out = run_archive(&app_cfg, None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(orphan[0].exists(), "app's run kept app-old's file");
+    assert!(!text(&out).contains("unrecorded"), "{}", text(&out));
+
+    let out = run_archive(&old_cfg, None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("removed 1 unrecorded files"),
+        "{}",
+        text(&out)
+    );
+    assert!(!orphan[0].exists(), "app-old's own run removed it");
+    for db in [&app, &old] {
+        let catalog = list(db);
+        assert_eq!(catalog.len(), 1);
+        let archived: BTreeSet<i64> = archived_ids(Path::new(catalog[0]["path"].as_str().unwrap()))
+            .into_iter()
+            .collect();
+        assert_eq!(archived, (1..=20).filter(|i| i % 2 == 1).collect());
+        assert_eq!(ids(db), (1..=20).filter(|i| i % 2 == 0).collect());
+    }
 }

@@ -1,7 +1,8 @@
 //! The HTTP API of a real `resilite run` process: round-trips, the token,
 //! bad input that gets a clear JSON error without harming the server,
-//! SIGTERM that drains every acknowledged write, and server-side errors
-//! logged with their detail.
+//! SIGTERM that drains every acknowledged write, server-side errors
+//! logged with their detail, and callers' errors logged at debug with
+//! theirs.
 
 mod server;
 
@@ -354,5 +355,118 @@ async fn http_server_errors_are_logged_with_their_detail() {
             std::fs::read_to_string(dir.path().join("stderr.log")).unwrap()
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A caller's errors (a UNIQUE constraint on /v1/execute, an SQL syntax
+/// error on /v1/query and /v1/execute, its SQL spread over two lines) are
+/// answered with their detail and logged at `debug` on one line each, with
+/// the class, SQLite's extended code and that detail: SQLite's message and
+/// the start of the SQL, its newline escaped. The error log counts them
+/// too (`resilite errors`).
+///
+/// Property 9: Detailed Technical Logging. Every SQLite error answered to
+/// a caller is logged, a caller's at debug.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_caller_errors_are_logged_at_debug_with_their_detail() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start_with_env(&dir, "", &[("RESILITE_LOG", "debug")]);
+    let c = Client::new();
+    let (st, _) = post(
+        &c,
+        &s,
+        "/v1/execute",
+        json!({"sql": "CREATE TABLE u(k INTEGER PRIMARY KEY)"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let insert = json!({"sql": "INSERT INTO u VALUES (1)"});
+    assert_eq!(
+        post(&c, &s, "/v1/execute", insert.clone()).await.0,
+        StatusCode::OK
+    );
+    let (st, dup) = post(&c, &s, "/v1/execute", insert).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{dup}");
+    assert_error(&dup, "constraint");
+    let (st, bad_query) = post(&c, &s, "/v1/query", json!({"sql": "SELEC k\nFROM u"})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{bad_query}");
+    assert_error(&bad_query, "sql");
+    let (st, bad_write) = post(
+        &c,
+        &s,
+        "/v1/execute",
+        json!({"sql": "INSERT INTO u VALUE (2)"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{bad_write}");
+    assert_error(&bad_write, "sql");
+
+    let detail = |body: &Value| body["error"]["detail"].as_str().unwrap().to_string();
+    let (dup, bad_query, bad_write) = (detail(&dup), detail(&bad_query), detail(&bad_write));
+    assert!(dup.contains("UNIQUE constraint failed: u.k"), "{dup}");
+    assert!(
+        bad_query.contains("syntax error") && bad_query.contains(r"SELEC k\nFROM u"),
+        "the SQL's start, its newline escaped: {bad_query}"
+    );
+    assert!(bad_write.contains("syntax error"), "{bad_write}");
+    let log_has = |needles: &[&str]| {
+        std::fs::read_to_string(dir.path().join("stderr.log"))
+            .unwrap()
+            .lines()
+            .any(|l| needles.iter().all(|n| l.contains(n)))
+    };
+    let expected: [&[&str]; 3] = [
+        &[
+            "DEBUG",
+            "write answered a caller's error",
+            "Constraint",
+            "code=Some(1555)",
+            &dup,
+        ],
+        &[
+            "DEBUG",
+            "query answered a caller's error",
+            "class=Sql",
+            "code=Some(1)",
+            &bad_query,
+        ],
+        &[
+            "DEBUG",
+            "write answered a caller's error",
+            "class=Sql",
+            "code=Some(1)",
+            &bad_write,
+        ],
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !expected.iter().all(|needles| log_has(needles)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log lacks a caller's error with its detail:\n{}",
+            std::fs::read_to_string(dir.path().join("stderr.log")).unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    assert!(
+        !log.lines().any(|l| l.starts_with("FROM u")),
+        "the caller's newline never starts a log line of its own:\n{log}"
+    );
+
+    // The error log counts them too, one signature each.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let out = server::resilite(&["errors", "--db", s.db_path().to_str().unwrap(), "--json"]);
+        let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let classes: Vec<&str> = listed.iter().filter_map(|e| e["class"].as_str()).collect();
+        if classes.iter().filter(|c| **c == "sql").count() == 2 && classes.contains(&"constraint") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            server::text(&out)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

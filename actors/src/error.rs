@@ -54,6 +54,22 @@ impl ErrorClass {
         )
     }
 
+    /// True for an error the caller's own request caused (a constraint,
+    /// SQL, bad input, a refused statement, its time bound, a missing
+    /// token: the HTTP API's 4xx answers); false for a failure on
+    /// resilite's or the database's side.
+    pub fn is_caller_error(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::Constraint
+                | ErrorClass::Sql
+                | ErrorClass::BadInput
+                | ErrorClass::Forbidden
+                | ErrorClass::Timeout
+                | ErrorClass::Unauthorized
+        )
+    }
+
     /// The class as it is serialized: `transient`, `constraint`, ...
     pub fn as_str(self) -> &'static str {
         match self {
@@ -168,6 +184,21 @@ impl Error {
         Error::classed(ErrorClass::Unavailable, detail)
     }
 
+    /// Log this error on one line saying `what` happened, with its class,
+    /// SQLite's extended result code and the technical detail (SQLite's
+    /// message and the start of the SQL), control characters escaped so
+    /// that a caller's text never starts a line of its own. A caller's
+    /// error ([`ErrorClass::is_caller_error`]) at `debug`: the caller gets
+    /// the same detail and it is theirs to fix; any other at `warn`.
+    pub fn log(&self, what: &str) {
+        let detail = printable(&self.detail, MAX_LOGGED_DETAIL);
+        if self.class.is_caller_error() {
+            tracing::debug!(class = ?self.class, code = ?self.code, %detail, "{what}");
+        } else {
+            tracing::warn!(class = ?self.class, code = ?self.code, %detail, "{what}");
+        }
+    }
+
     /// True when trying again later may succeed.
     pub fn is_transient(&self) -> bool {
         self.class.is_transient()
@@ -217,7 +248,7 @@ impl From<rusqlite::Error> for Error {
         // SQLite's message may quote the caller's SQL: bounded and printable.
         let detail = printable(&err.to_string(), MAX_DETAIL);
         let code = match &err {
-            E::SqliteFailure(f, _) => Some(f.extended_code),
+            E::SqliteFailure(f, _) | E::SqlInputError { error: f, .. } => Some(f.extended_code),
             _ => None,
         };
         let mut e = match &err {
@@ -273,6 +304,9 @@ impl From<std::io::Error> for Error {
 const MAX_SQL_IN_DETAIL: usize = 200;
 /// Most characters of SQLite's own message kept in an error's detail.
 const MAX_DETAIL: usize = 1000;
+/// Most characters of an error's detail in a log line: SQLite's message
+/// and the SQL, with room for escapes.
+const MAX_LOGGED_DETAIL: usize = 2 * (MAX_DETAIL + MAX_SQL_IN_DETAIL);
 
 /// `s` fit for a log line or an error body: control characters escaped
 /// (a newline in a caller's SQL cannot forge a log line) and at most `max`

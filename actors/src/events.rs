@@ -19,7 +19,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::archive::ArchiveRecord;
+use crate::archive::{ArchiveRecord, RunReport};
 use crate::backup::{BackupInfo, Verification};
 use crate::breaker::{BreakerState, Transition};
 use crate::error::Error;
@@ -83,6 +83,9 @@ pub enum EventKind {
     Archive,
     /// An archive run stopped on an error.
     ArchiveFailed,
+    /// What an interrupted archive run left was completed (at start, or
+    /// by the next run).
+    ArchiveResumed,
     /// Expired rows were deleted by a purge-only retention policy.
     Purge,
     /// An archive's rows were put back into the database.
@@ -95,7 +98,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 25] = [
+    pub const ALL: [EventKind; 26] = [
         EventKind::RetryGivenUp,
         EventKind::DeadLettered,
         EventKind::BreakerOpened,
@@ -117,6 +120,7 @@ impl EventKind {
         EventKind::ActorEscalated,
         EventKind::Archive,
         EventKind::ArchiveFailed,
+        EventKind::ArchiveResumed,
         EventKind::Purge,
         EventKind::ArchiveRestore,
         EventKind::ConfigChange,
@@ -147,6 +151,7 @@ impl EventKind {
             EventKind::ActorEscalated => "actor_escalated",
             EventKind::Archive => "archive",
             EventKind::ArchiveFailed => "archive_failed",
+            EventKind::ArchiveResumed => "archive_resumed",
             EventKind::Purge => "purge",
             EventKind::ArchiveRestore => "archive_restore",
             EventKind::ConfigChange => "config_change",
@@ -524,6 +529,42 @@ impl Event {
             "rows not yet archived stay in the database; the next run completes or retries what this one left",
         )
         .operator_action("fix the cause named above (a retention policy, the archive directory, the disk), then run `resilite archive run` or wait for the next scheduled run")
+    }
+
+    /// What an interrupted archive run on the database `db` left was
+    /// completed `when` (`at start`, ...): `report`'s `resumed`,
+    /// `kept_rows`, `orphans_removed` and `scratch_removed`.
+    pub fn archive_resumed(db: &str, report: &RunReport, when: &str) -> Event {
+        let mut done = Vec::new();
+        if report.resumed > 0 {
+            done.push(format!(
+                "{} archive(s) recorded but not finished were verified and their rows still in the database deleted ({} changed row(s) kept)",
+                report.resumed, report.kept_rows
+            ));
+        }
+        if report.orphans_removed > 0 {
+            done.push(format!(
+                "{} archive file(s) written but never recorded were removed (their rows were still in the database)",
+                report.orphans_removed
+            ));
+        }
+        if report.scratch_removed > 0 {
+            done.push(format!(
+                "{} temporary file(s) were removed",
+                report.scratch_removed
+            ));
+        }
+        Event::new(
+            EventKind::ArchiveResumed,
+            Severity::Info,
+            db,
+            format!(
+                "An interrupted archive run on {db} was completed {when}: {}.",
+                done.join("; ")
+            ),
+            "an archive run stopped between two of its phases (the process was killed, crashed or lost power)",
+            "completed the run's phases from where it stopped, so that every row is in the database or in one verified archive, never both; no new row was archived (that is the schedule's or `resilite archive run`'s job)",
+        )
     }
 
     /// A purge-only policy deleted `rows` rows of `table` older than `keep`.

@@ -190,10 +190,10 @@ pub fn run(args: ArchiveArgs) -> std::result::Result<ExitCode, Box<dyn std::erro
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            if report.resumed > 0 || report.orphans_removed > 0 {
+            if report.resumed + report.orphans_removed + report.scratch_removed > 0 {
                 println!(
-                    "completed {} archives an interrupted run left; removed {} unrecorded files",
-                    report.resumed, report.orphans_removed
+                    "completed {} archives an interrupted run left; removed {} unrecorded files and {} temporary files",
+                    report.resumed, report.orphans_removed, report.scratch_removed
                 );
             }
             for t in &report.tables {

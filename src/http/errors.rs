@@ -74,8 +74,10 @@ impl IntoResponse for ApiError {
         let mut error = self.error;
         error.message = bounded(error.message, MAX_ERROR_TEXT);
         error.detail = bounded(error.detail, MAX_ERROR_TEXT);
+        // A caller's error answered by the runtime was logged there (at
+        // debug); a server-side one is logged here.
         if self.status.is_server_error() {
-            tracing::warn!(class = ?error.class, detail = %error.detail, "request failed");
+            error.log("request failed");
         }
         (self.status, Json(serde_json::json!({ "error": error }))).into_response()
     }

@@ -1,9 +1,9 @@
 //! Retention and archives, run by the runtime: `rt.archive_now()`, the
-//! schedule (`[archive] interval`), `rt.archives()`, `rt.verify_archive`,
-//! `rt.restore_archive`. A run is blocking work on its own thread; it
-//! deletes and restores rows through the writer (`WriterHandle::call`),
-//! writes the catalog through the journal writer and records events.
-//! One run or restore at a time.
+//! schedule (`[archive] interval`), what an interrupted run left completed
+//! at start, `rt.archives()`, `rt.verify_archive`, `rt.restore_archive`.
+//! A run is blocking work on its own thread; it deletes and restores rows
+//! through the writer (`WriterHandle::call`), writes the catalog through
+//! the journal writer and records events. One run or restore at a time.
 
 use std::sync::Arc;
 
@@ -63,21 +63,65 @@ impl Runtime {
         })
     }
 
+    /// `work` on a blocking thread with the runtime's host. The caller
+    /// holds `archive_lock`: one archive run or restore at a time.
+    async fn archive_work<T: Send + 'static>(
+        &self,
+        what: &str,
+        work: impl FnOnce(RuntimeHost) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let host = self.archive_host().await?;
+        tokio::task::spawn_blocking(move || work(host))
+            .await
+            .map_err(|e| Error::unavailable(format!("the {what} ended abnormally: {e}")))?
+    }
+
     /// Run the `[[retention]]` policies now: complete what an interrupted
     /// run left, then move expired rows to verified archives (or delete
     /// them, for `archive = false`). Waits for a run already going.
     pub async fn archive_now(&self) -> Result<RunReport> {
         let _one = self.inner.archive_lock.lock().await;
-        let host = self.archive_host().await?;
         let config = self.config();
         let (db, policies, opts) = (
             config.app_db(),
             config.retention.clone(),
             config.archive_options(),
         );
-        tokio::task::spawn_blocking(move || archive::run(&db, &policies, &opts, &host))
+        self.archive_work("archive run", move |host| {
+            archive::run(&db, &policies, &opts, &host)
+        })
+        .await
+    }
+
+    /// At start: complete what an interrupted archive run left (scratch and
+    /// unrecorded files removed, recorded archives verified and their rows
+    /// deleted), as the first step of every run does, without applying
+    /// any policy. A failure is logged and recorded (`archive_failed`);
+    /// the rows stay in the database and the next run tries again, so the
+    /// start goes on.
+    pub(super) async fn finish_archives_at_start(&self) {
+        let _one = self.inner.archive_lock.lock().await;
+        let config = self.config();
+        let (db, opts) = (config.app_db(), config.archive_options());
+        match self
+            .archive_work("archive resume", move |host| {
+                archive::resume(&db, &opts, &host)
+            })
             .await
-            .map_err(|e| Error::unavailable(format!("the archive run ended abnormally: {e}")))?
+        {
+            Ok(r) if r.resumed + r.orphans_removed + r.scratch_removed > 0 => tracing::info!(
+                archives_completed = r.resumed,
+                unrecorded_files_removed = r.orphans_removed,
+                temporary_files_removed = r.scratch_removed,
+                "completed what an interrupted archive run left"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                class = ?e.class,
+                detail = %e.detail,
+                "could not complete what an interrupted archive run left; its rows stay in the database and the next archive run tries again"
+            ),
+        }
     }
 
     /// The archive catalog, oldest first.
@@ -104,10 +148,8 @@ impl Runtime {
         let record = self
             .read_journal(move |c| journal::archives::get(c, id))
             .await?;
-        let host = self.archive_host().await?;
-        tokio::task::spawn_blocking(move || archive::restore(&record, &host))
+        self.archive_work("restore", move |host| archive::restore(&record, &host))
             .await
-            .map_err(|e| Error::unavailable(format!("the restore ended abnormally: {e}")))?
     }
 }
 

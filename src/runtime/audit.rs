@@ -6,9 +6,9 @@
 //! The hooks never wait and take no lock on a success: a fast success is
 //! one comparison; an error is counted in memory (the error log's map), a
 //! slow answer is sent with `try_send` to the slow-query task. The journal
-//! is written by tasks behind them. A task here prunes the three tables,
-//! the archive catalog and the resource samples (`[audit] retention`) at
-//! start and every [`PRUNE_EVERY`].
+//! is written by tasks behind them. A task here runs the journal's pruning
+//! pass (`[audit] retention`, [`journal::prune_statements`]) at start and
+//! every [`PRUNE_EVERY`].
 
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use super::Runtime;
 use crate::config::Config;
 
-/// How often the audit tables are pruned.
+/// How often the journal's pruning pass runs.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// An error signature seen this often is kept past the retention.
 pub const DEFAULT_KEEP_FREQUENT_ERRORS: u64 = 100;
@@ -76,27 +76,30 @@ async fn prune(
         let retention = current.borrow().audit.retention;
         let cutoff =
             now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
-        let statements = vec![
-            journal::events::prune_statement(cutoff),
-            journal::errors::prune_statement(cutoff, DEFAULT_KEEP_FREQUENT_ERRORS),
-            journal::slow_queries::prune_statement(cutoff),
-            journal::archives::prune_statement(cutoff),
-            journal::audit::prune_statement(cutoff),
-            journal::resources::prune_statement(cutoff),
-            journal::breakers::prune_statement(cutoff),
-            journal::restarts::prune_statement(cutoff),
-        ];
+        let statements = journal::prune_statements(cutoff, DEFAULT_KEEP_FREQUENT_ERRORS);
         if let Err(e) = slot::write(&journal, Operation::Batch(statements)).await {
             if matches!(*journal.borrow(), Slot::Stopped) {
                 return;
             }
-            tracing::warn!(detail = %e.detail, "could not prune the audit tables of the journal");
+            tracing::warn!(detail = %e.detail, "could not prune the journal's records past [audit] retention");
         }
         tokio::time::sleep(PRUNE_EVERY).await;
         if matches!(*journal.borrow(), Slot::Stopped) {
             return;
         }
     }
+}
+
+/// `error`, answered to a caller of `component`: counted in the error log
+/// (every class), and logged at debug when the caller's request caused it
+/// (a constraint, SQL, bad input, a refused statement...), which nothing
+/// on its way logs. A failure on the database's side is logged at warn
+/// where it is met or answered (the writer's failed batches, HTTP's 5xx).
+fn answered(errors: &ErrorLog, component: &str, error: &Error) {
+    if error.class.is_caller_error() {
+        error.log(&format!("{component} answered a caller's error"));
+    }
+    errors.record(component, error);
 }
 
 /// The SQL texts of `op`'s statements.
@@ -222,7 +225,7 @@ impl Runtime {
 
     /// Count an error answered to a caller of `component`.
     pub(super) fn audit_error(&self, component: &str, error: &Error) {
-        self.inner.audit.errors.record(component, error);
+        answered(&self.inner.audit.errors, component, error);
     }
 
     /// What a write answered after `elapsed`: its error counted, a slow one
@@ -235,7 +238,7 @@ impl Runtime {
     ) {
         let audit = &self.inner.audit;
         match result {
-            Err(e) => audit.errors.record("write", e),
+            Err(e) => answered(&audit.errors, "write", e),
             Ok(outcome) if audit.slow.is_slow(elapsed) => {
                 if let Some(sql) = sql {
                     audit.slow.record(SlowSample {
@@ -259,7 +262,7 @@ impl Runtime {
     ) {
         let audit = &self.inner.audit;
         match result {
-            Err(e) => audit.errors.record("query", e),
+            Err(e) => answered(&audit.errors, "query", e),
             Ok(rows) if audit.slow.is_slow(elapsed) => {
                 if let Some(sql) = sql {
                     audit.slow.record(SlowSample {

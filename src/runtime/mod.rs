@@ -129,6 +129,11 @@ impl Runtime {
     /// is refused with an error naming the path and the problem, and the
     /// files this start created are removed.
     ///
+    /// What an interrupted archive run left (an unrecorded archive file,
+    /// temporary files, recorded archives whose rows are still in the
+    /// database) is completed before this returns, with an
+    /// `archive_resumed` event; no new rows are archived.
+    ///
     /// With `schema.migrations_dir` set, the pending migrations there are
     /// applied once the actors run (a `pre-migration` backup first), before
     /// this returns; until then [`ready`](Runtime::ready) says so. A
@@ -270,6 +275,9 @@ impl Runtime {
         if let Some(early) = early {
             rt.finish_early_recovery(early).await;
         }
+        // Before the migrations: the archives were written against the
+        // schema the database has now.
+        rt.finish_archives_at_start().await;
         Ok(rt)
     }
 

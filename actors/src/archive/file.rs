@@ -49,9 +49,17 @@ pub struct ArchiveCheck {
     pub sha256: String,
 }
 
+/// The kinds of scratch file beside an archive `name`, each named
+/// `.<name>.<kind>`: the plain copy being written (`plain`), the copy a
+/// verification decompresses (`check`), and [`LocalDir`]'s staged file
+/// before its rename (`tmp`).
+pub(crate) const SCRATCH_KINDS: [&str; 3] = ["plain", "check", "tmp"];
+
 /// A temporary file in `dir` beside the archive `name`: never listed (its
-/// name starts with `.`), removed by the next run if left behind.
+/// name starts with `.`), removed by the next run if left behind. `what`
+/// is one of [`SCRATCH_KINDS`].
 pub(crate) fn scratch(dir: &Path, name: &str, what: &str) -> PathBuf {
+    debug_assert!(SCRATCH_KINDS.contains(&what));
     dir.join(format!(".{name}.{what}"))
 }
 

@@ -11,15 +11,17 @@
 //! - `file`: writing an archive file (temporary name, fsync, rename,
 //!   directory fsync, mode 0600) and verifying one.
 //! - `run`: an archive run ([`run`]): resume what a crash left, then each
-//!   policy's batches; the [`Host`] through which it reaches the writer,
-//!   the journal and the events.
+//!   policy's batches; the resume alone ([`resume`], at the runtime's
+//!   start); the [`Host`] through which it reaches the writer, the journal
+//!   and the events.
 //! - `restore`: putting an archive's rows back ([`restore`]).
 //!
 //! # Phases of one batch, and what a crash after each leaves
 //!
 //! 1. the archive file is written (temporary name, fsync, rename, directory
-//!    fsync); a crash here leaves a file without a catalog row: the next
-//!    run removes it (the rows are still in the database);
+//!    fsync); a crash here leaves a file without a catalog row (or a
+//!    temporary file): the next run removes it (the rows are still in the
+//!    database);
 //! 2. the catalog row is recorded `written`; 3. the file is verified and the
 //!    row set `verified`; a crash after 2 or 3 leaves a row whose rows are
 //!    still in the database: the next run verifies the file again and
@@ -34,6 +36,12 @@
 //!    none, finds the same changed rows, and sets it `purged`.
 //!
 //! Rows are never in neither place; they are in both only between 1 and 4.
+//!
+//! What a crash left is completed by the next run, and by the runtime's
+//! start ([`resume`]: the same steps, without applying any policy), which
+//! records an `archive_resumed` event saying what it did. Only files named
+//! as this database's archives (`<db stem>-<table>-<stamp>-<rowid>.db.zst`,
+//! parsed exactly) and their scratch files are ever removed.
 
 mod file;
 mod policy;
@@ -48,4 +56,4 @@ pub use policy::{
 };
 pub use record::{ArchiveRecord, ArchiveStatus};
 pub use restore::{restore, RestoreCounts};
-pub use run::{run, Host, RunReport, TableReport, WriterJob, FAULT_ENV};
+pub use run::{resume, run, Host, RunReport, TableReport, WriterJob, FAULT_ENV};

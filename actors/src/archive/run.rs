@@ -9,7 +9,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
 use super::file::{self, Batch};
-use super::policy::{ArchiveOptions, RetentionPolicy};
+use super::policy::{check_identifier, ArchiveOptions, RetentionPolicy};
 use super::record::{ArchiveRecord, ArchiveStatus};
 use crate::backup::{utc_stamp, LocalDir};
 use crate::connection::{open_read_only, DbOptions};
@@ -24,6 +24,9 @@ use crate::value::Statement;
 /// process (`after_write`, `after_record`, `after_verify`,
 /// `after_delete_batch`), for the crash tests. Unset: never.
 pub const FAULT_ENV: &str = "RESILITE_FAULT_ARCHIVE";
+
+/// How every archive file's name ends.
+const ARCHIVE_SUFFIX: &str = ".db.zst";
 
 /// Work run on the application database's writing connection (the
 /// runtime's writer, or the CLI's own connection), answering two counts
@@ -70,6 +73,9 @@ pub struct RunReport {
     /// Archive files without a catalog row (a run stopped before recording
     /// them; their rows were still in the database) that were removed.
     pub orphans_removed: u64,
+    /// Temporary files a stopped run left beside its archives, removed.
+    #[serde(default)]
+    pub scratch_removed: u64,
     /// Archive files deleted because `archive_keep` passed.
     pub files_expired: u64,
     /// Rows of this run's archives (resumed ones included) left in the
@@ -95,28 +101,75 @@ pub fn run(
     opts: &ArchiveOptions,
     host: &dyn Host,
 ) -> Result<RunReport> {
-    let result = run_steps(db, policies, opts, host);
+    recorded(db, host, || {
+        let opts = absolute(opts)?;
+        let mut report = resume_steps(db, &opts, host, "before the run's policies")?;
+        let src = open_read_only(db)?;
+        let stem = stem(&db.path);
+        for policy in policies {
+            let table = if policy.archive {
+                archive_table(&src, &stem, policy, &opts, host)?
+            } else {
+                purge_table(&src, policy, &opts, host)?
+            };
+            report.kept_rows += table.kept_rows;
+            report.tables.push(table);
+        }
+        report.files_expired = expire_files(host)?;
+        Ok(report)
+    })
+}
+
+/// Only what an interrupted run on `db` left (the first step of [`run`]),
+/// for the runtime's start: scratch files and archive files no catalog
+/// row lists are removed, `written`/`verified` archives are verified and
+/// their rows still in the database deleted. No policy is applied: no
+/// new row is archived, no file expired. Blocking; an error is recorded
+/// as an `archive_failed` event. When it did anything, an
+/// `archive_resumed` event says what.
+pub fn resume(db: &DbOptions, opts: &ArchiveOptions, host: &dyn Host) -> Result<RunReport> {
+    recorded(db, host, || {
+        resume_steps(db, &absolute(opts)?, host, "at start")
+    })
+}
+
+/// `steps`' result, an error recorded as an `archive_failed` event.
+fn recorded(
+    db: &DbOptions,
+    host: &dyn Host,
+    steps: impl FnOnce() -> Result<RunReport>,
+) -> Result<RunReport> {
+    let result = steps();
     if let Err(e) = &result {
         host.event(Event::archive_failed(&db.path.display().to_string(), e));
     }
     result
 }
 
-fn run_steps(
-    db: &DbOptions,
-    policies: &[RetentionPolicy],
-    opts: &ArchiveOptions,
-    host: &dyn Host,
-) -> Result<RunReport> {
-    let mut report = RunReport::default();
-    let stem = stem(&db.path);
-    // The catalog keeps absolute paths: a later run may have another
-    // working directory.
+/// `opts` with an absolute directory: the catalog keeps absolute paths,
+/// and a later run may have another working directory.
+fn absolute(opts: &ArchiveOptions) -> Result<ArchiveOptions> {
     let mut opts = opts.clone();
     opts.dir = std::path::absolute(&opts.dir)
         .map_err(|e| Error::from(e).during("resolve archive directory", &opts.dir))?;
-    let opts = &opts;
-    report.orphans_removed = remove_orphans(&opts.dir, &stem, &host.catalog()?)?;
+    Ok(opts)
+}
+
+/// Remove what an interrupted run left in the archive directory, then
+/// complete the `written`/`verified` archives; an `archive_resumed` event
+/// (saying `when`) if there was anything.
+fn resume_steps(
+    db: &DbOptions,
+    opts: &ArchiveOptions,
+    host: &dyn Host,
+    when: &str,
+) -> Result<RunReport> {
+    let mut report = RunReport::default();
+    let catalog = host.catalog()?;
+    let known: HashSet<&str> = catalog.iter().map(|r| r.path.as_str()).collect();
+    let left = remove_leftovers(&opts.dir, &stem(&db.path), &known)?;
+    report.orphans_removed = left.orphans;
+    report.scratch_removed = left.scratch;
     for record in host.catalog()? {
         if matches!(
             record.status,
@@ -126,17 +179,13 @@ fn run_steps(
             report.resumed += 1;
         }
     }
-    let src = open_read_only(db)?;
-    for policy in policies {
-        let table = if policy.archive {
-            archive_table(&src, &stem, policy, opts, host)?
-        } else {
-            purge_table(&src, policy, opts, host)?
-        };
-        report.kept_rows += table.kept_rows;
-        report.tables.push(table);
+    if report.resumed + report.orphans_removed + report.scratch_removed > 0 {
+        host.event(Event::archive_resumed(
+            &db.path.display().to_string(),
+            &report,
+            when,
+        ));
     }
-    report.files_expired = expire_files(host)?;
     Ok(report)
 }
 
@@ -147,34 +196,88 @@ fn stem(db: &Path) -> String {
         .unwrap_or_else(|| "db".into())
 }
 
-/// Remove scratch files, and archive files of this database the catalog
-/// does not list (written by a run that stopped before recording them:
-/// their rows are still in the database). The count of the latter.
-fn remove_orphans(dir: &Path, stem: &str, records: &[ArchiveRecord]) -> Result<u64> {
+/// Whether `name` is an archive file name of the database whose stem is
+/// `stem`, exactly as [`archive_table`] names them:
+/// `<stem>-<table>-<UTC stamp>-<first rowid>.db.zst`. The table is an
+/// identifier and the stamp has no `-`, so the name splits one way only:
+/// a file of another database whose stem merely starts with `<stem>-`
+/// (`app-old-logs-...` beside `app`) never matches.
+fn is_archive_of(name: &str, stem: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix(stem)
+        .and_then(|r| r.strip_prefix('-'))
+        .and_then(|r| r.strip_suffix(ARCHIVE_SUFFIX))
+    else {
+        return false;
+    };
+    let Some((table, rest)) = rest.split_once('-') else {
+        return false;
+    };
+    let Some((stamp, first)) = rest.split_once('-') else {
+        return false;
+    };
+    check_identifier(table).is_ok()
+        && is_utc_stamp(stamp)
+        && first.parse::<i64>().is_ok_and(|n| n.to_string() == first)
+}
+
+/// Whether `s` is a time as [`utc_stamp`] writes it: `20260131T120000.123Z`.
+fn is_utc_stamp(s: &str) -> bool {
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    let Some((date, time)) = s.split_once('T') else {
+        return false;
+    };
+    let Some((hms, ms)) = time.strip_suffix('Z').and_then(|t| t.split_once('.')) else {
+        return false;
+    };
+    date.len() >= 8 && date.bytes().all(|b| b.is_ascii_digit()) && digits(hms, 6) && digits(ms, 3)
+}
+
+/// Whether `name` is a scratch file beside an archive of the database
+/// whose stem is `stem` (see [`file::SCRATCH_KINDS`]).
+fn is_scratch_of(name: &str, stem: &str) -> bool {
+    name.strip_prefix('.')
+        .and_then(|n| n.rsplit_once('.'))
+        .is_some_and(|(archive, kind)| {
+            file::SCRATCH_KINDS.contains(&kind) && is_archive_of(archive, stem)
+        })
+}
+
+/// What [`remove_leftovers`] removed.
+struct Leftovers {
+    orphans: u64,
+    scratch: u64,
+}
+
+/// Remove scratch files, and archive files of this database whose path is
+/// not `known` to the catalog (written by a run that stopped before
+/// recording them: their rows are still in the database). Files of other
+/// databases in the same directory are never touched (see
+/// [`is_archive_of`]).
+fn remove_leftovers(dir: &Path, stem: &str, known: &HashSet<&str>) -> Result<Leftovers> {
+    let mut removed = Leftovers {
+        orphans: 0,
+        scratch: 0,
+    };
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
         Err(e) => return Err(Error::from(e).during("list archives", dir)),
     };
-    let known: HashSet<&str> = records.iter().map(|r| r.path.as_str()).collect();
-    let prefix = format!("{stem}-");
-    let mut removed = 0;
     for entry in entries {
         let entry = entry.map_err(|e| Error::from(e).during("list archives", dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        let scratch = name.starts_with(&format!(".{prefix}"));
-        let orphan = name.starts_with(&prefix)
-            && name.ends_with(".db.zst")
-            && !known.contains(path.to_string_lossy().as_ref());
-        if scratch {
+        if is_scratch_of(&name, stem) {
             // A stopped run's temporary copy: never a catalogued archive.
             std::fs::remove_file(&path)
                 .map_err(|e| Error::from(e).during("remove scratch file", &path))?;
-        } else if orphan {
+            tracing::info!(file = %path.display(), "removed a temporary file an archive run left");
+            removed.scratch += 1;
+        } else if is_archive_of(&name, stem) && !known.contains(path.to_string_lossy().as_ref()) {
             file::delete(&path)?;
             tracing::warn!(file = %path.display(), "removed an archive file no catalog row lists (a run stopped before recording it; its rows are still in the database)");
-            removed += 1;
+            removed.orphans += 1;
         }
     }
     Ok(removed)
@@ -323,7 +426,7 @@ fn archive_table(
         };
         let created_at_ms = now_ms();
         let name = format!(
-            "{stem}-{}-{}-{first}.db.zst",
+            "{stem}-{}-{}-{first}{ARCHIVE_SUFFIX}",
             policy.table,
             utc_stamp(created_at_ms)
         );
@@ -439,4 +542,85 @@ fn expire_files(host: &dyn Host) -> Result<u64> {
         }
     }
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::Destination;
+
+    const STAMP: &str = "20260131T120000.123Z";
+
+    #[test]
+    fn archive_names_match_their_own_database_only() {
+        assert!(is_archive_of(&format!("app-logs-{STAMP}-1.db.zst"), "app"));
+        assert!(is_archive_of(&format!("app-logs-{STAMP}--7.db.zst"), "app"));
+        assert!(is_archive_of(
+            &format!("app-old-logs-{STAMP}-1.db.zst"),
+            "app-old"
+        ));
+        for foreign in [
+            // `app-old.db` beside `app.db`: its stem starts with `app-`.
+            format!("app-old-logs-{STAMP}-1.db.zst"),
+            format!("app-logs-x-{STAMP}-1.db.zst"),
+            format!("app-t-{STAMP}-logs-{STAMP}-1.db.zst"),
+            format!("app-logs-{STAMP}-+1.db.zst"),
+            format!("app-logs-{STAMP}-01.db.zst"),
+            format!("app-logs-{STAMP}-1.db"),
+            "app-logs-20260131-1.db.zst".to_string(),
+            format!("app-9logs-{STAMP}-1.db.zst"),
+            format!("apps-logs-{STAMP}-1.db.zst"),
+            "app-notes.txt".to_string(),
+        ] {
+            assert!(!is_archive_of(&foreign, "app"), "{foreign}");
+        }
+    }
+
+    #[test]
+    fn scratch_names_are_the_three_kinds_beside_own_archives() {
+        let own = format!("app-logs-{STAMP}-1.db.zst");
+        for kind in file::SCRATCH_KINDS {
+            assert!(is_scratch_of(&format!(".{own}.{kind}"), "app"));
+            assert!(!is_scratch_of(
+                &format!(".app-old-logs-{STAMP}-1.db.zst.{kind}"),
+                "app"
+            ));
+        }
+        assert!(!is_scratch_of(&format!(".{own}.other"), "app"));
+        assert!(!is_scratch_of(&format!("{own}.plain"), "app"));
+        // The staging file of the destination the archives are written through.
+        let tmp = tempfile::tempdir().unwrap();
+        let staged = LocalDir::new(tmp.path()).stage(&own).unwrap();
+        let staged = staged.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(is_scratch_of(&staged, "app"), "{staged}");
+    }
+
+    /// In a directory two databases share (`app.db`, `app-old.db`), the
+    /// leftovers of `app` are removed and no file of `app-old` is, even
+    /// unrecorded ones or its scratch files.
+    #[test]
+    fn leftovers_of_one_database_never_take_anothers_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let names = [
+            format!("app-logs-{STAMP}-1.db.zst"),
+            format!(".app-logs-{STAMP}-2.db.zst.plain"),
+            format!("app-old-logs-{STAMP}-1.db.zst"),
+            format!(".app-old-logs-{STAMP}-2.db.zst.tmp"),
+            format!("app-logs-{STAMP}-3.db.zst"),
+        ];
+        for n in &names {
+            std::fs::write(dir.join(n), b"x").unwrap();
+        }
+        // The third of `app`'s files is catalogued: it stays.
+        let known = dir.join(&names[4]).to_string_lossy().into_owned();
+        let removed = remove_leftovers(dir, "app", &HashSet::from([known.as_str()])).unwrap();
+        assert_eq!((removed.orphans, removed.scratch), (1, 1));
+        let left: HashSet<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let expected: HashSet<String> = names[2..].iter().cloned().collect();
+        assert_eq!(left, expected);
+    }
 }

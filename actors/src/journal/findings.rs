@@ -369,6 +369,23 @@ pub fn restored_statements(restored: &[i64], skipped: &[i64], at_ms: i64) -> Vec
     out
 }
 
+/// The statements deleting, of the schema tables, what `[audit]
+/// retention` no longer keeps (`cutoff_ms` and before): findings resolved
+/// by then (an open finding stays whatever its age), fix-log entries, and
+/// removed rows last touched by then (removed, or put back). A removed
+/// row never put back goes too: the journal's copy is its only one, kept
+/// for the retention and no longer.
+pub fn prune_statements(cutoff_ms: i64) -> Vec<Statement> {
+    [
+        "DELETE FROM schema_findings WHERE resolved_at_ms IS NOT NULL AND resolved_at_ms < ?1",
+        "DELETE FROM schema_fixes WHERE at_ms < ?1",
+        "DELETE FROM schema_removed_rows WHERE coalesce(restored_at_ms, removed_at_ms) < ?1",
+    ]
+    .into_iter()
+    .map(|sql| Statement::new(sql, [Value::Integer(cutoff_ms)]))
+    .collect()
+}
+
 /// `v` as JSON text.
 fn json<T: Serialize + ?Sized>(v: &T) -> Value {
     Value::from(serde_json::to_string(v).unwrap_or_default())
@@ -419,5 +436,99 @@ mod tests {
         apply(&conn, &record_statements(&[], &[Scope::Data], 4)).unwrap();
         assert_eq!(findings(&conn, false).unwrap().len(), 1);
         assert_eq!(findings(&conn, true).unwrap().len(), 2);
+    }
+
+    fn removal(rowid: i64) -> Removal {
+        Removal {
+            table: "t".into(),
+            rowid,
+            columns: vec!["k".into()],
+            value: vec![Value::Integer(1)],
+            kept: 1,
+            row: [("k".to_string(), Value::Integer(1))].into(),
+        }
+    }
+
+    /// The journal's pruning pass (`journal::prune_statements`), with
+    /// records backdated before the cutoff: resolved findings, fix-log
+    /// entries, removed rows and recovery attempts older than it go; an
+    /// open finding stays whatever its age, and so does what was resolved,
+    /// logged, removed, put back or tried since.
+    #[test]
+    fn prune_pass_takes_old_schema_records_and_recoveries_but_no_open_finding() {
+        let conn = in_memory();
+        let (old, cutoff, recent) = (10, 1_000, 2_000);
+        let scopes = [Scope::Structure];
+        let found = |names: &[&str], at| {
+            let list: Vec<Finding> = names.iter().map(|n| missing(n)).collect();
+            apply(&conn, &record_statements(&list, &scopes, at)).unwrap();
+        };
+        found(&["a", "b", "c"], old);
+        found(&["b", "c"], old + 1); // a resolved long ago
+        found(&["b"], recent); // c resolved lately; b open since `old`
+        apply(
+            &conn,
+            &removed_statements("old-run", &[removal(1), removal(2)], old),
+        )
+        .unwrap();
+        apply(
+            &conn,
+            &dedupe_done_statements(
+                "old-run",
+                &[removal(1), removal(2)],
+                &[removal(1), removal(2)],
+                old,
+            ),
+        )
+        .unwrap();
+        let first = removed_rows(&conn).unwrap()[0].id;
+        // Row 1 put back lately (and logged); row 2 never.
+        apply(&conn, &restored_statements(&[first], &[], recent)).unwrap();
+        apply(&conn, &removed_statements("new-run", &[removal(3)], recent)).unwrap();
+        for at in [old, recent] {
+            let r = crate::journal::recoveries::RecoveryRecord {
+                started_at_ms: at,
+                trigger: "manual".into(),
+                steps: Vec::new(),
+                outcome: "recovered".into(),
+                duration_ms: 1,
+                explanation: "test".into(),
+            };
+            crate::journal::recoveries::insert(&conn, &r).unwrap();
+        }
+
+        apply(&conn, &crate::journal::prune_statements(cutoff, 100)).unwrap();
+
+        let tables: Vec<String> = findings(&conn, true)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.finding.table)
+            .collect();
+        assert_eq!(tables, ["b", "c"], "a resolved before the cutoff is pruned");
+        assert_eq!(findings(&conn, false).unwrap()[0].first_seen_at_ms, old);
+        let fixes: Vec<(i64, String)> = fix_log_rows(&conn)
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.0, f.2))
+            .collect();
+        assert_eq!(fixes, [(recent, "restore_removed".to_string())]);
+        let left: Vec<(i64, String)> = conn
+            .prepare("SELECT row_id, batch FROM schema_removed_rows ORDER BY row_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            left,
+            [(1, "old-run".to_string()), (3, "new-run".to_string())],
+            "row 2, removed before the cutoff and never put back, is pruned"
+        );
+        let recoveries: Vec<i64> = crate::journal::recoveries::list(&conn)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.started_at_ms)
+            .collect();
+        assert_eq!(recoveries, [recent]);
     }
 }

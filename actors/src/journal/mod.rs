@@ -14,8 +14,7 @@
 //! [`health`] (health history and the maintenance log), [`backups`]
 //! (the backup catalog), [`op_log`] (the operation log) and
 //! [`recoveries`] (the recovery log), [`findings`] (schema findings, the
-//! fix log and the rows dedupe removed).
-//! [`recoveries`] (the recovery log), [`events`] (events with
+//! fix log and the rows dedupe removed), [`events`] (events with
 //! explanations), [`errors`] (the deduplicated error log) and
 //! [`slow_queries`] (the slow-query log), [`archives`] (the archive
 //! catalog), [`audit`](mod@audit) (the operation audit) and
@@ -111,6 +110,29 @@ pub fn check_version(conn: &Connection, path: &Path) -> Result<usize> {
         ));
     }
     Ok(version)
+}
+
+/// The journal's pruning pass (`[audit] retention`), in one batch: what
+/// is older than `cutoff_ms` in events, the error log (signatures seen
+/// `keep_frequent_errors` times or more stay), slow queries, the catalog
+/// rows of deleted archive files, the operation audit, resource samples,
+/// breaker transitions, actor restarts, resolved schema findings, the fix
+/// log, removed rows and recovery attempts. The health history and the
+/// queue's succeeded entries have retentions of their own.
+pub fn prune_statements(cutoff_ms: i64, keep_frequent_errors: u64) -> Vec<crate::value::Statement> {
+    let mut all = vec![
+        events::prune_statement(cutoff_ms),
+        errors::prune_statement(cutoff_ms, keep_frequent_errors),
+        slow_queries::prune_statement(cutoff_ms),
+        archives::prune_statement(cutoff_ms),
+        audit::prune_statement(cutoff_ms),
+        resources::prune_statement(cutoff_ms),
+        breakers::prune_statement(cutoff_ms),
+        restarts::prune_statement(cutoff_ms),
+        recoveries::prune_statement(cutoff_ms),
+    ];
+    all.extend(findings::prune_statements(cutoff_ms));
+    all
 }
 
 /// `at` as RFC 3339 text, computed by SQLite from `at_ms` (?1).

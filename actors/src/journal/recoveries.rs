@@ -59,6 +59,14 @@ pub fn insert(conn: &Connection, r: &RecoveryRecord) -> Result<()> {
     Ok(())
 }
 
+/// The statement deleting the attempts started before `cutoff_ms`.
+pub fn prune_statement(cutoff_ms: i64) -> Statement {
+    Statement::new(
+        "DELETE FROM recoveries WHERE started_at_ms < ?1",
+        [Value::Integer(cutoff_ms)],
+    )
+}
+
 /// Every recorded attempt, oldest first.
 pub fn list(conn: &Connection) -> Result<Vec<RecoveryRecord>> {
     let mut stmt = conn.prepare(
