@@ -209,10 +209,9 @@ pub struct BackupSection {
     #[serde(with = "humantime_serde")]
     pub verify_every: Duration,
     /// Keep the operation log: every operation the writer commits is
-    /// appended to the journal (one extra commit per group commit) so that
-    /// recovery can replay what came after the newest verified backup. Off
-    /// by default until its cost is brought down (30–55% of write
-    /// throughput as measured; see docs/benchmarks.md): without it a
+    /// appended to the journal (one extra journal commit per group commit,
+    /// overlapping the next one) so that recovery can replay what came
+    /// after the newest verified backup. On by default; without it a
     /// recovery restores the backup alone, and says so.
     pub op_log: bool,
     /// Recover by itself when the database is found damaged (an integrity
@@ -242,7 +241,7 @@ impl Default for BackupSection {
             keep_weekly: DEFAULT_KEEP_GENERATIONS,
             keep_monthly: DEFAULT_KEEP_GENERATIONS,
             verify_every: DEFAULT_VERIFY_EVERY,
-            op_log: false,
+            op_log: true,
             auto_recover: true,
             trial_restore: false,
             compress: Compress::None,
