@@ -133,17 +133,21 @@ fn assert_each_row_in_one_place(db: &Path, dir: &Path) {
     );
 }
 
+/// The archive run's fault points (`RESILITE_FAULT_ARCHIVE`): after
+/// each phase of a batch.
+const KILL_POINTS: [&str; 4] = [
+    "after_write",
+    "after_record",
+    "after_verify",
+    "after_delete_batch",
+];
+
 /// A process killed (aborted) after each phase of a batch, then a run
 /// again: every row is in exactly one place, the archives verify, and
 /// restoring them brings every row back (and skips them all a second time).
 #[test]
 fn archive_run_killed_between_phases_loses_and_duplicates_nothing() {
-    for point in [
-        "after_write",
-        "after_record",
-        "after_verify",
-        "after_delete_batch",
-    ] {
+    for point in KILL_POINTS {
         let tmp = tempfile::tempdir().unwrap();
         let db = tmp.path().join("app.db");
         make_logs(&db, ROWS);
@@ -399,12 +403,7 @@ fn archives_in(dir: &Path, catalog: &[String]) -> Vec<Vec<i64>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_start_completes_an_archive_run_killed_between_phases() {
     const ROWS: i64 = 30_000;
-    for point in [
-        "after_write",
-        "after_record",
-        "after_verify",
-        "after_delete_batch",
-    ] {
+    for point in KILL_POINTS {
         let tmp = tempfile::tempdir().unwrap();
         let db = tmp.path().join("app.db");
         make_logs(&db, ROWS);
