@@ -87,19 +87,29 @@ pub fn run(args: BackupArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         return Ok(ExitCode::FAILURE);
     }
     let rows: u64 = info.row_counts.values().sum();
-    let size = match info.uncompressed_size {
-        Some(plain) => format!("{} bytes (zstd; {plain} uncompressed)", info.size),
-        None => format!("{} bytes", info.size),
-    };
     println!(
-        "backup {}: {size}, {} pages, {} rows in {} tables, {} ms; verified",
+        "backup {}: {}, {} pages, {} rows in {} tables, {} ms; verified",
         path.display(),
+        size_text(&info),
         info.page_count,
         rows,
         info.row_counts.len(),
         info.duration_ms
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The stored size of a backup, and for a compressed one the size of the
+/// database inside (`unknown` when its sidecar was not found).
+pub(super) fn size_text(info: &resilite_actors::BackupInfo) -> String {
+    match (info.is_compressed(), info.uncompressed_size) {
+        (false, _) => format!("{} bytes", info.size),
+        (true, Some(plain)) => format!("{} bytes (zstd; {plain} uncompressed)", info.size),
+        (true, None) => format!(
+            "{} bytes (zstd; uncompressed size unknown: sidecar not read)",
+            info.size
+        ),
+    }
 }
 
 /// Take a backup of `db` labelled `label` into its default backup

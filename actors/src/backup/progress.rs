@@ -83,13 +83,6 @@ pub(crate) struct Metered<'m, 'a, R> {
     read: u64,
 }
 
-impl<R> Metered<'_, '_, R> {
-    /// Bytes read so far.
-    pub(crate) fn read_bytes(&self) -> u64 {
-        self.read
-    }
-}
-
 impl<R: Read> Read for Metered<'_, '_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
@@ -111,8 +104,7 @@ mod tests {
         let report = |done, total| seen.borrow_mut().push((done, total));
         let meter = Meter::new(Some(&report), 10);
         let mut r = meter.reader(&b"abcd"[..]);
-        std::io::copy(&mut r, &mut std::io::sink()).unwrap();
-        assert_eq!(r.read_bytes(), 4);
+        assert_eq!(std::io::copy(&mut r, &mut std::io::sink()).unwrap(), 4);
         meter.pass_done(4);
         meter.at(3);
         meter.pass_done(6);
