@@ -5,16 +5,18 @@
 //! # Pipelined
 //!
 //! With the operation log or the audit on, completion runs on a thread of
-//! its own: the connection thread hands it a committed batch and goes on
-//! with the next one, so the journal's commit (its fsync at `FULL`) and the
+//! its own while the connection thread has more work: it hands over a
+//! committed batch and goes on with the next one, so the journal's commit (its fsync at `FULL`) and the
 //! answering of callers overlap the database's next commit instead of
 //! following it. A caller is still answered only after both commits: an
 //! acknowledged write is always in the log (or in a recorded gap). The
 //! hand-off holds one batch (a bounded channel), so the database is at
 //! most two group commits ahead of the log; a crash there loses no
 //! acknowledged write, and the range is found as a gap at the next open
-//! (see `writer::op_log`). With neither on there is nothing to append, and
-//! callers are answered on the connection thread itself.
+//! (see `writer::op_log`). A batch with nothing to append (neither on, or
+//! an audit of failures where all committed) is answered on the connection
+//! thread at once, and so is one that would find the stage empty and no
+//! job waiting: the connection thread would only wait for it.
 //!
 //! The connection thread waits for the stage to be empty ([`Stage::flush`])
 //! before any job other than a write: a restore that closes the database
@@ -41,6 +43,8 @@
 //! with the next append that succeeds.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -49,7 +53,7 @@ use rusqlite::Connection;
 
 use super::apply::OpTrace;
 use super::audit::AuditBook;
-use crate::audit::{OpKind, WriteContext};
+use crate::audit::{AuditLevel, AuditStatus, OpKind, WriteContext};
 use crate::connection::{open_read_write, DbOptions};
 use crate::error::{Error, Result};
 use crate::journal::op_log::{self as journal_log, Gap};
@@ -116,6 +120,21 @@ impl Finished {
             kind: None,
             answer,
         }
+    }
+
+    /// Whether the journal keeps anything of it: logged operations, gaps
+    /// to record, or records the audit at `audit` keeps.
+    fn has_records(&self, audit: Option<AuditLevel>) -> bool {
+        self.logged_from.is_some()
+            || !self.gaps.is_empty()
+            || audit.is_some_and(|level| {
+                self.results.iter().any(|r| {
+                    level.records(match r {
+                        Ok(_) => AuditStatus::Committed,
+                        Err(_) => AuditStatus::Failed,
+                    })
+                })
+            })
     }
 
     fn answer(self) {
@@ -269,21 +288,40 @@ pub(super) enum StageMsg {
     Flush(flume::Sender<()>),
 }
 
-/// Where finished batches are completed: on the connection thread, or
-/// on a thread of their own (see the module doc).
-pub(super) enum Stage {
-    Inline(Box<Completion>),
-    Thread {
-        tx: flume::Sender<StageMsg>,
-        thread: JoinHandle<()>,
-    },
+/// Where finished batches are completed (see the module doc): handed to
+/// the stage's thread while the connection thread has more work, or
+/// completed on the connection thread itself when it would only wait
+/// (no job waiting, nothing in the stage), which spares a single caller
+/// the hand-off.
+pub(super) struct Stage {
+    completion: Arc<Mutex<Completion>>,
+    /// What the audit records, if on.
+    audit: Option<AuditLevel>,
+    /// Batches handed to the thread and not yet answered.
+    in_flight: Arc<AtomicUsize>,
+    /// The stage's thread; `None` when there is nothing to append.
+    thread: Option<(flume::Sender<StageMsg>, JoinHandle<()>)>,
 }
 
 impl Stage {
-    /// The stage for `completion`: its own thread when it appends.
-    pub(super) fn start(mut completion: Completion, name: &str) -> Result<Stage> {
-        if !completion.appends() {
-            return Ok(Stage::Inline(Box::new(completion)));
+    /// The stage for `completion` (auditing at `audit`): with a thread of
+    /// its own when it appends.
+    pub(super) fn start(
+        completion: Completion,
+        audit: Option<AuditLevel>,
+        name: &str,
+    ) -> Result<Stage> {
+        let appends = completion.appends();
+        let completion = Arc::new(Mutex::new(completion));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let mut stage = Stage {
+            completion: completion.clone(),
+            audit,
+            in_flight: in_flight.clone(),
+            thread: None,
+        };
+        if !appends {
+            return Ok(stage);
         }
         // One batch in hand while the next one commits.
         let (tx, rx) = flume::bounded::<StageMsg>(1);
@@ -292,7 +330,10 @@ impl Stage {
             .spawn(move || {
                 for msg in rx {
                     match msg {
-                        StageMsg::Finished(batch) => completion.complete(*batch),
+                        StageMsg::Finished(batch) => {
+                            lock(&completion).complete(*batch);
+                            in_flight.fetch_sub(1, Ordering::Release);
+                        }
                         StageMsg::Flush(done) => {
                             let _ = done.send(());
                         }
@@ -300,31 +341,41 @@ impl Stage {
                 }
             })
             .map_err(Error::from)?;
-        Ok(Stage::Thread { tx, thread })
+        stage.thread = Some((tx, thread));
+        Ok(stage)
     }
 
-    /// Complete `batch`: at once, or handed to the stage's thread.
-    pub(super) fn send(&mut self, batch: Finished) {
-        match self {
-            Stage::Inline(completion) => completion.complete(batch),
-            Stage::Thread { tx, .. } => {
-                if let Err(flume::SendError(StageMsg::Finished(batch))) =
-                    tx.send(StageMsg::Finished(Box::new(batch)))
-                {
-                    // The stage's thread is gone (it panicked): answer
-                    // here rather than leave callers waiting.
-                    tracing::error!(
-                        "the writer's completion thread is gone; answering without the journal"
-                    );
-                    batch.answer();
-                }
-            }
+    /// Complete `batch`. `idle`: the connection thread has no job waiting.
+    pub(super) fn send(&mut self, batch: Finished, idle: bool) {
+        if !batch.has_records(self.audit) {
+            // Nothing for the journal: answered at once (callers of
+            // different batches need no order among their answers).
+            batch.answer();
+            return;
+        }
+        let Some((tx, _)) = &self.thread else {
+            return lock(&self.completion).complete(batch);
+        };
+        // Nothing in the stage: nothing to overtake, and the lock is free.
+        if idle && self.in_flight.load(Ordering::Acquire) == 0 {
+            return lock(&self.completion).complete(batch);
+        }
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if let Err(flume::SendError(StageMsg::Finished(batch))) =
+            tx.send(StageMsg::Finished(Box::new(batch)))
+        {
+            // The stage's thread is gone (it panicked): answer here
+            // rather than leave callers waiting.
+            tracing::error!(
+                "the writer's completion thread is gone; answering without the journal"
+            );
+            batch.answer();
         }
     }
 
     /// Wait until every batch sent before is appended and answered.
     pub(super) fn flush(&self) {
-        if let Stage::Thread { tx, .. } = self {
+        if let Some((tx, _)) = &self.thread {
             let (done, wait) = flume::bounded(1);
             if tx.send(StageMsg::Flush(done)).is_ok() {
                 let _ = wait.recv();
@@ -334,11 +385,17 @@ impl Stage {
 
     /// Complete what was sent and stop the stage's thread.
     pub(super) fn close(self) {
-        if let Stage::Thread { tx, thread } = self {
+        if let Some((tx, thread)) = self.thread {
             drop(tx);
             let _ = thread.join();
         }
     }
+}
+
+fn lock(completion: &Mutex<Completion>) -> std::sync::MutexGuard<'_, Completion> {
+    completion
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

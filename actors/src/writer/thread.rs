@@ -189,7 +189,11 @@ impl ConnectionLoop {
                 completion_journal(config).as_ref(),
                 config.audit.as_ref().map(|a| a.level),
             )?;
-            self.stage = Some(Stage::start(completion, config.name)?);
+            self.stage = Some(Stage::start(
+                completion,
+                config.audit.as_ref().map(|a| a.level),
+                config.name,
+            )?);
         }
         gate.set_audit(self.auditing);
         self.db = Some(Db { conn, gate });
@@ -330,7 +334,8 @@ impl ConnectionLoop {
                 let results = vec![Err(e); ops.len()];
                 let mut finished = Finished::new(ops, results, answer);
                 finished.contexts = contexts;
-                self.stage().send(finished);
+                let idle = self.rx.is_empty();
+                self.stage().send(finished, idle);
                 return;
             }
         };
@@ -408,7 +413,8 @@ impl ConnectionLoop {
             finished.logged_from = log.number(committed as usize);
             finished.gaps = log.take_gaps();
         }
-        self.stage().send(finished);
+        let idle = self.rx.is_empty();
+        self.stage().send(finished, idle);
     }
 
     /// Re-apply logged operations in one transaction (see
@@ -442,7 +448,8 @@ impl ConnectionLoop {
         finished.traces = traces;
         finished.whole_failed = whole_failed;
         finished.kind = Some(OpKind::Replay);
-        self.stage().send(finished);
+        let idle = self.rx.is_empty();
+        self.stage().send(finished, idle);
     }
 
     /// resilite's own write probe, between two transactions: one that
@@ -499,7 +506,8 @@ impl ConnectionLoop {
             if !gaps.is_empty() {
                 let mut finished = Finished::new(Vec::new(), Vec::new(), Answer::Nobody);
                 finished.gaps = gaps;
-                self.stage().send(finished);
+                let idle = self.rx.is_empty();
+                self.stage().send(finished, idle);
             }
         }
     }
