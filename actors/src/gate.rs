@@ -116,8 +116,9 @@ pub struct Gate {
     /// The audit: the tables each SQL text changes, as its compilation
     /// showed them.
     tables: Mutex<HashMap<String, Arc<[String]>>>,
-    /// The audit: the tables changed by the operation running now.
-    op_tables: Mutex<Vec<String>>,
+    /// The audit: the tables changed by the operation running now, as
+    /// each of its statements' compilation showed them.
+    op_tables: Mutex<Vec<Arc<[String]>>>,
 }
 
 #[derive(Default)]
@@ -200,17 +201,13 @@ impl Gate {
             },
         };
         drop(map);
-        let mut op = lock(&self.op_tables);
-        for t in tables.iter() {
-            if !op.contains(t) {
-                op.push(t.clone());
-            }
-        }
+        lock(&self.op_tables).push(tables);
     }
 
-    /// The tables the operation that just ran changed (auditing), and
-    /// start the next operation's.
-    pub fn take_tables(&self) -> Vec<String> {
+    /// The tables the operation that just ran changed (auditing), one set
+    /// per statement (see [`merge_tables`]), and start the next
+    /// operation's.
+    pub fn take_tables(&self) -> Vec<Arc<[String]>> {
         std::mem::take(&mut *lock(&self.op_tables))
     }
 
@@ -248,6 +245,18 @@ impl Gate {
             (result, _) => result,
         }
     }
+}
+
+/// The tables of an operation's statements (as [`Gate::take_tables`]
+/// gives them), each once, in the order first seen.
+pub fn merge_tables(sets: &[Arc<[String]>]) -> Vec<String> {
+    let mut tables: Vec<String> = Vec::new();
+    for t in sets.iter().flat_map(|set| set.iter()) {
+        if !tables.contains(t) {
+            tables.push(t.clone());
+        }
+    }
+    tables
 }
 
 struct Restore<'a> {

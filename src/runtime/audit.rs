@@ -122,6 +122,12 @@ impl Runtime {
     /// One page of the operation audit (`[audit] level`), newest first:
     /// `next` is the `before` of the next (older) page.
     pub async fn audit(&self, query: AuditQuery) -> Result<AuditPage> {
+        // Without the operation log the writer answers its callers before
+        // their records are appended: wait for those of every write
+        // answered so far (a writer that is down has none pending).
+        if let Ok(writer) = self.writer().await {
+            let _ = ractor::call!(writer, resilite_actors::WriterMsg::Drain);
+        }
         self.read_journal(move |c| journal::audit::page(c, &query))
             .await
     }

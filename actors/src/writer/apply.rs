@@ -119,8 +119,9 @@ pub(super) fn replay_batch(
 pub(super) struct OpTrace {
     /// How long it ran.
     pub(super) duration: Duration,
-    /// The tables its statements (and their triggers) changed.
-    pub(super) tables: Vec<String>,
+    /// The tables its statements (and their triggers) changed, one set
+    /// per statement (merged for the record, off the connection thread).
+    pub(super) tables: Vec<std::sync::Arc<[String]>>,
     /// Rows its statements changed.
     pub(super) rows: u64,
 }

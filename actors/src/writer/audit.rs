@@ -41,21 +41,22 @@ impl AuditBook {
 
     /// The records of `batch`'s operations that the level keeps, numbered
     /// with the next batch number.
-    /// The operations' traces are taken (their tables moved, not copied).
+    /// The operations' traces are taken.
     pub(super) fn records(&mut self, batch: &mut Finished) -> Vec<AuditRecord> {
         self.last_batch += 1;
         let at_ms = now_ms();
         let mut traces = std::mem::take(&mut batch.traces);
+        let ended = batch.ended();
         batch
             .ops
             .iter()
-            .zip(&batch.results)
+            .zip(ended)
             .enumerate()
-            .filter_map(|(i, (op, result))| {
-                let status = match result {
-                    Ok(_) => AuditStatus::Committed,
-                    Err(_) if batch.whole_failed => AuditStatus::RolledBack,
-                    Err(_) => AuditStatus::Failed,
+            .filter_map(|(i, (op, error))| {
+                let status = match error {
+                    None => AuditStatus::Committed,
+                    Some(_) if batch.whole_failed => AuditStatus::RolledBack,
+                    Some(_) => AuditStatus::Failed,
                 };
                 if !self.level.records(status) {
                     return None;
@@ -72,7 +73,6 @@ impl AuditBook {
                     return None;
                 }
                 let trace = traces.get_mut(i);
-                let error = result.as_ref().err();
                 Some(AuditRecord {
                     id: 0,
                     at_ms,
@@ -80,16 +80,16 @@ impl AuditBook {
                     kind,
                     status,
                     context: context.cloned().unwrap_or_default(),
-                    rows: match (&trace, error) {
+                    rows: match (&trace, &error) {
                         (Some(t), None) => t.rows,
                         _ => 0,
                     },
                     duration_us: trace.as_ref().map_or(0, |t| t.duration.as_micros() as u64),
                     tables: trace
-                        .map(|t| std::mem::take(&mut t.tables))
+                        .map(|t| crate::gate::merge_tables(&t.tables))
                         .unwrap_or_default(),
-                    error_class: error.map(|e| e.class.as_str().to_owned()),
-                    error: error.map(|e| e.message.clone()),
+                    error_class: error.as_ref().map(|e| e.class.as_str().to_owned()),
+                    error: error.map(|e| e.message),
                     queue_id,
                 })
             })

@@ -99,6 +99,9 @@ pub(super) struct Finished {
     /// recovery's replay).
     pub(super) kind: Option<OpKind>,
     pub(super) answer: Answer,
+    /// Each operation's error, kept for the audit when the callers were
+    /// answered (and `results` given away) before the append.
+    pub(super) ended: Option<Vec<Option<Error>>>,
 }
 
 impl Finished {
@@ -119,6 +122,7 @@ impl Finished {
             gaps: Vec::new(),
             kind: None,
             answer,
+            ended: None,
         }
     }
 
@@ -137,21 +141,42 @@ impl Finished {
             })
     }
 
+    /// Each operation's error (`None`: committed), for the audit.
+    pub(super) fn ended(&mut self) -> Vec<Option<Error>> {
+        self.ended.take().unwrap_or_else(|| {
+            self.results
+                .iter()
+                .map(|r| r.as_ref().err().cloned())
+                .collect()
+        })
+    }
+
+    /// Answer the callers now, keeping what the audit needs.
+    fn answer_early(&mut self) {
+        self.ended = Some(self.ended());
+        let answer = std::mem::replace(&mut self.answer, Answer::Nobody);
+        send_answer(answer, std::mem::take(&mut self.results));
+    }
+
     fn answer(self) {
-        match self.answer {
-            Answer::Each(replies) => {
-                for (reply, result) in replies.into_iter().zip(self.results) {
-                    let _ = reply.send(result);
-                }
-            }
-            Answer::All(reply) => {
-                let _ = reply.send(self.results);
-            }
-            Answer::Replay(reply, result) => {
+        send_answer(self.answer, self.results);
+    }
+}
+
+fn send_answer(answer: Answer, results: Vec<Result<OperationOutcome>>) {
+    match answer {
+        Answer::Each(replies) => {
+            for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
             }
-            Answer::Nobody => {}
         }
+        Answer::All(reply) => {
+            let _ = reply.send(results);
+        }
+        Answer::Replay(reply, result) => {
+            let _ = reply.send(result);
+        }
+        Answer::Nobody => {}
     }
 }
 
@@ -346,18 +371,25 @@ impl Stage {
     }
 
     /// Complete `batch`. `idle`: the connection thread has no job waiting.
-    pub(super) fn send(&mut self, batch: Finished, idle: bool) {
+    pub(super) fn send(&mut self, mut batch: Finished, idle: bool) {
         if !batch.has_records(self.audit) {
             // Nothing for the journal: answered at once (callers of
             // different batches need no order among their answers).
             batch.answer();
             return;
         }
+        // The audit's records (and gaps) alone do not hold the callers:
+        // only the operation log is a promise made to them.
+        let early = batch.logged_from.is_none();
+        if early {
+            batch.answer_early();
+        }
         let Some((tx, _)) = &self.thread else {
             return lock(&self.completion).complete(batch);
         };
-        // Nothing in the stage: nothing to overtake, and the lock is free.
-        if idle && self.in_flight.load(Ordering::Acquire) == 0 {
+        // Callers waiting, nothing in the stage to overtake (and its lock
+        // free), and nothing else to do: completed here.
+        if !early && idle && self.in_flight.load(Ordering::Acquire) == 0 {
             return lock(&self.completion).complete(batch);
         }
         self.in_flight.fetch_add(1, Ordering::AcqRel);
