@@ -1,4 +1,5 @@
-//! `cargo bench --bench queue` (`QUEUE_BENCH_OPS=20000` for a quick run).
+//! `cargo bench --bench queue` (`QUEUE_BENCH_OPS=20000` for a quick run;
+//! `RESILITE_BACKUP_OP_LOG` and `RESILITE_AUDIT_LEVEL` as for `writes`).
 //!
 //! The durable retry queue, in one run:
 //! - memory: resident set size of a runtime with an empty queue, then with
@@ -11,6 +12,8 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod common;
 
 use resilite::{Config, EnqueueOptions, Operation, Runtime, Statement, Synchronous, Value};
 
@@ -40,6 +43,7 @@ fn config(dir: &tempfile::TempDir) -> Config {
     c.database.synchronous = Synchronous::Normal;
     c.retry.base_delay = Duration::from_millis(1);
     c.retry.poll_interval = Duration::from_millis(10);
+    common::apply_env(&mut c);
     c
 }
 

@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use resilite::{AuditLevel, Config, Runtime, Statement, Synchronous, Value};
+mod common;
+
+use resilite::{Config, Runtime, Statement, Synchronous, Value};
 use rusqlite::Connection;
 
 const INSERT: &str = "INSERT INTO t(v) VALUES (?1)";
@@ -120,12 +122,7 @@ async fn bench_resilite(sync: Synchronous, tasks: usize) -> (Measured, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config::for_database(dir.path().join("app.db"));
     config.database.synchronous = sync;
-    if let Some(on) = op_log() {
-        config.backup.op_log = on;
-    }
-    if let Some(level) = audit_level() {
-        config.audit.level = level;
-    }
+    common::apply_env(&mut config);
     let rt = Runtime::start(config).await.expect("runtime");
     rt.execute(Statement::sql(CREATE)).await.expect("create");
     let writer = rt.clone();
@@ -226,28 +223,6 @@ fn bench_ceiling(sync: Synchronous) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-/// `RESILITE_BACKUP_OP_LOG=true` or `=false`: resilite with or without
-/// the operation log; `None` (unset): as configured by default.
-fn op_log() -> Option<bool> {
-    match std::env::var("RESILITE_BACKUP_OP_LOG").ok()?.as_str() {
-        "true" => Some(true),
-        "false" => Some(false),
-        other => panic!("RESILITE_BACKUP_OP_LOG={other}: true or false"),
-    }
-}
-
-/// `RESILITE_AUDIT_LEVEL=off|failures|all`: the operation audit's level;
-/// `None` (unset): as configured by default.
-fn audit_level() -> Option<AuditLevel> {
-    let text = std::env::var("RESILITE_AUDIT_LEVEL").ok()?;
-    Some(match text.as_str() {
-        "off" => AuditLevel::Off,
-        "failures" => AuditLevel::Failures,
-        "all" => AuditLevel::All,
-        other => panic!("RESILITE_AUDIT_LEVEL={other}: off, failures or all"),
-    })
-}
-
 /// True when the comma-separated list in `var` is unset or names `case`
 /// (case-insensitive).
 fn selected(var: &str, case: &str) -> bool {
@@ -265,7 +240,7 @@ fn main() {
     println!(
         "acknowledged single-row inserts/s; {:.1}s per case; {cores} cores; latencies in microseconds; resilite's operation log {}\n",
         seconds().as_secs_f64(),
-        match op_log() {
+        match common::op_log() {
             Some(true) => "on (RESILITE_BACKUP_OP_LOG=true)",
             Some(false) => "off (RESILITE_BACKUP_OP_LOG=false)",
             None if Config::default().backup.op_log => "on (the default)",
@@ -274,7 +249,7 @@ fn main() {
     );
     println!(
         "operation audit level: {:?}\n",
-        audit_level().unwrap_or(Config::default().audit.level)
+        common::audit_level().unwrap_or(Config::default().audit.level)
     );
     for sync in [Synchronous::Full, Synchronous::Normal] {
         if !selected("BENCH_SYNC", pragma(sync)) {
