@@ -225,8 +225,20 @@ impl Completion {
     }
 
     /// Append what the journal keeps of `batch`, then answer its callers.
+    /// The callers are answered even if the append panics (a bug): their
+    /// writes committed, and they must not wait for an answer that never
+    /// comes.
     fn complete(&mut self, mut batch: Finished) {
-        self.append(&mut batch);
+        let appended =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.append(&mut batch)));
+        if appended.is_err() {
+            tracing::error!("the journal append of a group commit panicked; its records are lost, its callers are answered");
+            if let Some((conn, _)) = &self.journal {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+            }
+        }
         batch.answer();
     }
 
