@@ -160,15 +160,6 @@ pub fn insert(conn: &Connection, records: &Encoded) -> Result<()> {
     Ok(())
 }
 
-/// [`encode`] and [`insert`] in one transaction of their own (see
-/// [`super::immediate`]).
-pub fn append(conn: &Connection, records: Vec<AuditRecord>) -> Result<()> {
-    match encode(records)? {
-        Some(encoded) => super::immediate(conn, || insert(conn, &encoded)),
-        None => Ok(()),
-    }
-}
-
 /// The highest commit batch number recorded (0 when none): the writer
 /// numbers its group commits after it.
 pub fn highest_batch(conn: &Connection) -> Result<i64> {
@@ -238,6 +229,15 @@ pub fn page(conn: &Connection, q: &AuditQuery) -> Result<AuditPage> {
 mod tests {
     use super::*;
     use crate::journal::in_memory;
+
+    /// [`encode`] and [`insert`] in one transaction, as the writer's
+    /// completion stage does.
+    fn append(conn: &Connection, records: Vec<AuditRecord>) -> Result<()> {
+        match encode(records)? {
+            Some(encoded) => crate::journal::immediate(conn, || insert(conn, &encoded)),
+            None => Ok(()),
+        }
+    }
 
     fn record(status: AuditStatus, tables: &[&str]) -> AuditRecord {
         AuditRecord {

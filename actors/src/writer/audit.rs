@@ -39,6 +39,11 @@ impl AuditBook {
         })
     }
 
+    /// What the audit records.
+    pub(super) fn level(&self) -> AuditLevel {
+        self.level
+    }
+
     /// The records of `batch`'s operations that the level keeps, numbered
     /// with the next batch number.
     /// The operations' traces are taken.

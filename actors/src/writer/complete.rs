@@ -341,14 +341,11 @@ pub(super) struct Stage {
 }
 
 impl Stage {
-    /// The stage for `completion` (auditing at `audit`): with a thread of
-    /// its own when it appends.
-    pub(super) fn start(
-        completion: Completion,
-        audit: Option<AuditLevel>,
-        name: &str,
-    ) -> Result<Stage> {
+    /// The stage for `completion`: with a thread of its own when it
+    /// appends.
+    pub(super) fn start(completion: Completion, name: &str) -> Result<Stage> {
         let appends = completion.appends();
+        let audit = completion.audit.as_ref().map(AuditBook::level);
         let completion = Arc::new(Mutex::new(completion));
         let in_flight = Arc::new(AtomicUsize::new(0));
         let mut stage = Stage {

@@ -189,11 +189,7 @@ impl ConnectionLoop {
                 completion_journal(config).as_ref(),
                 config.audit.as_ref().map(|a| a.level),
             )?;
-            self.stage = Some(Stage::start(
-                completion,
-                config.audit.as_ref().map(|a| a.level),
-                config.name,
-            )?);
+            self.stage = Some(Stage::start(completion, config.name)?);
         }
         gate.set_audit(self.auditing);
         self.db = Some(Db { conn, gate });
@@ -295,6 +291,13 @@ impl ConnectionLoop {
             .expect("the completion stage starts with the connection")
     }
 
+    /// Hand `finished` to the completion stage, telling it whether more
+    /// work is waiting here.
+    fn complete(&mut self, finished: Finished) {
+        let idle = self.rx.is_empty();
+        self.stage().send(finished, idle);
+    }
+
     /// Commit a batch and answer every caller. A write whose caller went
     /// away before it started is not applied.
     fn commit(&mut self, batch: Vec<Pending>) {
@@ -334,8 +337,7 @@ impl ConnectionLoop {
                 let results = vec![Err(e); ops.len()];
                 let mut finished = Finished::new(ops, results, answer);
                 finished.contexts = contexts;
-                let idle = self.rx.is_empty();
-                self.stage().send(finished, idle);
+                self.complete(finished);
                 return;
             }
         };
@@ -413,8 +415,7 @@ impl ConnectionLoop {
             finished.logged_from = log.number(committed as usize);
             finished.gaps = log.take_gaps();
         }
-        let idle = self.rx.is_empty();
-        self.stage().send(finished, idle);
+        self.complete(finished);
     }
 
     /// Re-apply logged operations in one transaction (see
@@ -448,8 +449,7 @@ impl ConnectionLoop {
         finished.traces = traces;
         finished.whole_failed = whole_failed;
         finished.kind = Some(OpKind::Replay);
-        let idle = self.rx.is_empty();
-        self.stage().send(finished, idle);
+        self.complete(finished);
     }
 
     /// resilite's own write probe, between two transactions: one that
@@ -506,8 +506,7 @@ impl ConnectionLoop {
             if !gaps.is_empty() {
                 let mut finished = Finished::new(Vec::new(), Vec::new(), Answer::Nobody);
                 finished.gaps = gaps;
-                let idle = self.rx.is_empty();
-                self.stage().send(finished, idle);
+                self.complete(finished);
             }
         }
     }
