@@ -355,4 +355,9 @@ pub(super) const MIGRATIONS: &[&[&str]] = &[
         FROM audit_ops;
     DROP TABLE audit_ops;
     CREATE INDEX audit_batches_at ON audit_batches (at_ms);"],
+    // 15: the operation log's rows written beside the database's commit,
+    // before its outcome is known, are `pending` until it is (see
+    // `journal::op_log`).
+    &["ALTER TABLE op_log ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX op_log_pending ON op_log (seq) WHERE pending = 1;"],
 ];

@@ -225,24 +225,26 @@ mod tests {
 
     /// Rows a journal at `version` can hold, one per table family it has.
     fn fill(conn: &Connection, version: usize) {
-        let rows: [(usize, &str); 14] = [
-            (1, "INSERT INTO actor_restarts (actor, reason, restarts_in_window, outcome) VALUES ('writer', 'test', 1, 'restarted')"),
-            (2, "INSERT INTO maintenance_runs (at_ms, at, task, trigger, outcome) VALUES (1, 'then', 'checkpoint', 'auto', 'done')"),
-            (3, "INSERT INTO retry_queue (kind, payload, priority, max_attempts, next_retry_at_ms, status, created_at_ms, updated_at_ms) VALUES ('webhook', '{\"n\":1}', 3, 10, 0, 'queued', 0, 0)"),
-            (4, "INSERT INTO breaker_state (name, state, consecutive_failures, trips, calls, failures, rejected, updated_at_ms) VALUES ('smtp', 'open', 5, 1, 9, 5, 0, 0)"),
-            (6, "INSERT INTO backups (name, label, created_at_ms, duration_ms, size, page_count, sha256, sqlite_version, user_version, row_counts) VALUES ('app-x-manual.db', 'manual', 1, 2, 4096, 1, 'ab', '3.50.0', 0, '{}')"),
-            (7, "INSERT INTO op_log (seq, at_ms, op) VALUES (1, 1, '{\"statement\":{\"sql\":\"SELECT 1\",\"params\":[]}}')"),
-            (7, "INSERT INTO op_log_gaps (at_ms, after_seq, through_seq, reason) VALUES (1, 1, 2, 'test')"),
-            (8, "INSERT INTO recoveries (started_at_ms, trigger, steps, outcome, duration_ms, explanation) VALUES (1, 'manual', '[]', 'recovered', 2, 'test')"),
-            (10, "INSERT INTO events (at_ms, at, kind, severity, summary, cause, decision, subject) VALUES (1, 'then', 'backup', 'info', 's', 'c', 'd', 'app.db')"),
-            (10, "INSERT INTO error_log (signature, class, message, example, component, severity, count, first_seen_ms, last_seen_ms) VALUES ('ab', 'sql', 'm', 'e', 'execute', 'info', 1, 1, 1)"),
-            (11, "INSERT INTO archives (path, tbl, col, format, cutoff_ms, first_rowid, last_rowid, rows, uncompressed_size, stored_size, sha256, created_at_ms, created_at, status, updated_at_ms) VALUES ('/a.db.zst', 'logs', 'at', 'iso8601', 1, 1, 2, 2, 10, 5, 'ab', 1, 'then', 'purged', 1)"),
-            (10, "INSERT INTO slow_queries (hash, kind, sql, count, total_ms, max_ms, last_ms, rows, plan, scan, first_seen_ms, last_seen_ms) VALUES ('ab', 'query', 'SELECT ?', 1, 1, 1, 1, 0, '[]', 0, 1, 1)"),
-            (12, "INSERT INTO audit_ops (at_ms, batch, kind, status, tables, rows, duration_us) VALUES (1, 1, 'statement', 'committed', '[\"t\"]', 1, 5)"),
-            (13, "INSERT INTO resource_samples (at_ms, at, db_bytes, wal_bytes, journal_bytes) VALUES (1, 'then', 4096, 0, 8192)"),
+        let rows: [(std::ops::Range<usize>, &str); 16] = [
+            (1..usize::MAX, "INSERT INTO actor_restarts (actor, reason, restarts_in_window, outcome) VALUES ('writer', 'test', 1, 'restarted')"),
+            (2..usize::MAX, "INSERT INTO maintenance_runs (at_ms, at, task, trigger, outcome) VALUES (1, 'then', 'checkpoint', 'auto', 'done')"),
+            (3..usize::MAX, "INSERT INTO retry_queue (kind, payload, priority, max_attempts, next_retry_at_ms, status, created_at_ms, updated_at_ms) VALUES ('webhook', '{\"n\":1}', 3, 10, 0, 'queued', 0, 0)"),
+            (4..usize::MAX, "INSERT INTO breaker_state (name, state, consecutive_failures, trips, calls, failures, rejected, updated_at_ms) VALUES ('smtp', 'open', 5, 1, 9, 5, 0, 0)"),
+            (6..usize::MAX, "INSERT INTO backups (name, label, created_at_ms, duration_ms, size, page_count, sha256, sqlite_version, user_version, row_counts) VALUES ('app-x-manual.db', 'manual', 1, 2, 4096, 1, 'ab', '3.50.0', 0, '{}')"),
+            (7..14, "INSERT INTO op_log (seq, at_ms, op) VALUES (1, 1, '{\"statement\":{\"sql\":\"SELECT 1\",\"params\":[]}}')"),
+            (7..usize::MAX, "INSERT INTO op_log_gaps (at_ms, after_seq, through_seq, reason) VALUES (1, 1, 2, 'test')"),
+            (8..usize::MAX, "INSERT INTO recoveries (started_at_ms, trigger, steps, outcome, duration_ms, explanation) VALUES (1, 'manual', '[]', 'recovered', 2, 'test')"),
+            (10..usize::MAX, "INSERT INTO events (at_ms, at, kind, severity, summary, cause, decision, subject) VALUES (1, 'then', 'backup', 'info', 's', 'c', 'd', 'app.db')"),
+            (10..usize::MAX, "INSERT INTO error_log (signature, class, message, example, component, severity, count, first_seen_ms, last_seen_ms) VALUES ('ab', 'sql', 'm', 'e', 'execute', 'info', 1, 1, 1)"),
+            (11..usize::MAX, "INSERT INTO archives (path, tbl, col, format, cutoff_ms, first_rowid, last_rowid, rows, uncompressed_size, stored_size, sha256, created_at_ms, created_at, status, updated_at_ms) VALUES ('/a.db.zst', 'logs', 'at', 'iso8601', 1, 1, 2, 2, 10, 5, 'ab', 1, 'then', 'purged', 1)"),
+            (10..usize::MAX, "INSERT INTO slow_queries (hash, kind, sql, count, total_ms, max_ms, last_ms, rows, plan, scan, first_seen_ms, last_seen_ms) VALUES ('ab', 'query', 'SELECT ?', 1, 1, 1, 1, 0, '[]', 0, 1, 1)"),
+            (12..14, "INSERT INTO audit_ops (at_ms, batch, kind, status, tables, rows, duration_us) VALUES (1, 1, 'statement', 'committed', '[\"t\"]', 1, 5)"),
+            (13..usize::MAX, "INSERT INTO resource_samples (at_ms, at, db_bytes, wal_bytes, journal_bytes) VALUES (1, 'then', 4096, 0, 8192)"),
+            (14..usize::MAX, "INSERT INTO op_log (seq, last_seq, at_ms, op) VALUES (1, 1, 1, '[{\"statement\":{\"sql\":\"SELECT 1\",\"params\":[]}}]')"),
+            (14..usize::MAX, "INSERT INTO audit_batches (first_id, last_id, at_ms, batch, records) VALUES (1, 1, 1, 1, '[{\"kind\":\"statement\",\"status\":\"committed\",\"tables\":[\"t\"],\"rows\":1,\"duration_us\":5}]')"),
         ];
-        for (since, sql) in rows {
-            if version >= since {
+        for (versions, sql) in rows {
+            if versions.contains(&version) {
                 conn.execute_batch(sql).unwrap();
             }
         }

@@ -41,22 +41,81 @@ pub struct Gap {
     pub reason: String,
 }
 
+/// One group commit's committed operations as the log's row keeps them
+/// (a JSON array).
+pub fn encode(ops: &[&Operation]) -> Result<String> {
+    serde_json::to_string(ops).map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))
+}
+
 /// Insert one group commit's operations, numbered `first` on, as one row,
 /// inside the caller's open transaction.
 pub fn insert(conn: &Connection, at_ms: i64, first: i64, ops: &[&Operation]) -> Result<()> {
     if ops.is_empty() {
         return Ok(());
     }
-    let json = serde_json::to_string(ops)
-        .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?;
-    conn.prepare_cached("INSERT INTO op_log (seq, last_seq, at_ms, op) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(rusqlite::params![
-            first,
-            first + ops.len() as i64 - 1,
-            at_ms,
-            json
-        ])?;
+    insert_encoded(conn, at_ms, first, ops.len(), &encode(ops)?, false)
+}
+
+/// Insert the row [`encode`] made of `count` operations numbered `first`
+/// on, inside the caller's open transaction. `pending`: written beside the
+/// database's commit, whose outcome is not known yet; a pending row left
+/// by an earlier attempt of the same group commit is replaced.
+pub fn insert_encoded(
+    conn: &Connection,
+    at_ms: i64,
+    first: i64,
+    count: usize,
+    json: &str,
+    pending: bool,
+) -> Result<()> {
+    if pending {
+        void(conn, first)?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO op_log (seq, last_seq, at_ms, op, pending) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(rusqlite::params![
+        first,
+        first + count as i64 - 1,
+        at_ms,
+        json,
+        pending
+    ])?;
     Ok(())
+}
+
+/// The database committed the pending rows numbered `firsts`: they are
+/// the log's like any other.
+pub fn confirm(conn: &Connection, firsts: &[i64]) -> Result<()> {
+    let mut confirm =
+        conn.prepare_cached("UPDATE op_log SET pending = 0 WHERE seq = ?1 AND pending = 1")?;
+    for first in firsts {
+        confirm.execute([first])?;
+    }
+    Ok(())
+}
+
+/// The database did not commit the pending row numbered `first` (nor any
+/// pending one after it): removed, its numbers to be given again.
+pub fn void(conn: &Connection, first: i64) -> Result<()> {
+    conn.prepare_cached("DELETE FROM op_log WHERE seq >= ?1 AND pending = 1")?
+        .execute([first])?;
+    Ok(())
+}
+
+/// Settle the pending rows against the position `held` of the database
+/// the log belongs to (see `writer::op_log`): a row the database holds was
+/// committed and is confirmed; one after it never was (the process ended
+/// during that commit) and is removed. How many rows were removed.
+pub fn settle(conn: &Connection, held: i64) -> Result<usize> {
+    super::immediate(conn, || {
+        let removed = conn.execute(
+            "DELETE FROM op_log WHERE pending = 1 AND seq > ?1",
+            [held],
+        )?;
+        conn.execute("UPDATE op_log SET pending = 0 WHERE pending = 1", [])?;
+        Ok(removed)
+    })
 }
 
 /// Record `gaps`, inside the caller's open transaction.

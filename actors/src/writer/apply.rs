@@ -16,9 +16,11 @@ use super::keys::claim_key;
 /// One transaction over `ops`. A transient failure anywhere aborts the whole
 /// attempt (to be retried); any other failure fails only its operation.
 ///
-/// With `logged_up_to` (the operation log is on: the last sequence number
-/// given), the operations that succeeded take the next numbers and the
-/// last one is written as the database's op-log position before COMMIT.
+/// With `logging` (the operation log is on), the operations that succeeded
+/// take the numbers after the last one given and the last of them is
+/// written as the database's op-log position before COMMIT; then, when it
+/// asks for them, they are handed to `before_commit` (which fails the
+/// attempt if it fails: a write that cannot be logged is not committed).
 ///
 /// With the audit on, `traces` (one per operation, else empty) gets how
 /// long each operation ran and the tables it changed, in the last attempt.
@@ -29,7 +31,7 @@ pub(super) fn apply_batch(
     conn: &Connection,
     gate: &Gate,
     ops: &[Operation],
-    logged_up_to: Option<i64>,
+    logging: Option<&Logging>,
     traces: &mut [OpTrace],
 ) -> Result<Vec<Result<OperationOutcome>>> {
     let mut failed: Vec<Option<Error>> = vec![None; ops.len()];
@@ -60,10 +62,19 @@ pub(super) fn apply_batch(
                 }
             }
         }
-        if let (Some(last), false) = (logged_up_to, done.is_empty()) {
-            if let Err(e) = super::op_log::write_position(conn, last + done.len() as i64) {
+        if let (Some(log), false) = (logging, done.is_empty()) {
+            let logged = super::op_log::write_position(conn, log.up_to + done.len() as i64)
+                .map_err(Error::from)
+                .and_then(|()| match log.before_commit {
+                    Some(send) => {
+                        let committed: Vec<&Operation> = done.iter().map(|(i, _)| &ops[*i]).collect();
+                        send(log.up_to + 1, &committed)
+                    }
+                    None => Ok(()),
+                });
+            if let Err(e) = logged {
                 rollback_quietly(conn);
-                return Err(e.into());
+                return Err(e);
             }
         }
         if let Err(e) = conn.execute_batch("COMMIT") {
@@ -79,6 +90,15 @@ pub(super) fn apply_batch(
         }
         return Ok(results);
     }
+}
+
+/// The operation log's part in a batch.
+pub(super) struct Logging<'a> {
+    /// The last sequence number given.
+    pub(super) up_to: i64,
+    /// Given the first number and the operations that will commit, just
+    /// before COMMIT (the log's row sent ahead, see `writer::complete`).
+    pub(super) before_commit: Option<&'a dyn Fn(i64, &[&Operation]) -> Result<()>>,
 }
 
 /// Re-apply logged operations (a recovery's replay of the operation log)

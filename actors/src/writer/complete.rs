@@ -102,6 +102,10 @@ pub(super) struct Finished {
     /// Each operation's error, kept for the audit when the callers were
     /// answered (and `results` given away) before the append.
     pub(super) ended: Option<Vec<Option<Error>>>,
+    /// The first number of the log's row sent ahead of the commit
+    /// ([`StageMsg::Ahead`]), to be confirmed or voided now that its
+    /// outcome is known.
+    pub(super) ahead: Option<i64>,
 }
 
 impl Finished {
@@ -123,6 +127,7 @@ impl Finished {
             kind: None,
             answer,
             ended: None,
+            ahead: None,
         }
     }
 
@@ -130,6 +135,7 @@ impl Finished {
     /// to record, or records the audit at `audit` keeps.
     fn has_records(&self, audit: Option<AuditLevel>) -> bool {
         self.logged_from.is_some()
+            || self.ahead.is_some()
             || !self.gaps.is_empty()
             || audit.is_some_and(|level| {
                 self.results.iter().any(|r| {
@@ -187,6 +193,29 @@ pub(super) struct Completion {
     audit: Option<AuditBook>,
     /// Gaps not yet recorded.
     gaps: Vec<Gap>,
+    /// Written with the next journal transaction, whatever it is (or at a
+    /// flush): the pending rows whose commit succeeded, and the audit's
+    /// records of batches whose log row was written ahead.
+    deferred: Deferred,
+    /// The row last sent ahead whose append failed: its range is a gap
+    /// once the database's commit is known to have succeeded.
+    ahead_failed: Option<Gap>,
+}
+
+#[derive(Default)]
+struct Deferred {
+    confirms: Vec<i64>,
+    records: Vec<journal_audit::Encoded>,
+}
+
+/// The operation log's row of one group commit.
+pub(super) struct LogRow {
+    pub(super) first: i64,
+    pub(super) count: usize,
+    /// The operations, as `journal::op_log::encode` makes them.
+    pub(super) json: String,
+    /// Sent ahead of the commit, whose outcome is not known yet.
+    pub(super) pending: bool,
 }
 
 impl Completion {
@@ -196,26 +225,25 @@ impl Completion {
         journal: Option<&DbOptions>,
         audit: Option<crate::audit::AuditLevel>,
     ) -> Result<Completion> {
+        let mut completion = Completion {
+            journal: None,
+            audit: None,
+            gaps: Vec::new(),
+            deferred: Deferred::default(),
+            ahead_failed: None,
+        };
         let Some(opts) = journal else {
-            return Ok(Completion {
-                journal: None,
-                audit: None,
-                gaps: Vec::new(),
-            });
+            return Ok(completion);
         };
         let conn = open_read_write(opts).map_err(|e| e.during("open the journal", &opts.path))?;
-        let audit = match audit {
-            Some(level) => Some(
+        if let Some(level) = audit {
+            completion.audit = Some(
                 AuditBook::open(&conn, level)
                     .map_err(|e| e.during("read the operation audit", &opts.path))?,
-            ),
-            None => None,
-        };
-        Ok(Completion {
-            journal: Some((conn, opts.path.clone())),
-            audit,
-            gaps: Vec::new(),
-        })
+            );
+        }
+        completion.journal = Some((conn, opts.path.clone()));
+        Ok(completion)
     }
 
     /// Whether there is anything to append: the stage then runs on a
@@ -229,55 +257,158 @@ impl Completion {
     /// writes committed, and they must not wait for an answer that never
     /// comes.
     fn complete(&mut self, mut batch: Finished) {
-        let appended =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.append(&mut batch)));
-        if appended.is_err() {
-            tracing::error!("the journal append of a group commit panicked; its records are lost, its callers are answered");
+        self.guarded(|completion| completion.append(&mut batch));
+        batch.answer();
+    }
+
+    /// Run `f`, rolling back the journal transaction it left open if it
+    /// panics (a bug: what it was writing is lost, logged).
+    fn guarded(&mut self, f: impl FnOnce(&mut Self)) {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))).is_err() {
+            tracing::error!("a journal append of the writer's completion panicked; its records are lost, its callers are answered");
             if let Some((conn, _)) = &self.journal {
                 if !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
                 }
             }
         }
-        batch.answer();
     }
 
     fn append(&mut self, batch: &mut Finished) {
-        let Some((conn, path)) = &self.journal else {
-            return;
-        };
-        self.gaps.append(&mut batch.gaps);
-        let records = self.audit.as_mut().map_or(Ok(None), |audit| {
-            journal_audit::encode(audit.records(batch))
-        });
-        let committed: Vec<&Operation> = match batch.logged_from {
-            Some(_) => batch
-                .ops
-                .iter()
-                .zip(&batch.results)
-                .filter(|(_, r)| r.is_ok())
-                .map(|(op, _)| op)
-                .collect(),
-            None => Vec::new(),
-        };
-        let records = records.unwrap_or_else(|e| {
-            dropped(path, 0, &e);
-            None
-        });
-        if committed.is_empty() && records.is_none() && self.gaps.is_empty() {
+        if self.journal.is_none() {
             return;
         }
-        let first = batch.logged_from.unwrap_or(0);
+        self.gaps.append(&mut batch.gaps);
+        let records = self.records(batch);
+        if let Some(first) = batch.ahead {
+            // The row went ahead of the commit: now its outcome is known.
+            if batch.logged_from == Some(first) {
+                match self.ahead_failed.take() {
+                    Some(gap) if gap.after_seq == first - 1 => self.lost_row(gap),
+                    _ => self.deferred.confirms.push(first),
+                }
+                // The callers wait for nothing more: the rest goes with
+                // the next journal transaction.
+                self.deferred.records.extend(records);
+            } else {
+                self.ahead_failed = None;
+                let _ = self.write(None, Some(first), records);
+            }
+            return;
+        }
+        let committed: Vec<&Operation> = batch
+            .ops
+            .iter()
+            .zip(&batch.results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(op, _)| op)
+            .collect();
+        let row = match batch.logged_from {
+            Some(first) if !committed.is_empty() => match journal_log::encode(&committed) {
+                Ok(json) => Some(LogRow {
+                    first,
+                    count: committed.len(),
+                    json,
+                    pending: false,
+                }),
+                Err(e) => {
+                    self.lost_row(gap(first, committed.len(), &e));
+                    None
+                }
+            },
+            _ => None,
+        };
+        if row.is_none() && records.is_none() && self.gaps.is_empty() && !self.has_deferred() {
+            return;
+        }
+        if let (Err(e), Some(row)) = (self.write(row.as_ref(), None, records), &row) {
+            self.lost_row(gap(row.first, row.count, &e));
+        }
+    }
+
+    /// The audit's records of `batch`, encoded; `None` when there are none
+    /// (or the audit is off, or they could not be encoded: dropped).
+    fn records(&mut self, batch: &mut Finished) -> Option<journal_audit::Encoded> {
+        let audit = self.audit.as_mut()?;
+        journal_audit::encode(audit.records(batch)).unwrap_or_else(|e| {
+            if let Some((_, path)) = &self.journal {
+                dropped(path, 0, &e);
+            }
+            None
+        })
+    }
+
+    /// The log's row of a group commit, sent ahead of its commit: appended
+    /// as pending now, while the database commits (see the module doc).
+    fn ahead(&mut self, row: LogRow) {
+        self.ahead_failed = self
+            .write(Some(&row), None, None)
+            .err()
+            .map(|e| gap(row.first, row.count, &e));
+    }
+
+    /// Whether something waits for the next journal transaction.
+    fn has_deferred(&self) -> bool {
+        !self.deferred.confirms.is_empty() || !self.deferred.records.is_empty()
+    }
+
+    /// Write what was deferred and the gaps not yet recorded, if any (at a
+    /// flush, and when the stage stops).
+    fn write_deferred(&mut self) {
+        if self.has_deferred() || !self.gaps.is_empty() {
+            let _ = self.write(None, None, None);
+        }
+    }
+
+    /// A committed range the log will not hold: a gap, recorded with the
+    /// next journal transaction that succeeds.
+    fn lost_row(&mut self, gap: Gap) {
+        metrics::counter!("resilite_op_log_gaps_total").increment(1);
+        tracing::error!(
+            after_seq = gap.after_seq, through_seq = gap.through_seq, reason = %gap.reason,
+            "operation log append failed after the database committed: the writes stand and are answered, the log has a gap recovery cannot replay past"
+        );
+        self.gaps.push(gap);
+    }
+
+    /// One journal transaction: the void of pending rows from `void` on,
+    /// the log's `row`, `records`, and everything deferred and not yet
+    /// recorded; transient failures retried a few times. On failure the
+    /// audit's records are dropped (the audit never fails a write); gaps
+    /// and confirmations stay for the next one.
+    fn write(
+        &mut self,
+        row: Option<&LogRow>,
+        void: Option<i64>,
+        records: Option<journal_audit::Encoded>,
+    ) -> Result<()> {
+        let Some((conn, path)) = &self.journal else {
+            return Ok(());
+        };
+        let mut all = std::mem::take(&mut self.deferred.records);
+        all.extend(records);
+        let (confirms, gaps) = (&self.deferred.confirms, &self.gaps);
         let at_ms = now_ms();
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
             let written = journal::immediate(conn, || {
-                journal_log::insert(conn, at_ms, first, &committed)?;
-                journal_log::insert_gaps(conn, &self.gaps)?;
-                records
-                    .as_ref()
-                    .map_or(Ok(()), |r| journal_audit::insert(conn, r))
+                if let Some(first) = void {
+                    journal_log::void(conn, first)?;
+                }
+                if let Some(row) = row {
+                    journal_log::insert_encoded(
+                        conn,
+                        at_ms,
+                        row.first,
+                        row.count,
+                        &row.json,
+                        row.pending,
+                    )?;
+                }
+                journal_log::confirm(conn, confirms)?;
+                journal_log::insert_gaps(conn, gaps)?;
+                all.iter().try_for_each(|r| journal_audit::insert(conn, r))
             });
             match written {
                 Err(e) if e.is_transient() && attempt < APPEND_ATTEMPTS => {
@@ -287,27 +418,30 @@ impl Completion {
                 other => break other,
             }
         };
-        let Err(e) = result else {
-            self.gaps.clear();
-            return;
-        };
-        if !committed.is_empty() {
-            let through_seq = first + committed.len() as i64 - 1;
-            metrics::counter!("resilite_op_log_gaps_total").increment(1);
-            tracing::error!(
-                path = %path.display(), after_seq = first - 1, through_seq, class = ?e.class, detail = %e.detail,
-                "operation log append failed after the database committed: the writes stand and are answered, the log has a gap recovery cannot replay past"
-            );
-            self.gaps.push(Gap {
-                after_seq: first - 1,
-                through_seq,
-                at_ms,
-                reason: format!("append failed: {}", e.detail),
-            });
+        match &result {
+            Ok(()) => {
+                self.gaps.clear();
+                self.deferred.confirms.clear();
+            }
+            Err(e) => {
+                let lost: usize = all.iter().map(journal_audit::Encoded::len).sum();
+                if lost > 0 {
+                    dropped(path, lost, e);
+                }
+            }
         }
-        if let Some(records) = &records {
-            dropped(path, records.len(), &e);
-        }
+        result
+    }
+}
+
+/// The range of `count` operations numbered `first` on, whose append
+/// failed with `e`, as a gap.
+fn gap(first: i64, count: usize, e: &Error) -> Gap {
+    Gap {
+        after_seq: first - 1,
+        through_seq: first + count as i64 - 1,
+        at_ms: now_ms(),
+        reason: format!("append failed: {}", e.detail),
     }
 }
 
@@ -320,8 +454,11 @@ fn dropped(path: &std::path::Path, count: usize, e: &Error) {
 }
 
 pub(super) enum StageMsg {
+    /// A group commit's log row, sent before its COMMIT.
+    Ahead(Box<LogRow>),
     Finished(Box<Finished>),
-    /// Answered once everything sent before it is complete.
+    /// Answered once everything sent before it is complete (and what was
+    /// deferred is written).
     Flush(flume::Sender<()>),
 }
 
@@ -334,7 +471,9 @@ pub(super) struct Stage {
     completion: Arc<Mutex<Completion>>,
     /// What the audit records, if on.
     audit: Option<AuditLevel>,
-    /// Batches handed to the thread and not yet answered.
+    /// The log's rows are sent ahead of their commit ([`Stage::ahead`]).
+    ahead: bool,
+    /// Messages handed to the thread and not yet done.
     in_flight: Arc<AtomicUsize>,
     /// The stage's thread; `None` when there is nothing to append.
     thread: Option<(flume::Sender<StageMsg>, JoinHandle<()>)>,
@@ -342,8 +481,9 @@ pub(super) struct Stage {
 
 impl Stage {
     /// The stage for `completion`: with a thread of its own when it
-    /// appends.
-    pub(super) fn start(completion: Completion, name: &str) -> Result<Stage> {
+    /// appends. `ahead`: the operation log's rows are to be written beside
+    /// the database's commit (see the module doc).
+    pub(super) fn start(completion: Completion, name: &str, ahead: bool) -> Result<Stage> {
         let appends = completion.appends();
         let audit = completion.audit.as_ref().map(AuditBook::level);
         let completion = Arc::new(Mutex::new(completion));
@@ -351,6 +491,7 @@ impl Stage {
         let mut stage = Stage {
             completion: completion.clone(),
             audit,
+            ahead: ahead && appends,
             in_flight: in_flight.clone(),
             thread: None,
         };
@@ -364,24 +505,40 @@ impl Stage {
             .spawn(move || {
                 for msg in rx {
                     match msg {
-                        StageMsg::Finished(batch) => {
-                            lock(&completion).complete(*batch);
-                            in_flight.fetch_sub(1, Ordering::Release);
+                        StageMsg::Ahead(row) => {
+                            lock(&completion).guarded(|c| c.ahead(*row));
                         }
+                        StageMsg::Finished(batch) => lock(&completion).complete(*batch),
                         StageMsg::Flush(done) => {
+                            lock(&completion).guarded(Completion::write_deferred);
                             let _ = done.send(());
                         }
                     }
+                    in_flight.fetch_sub(1, Ordering::Release);
                 }
+                lock(&completion).guarded(Completion::write_deferred);
             })
             .map_err(Error::from)?;
         stage.thread = Some((tx, thread));
         Ok(stage)
     }
 
+    /// Whether the log's rows are sent ahead of their commit.
+    pub(super) fn sends_ahead(&self) -> bool {
+        self.ahead
+    }
+
+    /// Send a group commit's log row ahead of its COMMIT, to be appended
+    /// while the database commits. `false` when it could not be (the
+    /// stage's thread is gone): the batch is then completed as any other.
+    pub(super) fn ahead(&self, row: LogRow) -> bool {
+        self.hand(StageMsg::Ahead(Box::new(row))).is_ok()
+    }
+
     /// Complete `batch`. `idle`: the connection thread has no job waiting.
     pub(super) fn send(&mut self, mut batch: Finished, idle: bool) {
-        if !batch.has_records(self.audit) {
+        let ahead = batch.ahead.is_some();
+        if !ahead && !batch.has_records(self.audit) {
             // Nothing for the journal: answered at once (callers of
             // different batches need no order among their answers).
             batch.answer();
@@ -389,22 +546,19 @@ impl Stage {
         }
         // The audit's records (and gaps) alone do not hold the callers:
         // only the operation log is a promise made to them.
-        let early = batch.logged_from.is_none();
+        let early = batch.logged_from.is_none() && !ahead;
         if early {
             batch.answer_early();
         }
-        let Some((tx, _)) = &self.thread else {
-            return lock(&self.completion).complete(batch);
-        };
-        // Callers waiting, nothing in the stage to overtake (and its lock
-        // free), and nothing else to do: completed here.
-        if !early && idle && self.in_flight.load(Ordering::Acquire) == 0 {
+        if self.thread.is_none() {
             return lock(&self.completion).complete(batch);
         }
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        if let Err(flume::SendError(StageMsg::Finished(batch))) =
-            tx.send(StageMsg::Finished(Box::new(batch)))
-        {
+        // Callers waiting, nothing in the stage to overtake (and its lock
+        // free), and nothing else to do: completed here.
+        if !early && !ahead && idle && self.in_flight.load(Ordering::Acquire) == 0 {
+            return lock(&self.completion).complete(batch);
+        }
+        if let Err(StageMsg::Finished(batch)) = self.hand(StageMsg::Finished(Box::new(batch))) {
             // The stage's thread is gone (it panicked): answer here
             // rather than leave callers waiting.
             tracing::error!(
@@ -414,13 +568,24 @@ impl Stage {
         }
     }
 
-    /// Wait until every batch sent before is appended and answered.
+    /// Hand `msg` to the stage's thread; given back when it is gone.
+    fn hand(&self, msg: StageMsg) -> std::result::Result<(), StageMsg> {
+        let Some((tx, _)) = &self.thread else {
+            return Err(msg);
+        };
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        tx.send(msg).map_err(|flume::SendError(msg)| {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            msg
+        })
+    }
+
+    /// Wait until every batch sent before is appended and answered, and
+    /// what was deferred is written.
     pub(super) fn flush(&self) {
-        if let Some((tx, _)) = &self.thread {
-            let (done, wait) = flume::bounded(1);
-            if tx.send(StageMsg::Flush(done)).is_ok() {
-                let _ = wait.recv();
-            }
+        let (done, wait) = flume::bounded(1);
+        if self.hand(StageMsg::Flush(done)).is_ok() {
+            let _ = wait.recv();
         }
     }
 

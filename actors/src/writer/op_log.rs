@@ -155,6 +155,16 @@ impl OpLog {
     pub(super) fn open(opts: &DbOptions, app: &Connection) -> Result<OpLog> {
         let conn =
             open_read_write(opts).map_err(|e| e.during("open the operation log", &opts.path))?;
+        let held = position(app)?.unwrap_or(0);
+        let removed = journal_log::settle(&conn, held)
+            .map_err(|e| e.during("settle the operation log", &opts.path))?;
+        if removed > 0 {
+            tracing::warn!(
+                removed,
+                position = held,
+                "the operation log held rows written beside a commit that never completed (the process ended during it); removed, as the database does not hold them"
+            );
+        }
         let mut log = OpLog {
             conn,
             path: opts.path.clone(),

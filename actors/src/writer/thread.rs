@@ -2,6 +2,7 @@
 //! actor send, and the connection's life (open, closed for a restore,
 //! opened again).
 
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,15 +12,15 @@ use backon::BlockingRetryable;
 use ractor::RpcReplyPort;
 use rusqlite::Connection;
 
-use super::apply::{apply_batch, panic_text, replay_batch, rollback_quietly, OpTrace};
-use super::complete::{Answer, Completion, Finished, Stage};
+use super::apply::{apply_batch, panic_text, replay_batch, rollback_quietly, Logging, OpTrace};
+use super::complete::{Answer, Completion, Finished, LogRow, Stage};
 use super::op_log::OpLog;
 use super::{ConnectionJob, WriterConfig, WriterStats};
 use crate::audit::{OpKind, WriteContext};
 use crate::connection::{open_read_write, DbOptions, Synchronous};
 use crate::error::{Error, ErrorClass, Result};
 use crate::gate::{Bounds, Gate};
-use crate::journal::op_log::LoggedOp;
+use crate::journal::op_log::{self as journal_log, LoggedOp};
 use crate::maintenance::{self, Maintenance, MaintenanceRun};
 use crate::value::{Operation, OperationOutcome};
 
@@ -137,6 +138,18 @@ fn completion_journal(config: &WriterConfig) -> Option<DbOptions> {
     Some(journal)
 }
 
+/// Whether the operation log's rows are written beside the database's
+/// commit rather than after it: when both commits wait for the disk
+/// (`synchronous` FULL or EXTRA), so that the two fsyncs overlap. At
+/// NORMAL neither waits for one, and the hand-off would cost more than it
+/// saves (see `writer::complete`).
+fn log_ahead(config: &WriterConfig) -> bool {
+    config
+        .op_log
+        .as_ref()
+        .is_some_and(|j| matches!(j.synchronous, Synchronous::Full | Synchronous::Extra))
+}
+
 type Pending = (
     Operation,
     Option<Box<WriteContext>>,
@@ -189,7 +202,7 @@ impl ConnectionLoop {
                 completion_journal(config).as_ref(),
                 config.audit.as_ref().map(|a| a.level),
             )?;
-            self.stage = Some(Stage::start(completion, config.name)?);
+            self.stage = Some(Stage::start(completion, config.name, log_ahead(config))?);
         }
         gate.set_audit(self.auditing);
         self.db = Some(Db { conn, gate });
@@ -331,6 +344,7 @@ impl ConnectionLoop {
         answer: Answer,
     ) {
         let logged_up_to = self.op_log.as_ref().map(OpLog::last);
+        let sent_ahead = Cell::new(None);
         let db = match self.db() {
             Ok(db) => db,
             Err(e) => {
@@ -351,12 +365,35 @@ impl ConnectionLoop {
         // stuck batch holds the writer (and every caller behind it) for one
         // busy wait plus the delays, and the next ones for the delays.
         let no_wait_from = if self.found_locked { 0 } else { 1 };
+        let stage = self
+            .stage
+            .as_ref()
+            .expect("the completion stage starts with the connection");
+        let send_ahead = |first: i64, committed: &[&Operation]| -> Result<()> {
+            let json = journal_log::encode(committed)?;
+            let row = LogRow {
+                first,
+                count: committed.len(),
+                json,
+                pending: true,
+            };
+            if stage.ahead(row) {
+                sent_ahead.set(Some(first));
+            }
+            Ok(())
+        };
+        let logging = logged_up_to.map(|up_to| Logging {
+            up_to,
+            before_commit: stage
+                .sends_ahead()
+                .then_some(&send_ahead as &dyn Fn(i64, &[&Operation]) -> Result<()>),
+        });
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             (|| {
                 if attempts.fetch_add(1, Ordering::Relaxed) == no_wait_from {
                     let _ = db.conn.busy_timeout(std::time::Duration::ZERO);
                 }
-                apply_batch(&db.conn, &db.gate, &ops, logged_up_to, &mut traces)
+                apply_batch(&db.conn, &db.gate, &ops, logging.as_ref(), &mut traces)
             })
             .retry(self.config.retry.backoff())
             .sleep(std::thread::sleep)
@@ -411,6 +448,7 @@ impl ConnectionLoop {
         finished.contexts = contexts;
         finished.traces = traces;
         finished.whole_failed = whole_failed;
+        finished.ahead = sent_ahead.get();
         if let Some(log) = self.op_log.as_mut() {
             finished.logged_from = log.number(committed as usize);
             finished.gaps = log.take_gaps();
