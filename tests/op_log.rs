@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use resilite::{Operation, Statement, Value};
+use resilite::{Operation, Statement, Synchronous, Value};
 use resilite_actors::journal::op_log::{self, LoggedOp};
 use rusqlite::Connection;
 
@@ -190,12 +190,21 @@ async fn every_acknowledged_write_is_logged_once_in_commit_order() {
 
 /// 32 tasks write at once, so group commits follow each other while
 /// earlier ones are still being logged; right after each answer, the task
-/// finds its write in the log (read from the journal file directly).
+/// finds its write in the log (read from the journal file directly). At
+/// `synchronous = full` the log's rows are written beside the database's
+/// commit, at `normal` after it: both are checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_write_is_in_the_log_when_its_answer_arrives() {
+    for sync in [Synchronous::Full, Synchronous::Normal] {
+        every_write_logged_when_answered(sync).await;
+    }
+}
+
+async fn every_write_logged_when_answered(sync: Synchronous) {
     let t = start_with(|c| {
         c.backup.interval = Duration::ZERO;
         c.backup.op_log = true;
+        c.database.synchronous = sync;
     })
     .await;
     t.rt.execute(Statement::sql(SCHEMA)).await.unwrap();
@@ -215,7 +224,10 @@ async fn every_write_is_in_the_log_when_its_answer_arrives() {
                         |r| r.get(0),
                     )
                     .unwrap();
-                assert_eq!(found, 1, "write {w}/{i} answered before it was logged");
+                assert_eq!(
+                    found, 1,
+                    "write {w}/{i} answered before it was logged ({sync:?})"
+                );
             }
         }));
     }
@@ -229,6 +241,69 @@ async fn every_write_is_in_the_log_when_its_answer_arrives() {
     );
     assert!(op_log::gaps(&open_direct(&journal)).unwrap().is_empty());
     t.rt.shutdown().await.unwrap();
+}
+
+/// A group commit whose COMMIT fails after its statements ran (a deferred
+/// foreign key checked only then), its log row already written beside
+/// the commit: its callers get the error, and the log keeps nothing of it
+/// (no row, nothing pending); the next write takes its numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_fails_leaves_nothing_in_the_log() {
+    let t = start_with(|c| {
+        c.backup.interval = Duration::ZERO;
+        c.backup.op_log = true;
+        c.database.synchronous = Synchronous::Full;
+    })
+    .await;
+    t.rt.execute(Statement::sql(
+        "CREATE TABLE parent(id INTEGER PRIMARY KEY); \
+         CREATE TABLE child(id INTEGER PRIMARY KEY, p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)",
+    ))
+    .await
+    .unwrap();
+    let orphan =
+        t.rt.execute(Statement::new(
+            "INSERT INTO child VALUES (1, ?1)",
+            [Value::Integer(99)],
+        ))
+        .await;
+    let e = orphan.expect_err("the deferred foreign key fails the COMMIT");
+    assert!(e.to_string().contains("FOREIGN KEY"), "{e}");
+    t.rt.execute(Statement::new(
+        "INSERT INTO parent VALUES (?1)",
+        [Value::Integer(7)],
+    ))
+    .await
+    .unwrap();
+    let journal = t.rt.config().journal_path();
+    // Stopped: what the writer deferred is written.
+    t.rt.shutdown().await.unwrap();
+
+    let log = logged(&journal);
+    let sql: Vec<String> = log
+        .iter()
+        .map(|o| match &o.op {
+            Operation::Statement(s) => s.sql.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert!(
+        sql.iter().all(|s| !s.contains("INTO child")),
+        "the failed write is in the log: {sql:?}"
+    );
+    assert!(sql.last().unwrap().contains("INTO parent"), "{sql:?}");
+    let seqs: Vec<i64> = log.iter().map(|o| o.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "numbers in order, none skipped"
+    );
+    let pending: i64 = open_direct(&journal)
+        .query_row("SELECT count(*) FROM op_log WHERE pending = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(pending, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

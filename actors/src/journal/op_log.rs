@@ -1,6 +1,7 @@
-//! The operation log: table `op_log`, one row per operation the
-//! application writer committed, numbered by `seq` in commit order, the
-//! operation kept as JSON (serde's form of [`Operation`]); and table
+//! The operation log: table `op_log`, one row per group commit of the
+//! application writer, holding the operations it committed numbered `seq`
+//! to `last_seq` in commit order, as a JSON array (serde's form of
+//! [`Operation`]); and table
 //! `op_log_gaps`, the ranges of sequence numbers that were committed to
 //! the application database but are missing from the log (an append that
 //! failed after the commit, or a crash between the two). Recovery replays
@@ -8,7 +9,9 @@
 //!
 //! Written by the application writer's own journal connection (see
 //! `writer::op_log`), one transaction per group commit; trimmed through
-//! the journal writer.
+//! the journal writer. A row written beside the database's commit, before
+//! its outcome is known, is `pending` until it is: confirmed, or voided
+//! (removed); [`settle`] decides the ones a crash left.
 
 use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -109,10 +112,7 @@ pub fn void(conn: &Connection, first: i64) -> Result<()> {
 /// during that commit) and is removed. How many rows were removed.
 pub fn settle(conn: &Connection, held: i64) -> Result<usize> {
     super::immediate(conn, || {
-        let removed = conn.execute(
-            "DELETE FROM op_log WHERE pending = 1 AND seq > ?1",
-            [held],
-        )?;
+        let removed = conn.execute("DELETE FROM op_log WHERE pending = 1 AND seq > ?1", [held])?;
         conn.execute("UPDATE op_log SET pending = 0 WHERE pending = 1", [])?;
         Ok(removed)
     })

@@ -67,7 +67,8 @@ pub(super) fn apply_batch(
                 .map_err(Error::from)
                 .and_then(|()| match log.before_commit {
                     Some(send) => {
-                        let committed: Vec<&Operation> = done.iter().map(|(i, _)| &ops[*i]).collect();
+                        let committed: Vec<&Operation> =
+                            done.iter().map(|(i, _)| &ops[*i]).collect();
                         send(log.up_to + 1, &committed)
                     }
                     None => Ok(()),
@@ -98,8 +99,12 @@ pub(super) struct Logging<'a> {
     pub(super) up_to: i64,
     /// Given the first number and the operations that will commit, just
     /// before COMMIT (the log's row sent ahead, see `writer::complete`).
-    pub(super) before_commit: Option<&'a dyn Fn(i64, &[&Operation]) -> Result<()>>,
+    pub(super) before_commit: Option<&'a BeforeCommit<'a>>,
 }
+
+/// What [`Logging::before_commit`] is given: the first number, and the
+/// operations that will commit.
+pub(super) type BeforeCommit<'a> = dyn Fn(i64, &[&Operation]) -> Result<()> + 'a;
 
 /// Re-apply logged operations (a recovery's replay of the operation log)
 /// in one transaction, all or nothing, and write the last one's own

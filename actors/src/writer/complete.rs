@@ -6,9 +6,9 @@
 //!
 //! With the operation log or the audit on, completion runs on a thread of
 //! its own while the connection thread has more work: it hands over a
-//! committed batch and goes on with the next one, so the journal's commit (its fsync at `FULL`) and the
-//! answering of callers overlap the database's next commit instead of
-//! following it. A caller is still answered only after both commits: an
+//! committed batch and goes on with the next one, so the journal's commit
+//! and the answering of callers overlap the database's next commit instead
+//! of following it. A caller is still answered only after both commits: an
 //! acknowledged write is always in the log (or in a recorded gap). The
 //! hand-off holds one batch (a bounded channel), so the database is at
 //! most two group commits ahead of the log; a crash there loses no
@@ -17,6 +17,25 @@
 //! an audit of failures where all committed) is answered on the connection
 //! thread at once, and so is one that would find the stage empty and no
 //! job waiting: the connection thread would only wait for it.
+//!
+//! # The log's row beside the commit (`synchronous` FULL or EXTRA)
+//!
+//! When both commits wait for the disk, a group commit's callers would
+//! wait for two fsyncs in a row: the database's, then the journal's. So
+//! the log's row is sent to the stage just before COMMIT
+//! ([`StageMsg::Ahead`]) and appended as **pending** while the database
+//! commits; the finished batch follows, and its callers are answered once
+//! both are done. The two fsyncs overlap. What its outcome asks is written
+//! with the next journal transaction (or at a flush): a committed batch's
+//! row is confirmed (and its audit records appended: they hold no caller);
+//! a failed one's row is removed (voided) before its callers hear the
+//! error, and a retry of the same batch replaces it. A crash leaves at most
+//! the last rows pending: at the next open they are settled against the
+//! database's op-log position (`journal::op_log::settle`): kept when the
+//! database holds them, removed when it does not. At NORMAL neither commit
+//! waits for the disk and the row follows the commit as above: sending it
+//! ahead would cost the connection thread the encoding and a hand-off for
+//! nothing.
 //!
 //! The connection thread waits for the stage to be empty ([`Stage::flush`])
 //! before any job other than a write: a restore that closes the database

@@ -10,13 +10,17 @@
 //! keeps its key). Inside the application transaction, before COMMIT, the
 //! last of those numbers is written to `_resilite_op_log` (one row) of the
 //! **application database**: so every copy of the database (a backup, the
-//! file itself) says exactly which prefix of the log it holds. After COMMIT
-//! returned, the operations are appended to the journal's `op_log` as one
-//! row, in one journal transaction, and only then are the callers answered: an
+//! file itself) says exactly which prefix of the log it holds. The
+//! operations are appended to the journal's `op_log` as one row, in one
+//! journal transaction, after COMMIT returned (or, at `synchronous` FULL,
+//! beside it, marked pending until its outcome is known: see
+//! `writer::complete`), and only then are the callers answered: an
 //! acknowledged write is always in the log (or inside a recorded gap,
 //! below). A crash between the two commits loses no acknowledged write
-//! (nobody was answered) and is found at the next open: the database's
-//! position is then ahead of the log, and that range is recorded as a gap.
+//! (nobody was answered) and is found at the next open: a database
+//! position ahead of the log is a range recorded as a gap; a pending row
+//! after the position (its commit never completed) is removed, and one the
+//! database holds is confirmed.
 //!
 //! The append, and what happens when it fails, are the completion
 //! stage's (see `writer::complete`): there the log's rows, the audit's
@@ -291,5 +295,59 @@ mod tests {
         log_one(&mut again, 2);
         assert_eq!(journal_log::newest_seq(&again.conn).unwrap(), Some(7));
         assert_eq!(journal_log::gaps(&again.conn).unwrap().len(), 1);
+    }
+
+    /// Rows written beside a commit (pending) are settled at open against
+    /// the database's position: the one the database holds is kept and
+    /// confirmed, the one after it (the process ended during that commit)
+    /// is removed and its numbers are given again; committed rows are
+    /// never touched, even past the position (a restored older copy).
+    #[test]
+    fn pending_rows_are_kept_or_removed_at_open_by_the_database_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = DbOptions::new(dir.path().join("journal.db"));
+        let journal = open_read_write(&opts).unwrap();
+        crate::journal::migrate(&journal).unwrap();
+        let op = |v: i64| {
+            Operation::Statement(Statement::new(
+                "INSERT INTO t VALUES (?1)",
+                [Value::Integer(v)],
+            ))
+        };
+        let row = |first: i64, values: &[i64], pending: bool| {
+            let ops: Vec<Operation> = values.iter().map(|v| op(*v)).collect();
+            let refs: Vec<&Operation> = ops.iter().collect();
+            let json = journal_log::encode(&refs).unwrap();
+            journal_log::insert_encoded(&journal, 1, first, ops.len(), &json, pending).unwrap();
+        };
+        row(1, &[1, 2], false);
+        row(3, &[3], true);
+        row(4, &[4, 5], true);
+        let app = Connection::open_in_memory().unwrap();
+        write_position(&app, 3).unwrap();
+
+        let mut log = OpLog::open(&opts, &app).unwrap();
+        let seqs = |c: &Connection| -> Vec<i64> {
+            journal_log::after(c, 0, 10)
+                .unwrap()
+                .iter()
+                .map(|o| o.seq)
+                .collect()
+        };
+        assert_eq!(seqs(&journal), [1, 2, 3]);
+        let pending: i64 = journal
+            .query_row("SELECT count(*) FROM op_log WHERE pending = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(pending, 0);
+        assert_eq!(log.last(), 3, "the removed row's numbers are given again");
+        assert_eq!(log.number(1), Some(4));
+
+        // A database older than the log (a restored copy): committed rows
+        // after its position stay, for a recovery to replay.
+        write_position(&app, 1).unwrap();
+        OpLog::open(&opts, &app).unwrap();
+        assert_eq!(seqs(&journal), [1, 2, 3]);
     }
 }

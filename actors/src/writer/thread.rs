@@ -12,7 +12,9 @@ use backon::BlockingRetryable;
 use ractor::RpcReplyPort;
 use rusqlite::Connection;
 
-use super::apply::{apply_batch, panic_text, replay_batch, rollback_quietly, Logging, OpTrace};
+use super::apply::{
+    apply_batch, panic_text, replay_batch, rollback_quietly, BeforeCommit, Logging, OpTrace,
+};
 use super::complete::{Answer, Completion, Finished, LogRow, Stage};
 use super::op_log::OpLog;
 use super::{ConnectionJob, WriterConfig, WriterStats};
@@ -384,9 +386,7 @@ impl ConnectionLoop {
         };
         let logging = logged_up_to.map(|up_to| Logging {
             up_to,
-            before_commit: stage
-                .sends_ahead()
-                .then_some(&send_ahead as &dyn Fn(i64, &[&Operation]) -> Result<()>),
+            before_commit: stage.sends_ahead().then_some(&send_ahead as &BeforeCommit),
         });
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             (|| {
