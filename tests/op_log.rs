@@ -255,12 +255,12 @@ async fn a_commit_that_fails_leaves_nothing_in_the_log() {
         c.database.synchronous = Synchronous::Full;
     })
     .await;
-    t.rt.execute(Statement::sql(
-        "CREATE TABLE parent(id INTEGER PRIMARY KEY); \
-         CREATE TABLE child(id INTEGER PRIMARY KEY, p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)",
-    ))
-    .await
-    .unwrap();
+    for sql in [
+        "CREATE TABLE parent(id INTEGER PRIMARY KEY)",
+        "CREATE TABLE child(id INTEGER PRIMARY KEY, p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)",
+    ] {
+        t.rt.execute(Statement::sql(sql)).await.unwrap();
+    }
     let orphan =
         t.rt.execute(Statement::new(
             "INSERT INTO child VALUES (1, ?1)",
@@ -269,13 +269,19 @@ async fn a_commit_that_fails_leaves_nothing_in_the_log() {
         .await;
     let e = orphan.expect_err("the deferred foreign key fails the COMMIT");
     assert!(e.to_string().contains("FOREIGN KEY"), "{e}");
+    let journal = t.rt.config().journal_path();
+    assert!(
+        !logged(&journal)
+            .iter()
+            .any(|o| json(&o.op).contains("INTO child")),
+        "the failed write's row is still in the log when its caller hears the error"
+    );
     t.rt.execute(Statement::new(
         "INSERT INTO parent VALUES (?1)",
         [Value::Integer(7)],
     ))
     .await
     .unwrap();
-    let journal = t.rt.config().journal_path();
     // Stopped: what the writer deferred is written.
     t.rt.shutdown().await.unwrap();
 
