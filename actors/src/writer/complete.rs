@@ -80,6 +80,16 @@ use crate::journal::{self, audit as journal_audit};
 use crate::maintenance::now_ms;
 use crate::value::{Operation, OperationOutcome};
 
+/// WAL pages past which the journal is checkpointed after an append's
+/// callers are answered (SQLite's own autocheckpoint threshold).
+const CHECKPOINT_PAGES: i32 = 1000;
+
+thread_local! {
+    /// The journal's WAL size in pages after this thread's last append
+    /// (set by the completion connection's WAL hook).
+    static WAL_PAGES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
 /// Attempts of one append that fails with a transient error (BUSY past
 /// the busy timeout, IOERR).
 const APPEND_ATTEMPTS: u32 = 4;
@@ -255,6 +265,14 @@ impl Completion {
             return Ok(completion);
         };
         let conn = open_read_write(opts).map_err(|e| e.during("open the journal", &opts.path))?;
+        // In place of SQLite's autocheckpoint, which would copy the WAL
+        // back inside an append's COMMIT while its callers wait: the hook
+        // notes the WAL's size, and the checkpoint runs once they are
+        // answered ([`Completion::checkpoint_if_due`]).
+        conn.wal_hook(Some(|_, pages| {
+            WAL_PAGES.with(|p| p.set(pages));
+            Ok(())
+        }));
         if let Some(level) = audit {
             completion.audit = Some(
                 AuditBook::open(&conn, level)
@@ -278,6 +296,21 @@ impl Completion {
     fn complete(&mut self, mut batch: Finished) {
         self.guarded(|completion| completion.append(&mut batch));
         batch.answer();
+        self.checkpoint_if_due();
+    }
+
+    /// Checkpoint the journal (PASSIVE: it waits for no reader or writer)
+    /// when the last append on this thread left its WAL past
+    /// [`CHECKPOINT_PAGES`].
+    fn checkpoint_if_due(&self) {
+        if WAL_PAGES.with(|p| p.replace(0)) < CHECKPOINT_PAGES {
+            return;
+        }
+        if let Some((conn, path)) = &self.journal {
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(path = %path.display(), detail = %e, "journal checkpoint failed; the next one retries");
+            }
+        }
     }
 
     /// Run `f`, rolling back the journal transaction it left open if it
@@ -677,5 +710,26 @@ mod tests {
             "{}",
             gaps[0].reason
         );
+    }
+
+    /// The journal's WAL is checkpointed by the stage itself (SQLite's
+    /// autocheckpoint is replaced, so nothing else would): after 3000
+    /// appends it is still about the size of SQLite's threshold, not of
+    /// everything appended.
+    #[test]
+    fn the_journal_wal_stays_bounded_under_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = DbOptions::new(dir.path().join("journal.db"));
+        opts.synchronous = crate::connection::Synchronous::Off;
+        crate::journal::migrate(&open_read_write(&opts).unwrap()).unwrap();
+        let mut completion = Completion::open(Some(&opts), None).unwrap();
+        for seq in 1..=3000 {
+            completion.complete(logged(vec![op(seq); 4], 4 * seq - 3));
+        }
+        let wal = std::fs::metadata(dir.path().join("journal.db-wal"))
+            .unwrap()
+            .len();
+        let limit = (CHECKPOINT_PAGES as u64 + 100) * 4096;
+        assert!(wal < limit, "journal WAL {wal} bytes (limit {limit})");
     }
 }
