@@ -205,7 +205,7 @@ impl Gate {
     }
 
     /// The tables the operation that just ran changed (auditing), one set
-    /// per statement (see [`merge_tables`]), and start the next
+    /// per statement (see [`merged_tables`]), and start the next
     /// operation's.
     pub fn take_tables(&self) -> Vec<Arc<[String]>> {
         std::mem::take(&mut *lock(&self.op_tables))
@@ -248,15 +248,16 @@ impl Gate {
 }
 
 /// The tables of an operation's statements (as [`Gate::take_tables`]
-/// gives them), each once, in the order first seen.
-pub fn merge_tables(sets: &[Arc<[String]>]) -> Vec<String> {
-    let mut tables: Vec<String> = Vec::new();
-    for t in sets.iter().flat_map(|set| set.iter()) {
-        if !tables.contains(t) {
-            tables.push(t.clone());
-        }
-    }
-    tables
+/// gives them), each once, in the order first seen; nothing is copied.
+pub fn merged_tables(sets: &[Arc<[String]>]) -> impl Iterator<Item = &str> {
+    sets.iter().enumerate().flat_map(move |(i, set)| {
+        set.iter()
+            .enumerate()
+            .filter(move |&(j, t)| {
+                !set[..j].contains(t) && !sets[..i].iter().any(|s| s.contains(t))
+            })
+            .map(|(_, t)| t.as_str())
+    })
 }
 
 struct Restore<'a> {
@@ -521,6 +522,29 @@ mod tests {
             }
             Ok(n)
         })
+    }
+
+    /// An operation's tables, each once, in the order first seen.
+    #[test]
+    fn gate_merges_an_operations_tables() {
+        let set = |names: &[&str]| -> Arc<[String]> {
+            names
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .into()
+        };
+        let sets = [
+            set(&["a", "b"]),
+            set(&["c", "a"]),
+            set(&[]),
+            set(&["b", "d", "c"]),
+        ];
+        assert_eq!(
+            merged_tables(&sets).collect::<Vec<_>>(),
+            ["a", "b", "c", "d"]
+        );
+        assert_eq!(merged_tables(&[]).count(), 0);
     }
 
     #[test]
