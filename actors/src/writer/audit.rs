@@ -88,7 +88,7 @@ impl AuditBook {
                 queue_id,
             };
             match trace {
-                Some(t) => row.push(&record, crate::gate::merged_tables(&t.tables)),
+                Some(t) => row.push(&record, t.tables.merged()),
                 None => row.push(&record, []),
             }
         }
