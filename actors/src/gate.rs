@@ -141,20 +141,23 @@ impl OpTables {
 
     /// The tables, each once, in the order first seen; nothing is copied.
     pub fn merged(&self) -> impl Iterator<Item = &str> {
-        let (first, more) = (self.first.as_deref().unwrap_or_default(), &self.more[..]);
-        // One statement's set holds each table once (see `Shared::note`):
-        // only later statements' tables are compared with those before.
-        let later = more.iter().enumerate().flat_map(move |(i, set)| {
+        let sets = self.first.iter().chain(&self.more);
+        sets.enumerate().flat_map(move |(i, set)| {
             set.iter()
                 .enumerate()
                 .filter(move |&(j, t)| {
+                    // Not already given: earlier in this set, or in one
+                    // of the `i` sets before it.
                     !set[..j].contains(t)
-                        && !first.contains(t)
-                        && !more[..i].iter().any(|s| s.contains(t))
+                        && !self
+                            .first
+                            .iter()
+                            .chain(&self.more)
+                            .take(i)
+                            .any(|s| s.contains(t))
                 })
                 .map(|(_, t)| t.as_str())
-        });
-        first.iter().map(String::as_str).chain(later)
+        })
     }
 }
 
@@ -584,7 +587,7 @@ mod tests {
         }
         assert_eq!(tables.merged().collect::<Vec<_>>(), ["a", "b", "c", "d"]);
         let mut one = OpTables::default();
-        one.push(set(&["b", "a"]));
+        one.push(set(&["b", "a", "b"]));
         assert_eq!(one.merged().collect::<Vec<_>>(), ["b", "a"]);
     }
 
