@@ -3,7 +3,9 @@
 //! the operation log; `RESILITE_AUDIT_LEVEL=off`, `failures` or `all` for
 //! the operation audit's level; unset: as configured by default; `BENCH_SYNC=normal`
 //! or `full`, `BENCH_TASKS=1,8` and `BENCH_SUBJECTS=resilite` to run some
-//! rows and columns only, e.g. under a profiler).
+//! rows and columns only, e.g. under a profiler; `BENCH_ACKED=1` to print
+//! how many writes resilite acknowledged, for CPU per write under
+//! `perf stat`).
 //!
 //! Acknowledged single-row inserts/s, in one run, for resilite and its
 //! baselines at synchronous FULL and NORMAL:
@@ -147,6 +149,10 @@ async fn bench_resilite(sync: Synchronous, tasks: usize) -> (Measured, f64) {
         );
     }
     rt.shutdown().await.expect("shutdown");
+    if std::env::var_os("BENCH_ACKED").is_some() {
+        // For CPU per write: divide `perf stat`'s task-clock by it.
+        println!("resilite acknowledged {} writes", m.acked);
+    }
     (m, stats.mean_batch)
 }
 

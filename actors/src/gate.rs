@@ -36,6 +36,7 @@
 //! A refusal is an error of class `forbidden` (a time bound: `timeout`) that
 //! fails only the statement that asked for it.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -114,11 +115,50 @@ pub struct Gate {
     /// The connection's own `SQLITE_LIMIT_LENGTH`, restored after a caller.
     own_length: i32,
     /// The audit: the tables each SQL text changes, as its compilation
-    /// showed them.
-    tables: Mutex<HashMap<String, Arc<[String]>>>,
+    /// showed them. Only the connection's own thread reaches these two.
+    tables: RefCell<HashMap<String, Arc<[String]>>>,
     /// The audit: the tables changed by the operation running now, as
     /// each of its statements' compilation showed them.
-    op_tables: Mutex<Vec<Arc<[String]>>>,
+    op_tables: RefCell<OpTables>,
+}
+
+/// The tables an operation's statements changed, one set per statement,
+/// as [`Gate::take_tables`] gives them: most operations are one
+/// statement, kept without a list of its own.
+#[derive(Debug, Clone, Default)]
+pub struct OpTables {
+    first: Option<Arc<[String]>>,
+    more: Vec<Arc<[String]>>,
+}
+
+impl OpTables {
+    fn push(&mut self, tables: Arc<[String]>) {
+        match self.first {
+            None => self.first = Some(tables),
+            Some(_) => self.more.push(tables),
+        }
+    }
+
+    /// The tables, each once, in the order first seen; nothing is copied.
+    pub fn merged(&self) -> impl Iterator<Item = &str> {
+        let sets = self.first.iter().chain(&self.more);
+        sets.enumerate().flat_map(move |(i, set)| {
+            set.iter()
+                .enumerate()
+                .filter(move |&(j, t)| {
+                    // Not already given: earlier in this set, or in one
+                    // of the `i` sets before it.
+                    !set[..j].contains(t)
+                        && !self
+                            .first
+                            .iter()
+                            .chain(&self.more)
+                            .take(i)
+                            .any(|s| s.contains(t))
+                })
+                .map(|(_, t)| t.as_str())
+        })
+    }
 }
 
 #[derive(Default)]
@@ -133,6 +173,9 @@ struct Shared {
     /// The tables the statement being compiled changes; `Some` once the
     /// authorizer was asked (the statement was compiled, not cached).
     seen: Mutex<Option<Vec<String>>>,
+    /// `seen` may be `Some`: set by the authorizer, so that a statement
+    /// taken from the cache (most) costs no lock of `seen`.
+    seen_some: AtomicBool,
 }
 
 struct Watch {
@@ -163,8 +206,8 @@ impl Gate {
             shared,
             bounds,
             own_length,
-            tables: Mutex::default(),
-            op_tables: Mutex::default(),
+            tables: RefCell::default(),
+            op_tables: RefCell::default(),
         })
     }
 
@@ -183,8 +226,8 @@ impl Gate {
     /// authorizer saw them; taken from the statement cache, they are those
     /// seen when it was compiled.
     pub fn note_tables(&self, conn: &Connection, sql: &str) {
-        let seen = lock(&self.shared.seen).take();
-        let mut map = lock(&self.tables);
+        let seen = self.shared.take_seen();
+        let mut map = self.tables.borrow_mut();
         let tables = match seen {
             Some(seen) => {
                 if map.len() >= MAX_AUDITED_SQL && !map.contains_key(sql) {
@@ -201,14 +244,13 @@ impl Gate {
             },
         };
         drop(map);
-        lock(&self.op_tables).push(tables);
+        self.op_tables.borrow_mut().push(tables);
     }
 
-    /// The tables the operation that just ran changed (auditing), one set
-    /// per statement (see [`merge_tables`]), and start the next
-    /// operation's.
-    pub fn take_tables(&self) -> Vec<Arc<[String]>> {
-        std::mem::take(&mut *lock(&self.op_tables))
+    /// The tables the operation that just ran changed (auditing), and
+    /// start the next operation's.
+    pub fn take_tables(&self) -> OpTables {
+        self.op_tables.take()
     }
 
     /// Run `f`, which prepares and runs one caller statement on `conn`,
@@ -230,7 +272,7 @@ impl Gate {
             cancelled: cancelled.cloned(),
         });
         if self.auditing() {
-            *lock(&self.shared.seen) = None;
+            self.shared.take_seen();
         }
         self.shared.caller.store(true, Ordering::Release);
         // Restores resilite's own mode even if `f` panics.
@@ -245,18 +287,6 @@ impl Gate {
             (result, _) => result,
         }
     }
-}
-
-/// The tables of an operation's statements (as [`Gate::take_tables`]
-/// gives them), each once, in the order first seen.
-pub fn merge_tables(sets: &[Arc<[String]>]) -> Vec<String> {
-    let mut tables: Vec<String> = Vec::new();
-    for t in sets.iter().flat_map(|set| set.iter()) {
-        if !tables.contains(t) {
-            tables.push(t.clone());
-        }
-    }
-    tables
 }
 
 struct Restore<'a> {
@@ -309,12 +339,23 @@ impl Shared {
             _ => None,
         };
         let mut seen = lock(&self.seen);
+        self.seen_some.store(true, Ordering::Release);
         let seen = seen.get_or_insert_with(Vec::new);
         if let Some(t) = table.filter(|t| !t.starts_with("sqlite_")) {
             if !seen.iter().any(|s| s == t) {
                 seen.push(t.to_owned());
             }
         }
+    }
+
+    /// What the authorizer noted since it was last taken.
+    fn take_seen(&self) -> Option<Vec<String>> {
+        if !self.seen_some.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut seen = lock(&self.seen);
+        self.seen_some.store(false, Ordering::Release);
+        seen.take()
     }
 
     fn should_stop(&self) -> bool {
@@ -521,6 +562,33 @@ mod tests {
             }
             Ok(n)
         })
+    }
+
+    /// An operation's tables, each once, in the order first seen.
+    #[test]
+    fn gate_merges_an_operations_tables() {
+        let set = |names: &[&str]| -> Arc<[String]> {
+            names
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .into()
+        };
+        let sets = [
+            set(&["a", "b"]),
+            set(&["c", "a"]),
+            set(&[]),
+            set(&["b", "d", "c"]),
+        ];
+        let mut tables = OpTables::default();
+        assert_eq!(tables.merged().count(), 0);
+        for set in sets {
+            tables.push(set);
+        }
+        assert_eq!(tables.merged().collect::<Vec<_>>(), ["a", "b", "c", "d"]);
+        let mut one = OpTables::default();
+        one.push(set(&["b", "a", "b"]));
+        assert_eq!(one.merged().collect::<Vec<_>>(), ["b", "a"]);
     }
 
     #[test]

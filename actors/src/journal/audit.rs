@@ -31,7 +31,8 @@ const INSERT: &str = "INSERT INTO audit_batches (first_id, last_id, at_ms, batch
      (SELECT coalesce((SELECT last_id FROM audit_batches ORDER BY first_id DESC LIMIT 1), 0) AS n)";
 
 /// A record as its row keeps it: the id, time and batch are the row's;
-/// what is empty is left out.
+/// what is empty is left out. Rows are read through it; [`RowRecords`]
+/// writes what its `Serialize` would (the tests hold the two together).
 #[derive(Serialize, Deserialize)]
 struct Stored {
     kind: OpKind,
@@ -54,6 +55,7 @@ struct Stored {
 }
 
 impl Stored {
+    #[cfg(test)]
     fn from_record(r: AuditRecord) -> Stored {
         Stored {
             kind: r.kind,
@@ -101,16 +103,182 @@ pub struct Encoded {
     json: String,
 }
 
-/// Encode `records` for one row, taking its time and batch from the
-/// first; `None` when there are none.
-pub fn encode(records: Vec<AuditRecord>) -> Result<Option<Encoded>> {
-    let Some(first) = records.first() else {
+/// One record to encode, borrowed: an [`AuditRecord`] without its id, time,
+/// batch and tables (the row's, and given beside it to
+/// [`RowRecords::push`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    /// What kind of operation.
+    pub kind: OpKind,
+    /// How it ended.
+    pub status: AuditStatus,
+    /// Who asked, from where (`None`: nobody said).
+    pub context: Option<&'a WriteContext>,
+    /// Rows its statements changed.
+    pub rows: u64,
+    /// The error's class, when it did not commit.
+    pub error_class: Option<&'a str>,
+    /// The error's message, when it did not commit.
+    pub error: Option<&'a str>,
+    /// How long it ran, in microseconds.
+    pub duration_us: u64,
+    /// The retry-queue entry that holds it or that it was replayed from.
+    pub queue_id: Option<i64>,
+}
+
+/// Records for one row, encoded as they are added: [`encode`] takes them
+/// (or a list of [`AuditRecord`]s). The writer adds a group commit's
+/// straight from its operations, building no [`AuditRecord`]: the JSON is
+/// written here, byte for byte what `serde_json` makes of the records (see
+/// the tests), so every row reads the same whichever way it was written.
+pub struct RowRecords {
+    count: i64,
+    at_ms: i64,
+    batch: Option<i64>,
+    json: String,
+}
+
+impl RowRecords {
+    /// No records yet, of a row at `at_ms` in commit batch `batch`.
+    pub fn new(at_ms: i64, batch: Option<i64>) -> RowRecords {
+        RowRecords {
+            count: 0,
+            at_ms,
+            batch,
+            json: String::new(),
+        }
+    }
+
+    /// Add `r`, which changed `tables` (each once, in the order first seen).
+    pub fn push<'t>(&mut self, r: &RecordRef<'_>, tables: impl IntoIterator<Item = &'t str>) {
+        let json = &mut self.json;
+        json.push_str(if self.count == 0 { "[{" } else { ",{" });
+        self.count += 1;
+        // The fields of `Stored`, in its order; what is empty left out.
+        json.push_str("\"kind\":\"");
+        json.push_str(r.kind.as_str());
+        json.push_str("\",\"status\":\"");
+        json.push_str(r.status.as_str());
+        json.push('"');
+        if let Some(c) = r.context {
+            push_field(json, "request_id", c.request_id.as_deref());
+            push_field(json, "caller", c.caller.as_deref());
+            push_field(json, "client", c.client.as_deref());
+        }
+        json.push_str(",\"tables\":[");
+        for (i, table) in tables.into_iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            push_str(json, table);
+        }
+        json.push_str("],\"rows\":");
+        push_u64(json, r.rows);
+        push_field(json, "error_class", r.error_class);
+        push_field(json, "error", r.error);
+        json.push_str(",\"duration_us\":");
+        push_u64(json, r.duration_us);
+        if let Some(id) = r.queue_id {
+            json.push_str(",\"queue_id\":");
+            if id < 0 {
+                json.push('-');
+            }
+            push_u64(json, id.unsigned_abs());
+        }
+        json.push('}');
+    }
+
+    /// How many records were added.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether none were.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+impl From<Vec<AuditRecord>> for RowRecords {
+    /// The records, with the row's time and batch taken from the first.
+    fn from(records: Vec<AuditRecord>) -> RowRecords {
+        let (at_ms, batch) = records.first().map_or((0, None), |r| (r.at_ms, r.batch));
+        let mut row = RowRecords::new(at_ms, batch);
+        for r in &records {
+            row.push(
+                &RecordRef {
+                    kind: r.kind,
+                    status: r.status,
+                    context: Some(&r.context),
+                    rows: r.rows,
+                    error_class: r.error_class.as_deref(),
+                    error: r.error.as_deref(),
+                    duration_us: r.duration_us,
+                    queue_id: r.queue_id,
+                },
+                r.tables.iter().map(String::as_str),
+            );
+        }
+        row
+    }
+}
+
+/// `,"name":"value"` when there is a value.
+fn push_field(json: &mut String, name: &str, value: Option<&str>) {
+    if let Some(value) = value {
+        json.push_str(",\"");
+        json.push_str(name);
+        json.push_str("\":");
+        push_str(json, value);
+    }
+}
+
+/// `s` as a JSON string, escaped as `serde_json` escapes it.
+fn push_str(json: &mut String, s: &str) {
+    // What serde_json escapes: the quote, the backslash, control characters.
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        match serde_json::to_string(s) {
+            Ok(quoted) => json.push_str(&quoted),
+            Err(_) => unreachable!("a string always serializes"),
+        }
+    } else {
+        json.push('"');
+        json.push_str(s);
+        json.push('"');
+    }
+}
+
+/// `n` in decimal.
+fn push_u64(json: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        json.push(char::from(d));
+    }
+}
+
+/// Encode `records` (a list of [`AuditRecord`]s, or [`RowRecords`]) for
+/// one row, its time and batch those of the first; `None` when there are
+/// none.
+pub fn encode(records: impl Into<RowRecords>) -> Result<Option<Encoded>> {
+    let RowRecords {
+        count,
+        at_ms,
+        batch,
+        mut json,
+    } = records.into();
+    if count == 0 {
         return Ok(None);
-    };
-    let (count, at_ms, batch) = (records.len() as i64, first.at_ms, first.batch);
-    let stored: Vec<Stored> = records.into_iter().map(Stored::from_record).collect();
-    let json = serde_json::to_string(&stored)
-        .map_err(|e| Error::classed(ErrorClass::Internal, e.to_string()))?;
+    }
+    json.push(']');
     Ok(Some(Encoded {
         count,
         at_ms,
@@ -257,6 +425,93 @@ mod tests {
             error: None,
             duration_us: 12,
             queue_id: None,
+        }
+    }
+
+    /// What `serde_json` made of `records` before [`RowRecords`] wrote
+    /// the JSON itself: the rows of every release read the same.
+    fn serde_encoded(records: &[AuditRecord]) -> String {
+        let stored: Vec<Stored> = records.iter().cloned().map(Stored::from_record).collect();
+        serde_json::to_string(&stored).unwrap()
+    }
+
+    fn encoded(records: &[AuditRecord]) -> String {
+        encode(records.to_vec()).unwrap().unwrap().json
+    }
+
+    /// Every kind, status and optional field, and strings that need
+    /// escaping, are encoded as serde_json encodes them.
+    #[test]
+    fn audit_encoding_is_serde_jsons() {
+        let mut records = Vec::new();
+        for (i, status) in AuditStatus::ALL.into_iter().enumerate() {
+            for kind in [
+                OpKind::Statement,
+                OpKind::Batch,
+                OpKind::Once,
+                OpKind::Replay,
+                OpKind::Queued,
+            ] {
+                let mut r = record(status, &["a", "b \"c\""]);
+                r.kind = kind;
+                r.rows = i as u64 * 1_000_000_007;
+                r.duration_us = u64::MAX - i as u64;
+                records.push(r);
+            }
+        }
+        let odd = AuditRecord {
+            context: WriteContext {
+                request_id: Some("\u{0}\u{1f}\u{7f}\\/\n\r\t\u{8}\u{c}é😀".into()),
+                caller: Some(String::new()),
+                client: None,
+            },
+            tables: Vec::new(),
+            rows: 0,
+            error_class: Some("constraint".into()),
+            error: Some("UNIQUE constraint failed: t.\"id\"".into()),
+            duration_us: 0,
+            queue_id: Some(i64::MIN),
+            ..record(AuditStatus::Queued, &[])
+        };
+        records.push(odd.clone());
+        records.push(AuditRecord {
+            queue_id: Some(42),
+            context: WriteContext::default(),
+            ..odd
+        });
+        for r in &records {
+            assert_eq!(
+                encoded(std::slice::from_ref(r)),
+                serde_encoded(std::slice::from_ref(r))
+            );
+        }
+        assert_eq!(encoded(&records), serde_encoded(&records));
+        assert!(encode(Vec::<AuditRecord>::new()).unwrap().is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn audit_encoding_is_serde_jsons_for_any_text(
+            request_id in proptest::option::of(".*"),
+            caller in proptest::option::of("\\PC*"),
+            table in "[\\x00-\\x7f]*",
+            error in proptest::option::of(".*"),
+            rows: u64,
+            duration_us: u64,
+            queue_id in proptest::option::of(proptest::num::i64::ANY),
+        ) {
+            let r = AuditRecord {
+                context: WriteContext { request_id, caller, client: None },
+                tables: vec![table, "x".into()],
+                rows,
+                error_class: error.as_ref().map(|_| "sql".into()),
+                error,
+                duration_us,
+                queue_id,
+                ..record(AuditStatus::Failed, &[])
+            };
+            let records = vec![r.clone(), r];
+            proptest::prop_assert_eq!(encoded(&records), serde_encoded(&records));
         }
     }
 

@@ -146,7 +146,7 @@ pub(super) struct OpTrace {
     pub(super) duration: Duration,
     /// The tables its statements (and their triggers) changed, one set
     /// per statement (merged for the record, off the connection thread).
-    pub(super) tables: Vec<std::sync::Arc<[String]>>,
+    pub(super) tables: crate::gate::OpTables,
     /// Rows its statements changed.
     pub(super) rows: u64,
 }

@@ -7,10 +7,10 @@
 use rusqlite::Connection;
 
 use super::complete::Finished;
-use crate::audit::{AuditLevel, AuditRecord, AuditStatus, OpKind};
+use crate::audit::{AuditLevel, AuditStatus, OpKind};
 use crate::connection::DbOptions;
 use crate::error::Result;
-use crate::journal::audit as journal_audit;
+use crate::journal::audit::{self as journal_audit, RecordRef, RowRecords};
 use crate::maintenance::now_ms;
 use crate::retry_queue::{DURABLE_KEY_PREFIX, QUEUE_KEY_PREFIX};
 use crate::value::Operation;
@@ -45,60 +45,54 @@ impl AuditBook {
     }
 
     /// The records of `batch`'s operations that the level keeps, numbered
-    /// with the next batch number.
-    /// The operations' traces are taken.
-    pub(super) fn records(&mut self, batch: &mut Finished) -> Vec<AuditRecord> {
+    /// with the next batch number, encoded for the journal's row as they
+    /// are gathered (no [`AuditRecord`](crate::audit::AuditRecord) is
+    /// built). The operations' traces are taken.
+    pub(super) fn records(&mut self, batch: &mut Finished) -> RowRecords {
         self.last_batch += 1;
-        let at_ms = now_ms();
-        let mut traces = std::mem::take(&mut batch.traces);
+        let mut row = RowRecords::new(now_ms(), Some(self.last_batch));
+        let traces = std::mem::take(&mut batch.traces);
         let ended = batch.ended();
-        batch
-            .ops
-            .iter()
-            .zip(ended)
-            .enumerate()
-            .filter_map(|(i, (op, error))| {
-                let status = match error {
-                    None => AuditStatus::Committed,
-                    Some(_) if batch.whole_failed => AuditStatus::RolledBack,
-                    Some(_) => AuditStatus::Failed,
-                };
-                if !self.level.records(status) {
-                    return None;
-                }
-                let (kind, queue_id) = match batch.kind {
-                    Some(kind) => (kind, None),
-                    None => kind_of(op),
-                };
-                // resilite's own writes (pruning, forgetting keys) come
-                // without a context and are not audited; callers' writes
-                // and retry-queue replays are.
-                let context = batch.contexts.get(i).and_then(|c| c.as_deref());
-                if context.is_none() && !matches!(kind, OpKind::Queued | OpKind::Replay) {
-                    return None;
-                }
-                let trace = traces.get_mut(i);
-                Some(AuditRecord {
-                    id: 0,
-                    at_ms,
-                    batch: Some(self.last_batch),
-                    kind,
-                    status,
-                    context: context.cloned().unwrap_or_default(),
-                    rows: match (&trace, &error) {
-                        (Some(t), None) => t.rows,
-                        _ => 0,
-                    },
-                    duration_us: trace.as_ref().map_or(0, |t| t.duration.as_micros() as u64),
-                    tables: trace
-                        .map(|t| crate::gate::merge_tables(&t.tables))
-                        .unwrap_or_default(),
-                    error_class: error.as_ref().map(|e| e.class.as_str().to_owned()),
-                    error: error.map(|e| e.message),
-                    queue_id,
-                })
-            })
-            .collect()
+        for (i, (op, error)) in batch.ops.iter().zip(&ended).enumerate() {
+            let status = match error {
+                None => AuditStatus::Committed,
+                Some(_) if batch.whole_failed => AuditStatus::RolledBack,
+                Some(_) => AuditStatus::Failed,
+            };
+            if !self.level.records(status) {
+                continue;
+            }
+            let (kind, queue_id) = match batch.kind {
+                Some(kind) => (kind, None),
+                None => kind_of(op),
+            };
+            // resilite's own writes (pruning, forgetting keys) come
+            // without a context and are not audited; callers' writes
+            // and retry-queue replays are.
+            let context = batch.contexts.get(i).and_then(|c| c.as_deref());
+            if context.is_none() && !matches!(kind, OpKind::Queued | OpKind::Replay) {
+                continue;
+            }
+            let trace = traces.get(i);
+            let record = RecordRef {
+                kind,
+                status,
+                context,
+                rows: match (trace, error) {
+                    (Some(t), None) => t.rows,
+                    _ => 0,
+                },
+                error_class: error.as_ref().map(|e| e.class.as_str()),
+                error: error.as_ref().map(|e| e.message.as_str()),
+                duration_us: trace.map_or(0, |t| t.duration.as_micros() as u64),
+                queue_id,
+            };
+            match trace {
+                Some(t) => row.push(&record, t.tables.merged()),
+                None => row.push(&record, []),
+            }
+        }
+        row
     }
 }
 
