@@ -72,8 +72,8 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Default operation audit level: off. Measured on writes that all commit
 /// (docs/benchmarks.md): `failures` costs little at 1-64 writers but up to
 /// about 20% at 1024 (the tables each statement touches are noted, every
-/// write carries its context), `all` 0-34% at 1-64 writers and 28-38% at
-/// 1024; the target for `all` is 30%.
+/// write carries its context), `all` 0-29% at 1-1024 writers, FULL and
+/// NORMAL; the target for `all` is 30%.
 pub const DEFAULT_AUDIT_LEVEL: AuditLevel = AuditLevel::Off;
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "RESILITE_";
