@@ -348,15 +348,15 @@ impl Completion {
             }
             return;
         }
-        let committed: Vec<&Operation> = batch
-            .ops
-            .iter()
-            .zip(&batch.results)
-            .filter(|(_, r)| r.is_ok())
-            .map(|(op, _)| op)
-            .collect();
-        let row = match batch.logged_from {
-            Some(first) if !committed.is_empty() => match journal_log::encode(&committed) {
+        let row = batch.logged_from.and_then(|first| {
+            let committed: Vec<&Operation> = batch
+                .ops
+                .iter()
+                .zip(&batch.results)
+                .filter(|(_, r)| r.is_ok())
+                .map(|(op, _)| op)
+                .collect();
+            match journal_log::encode(&committed) {
                 Ok(json) => Some(LogRow {
                     first,
                     count: committed.len(),
@@ -367,9 +367,8 @@ impl Completion {
                     self.lost_row(gap(first, committed.len(), &e));
                     None
                 }
-            },
-            _ => None,
-        };
+            }
+        });
         if row.is_none() && records.is_none() && self.gaps.is_empty() && !self.has_deferred() {
             return;
         }
