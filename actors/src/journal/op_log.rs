@@ -243,6 +243,23 @@ pub fn trim(conn: &Connection, seq: i64) -> Result<()> {
     Ok(())
 }
 
+/// Insert a row of `INSERT INTO t VALUES (v)` operations, one per value,
+/// numbered `first` on (tests).
+#[cfg(test)]
+pub(crate) fn insert_values(conn: &Connection, first: i64, values: &[i64], pending: bool) {
+    let ops: Vec<Operation> = values
+        .iter()
+        .map(|v| {
+            Operation::Statement(Statement::new(
+                "INSERT INTO t VALUES (?1)",
+                [Value::Integer(*v)],
+            ))
+        })
+        .collect();
+    let refs: Vec<&Operation> = ops.iter().collect();
+    insert_encoded(conn, 1, first, ops.len(), &encode(&refs).unwrap(), pending).unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,5 +313,35 @@ mod tests {
         assert_eq!(newest_seq(&conn).unwrap(), Some(8));
         assert!(gaps(&conn).unwrap().is_empty());
         assert_eq!(highest_known_seq(&conn).unwrap(), 8);
+    }
+
+    /// A pending row (written beside a commit) is replaced by a retry of
+    /// the same group commit, confirmed, or voided with every pending row
+    /// after it; rows already confirmed are never voided.
+    #[test]
+    fn pending_rows_are_replaced_confirmed_or_voided() {
+        let conn = in_memory();
+        let row = |first: i64, values: &[i64], pending: bool| {
+            insert_values(&conn, first, values, pending)
+        };
+        let seqs = || -> Vec<i64> {
+            after(&conn, 0, 100)
+                .unwrap()
+                .iter()
+                .map(|o| o.seq)
+                .collect()
+        };
+        row(1, &[1], false);
+        row(2, &[2, 3, 4], true);
+        // The retry committed fewer operations: its row replaces the first.
+        row(2, &[2, 3], true);
+        assert_eq!(seqs(), [1, 2, 3]);
+        confirm(&conn, &[2]).unwrap();
+        row(4, &[5], true);
+        row(5, &[6], true);
+        void(&conn, 4).unwrap();
+        assert_eq!(seqs(), [1, 2, 3], "the pending rows from 4 on are gone");
+        void(&conn, 1).unwrap();
+        assert_eq!(seqs(), [1, 2, 3], "confirmed rows are not voided");
     }
 }

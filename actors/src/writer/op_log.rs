@@ -308,17 +308,8 @@ mod tests {
         let opts = DbOptions::new(dir.path().join("journal.db"));
         let journal = open_read_write(&opts).unwrap();
         crate::journal::migrate(&journal).unwrap();
-        let op = |v: i64| {
-            Operation::Statement(Statement::new(
-                "INSERT INTO t VALUES (?1)",
-                [Value::Integer(v)],
-            ))
-        };
         let row = |first: i64, values: &[i64], pending: bool| {
-            let ops: Vec<Operation> = values.iter().map(|v| op(*v)).collect();
-            let refs: Vec<&Operation> = ops.iter().collect();
-            let json = journal_log::encode(&refs).unwrap();
-            journal_log::insert_encoded(&journal, 1, first, ops.len(), &json, pending).unwrap();
+            journal_log::insert_values(&journal, first, values, pending)
         };
         row(1, &[1, 2], false);
         row(3, &[3], true);
