@@ -139,22 +139,20 @@ impl OpTables {
         }
     }
 
+    /// The sets, one per statement, in order.
+    fn sets(&self) -> impl Iterator<Item = &Arc<[String]>> {
+        self.first.iter().chain(&self.more)
+    }
+
     /// The tables, each once, in the order first seen; nothing is copied.
     pub fn merged(&self) -> impl Iterator<Item = &str> {
-        let sets = self.first.iter().chain(&self.more);
-        sets.enumerate().flat_map(move |(i, set)| {
+        self.sets().enumerate().flat_map(move |(i, set)| {
             set.iter()
                 .enumerate()
                 .filter(move |&(j, t)| {
                     // Not already given: earlier in this set, or in one
                     // of the `i` sets before it.
-                    !set[..j].contains(t)
-                        && !self
-                            .first
-                            .iter()
-                            .chain(&self.more)
-                            .take(i)
-                            .any(|s| s.contains(t))
+                    !set[..j].contains(t) && !self.sets().take(i).any(|s| s.contains(t))
                 })
                 .map(|(_, t)| t.as_str())
         })

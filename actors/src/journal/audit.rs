@@ -12,6 +12,8 @@
 //! through the journal writer. Either writer takes its ids after the
 //! newest row's inside its own insert, so the two never collide.
 
+use std::fmt::Write;
+
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
@@ -95,13 +97,9 @@ impl Stored {
 }
 
 /// One row's records, encoded: those of one group commit (they share its
-/// time and batch number), or one record from outside the writer.
-pub struct Encoded {
-    count: i64,
-    at_ms: i64,
-    batch: Option<i64>,
-    json: String,
-}
+/// time and batch number), or one record from outside the writer. The
+/// [`RowRecords`] they were added to, its JSON array closed.
+pub struct Encoded(RowRecords);
 
 /// One record to encode, borrowed: an [`AuditRecord`] without its id, time,
 /// batch and tables (the row's, and given beside it to
@@ -172,18 +170,12 @@ impl RowRecords {
             }
             push_str(json, table);
         }
-        json.push_str("],\"rows\":");
-        push_u64(json, r.rows);
+        let _ = write!(json, "],\"rows\":{}", r.rows);
         push_field(json, "error_class", r.error_class);
         push_field(json, "error", r.error);
-        json.push_str(",\"duration_us\":");
-        push_u64(json, r.duration_us);
+        let _ = write!(json, ",\"duration_us\":{}", r.duration_us);
         if let Some(id) = r.queue_id {
-            json.push_str(",\"queue_id\":");
-            if id < 0 {
-                json.push('-');
-            }
-            push_u64(json, id.unsigned_abs());
+            let _ = write!(json, ",\"queue_id\":{id}");
         }
         json.push('}');
     }
@@ -248,52 +240,22 @@ fn push_str(json: &mut String, s: &str) {
     }
 }
 
-/// `n` in decimal.
-fn push_u64(json: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[at..] {
-        json.push(char::from(d));
-    }
-}
-
 /// Encode `records` (a list of [`AuditRecord`]s, or [`RowRecords`]) for
 /// one row, its time and batch those of the first; `None` when there are
 /// none.
-pub fn encode(records: impl Into<RowRecords>) -> Result<Option<Encoded>> {
-    let RowRecords {
-        count,
-        at_ms,
-        batch,
-        mut json,
-    } = records.into();
-    if count == 0 {
-        return Ok(None);
+pub fn encode(records: impl Into<RowRecords>) -> Option<Encoded> {
+    let mut row = records.into();
+    if row.is_empty() {
+        return None;
     }
-    json.push(']');
-    Ok(Some(Encoded {
-        count,
-        at_ms,
-        batch,
-        json,
-    }))
+    row.json.push(']');
+    Some(Encoded(row))
 }
 
 /// The statement recording `r` (a record from outside the writer, written
 /// through the journal writer), a row of its own.
 pub fn insert_statement(r: &AuditRecord) -> Statement {
-    let json = encode(vec![r.clone()])
-        .ok()
-        .flatten()
-        .map_or_else(|| "[]".to_owned(), |e| e.json);
+    let json = encode(vec![r.clone()]).map_or_else(|| "[]".to_owned(), |e| e.0.json);
     Statement::new(
         INSERT,
         [
@@ -308,17 +270,17 @@ pub fn insert_statement(r: &AuditRecord) -> Statement {
 impl Encoded {
     /// How many records.
     pub fn len(&self) -> usize {
-        self.count as usize
+        self.0.len()
     }
 
     /// Whether there are none (never: [`encode`] gives `None` then).
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.0.is_empty()
     }
 }
 
 /// Insert `records` as one row, inside the caller's open transaction.
-pub fn insert(conn: &Connection, records: &Encoded) -> Result<()> {
+pub fn insert(conn: &Connection, Encoded(records): &Encoded) -> Result<()> {
     conn.prepare_cached(INSERT)?.execute(rusqlite::params![
         records.count,
         records.at_ms,
@@ -401,7 +363,7 @@ mod tests {
     /// [`encode`] and [`insert`] in one transaction, as the writer's
     /// completion stage does.
     fn append(conn: &Connection, records: Vec<AuditRecord>) -> Result<()> {
-        match encode(records)? {
+        match encode(records) {
             Some(encoded) => crate::journal::immediate(conn, || insert(conn, &encoded)),
             None => Ok(()),
         }
@@ -436,7 +398,7 @@ mod tests {
     }
 
     fn encoded(records: &[AuditRecord]) -> String {
-        encode(records.to_vec()).unwrap().unwrap().json
+        encode(records.to_vec()).unwrap().0.json
     }
 
     /// Every kind, status and optional field, and strings that need
@@ -486,7 +448,7 @@ mod tests {
             );
         }
         assert_eq!(encoded(&records), serde_encoded(&records));
-        assert!(encode(Vec::<AuditRecord>::new()).unwrap().is_none());
+        assert!(encode(Vec::<AuditRecord>::new()).is_none());
     }
 
     proptest::proptest! {

@@ -1,8 +1,9 @@
 //! The application writer's side of the operation audit (`[audit] level`):
 //! the commit batch numbers, and the records of each finished batch that
-//! the level keeps, appended to the journal's `audit_ops` with the batch's
-//! completion (see `writer::complete`), before its callers are answered.
-//! At level `failures` a batch where everything committed has none.
+//! the level keeps, appended to the journal's `audit_batches` with the
+//! batch's completion (see `writer::complete`; the records alone do not
+//! hold its callers). At level `failures` a batch where everything
+//! committed has none.
 
 use rusqlite::Connection;
 

@@ -247,6 +247,19 @@ pub(super) struct LogRow {
     pub(super) pending: bool,
 }
 
+impl LogRow {
+    /// The row of `committed`, numbered `first` on; `pending`: sent ahead
+    /// of the commit.
+    pub(super) fn new(first: i64, committed: &[&Operation], pending: bool) -> Result<LogRow> {
+        Ok(LogRow {
+            first,
+            count: committed.len(),
+            json: journal_log::encode(committed)?,
+            pending,
+        })
+    }
+}
+
 impl Completion {
     /// Open the journal at `journal` (migrated already: its writer starts
     /// first) when there is one, for the log and the audit at `audit`.
@@ -356,18 +369,9 @@ impl Completion {
                 .filter(|(_, r)| r.is_ok())
                 .map(|(op, _)| op)
                 .collect();
-            match journal_log::encode(&committed) {
-                Ok(json) => Some(LogRow {
-                    first,
-                    count: committed.len(),
-                    json,
-                    pending: false,
-                }),
-                Err(e) => {
-                    self.lost_row(gap(first, committed.len(), &e));
-                    None
-                }
-            }
+            LogRow::new(first, &committed, false)
+                .inspect_err(|e| self.lost_row(gap(first, committed.len(), e)))
+                .ok()
         });
         if row.is_none() && records.is_none() && self.gaps.is_empty() && !self.has_deferred() {
             return;
@@ -378,15 +382,9 @@ impl Completion {
     }
 
     /// The audit's records of `batch`, encoded; `None` when there are none
-    /// (or the audit is off, or they could not be encoded: dropped).
+    /// (or the audit is off).
     fn records(&mut self, batch: &mut Finished) -> Option<journal_audit::Encoded> {
-        let audit = self.audit.as_mut()?;
-        journal_audit::encode(audit.records(batch)).unwrap_or_else(|e| {
-            if let Some((_, path)) = &self.journal {
-                dropped(path, 0, &e);
-            }
-            None
-        })
+        journal_audit::encode(self.audit.as_mut()?.records(batch))
     }
 
     /// The log's row of a group commit, sent ahead of its commit: appended
@@ -587,7 +585,7 @@ impl Stage {
     }
 
     /// Complete `batch`. `idle`: the connection thread has no job waiting.
-    pub(super) fn send(&mut self, mut batch: Finished, idle: bool) {
+    pub(super) fn send(&self, mut batch: Finished, idle: bool) {
         let ahead = batch.ahead.is_some();
         if !ahead && !batch.has_records(self.audit) {
             // Nothing for the journal: answered at once (callers of

@@ -22,7 +22,7 @@ use crate::audit::{OpKind, WriteContext};
 use crate::connection::{open_read_write, DbOptions, Synchronous};
 use crate::error::{Error, ErrorClass, Result};
 use crate::gate::{Bounds, Gate};
-use crate::journal::op_log::{self as journal_log, LoggedOp};
+use crate::journal::op_log::LoggedOp;
 use crate::maintenance::{self, Maintenance, MaintenanceRun};
 use crate::value::{Operation, OperationOutcome};
 
@@ -300,15 +300,15 @@ impl ConnectionLoop {
     }
 
     /// The completion stage (started with the first open, before `run`).
-    fn stage(&mut self) -> &mut Stage {
+    fn stage(&self) -> &Stage {
         self.stage
-            .as_mut()
+            .as_ref()
             .expect("the completion stage starts with the connection")
     }
 
     /// Hand `finished` to the completion stage, telling it whether more
     /// work is waiting here.
-    fn complete(&mut self, finished: Finished) {
+    fn complete(&self, finished: Finished) {
         let idle = self.rx.is_empty();
         self.stage().send(finished, idle);
     }
@@ -367,19 +367,9 @@ impl ConnectionLoop {
         // stuck batch holds the writer (and every caller behind it) for one
         // busy wait plus the delays, and the next ones for the delays.
         let no_wait_from = if self.found_locked { 0 } else { 1 };
-        let stage = self
-            .stage
-            .as_ref()
-            .expect("the completion stage starts with the connection");
+        let stage = self.stage();
         let send_ahead = |first: i64, committed: &[&Operation]| -> Result<()> {
-            let json = journal_log::encode(committed)?;
-            let row = LogRow {
-                first,
-                count: committed.len(),
-                json,
-                pending: true,
-            };
-            if stage.ahead(row) {
+            if stage.ahead(LogRow::new(first, committed, true)?) {
                 sent_ahead.set(Some(first));
             }
             Ok(())
