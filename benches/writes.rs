@@ -120,6 +120,73 @@ where
     }
 }
 
+/// Writes issued at `rate` per second whatever the answers (an open
+/// loop, as a service's requests arrive), each timed from when it was
+/// due: a stall of the writer then counts for every write due during it,
+/// where a closed loop stops issuing while its callers wait.
+async fn open_loop<W, F>(rate: f64, write: W) -> Measured
+where
+    W: Fn(u64) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = bool> + Send + 'static,
+{
+    let duration = seconds();
+    let started = Instant::now();
+    let total = (rate * duration.as_secs_f64()) as u64;
+    let (done, mut latencies) = tokio::sync::mpsc::unbounded_channel();
+    for n in 0..total {
+        let due = started + Duration::from_secs_f64(n as f64 / rate);
+        if due > Instant::now() {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let (write, done) = (write.clone(), done.clone());
+        tokio::spawn(async move {
+            if write(n).await {
+                let _ = done.send(due.elapsed().as_micros() as u32);
+            }
+        });
+    }
+    drop(done);
+    let mut all = Vec::with_capacity(total as usize);
+    while let Some(us) = latencies.recv().await {
+        all.push(us);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+    };
+    Measured {
+        rate: all.len() as f64 / elapsed,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        acked: all.len() as u64,
+    }
+}
+
+/// resilite under an open loop of `rate` writes/s (see [`open_loop`]).
+async fn bench_resilite_open(sync: Synchronous, rate: f64) -> Measured {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::for_database(dir.path().join("app.db"));
+    config.database.synchronous = sync;
+    common::apply_env(&mut config);
+    let rt = Runtime::start(config).await.expect("runtime");
+    rt.execute(Statement::sql(CREATE)).await.expect("create");
+    let writer = rt.clone();
+    let m = open_loop(rate, move |n| {
+        let rt = writer.clone();
+        async move {
+            rt.execute(Statement::new(INSERT, [Value::Text(format!("v{n}"))]))
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    rt.shutdown().await.expect("shutdown");
+    m
+}
+
 async fn bench_resilite(sync: Synchronous, tasks: usize) -> (Measured, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config::for_database(dir.path().join("app.db"));
@@ -257,6 +324,10 @@ fn main() {
         "operation audit level: {:?}\n",
         common::audit_level().unwrap_or(Config::default().audit.level)
     );
+    if let Ok(rates) = std::env::var("BENCH_RATE") {
+        open_loop_table(&rt, &rates);
+        return;
+    }
     for sync in [Synchronous::Full, Synchronous::Normal] {
         if !selected("BENCH_SYNC", pragma(sync)) {
             continue;
@@ -323,5 +394,33 @@ fn main() {
             );
         }
         println!();
+    }
+}
+
+/// `BENCH_RATE=r1,r2`: resilite alone under open loops of those rates
+/// (writes/s), at each selected sync level.
+fn open_loop_table(rt: &tokio::runtime::Runtime, rates: &str) {
+    println!("open loop: writes issued at a fixed rate, each timed from when it was due\n");
+    println!(
+        "{:>8} {:>10} {:>12} {:>9} {:>9}",
+        "sync", "offered/s", "answered/s", "p50", "p99"
+    );
+    for sync in [Synchronous::Full, Synchronous::Normal] {
+        if !selected("BENCH_SYNC", pragma(sync)) {
+            continue;
+        }
+        for rate in rates
+            .split(',')
+            .filter_map(|r| r.trim().parse::<f64>().ok())
+        {
+            let m = rt.block_on(bench_resilite_open(sync, rate));
+            println!(
+                "{:>8} {rate:>10.0} {:>12.0} {:>9.0} {:>9.0}",
+                pragma(sync),
+                m.rate,
+                m.p50_us,
+                m.p99_us
+            );
+        }
     }
 }

@@ -72,6 +72,7 @@ use rusqlite::Connection;
 
 use super::apply::OpTrace;
 use super::audit::AuditBook;
+use super::checkpoint::{Checkpointer, Wal};
 use crate::audit::{AuditLevel, AuditStatus, OpKind, WriteContext};
 use crate::connection::{open_read_write, DbOptions};
 use crate::error::{Error, Result};
@@ -79,16 +80,6 @@ use crate::journal::op_log::{self as journal_log, Gap};
 use crate::journal::{self, audit as journal_audit};
 use crate::maintenance::now_ms;
 use crate::value::{Operation, OperationOutcome};
-
-/// WAL pages past which the journal is checkpointed after an append's
-/// callers are answered (SQLite's own autocheckpoint threshold).
-const CHECKPOINT_PAGES: i32 = 1000;
-
-thread_local! {
-    /// The journal's WAL size in pages after this thread's last append
-    /// (set by the completion connection's WAL hook).
-    static WAL_PAGES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
-}
 
 /// Attempts of one append that fails with a transient error (BUSY past
 /// the busy timeout, IOERR).
@@ -218,7 +209,10 @@ fn send_answer(answer: Answer, results: Vec<Result<OperationOutcome>>) {
 /// The journal side of completion: the connection the log and the audit
 /// append through, and what is pending.
 pub(super) struct Completion {
-    journal: Option<(Connection, PathBuf)>,
+    /// The journal's connection and its path, and its checkpoints (off
+    /// this thread: see `writer::checkpoint`); the checkpointer first, so
+    /// that its connection closes first.
+    journal: Option<(Option<Checkpointer>, Connection, PathBuf)>,
     audit: Option<AuditBook>,
     /// Gaps not yet recorded.
     gaps: Vec<Gap>,
@@ -278,21 +272,17 @@ impl Completion {
             return Ok(completion);
         };
         let conn = open_read_write(opts).map_err(|e| e.during("open the journal", &opts.path))?;
-        // In place of SQLite's autocheckpoint, which would copy the WAL
-        // back inside an append's COMMIT while its callers wait: the hook
-        // notes the WAL's size, and the checkpoint runs once they are
-        // answered ([`Completion::checkpoint_if_due`]).
-        conn.wal_hook(Some(|_, pages| {
-            WAL_PAGES.with(|p| p.set(pages));
-            Ok(())
-        }));
+        let checkpoints = match opts.wal {
+            true => Some(Checkpointer::start(&conn, opts, Wal::Journal, "journal")?),
+            false => None,
+        };
         if let Some(level) = audit {
             completion.audit = Some(
                 AuditBook::open(&conn, level)
                     .map_err(|e| e.during("read the operation audit", &opts.path))?,
             );
         }
-        completion.journal = Some((conn, opts.path.clone()));
+        completion.journal = Some((checkpoints, conn, opts.path.clone()));
         Ok(completion)
     }
 
@@ -312,17 +302,11 @@ impl Completion {
         self.checkpoint_if_due();
     }
 
-    /// Checkpoint the journal (PASSIVE: it waits for no reader or writer)
-    /// when the last append on this thread left its WAL past
-    /// [`CHECKPOINT_PAGES`].
+    /// After a completion's journal transaction, once its callers are
+    /// answered: the journal's checkpoints (see `writer::checkpoint`).
     fn checkpoint_if_due(&self) {
-        if WAL_PAGES.with(|p| p.replace(0)) < CHECKPOINT_PAGES {
-            return;
-        }
-        if let Some((conn, path)) = &self.journal {
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(path = %path.display(), detail = %e, "journal checkpoint failed; the next one retries");
-            }
+        if let Some((Some(checkpoints), conn, _)) = &self.journal {
+            checkpoints.after_commit(conn);
         }
     }
 
@@ -331,7 +315,7 @@ impl Completion {
     fn guarded(&mut self, f: impl FnOnce(&mut Self)) {
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))).is_err() {
             tracing::error!("a journal append of the writer's completion panicked; its records are lost, its callers are answered");
-            if let Some((conn, _)) = &self.journal {
+            if let Some((_, conn, _)) = &self.journal {
                 if !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
                 }
@@ -431,7 +415,7 @@ impl Completion {
         void: Option<i64>,
         records: Option<journal_audit::Encoded>,
     ) -> Result<()> {
-        let Some((conn, path)) = &self.journal else {
+        let Some((_, conn, path)) = &self.journal else {
             return Ok(());
         };
         let mut all = std::mem::take(&mut self.deferred.records);
@@ -709,10 +693,10 @@ mod tests {
         );
     }
 
-    /// The journal's WAL is checkpointed by the stage itself (SQLite's
-    /// autocheckpoint is replaced, so nothing else would): after 3000
-    /// appends it is still about the size of SQLite's threshold, not of
-    /// everything appended.
+    /// The journal's WAL is checkpointed by the stage's checkpointer
+    /// (SQLite's autocheckpoint is replaced, so nothing else would): after
+    /// 3000 appends it is still about the size of SQLite's threshold, not
+    /// of everything appended.
     #[test]
     fn the_journal_wal_stays_bounded_under_appends() {
         let dir = tempfile::tempdir().unwrap();
@@ -726,7 +710,7 @@ mod tests {
         let wal = std::fs::metadata(dir.path().join("journal.db-wal"))
             .unwrap()
             .len();
-        let limit = (CHECKPOINT_PAGES as u64 + 100) * 4096;
+        let limit = (2 * super::super::checkpoint::CHECKPOINT_PAGES as u64 + 100) * 4096;
         assert!(wal < limit, "journal WAL {wal} bytes (limit {limit})");
     }
 }

@@ -32,10 +32,12 @@
 //! `audit` (the operation audit's records and batch numbers), `complete`
 //! (after each group commit: the journal's records of it in one journal
 //! transaction, then the answers; on a thread of its own when the log or
-//! the audit is on).
+//! the audit is on), `checkpoint` (the WAL's checkpoints, beside the
+//! writer rather than inside its COMMIT).
 
 mod apply;
 mod audit;
+mod checkpoint;
 mod complete;
 mod handle;
 mod keys;

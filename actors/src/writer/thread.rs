@@ -15,6 +15,7 @@ use rusqlite::Connection;
 use super::apply::{
     apply_batch, panic_text, replay_batch, rollback_quietly, BeforeCommit, Logging, OpTrace,
 };
+use super::checkpoint::{Checkpointer, Wal};
 use super::complete::{Answer, Completion, Finished, LogRow, Stage};
 use super::op_log::OpLog;
 use super::{ConnectionJob, WriterConfig, WriterStats};
@@ -73,6 +74,9 @@ impl Counters {
 
 /// The open connection and its statement gate.
 struct Db {
+    /// Its WAL's checkpoints (in WAL mode); declared first, so that its
+    /// connection closes before `conn`, the file's last.
+    checkpoints: Option<Checkpointer>,
     conn: Connection,
     /// What callers' statements may do on `conn`.
     gate: Gate,
@@ -207,7 +211,20 @@ impl ConnectionLoop {
             self.stage = Some(Stage::start(completion, config.name, log_ahead(config))?);
         }
         gate.set_audit(self.auditing);
-        self.db = Some(Db { conn, gate });
+        let checkpoints = match config.db.wal {
+            true => Some(Checkpointer::start(
+                &conn,
+                &config.db,
+                Wal::Database,
+                config.name,
+            )?),
+            false => None,
+        };
+        self.db = Some(Db {
+            checkpoints,
+            conn,
+            gate,
+        });
         Ok(())
     }
 
@@ -311,6 +328,14 @@ impl ConnectionLoop {
     fn complete(&self, finished: Finished) {
         let idle = self.rx.is_empty();
         self.stage().send(finished, idle);
+        if let Some(Db {
+            checkpoints: Some(checkpoints),
+            conn,
+            ..
+        }) = &self.db
+        {
+            checkpoints.after_commit(conn);
+        }
     }
 
     /// Commit a batch and answer every caller. A write whose caller went
