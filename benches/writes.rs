@@ -40,6 +40,21 @@ struct Measured {
 }
 
 impl Measured {
+    /// The rate and percentiles of `latencies` (µs) answered in `elapsed` s.
+    fn of(mut latencies: Vec<u32>, elapsed: f64) -> Measured {
+        latencies.sort_unstable();
+        let pct = |p: f64| {
+            let at = ((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1));
+            latencies.get(at).copied().unwrap_or(0) as f64
+        };
+        Measured {
+            rate: latencies.len() as f64 / elapsed,
+            p50_us: pct(0.50),
+            p99_us: pct(0.99),
+            acked: latencies.len() as u64,
+        }
+    }
+
     /// A baseline left out by `BENCH_SUBJECTS`.
     const NONE: Measured = Measured {
         rate: f64::NAN,
@@ -105,19 +120,7 @@ where
     for h in handles {
         all.extend(h.await.expect("bench task"));
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-    };
-    Measured {
-        rate: all.len() as f64 / elapsed,
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
-        acked: all.len() as u64,
-    }
+    Measured::of(all, started.elapsed().as_secs_f64())
 }
 
 /// Writes issued at `rate` per second whatever the answers (an open
@@ -150,60 +153,41 @@ where
     while let Some(us) = latencies.recv().await {
         all.push(us);
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-    };
-    Measured {
-        rate: all.len() as f64 / elapsed,
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
-        acked: all.len() as u64,
-    }
+    Measured::of(all, started.elapsed().as_secs_f64())
 }
 
-/// resilite under an open loop of `rate` writes/s (see [`open_loop`]).
-async fn bench_resilite_open(sync: Synchronous, rate: f64) -> Measured {
+/// A runtime on a fresh database at `sync` (as the environment sets the
+/// log and the audit), with the bench's table; the directory goes with it.
+async fn start_resilite(sync: Synchronous) -> (Runtime, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config::for_database(dir.path().join("app.db"));
     config.database.synchronous = sync;
     common::apply_env(&mut config);
     let rt = Runtime::start(config).await.expect("runtime");
     rt.execute(Statement::sql(CREATE)).await.expect("create");
+    (rt, dir)
+}
+
+/// Insert row `n` through `rt`; whether it was acknowledged.
+async fn insert(rt: Runtime, n: u64) -> bool {
+    rt.execute(Statement::new(INSERT, [Value::Text(format!("v{n}"))]))
+        .await
+        .is_ok()
+}
+
+/// resilite under an open loop of `rate` writes/s (see [`open_loop`]).
+async fn bench_resilite_open(sync: Synchronous, rate: f64) -> Measured {
+    let (rt, _dir) = start_resilite(sync).await;
     let writer = rt.clone();
-    let m = open_loop(rate, move |n| {
-        let rt = writer.clone();
-        async move {
-            rt.execute(Statement::new(INSERT, [Value::Text(format!("v{n}"))]))
-                .await
-                .is_ok()
-        }
-    })
-    .await;
+    let m = open_loop(rate, move |n| insert(writer.clone(), n)).await;
     rt.shutdown().await.expect("shutdown");
     m
 }
 
 async fn bench_resilite(sync: Synchronous, tasks: usize) -> (Measured, f64) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = Config::for_database(dir.path().join("app.db"));
-    config.database.synchronous = sync;
-    common::apply_env(&mut config);
-    let rt = Runtime::start(config).await.expect("runtime");
-    rt.execute(Statement::sql(CREATE)).await.expect("create");
+    let (rt, _dir) = start_resilite(sync).await;
     let writer = rt.clone();
-    let m = drive(tasks, move |n| {
-        let rt = writer.clone();
-        async move {
-            rt.execute(Statement::new(INSERT, [Value::Text(format!("v{n}"))]))
-                .await
-                .is_ok()
-        }
-    })
-    .await;
+    let m = drive(tasks, move |n| insert(writer.clone(), n)).await;
     let stats = rt.writer_stats().await.expect("stats");
     let rows = rt
         .query(Statement::sql("SELECT count(*) FROM t"))
