@@ -91,13 +91,17 @@ impl Checkpointer {
     /// Take the checkpoints of `conn` (a connection that writes to the
     /// file at `opts`, whose WAL is `wal`) over from SQLite: a WAL hook
     /// replaces its automatic checkpoint, and a thread with its own
-    /// connection does the copying.
+    /// connection does the copying. `None` when the file is not in WAL
+    /// mode (there is nothing to checkpoint).
     pub(super) fn start(
         conn: &Connection,
         opts: &DbOptions,
         wal: Wal,
         name: &str,
-    ) -> Result<Checkpointer> {
+    ) -> Result<Option<Checkpointer>> {
+        if !opts.wal {
+            return Ok(None);
+        }
         let own = open_read_write(opts)
             .map_err(|e| e.during("open a checkpoint connection", &opts.path))?;
         let (nudge, nudged) = flume::bounded::<()>(1);
@@ -119,12 +123,12 @@ impl Checkpointer {
             .map_err(Error::from)?;
         wal.pages().with(|p| p.set(0));
         conn.wal_hook(Some(wal.hook()));
-        Ok(Checkpointer {
+        Ok(Some(Checkpointer {
             wal,
             nudge: Some(nudge),
             done,
             thread: Some(thread),
-        })
+        }))
     }
 
     /// After a group commit on `conn`, between two transactions: copy the
@@ -201,7 +205,9 @@ mod tests {
         opts.synchronous = Synchronous::Normal;
         let conn = open_read_write(&opts).unwrap();
         conn.execute_batch("CREATE TABLE t(v BLOB)").unwrap();
-        let checkpoints = Checkpointer::start(&conn, &opts, Wal::Database, "test").unwrap();
+        let checkpoints = Checkpointer::start(&conn, &opts, Wal::Database, "test")
+            .unwrap()
+            .unwrap();
         let mut largest = 0;
         for i in 0..20_000 {
             conn.execute("INSERT INTO t VALUES (zeroblob(1000))", [])
@@ -233,7 +239,9 @@ mod tests {
         let opts = DbOptions::new(dir.path().join("app.db"));
         let conn = open_read_write(&opts).unwrap();
         conn.execute_batch("CREATE TABLE t(v)").unwrap();
-        let checkpoints = Checkpointer::start(&conn, &opts, Wal::Database, "test").unwrap();
+        let checkpoints = Checkpointer::start(&conn, &opts, Wal::Database, "test")
+            .unwrap()
+            .unwrap();
         conn.execute("INSERT INTO t VALUES (1)", []).unwrap();
         checkpoints.after_commit(&conn);
         drop(checkpoints);

@@ -272,10 +272,7 @@ impl Completion {
             return Ok(completion);
         };
         let conn = open_read_write(opts).map_err(|e| e.during("open the journal", &opts.path))?;
-        let checkpoints = match opts.wal {
-            true => Some(Checkpointer::start(&conn, opts, Wal::Journal, "journal")?),
-            false => None,
-        };
+        let checkpoints = Checkpointer::start(&conn, opts, Wal::Journal, "journal")?;
         if let Some(level) = audit {
             completion.audit = Some(
                 AuditBook::open(&conn, level)

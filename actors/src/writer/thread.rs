@@ -211,15 +211,7 @@ impl ConnectionLoop {
             self.stage = Some(Stage::start(completion, config.name, log_ahead(config))?);
         }
         gate.set_audit(self.auditing);
-        let checkpoints = match config.db.wal {
-            true => Some(Checkpointer::start(
-                &conn,
-                &config.db,
-                Wal::Database,
-                config.name,
-            )?),
-            false => None,
-        };
+        let checkpoints = Checkpointer::start(&conn, &config.db, Wal::Database, config.name)?;
         self.db = Some(Db {
             checkpoints,
             conn,
