@@ -139,11 +139,7 @@ fn log_matches_the_database(dir: &tempfile::TempDir) {
         missing as i64 <= gap_ops,
         "{missing} rows of the database are neither logged nor inside a gap ({gap_ops} operations in gaps)"
     );
-    let pending: i64 = journal
-        .query_row("SELECT count(*) FROM op_log WHERE pending = 1", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let pending = op_log::pending(&journal).unwrap();
     assert_eq!(pending, 0);
     println!(
         "log: {} inserts, {} gaps ({gap_ops} operations), no phantom",

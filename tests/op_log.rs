@@ -304,11 +304,7 @@ async fn a_commit_that_fails_leaves_nothing_in_the_log() {
         (1..=seqs.len() as i64).collect::<Vec<_>>(),
         "numbers in order, none skipped"
     );
-    let pending: i64 = open_direct(&journal)
-        .query_row("SELECT count(*) FROM op_log WHERE pending = 1", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let pending = op_log::pending(&open_direct(&journal)).unwrap();
     assert_eq!(pending, 0);
 }
 

@@ -118,6 +118,17 @@ pub fn settle(conn: &Connection, held: i64) -> Result<usize> {
     })
 }
 
+/// How many rows are pending: written beside a commit whose outcome the
+/// log does not hold yet (none once the writer stopped, or after
+/// [`settle`]).
+pub fn pending(conn: &Connection) -> Result<i64> {
+    Ok(
+        conn.query_row("SELECT count(*) FROM op_log WHERE pending = 1", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
 /// Record `gaps`, inside the caller's open transaction.
 pub fn insert_gaps(conn: &Connection, gaps: &[Gap]) -> Result<()> {
     let mut insert = conn.prepare_cached(

@@ -326,11 +326,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(seqs(&journal), [1, 2, 3]);
-        let pending: i64 = journal
-            .query_row("SELECT count(*) FROM op_log WHERE pending = 1", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
+        let pending = journal_log::pending(&journal).unwrap();
         assert_eq!(pending, 0);
         assert_eq!(log.last(), 3, "the removed row's numbers are given again");
         assert_eq!(log.number(1), Some(4));
