@@ -327,21 +327,23 @@ impl ConnectionLoop {
     /// [`POLL_BEFORE_SLEEP`]), yielding the core between polls so that a
     /// caller's thread woken onto this core runs.
     fn next_job(&self, deadline: Option<Instant>) -> Option<Job> {
-        let poll_until = Instant::now() + POLL_BEFORE_SLEEP;
-        while self.poll {
-            match self.rx.try_recv() {
-                Ok(job) => return Some(job),
-                Err(flume::TryRecvError::Disconnected) => return None,
-                Err(flume::TryRecvError::Empty) => {}
+        if self.poll {
+            let poll_until = Instant::now() + POLL_BEFORE_SLEEP;
+            loop {
+                match self.rx.try_recv() {
+                    Ok(job) => return Some(job),
+                    Err(flume::TryRecvError::Disconnected) => return None,
+                    Err(flume::TryRecvError::Empty) => {}
+                }
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return None;
+                }
+                if now >= poll_until {
+                    break;
+                }
+                std::thread::yield_now();
             }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                return None;
-            }
-            if now >= poll_until {
-                break;
-            }
-            std::thread::yield_now();
         }
         match deadline {
             Some(deadline) => self.rx.recv_deadline(deadline).ok(),
