@@ -21,8 +21,12 @@ pub const DEFAULT_VACUUM_IDLE: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_OPTIMIZE_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// Default `wal_checkpoint_bytes`: 1 MiB.
 pub const DEFAULT_WAL_CHECKPOINT_BYTES: u64 = 1024 * 1024;
-/// Default `wal_urgent_bytes`: 10 MiB.
-pub const DEFAULT_WAL_URGENT_BYTES: u64 = 10 * 1024 * 1024;
+/// Default `wal_urgent_bytes`: 64 MiB. The writer's own checkpoints keep
+/// a busy WAL under about 16 MiB (4000 pages of 4 KiB, see
+/// `writer::checkpoint`) and checkpoint in place past four times that, so
+/// a WAL this large means checkpoints are not keeping up (a reader holds
+/// an old snapshot, or the file cannot be written).
+pub const DEFAULT_WAL_URGENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Default `min_utilization_pct`.
 pub const DEFAULT_MIN_UTILIZATION_PCT: f64 = 70.0;
 /// Default `archive_bytes`: 100 MiB.
