@@ -345,7 +345,7 @@ mod tests {
     fn judge_database_the_worst_rule_wins_and_each_recommends() {
         let mut r = report();
         r.integrity = Integrity::Failed("page 6: btree problem".into());
-        r.figures.wal_bytes = 20 * 1024 * 1024;
+        r.figures.wal_bytes = 80 * 1024 * 1024;
         r.figures.utilization_pct = 10.0;
         r.judge_database(&HealthConfig::default());
         assert_eq!(r.status, HealthStatus::Critical);
