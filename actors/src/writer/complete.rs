@@ -708,7 +708,8 @@ mod tests {
         let wal = std::fs::metadata(dir.path().join("journal.db-wal"))
             .unwrap()
             .len();
-        let limit = (2 * super::super::checkpoint::CHECKPOINT_PAGES as u64 + 100) * 4096;
+        let threshold = super::super::checkpoint::checkpoint_pages(opts.synchronous);
+        let limit = (2 * threshold as u64 + 100) * 4096;
         assert!(wal < limit, "journal WAL {wal} bytes (limit {limit})");
     }
 }
