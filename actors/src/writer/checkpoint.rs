@@ -39,6 +39,7 @@ use rusqlite::Connection;
 
 use crate::connection::{open_read_write, DbOptions, Synchronous};
 use crate::error::{Error, Result};
+use crate::maintenance::{self, CheckpointMode, CheckpointOutcome};
 
 /// WAL pages past which the thread checkpoints a file written at
 /// `synchronous` (see the module doc).
@@ -187,20 +188,17 @@ impl Drop for Checkpointer {
 /// writer to copy itself is short (a few rounds at most).
 fn catch_up(conn: &Connection) -> Result<()> {
     for _ in 0..CATCH_UP_ROUNDS {
-        let (busy, frames, copied) = passive(conn)?;
-        if busy || frames - copied <= TAIL_PAGES {
+        let done = passive(conn)?;
+        if done.busy || done.wal_frames - done.checkpointed_frames <= TAIL_PAGES {
             break;
         }
     }
     Ok(())
 }
 
-/// A PASSIVE checkpoint: whether another checkpoint was running, the
-/// WAL's frames, and how many of them are copied back.
-fn passive(conn: &Connection) -> rusqlite::Result<(bool, i64, i64)> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get::<_, i64>(0)? != 0, r.get(1)?, r.get(2)?))
-    })
+/// A PASSIVE checkpoint: it waits for no reader or writer.
+fn passive(conn: &Connection) -> Result<CheckpointOutcome> {
+    maintenance::checkpoint(conn, CheckpointMode::Passive)
 }
 
 #[cfg(test)]
