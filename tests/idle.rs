@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use nix::sys::resource::{getrusage, UsageWho};
+use nix::sys::time::TimeValLike;
 use resilite::{Statement, Synchronous};
 
 use common::{insert, start_with};
@@ -14,13 +15,8 @@ use common::{insert, start_with};
 /// User and system CPU time used by this process so far.
 fn cpu_used() -> Duration {
     let usage = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage");
-    let (user, system) = (usage.user_time(), usage.system_time());
-    Duration::from_micros(
-        (user.tv_sec() * 1_000_000
-            + user.tv_usec()
-            + system.tv_sec() * 1_000_000
-            + system.tv_usec()) as u64,
-    )
+    let used = usage.user_time() + usage.system_time();
+    Duration::from_micros(used.num_microseconds() as u64)
 }
 
 /// At `synchronous = NORMAL` each commit is quick, so after each one the
