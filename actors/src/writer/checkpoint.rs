@@ -206,9 +206,7 @@ mod tests {
     use super::*;
 
     fn wal_pages(db: &std::path::Path) -> u64 {
-        let mut wal = db.as_os_str().to_owned();
-        wal.push("-wal");
-        std::fs::metadata(wal).map_or(0, |m| m.len()) / 4096
+        std::fs::metadata(maintenance::sibling(db, "-wal")).map_or(0, |m| m.len()) / 4096
     }
 
     /// With the checkpoints taken over (SQLite's own automatic checkpoint
@@ -266,10 +264,8 @@ mod tests {
         checkpoints.after_commit(&conn);
         drop(checkpoints);
         drop(conn);
-        let mut wal = opts.path.as_os_str().to_owned();
-        wal.push("-wal");
         assert!(
-            !std::path::Path::new(&wal).exists(),
+            !maintenance::sibling(&opts.path, "-wal").exists(),
             "the WAL outlived every connection: the checkpointer's was still open"
         );
     }
