@@ -13,6 +13,13 @@
 //! - mutex: `Mutex<rusqlite::Connection>`, one transaction per write, on
 //!   `spawn_blocking`;
 //! - tokio-rusqlite: one `call` per write (autocommit);
+//! - floor: the least group commit: one thread with one connection takes
+//!   the writes queued for it (waiting, as resilite's writer does, up to
+//!   500 µs for as many callers as its last batch held), commits them in
+//!   one transaction and answers each; no statement gate, operation log,
+//!   breaker, retries, audit or metrics. What resilite adds costs the
+//!   difference; a target above the floor's share of the limit is beyond
+//!   what group commit itself reaches on the machine;
 //! - ceiling: one thread, raw rusqlite, 10,000-row transactions.
 //!
 //! The physical limit at FULL for C concurrent callers is
@@ -259,6 +266,64 @@ async fn bench_tokio_rusqlite(sync: Synchronous, tasks: usize) -> Measured {
     .await
 }
 
+/// A write sent to the floor's thread: its value and who waits for it.
+type FloorWrite = (String, tokio::sync::oneshot::Sender<bool>);
+
+/// The floor's thread: group commits of what is queued on `jobs` (see
+/// the module doc) until every sender is gone.
+fn floor_thread(conn: Connection, jobs: std::sync::mpsc::Receiver<FloorWrite>) {
+    const MAX_BATCH: usize = 1024;
+    const BATCH_WAIT: Duration = Duration::from_micros(500);
+    let mut expected = 1;
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        let deadline = Instant::now() + BATCH_WAIT;
+        while batch.len() < MAX_BATCH {
+            let next = match jobs.try_recv() {
+                Ok(job) => Ok(job),
+                Err(_) if batch.len() < expected => jobs
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    .map_err(drop),
+                Err(_) => Err(()),
+            };
+            match next {
+                Ok(job) => batch.push(job),
+                Err(()) => break,
+            }
+        }
+        expected = batch.len();
+        let committed = conn.execute_batch("BEGIN IMMEDIATE").is_ok()
+            && conn
+                .prepare_cached(INSERT)
+                .is_ok_and(|mut stmt| batch.iter().all(|(v, _)| stmt.execute([v]).is_ok()))
+            && conn.execute_batch("COMMIT").is_ok();
+        if !committed {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for (_, answer) in batch {
+            let _ = answer.send(committed);
+        }
+    }
+}
+
+async fn bench_floor(sync: Synchronous, tasks: usize) -> Measured {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conn = open(&dir.path().join("f.db"), sync);
+    conn.execute_batch(CREATE).expect("create");
+    let (jobs, queued) = std::sync::mpsc::channel::<FloorWrite>();
+    let thread = std::thread::spawn(move || floor_thread(conn, queued));
+    let m = drive(tasks, move |n| {
+        let jobs = jobs.clone();
+        async move {
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            jobs.send((format!("v{n}"), answer)).is_ok() && answered.await.unwrap_or(false)
+        }
+    })
+    .await;
+    thread.join().expect("floor thread");
+    m
+}
+
 fn bench_ceiling(sync: Synchronous) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut conn = open(&dir.path().join("c.db"), sync);
@@ -327,17 +392,20 @@ fn main() {
             pragma(sync)
         );
         println!(
-            "{:>6} {:>12} {:>12} {:>12} {:>9} {:>9} {:>10} {:>9} {:>10} {:>9}",
+            "{:>6} {:>12} {:>12} {:>12} {:>12} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>9} {:>9}",
             "tasks",
             "resilite",
             "mutex",
             "tokio-rsq",
+            "floor",
             "p50",
             "p99",
             "mean batch",
             "x mutex",
+            "x floor",
             "limit",
-            "% limit"
+            "% limit",
+            "floor %"
         );
         let concurrency: &[usize] = match sync {
             Synchronous::Full => &[1, 8, 64],
@@ -356,6 +424,10 @@ fn main() {
                 true => rt.block_on(bench_tokio_rusqlite(sync, tasks)),
                 false => Measured::NONE,
             };
+            let f = match selected("BENCH_SUBJECTS", "floor") {
+                true => rt.block_on(bench_floor(sync, tasks)),
+                false => Measured::NONE,
+            };
             if tasks == 1 {
                 one_row_commit = m.rate;
             }
@@ -365,16 +437,19 @@ fn main() {
                 _ => ceiling,
             };
             println!(
-                "{tasks:>6} {:>12.0} {:>12.0} {:>12.0} {:>9.0} {:>9.0} {:>10.1} {:>8.1}x {:>10.0} {:>8.1}%",
+                "{tasks:>6} {:>12.0} {:>12.0} {:>12.0} {:>12.0} {:>9.0} {:>9.0} {:>10.1} {:>8.1}x {:>8.2}x {:>10.0} {:>8.1}% {:>8.1}%",
                 r.rate,
                 m.rate,
                 tr.rate,
+                f.rate,
                 r.p50_us,
                 r.p99_us,
                 mean_batch,
                 r.rate / m.rate,
+                r.rate / f.rate,
                 limit,
-                100.0 * r.rate / limit
+                100.0 * r.rate / limit,
+                100.0 * f.rate / limit
             );
         }
         println!();
