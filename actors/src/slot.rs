@@ -131,6 +131,17 @@ pub async fn write_with(
     op: Operation,
     context: Option<Box<WriteContext>>,
 ) -> Result<OperationOutcome> {
+    // The common case: the writer runs and its channel has room. Sent
+    // through the handle the slot holds (its borrow ends with this
+    // statement), with no clone of it or of the slot to drop again.
+    let sent = match &*slot.borrow() {
+        Slot::Running(writer) => writer.handle.try_write_with(op, context),
+        _ => Err((op, context)),
+    };
+    let (op, context) = match sent {
+        Ok(answer) => return answer.await,
+        Err(unsent) => unsent,
+    };
     resend(slot, (op, context), |writer, (op, context)| async move {
         writer.write_with(op, context).await
     })

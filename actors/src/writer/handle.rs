@@ -55,6 +55,31 @@ impl WriterHandle {
         }
     }
 
+    /// Send `op` at once if the channel has room, without waiting for it:
+    /// the answer to await. `Err` gives both back, never sent, when the
+    /// channel is full or the thread is gone. Needs only `&self`, so a
+    /// caller can send through a handle it borrows rather than a clone
+    /// (cloning and dropping one per write touches counters every caller
+    /// shares).
+    pub fn try_write_with(
+        &self,
+        op: Operation,
+        context: Option<Box<WriteContext>>,
+    ) -> std::result::Result<
+        impl std::future::Future<Output = Result<OperationOutcome>>,
+        (Operation, Option<Box<WriteContext>>),
+    > {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match self.jobs.try_send(Job::Write(op, context, tx.into())) {
+            Ok(()) => Ok(async move { answer(rx).await.and_then(|r| r) }),
+            Err(flume::TrySendError::Full(Job::Write(op, context, _)))
+            | Err(flume::TrySendError::Disconnected(Job::Write(op, context, _))) => {
+                Err((op, context))
+            }
+            Err(_) => unreachable!("the job sent is a write"),
+        }
+    }
+
     /// Run the write probe (see the health check). `Err(())` when the
     /// connection thread is gone.
     pub async fn probe(&self) -> std::result::Result<Result<()>, ()> {
