@@ -144,7 +144,7 @@ impl Runtime {
         queue_id: Option<i64>,
         waited: Duration,
     ) {
-        if !self.inner.config.borrow().audit.level.records(status) {
+        if !self.inner.audit_level.records(status) {
             return;
         }
         let record = AuditRecord {

@@ -19,7 +19,8 @@ use resilite_actors::journal::{self, RestartRecord};
 use resilite_actors::retry_queue::{Handlers, RetryArgs, RetryMsg, RetryQueueActor};
 use resilite_actors::slot::{self, ActorStatus, Slot, WriterSlot};
 use resilite_actors::{
-    Error, ErrorClass, ReadPool, ReadPoolConfig, Result, WriterConfig, WriterMsg, WriterStats,
+    AuditLevel, Error, ErrorClass, ReadPool, ReadPoolConfig, Result, WriterConfig, WriterMsg,
+    WriterStats,
 };
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
@@ -99,6 +100,9 @@ struct Inner {
     schema_pending: std::sync::Mutex<Option<String>>,
     /// Events, the error log and the slow-query log.
     audit: audit::Audit,
+    /// The operation audit's level, fixed at start (`audit.level` takes a
+    /// restart): read on every write, so not through the config's lock.
+    audit_level: AuditLevel,
     /// The migrations of `schema.migrations_dir` are being applied at start.
     migrating: AtomicBool,
     /// One migration run at a time (each reads the history again anyway).
@@ -263,6 +267,7 @@ impl Runtime {
                 durable_keys: durable::DurableKeys::new(),
                 schema_pending: std::sync::Mutex::new(schema_pending),
                 audit,
+                audit_level: config.audit.level,
                 migrating: AtomicBool::new(migrating),
                 migrate_lock: tokio::sync::Mutex::new(()),
                 archive_lock: tokio::sync::Mutex::new(()),

@@ -70,13 +70,15 @@ impl WriterHandle {
         (Operation, Option<Box<WriteContext>>),
     > {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let answered = async move { answer(rx).await.and_then(|r| r) };
         match self.jobs.try_send(Job::Write(op, context, tx.into())) {
-            Ok(()) => Ok(async move { answer(rx).await.and_then(|r| r) }),
-            Err(flume::TrySendError::Full(Job::Write(op, context, _)))
-            | Err(flume::TrySendError::Disconnected(Job::Write(op, context, _))) => {
-                Err((op, context))
-            }
-            Err(_) => unreachable!("the job sent is a write"),
+            Ok(()) => Ok(answered),
+            Err(unsent) => match unsent.into_inner() {
+                Job::Write(op, context, _) => Err((op, context)),
+                // Not the write sent above, so never here; its reply port
+                // is dropped, and the answer says the thread ended.
+                _ => Ok(answered),
+            },
         }
     }
 
@@ -137,4 +139,39 @@ async fn answer<T>(rx: tokio::sync::oneshot::Receiver<T>) -> Result<T> {
             "writer thread ended without answering",
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Statement;
+
+    fn op() -> Operation {
+        Operation::Statement(Statement::sql("INSERT INTO t VALUES (1)"))
+    }
+
+    /// A write the channel cannot take at once (full, or its thread gone)
+    /// is given back unsent, to be sent the slow way or to the restarted
+    /// writer: never dropped, never applied twice.
+    #[test]
+    fn try_write_gives_the_write_back_when_the_channel_is_full_or_gone() {
+        let (jobs, queued) = flume::bounded(1);
+        let handle = WriterHandle::new(jobs);
+        let first = handle.try_write_with(op(), None);
+        assert!(first.is_ok(), "an empty channel takes the write");
+        let (given_back, context) = handle
+            .try_write_with(op(), Some(Box::default()))
+            .err()
+            .expect("a full channel gives the write back");
+        assert_eq!(given_back, op());
+        assert!(context.is_some(), "its audit context comes back with it");
+        assert_eq!(queued.len(), 1, "only the first write was queued");
+
+        drop(queued);
+        let (given_back, _) = handle
+            .try_write_with(op(), None)
+            .err()
+            .expect("a channel whose thread is gone gives the write back");
+        assert_eq!(given_back, op());
+    }
 }
