@@ -16,10 +16,14 @@
 //! - floor: the least group commit: one thread with one connection takes
 //!   the writes queued for it (waiting, as resilite's writer does, up to
 //!   500 µs for as many callers as its last batch held), commits them in
-//!   one transaction and answers each; no statement gate, operation log,
-//!   breaker, retries, audit or metrics. What resilite adds costs the
-//!   difference; a target above the floor's share of the limit is beyond
-//!   what group commit itself reaches on the machine;
+//!   one transaction and answers each; no statement gate, breaker,
+//!   retries, audit or metrics. With resilite's operation log on, the
+//!   floor keeps the least such log: its position in a one-row table of
+//!   the database, in the same transaction, then the batch's statements
+//!   as one row of a second file, in a transaction of its own, before the
+//!   answers. What resilite adds costs the difference; a target above the
+//!   floor's share of the limit is beyond what group commit itself (with
+//!   such a log, when on) reaches on the machine;
 //! - ceiling: one thread, raw rusqlite, 10,000-row transactions.
 //!
 //! The physical limit at FULL for C concurrent callers is
@@ -270,8 +274,16 @@ async fn bench_tokio_rusqlite(sync: Synchronous, tasks: usize) -> Measured {
 type FloorWrite = (String, tokio::sync::oneshot::Sender<bool>);
 
 /// The floor's thread: group commits of what is queued on `jobs` (see
-/// the module doc) until every sender is gone.
-fn floor_thread(conn: Connection, jobs: std::sync::mpsc::Receiver<FloorWrite>) {
+/// the module doc), with the least operation log on `log` when given,
+/// until every sender is gone.
+fn floor_thread(
+    conn: Connection,
+    log: Option<Connection>,
+    jobs: std::sync::mpsc::Receiver<FloorWrite>,
+) {
+    const POSITION: &str = "INSERT OR REPLACE INTO position (id, seq) VALUES (1, ?1)";
+    const APPEND: &str = "INSERT INTO op_log (seq, op) VALUES (?1, ?2)";
+    let mut seq = 0i64;
     const MAX_BATCH: usize = 1024;
     const BATCH_WAIT: Duration = Duration::from_micros(500);
     let mut expected = 1;
@@ -292,14 +304,26 @@ fn floor_thread(conn: Connection, jobs: std::sync::mpsc::Receiver<FloorWrite>) {
             }
         }
         expected = batch.len();
+        seq += batch.len() as i64;
         let committed = conn.execute_batch("BEGIN IMMEDIATE").is_ok()
             && conn
                 .prepare_cached(INSERT)
                 .is_ok_and(|mut stmt| batch.iter().all(|(v, _)| stmt.execute([v]).is_ok()))
+            && (log.is_none() || conn.execute(POSITION, [seq]).is_ok())
             && conn.execute_batch("COMMIT").is_ok();
         if !committed {
             let _ = conn.execute_batch("ROLLBACK");
         }
+        let committed = committed
+            && log.as_ref().is_none_or(|log| {
+                let ops: String = batch
+                    .iter()
+                    .map(|(v, _)| format!(r#"{{"sql":"{INSERT}","params":["{v}"]}},"#))
+                    .collect();
+                log.execute_batch("BEGIN IMMEDIATE").is_ok()
+                    && log.execute(APPEND, (seq, ops)).is_ok()
+                    && log.execute_batch("COMMIT").is_ok()
+            });
         for (_, answer) in batch {
             let _ = answer.send(committed);
         }
@@ -310,8 +334,16 @@ async fn bench_floor(sync: Synchronous, tasks: usize) -> Measured {
     let dir = tempfile::tempdir().expect("tempdir");
     let conn = open(&dir.path().join("f.db"), sync);
     conn.execute_batch(CREATE).expect("create");
+    let log = op_log_on().then(|| {
+        conn.execute_batch("CREATE TABLE position (id INTEGER PRIMARY KEY, seq INTEGER)")
+            .expect("create position");
+        let log = open(&dir.path().join("f-log.db"), sync);
+        log.execute_batch("CREATE TABLE op_log (seq INTEGER PRIMARY KEY, op TEXT)")
+            .expect("create log");
+        log
+    });
     let (jobs, queued) = std::sync::mpsc::channel::<FloorWrite>();
-    let thread = std::thread::spawn(move || floor_thread(conn, queued));
+    let thread = std::thread::spawn(move || floor_thread(conn, log, queued));
     let m = drive(tasks, move |n| {
         let jobs = jobs.clone();
         async move {
@@ -345,6 +377,12 @@ fn bench_ceiling(sync: Synchronous) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Whether resilite runs with its operation log (as the environment or
+/// the default says): the floor then keeps one too.
+fn op_log_on() -> bool {
+    common::op_log().unwrap_or(Config::default().backup.op_log)
+}
+
 /// True when the comma-separated list in `var` is unset or names `case`
 /// (case-insensitive).
 fn selected(var: &str, case: &str) -> bool {
@@ -362,11 +400,11 @@ fn main() {
     println!(
         "acknowledged single-row inserts/s; {:.1}s per case; {cores} cores; latencies in microseconds; resilite's operation log {}\n",
         seconds().as_secs_f64(),
-        match common::op_log() {
-            Some(true) => "on (RESILITE_BACKUP_OP_LOG=true)",
-            Some(false) => "off (RESILITE_BACKUP_OP_LOG=false)",
-            None if Config::default().backup.op_log => "on (the default)",
-            None => "off (the default)",
+        match (common::op_log(), op_log_on()) {
+            (Some(_), true) => "on (RESILITE_BACKUP_OP_LOG=true)",
+            (Some(_), false) => "off (RESILITE_BACKUP_OP_LOG=false)",
+            (None, true) => "on (the default)",
+            (None, false) => "off (the default)",
         }
     );
     println!(

@@ -70,9 +70,8 @@ impl Runtime {
         }
         // A caller's write is audited with its context, empty if none was
         // given (resilite's own writes, sent without one, are not).
-        let context = context.or_else(|| {
-            (self.inner.audit_level != AuditLevel::Off).then(Box::default)
-        });
+        let context =
+            context.or_else(|| (self.inner.audit_level != AuditLevel::Off).then(Box::default));
         // While the breaker is quiet, a fast success changes nothing in it:
         // only failures and slow calls take its lock.
         let permit = match self.inner.database.acquire() {
