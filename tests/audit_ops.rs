@@ -288,3 +288,45 @@ async fn audit_records_queued_writes_and_their_replay() {
         .filter(|r| r.status == AuditStatus::Queued)
         .all(|r| r.error_class.is_some() && r.batch.is_none()));
 }
+
+/// With the operation log off, the callers are answered before the audit's
+/// records are appended, and each is given its operation back at once:
+/// the audit still records every operation's kind, and the slow-query log
+/// still has each slow write's SQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_log_the_audit_and_the_slow_log_keep_what_they_need() {
+    let t = start_with(|c| {
+        c.audit.level = AuditLevel::All;
+        c.backup.op_log = false;
+        c.audit.slow_threshold = Duration::from_micros(1);
+    })
+    .await;
+    let rt = &t.rt;
+    rt.execute(Statement::sql("CREATE TABLE k(v INTEGER)"))
+        .await
+        .unwrap();
+    rt.execute(Statement::new(
+        "INSERT INTO k VALUES (?1)",
+        [Value::Integer(1)],
+    ))
+    .await
+    .unwrap();
+    rt.batch(vec![
+        Statement::new("INSERT INTO k VALUES (?1)", [Value::Integer(2)]),
+        Statement::new("UPDATE k SET v = v + 10 WHERE v = ?1", [Value::Integer(2)]),
+    ])
+    .await
+    .unwrap();
+
+    rt.flush_logs().await.unwrap();
+    let kinds: Vec<_> = all_records(rt).await.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, [OpKind::Statement, OpKind::Statement, OpKind::Batch]);
+    let slow = rt.slow_queries().await.unwrap();
+    for sql in ["CREATE TABLE k", "INSERT INTO k VALUES", "UPDATE k SET"] {
+        assert!(
+            slow.iter()
+                .any(|q| q.kind == resilite::SlowKind::Write && q.sql.contains(sql)),
+            "no slow write {sql:?} in {slow:#?}"
+        );
+    }
+}

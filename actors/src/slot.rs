@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::audit::WriteContext;
 use crate::error::{Error, Result};
 use crate::value::{Operation, OperationOutcome};
-use crate::writer::{WriterHandle, WriterMsg};
+use crate::writer::{Answered, WriterHandle, WriterMsg};
 
 /// How long a caller waits for a failed actor to be restarted.
 pub const RESTART_WAIT: Duration = Duration::from_secs(10);
@@ -122,15 +122,17 @@ pub async fn running<T: Clone>(slot: &mut watch::Receiver<Slot<T>>) -> Result<T>
 /// If the writer's connection thread is gone before taking the operation
 /// (so it was never applied), it is sent to the restarted writer.
 pub async fn write(slot: &watch::Receiver<WriterSlot>, op: Operation) -> Result<OperationOutcome> {
-    write_with(slot, op, None).await
+    write_with(slot, op, None).await.result
 }
 
-/// [`write()`], with who asked for it (for the operation audit).
+/// [`write()`], with who asked for it (for the operation audit); the
+/// operation comes back with the outcome when the writer took it (see
+/// [`Answered`]).
 pub async fn write_with(
     slot: &watch::Receiver<WriterSlot>,
     op: Operation,
     context: Option<Box<WriteContext>>,
-) -> Result<OperationOutcome> {
+) -> Answered {
     // The common case: the writer runs and its channel has room. Sent
     // through the handle the slot holds (its borrow ends with this
     // statement), with no clone of it or of the slot to drop again.
@@ -145,7 +147,11 @@ pub async fn write_with(
     resend(slot, (op, context), |writer, (op, context)| async move {
         writer.write_with(op, context).await
     })
-    .await?
+    .await
+    .unwrap_or_else(|e| Answered {
+        result: Err(e),
+        op: None,
+    })
 }
 
 /// Apply independent operations through the writer in `slot`, committed

@@ -219,11 +219,6 @@ impl Runtime {
         self.inner.audit.events.record(event);
     }
 
-    /// The SQL of `op` when the slow-query log is on (it is kept only then).
-    pub(super) fn slow_sql(&self, op: &Operation) -> Option<Vec<String>> {
-        self.inner.audit.slow.enabled().then(|| sql_of(op))
-    }
-
     /// The SQL of a query when the slow-query log is on.
     pub(super) fn slow_query_sql(&self, stmt: &Statement) -> Option<String> {
         self.inner.audit.slow.enabled().then(|| stmt.sql.clone())
@@ -238,7 +233,7 @@ impl Runtime {
     /// sent to the slow-query log.
     pub(super) fn audit_write(
         &self,
-        sql: Option<Vec<String>>,
+        op: Option<&Operation>,
         elapsed: Duration,
         result: &Result<OperationOutcome>,
     ) {
@@ -246,10 +241,10 @@ impl Runtime {
         match result {
             Err(e) => answered(&audit.errors, "write", e),
             Ok(outcome) if audit.slow.is_slow(elapsed) => {
-                if let Some(sql) = sql {
+                if let Some(op) = op {
                     audit.slow.record(SlowSample {
                         kind: SlowKind::Write,
-                        sql,
+                        sql: sql_of(op),
                         duration: elapsed,
                         rows: outcome.iter().map(|o| o.rows_affected as u64).sum(),
                     });

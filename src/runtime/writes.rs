@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use resilite_actors::retry_queue::DURABLE_KEY_PREFIX;
 use resilite_actors::slot;
+use resilite_actors::writer::Answered;
 use resilite_actors::{
     AuditLevel, AuditStatus, Error, ErrorClass, Operation, OperationOutcome, QueryResult, Result,
     Statement, WriteContext, WriteOutcome,
@@ -95,9 +96,10 @@ impl Runtime {
                 return Err(e);
             }
         };
-        let sql = self.slow_sql(&op);
         let started = Instant::now();
-        let result = slot::write_with(&self.inner.app, op, context).await;
+        // The operation comes back with its outcome: the slow-query log
+        // reads its SQL there, with no copy made in case it is slow.
+        let Answered { result, op } = slot::write_with(&self.inner.app, op, context).await;
         let elapsed = started.elapsed();
         if crate::metrics::sampled() {
             metrics::histogram!("resilite_write_duration_seconds").record(elapsed.as_secs_f64());
@@ -107,7 +109,7 @@ impl Runtime {
         let failed = matches!(&result, Err(e) if e.class.is_retryable_later() || e.class == ErrorClass::Corruption);
         permit.finish(!failed, elapsed);
         self.note_corruption("a write", &result);
-        self.audit_write(sql, elapsed, &result);
+        self.audit_write(op.as_ref(), elapsed, &result);
         result
     }
 

@@ -54,7 +54,7 @@ impl AuditBook {
         let mut row = RowRecords::new(now_ms(), Some(self.last_batch));
         let traces = std::mem::take(&mut batch.traces);
         let ended = batch.ended();
-        for (i, (op, error)) in batch.ops.iter().zip(&ended).enumerate() {
+        for (i, error) in ended.iter().enumerate() {
             let status = match error {
                 None => AuditStatus::Committed,
                 Some(_) if batch.whole_failed => AuditStatus::RolledBack,
@@ -63,10 +63,7 @@ impl AuditBook {
             if !self.level.records(status) {
                 continue;
             }
-            let (kind, queue_id) = match batch.kind {
-                Some(kind) => (kind, None),
-                None => kind_of(op),
-            };
+            let (kind, queue_id) = batch.op_kind(i);
             // resilite's own writes (pruning, forgetting keys) come
             // without a context and are not audited; callers' writes
             // and retry-queue replays are.

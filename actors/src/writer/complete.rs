@@ -71,7 +71,7 @@ use ractor::RpcReplyPort;
 use rusqlite::Connection;
 
 use super::apply::OpTrace;
-use super::audit::AuditBook;
+use super::audit::{kind_of, AuditBook};
 use super::checkpoint::{Checkpointer, Wal};
 use crate::audit::{AuditLevel, AuditStatus, OpKind, WriteContext};
 use crate::connection::{open_read_write, DbOptions};
@@ -87,10 +87,54 @@ const APPEND_ATTEMPTS: u32 = 4;
 /// First pause between two attempts; doubled each time.
 const APPEND_RETRY_BASE: Duration = Duration::from_millis(5);
 
+/// Where one write's outcome goes.
+pub(super) enum WriteReply {
+    /// A [`WriterMsg::Write`](super::WriterMsg::Write)'s caller: the
+    /// outcome alone.
+    Outcome(RpcReplyPort<Result<OperationOutcome>>),
+    /// A [`WriterHandle`](super::WriterHandle)'s caller: the outcome, and
+    /// its operation given back, so that the caller frees what it made
+    /// (freeing callers' memory on this thread is a share of its time
+    /// under load) and can still read it (the slow-query log).
+    Given(tokio::sync::oneshot::Sender<Answered>),
+}
+
+/// A write's outcome, with its operation given back when the writer is
+/// done with it (`None` when it could not be: the answer went out before
+/// the audit had read it, or the writer's thread ended first).
+#[derive(Debug)]
+pub struct Answered {
+    /// The outcome.
+    pub result: Result<OperationOutcome>,
+    /// The operation sent.
+    pub op: Option<Operation>,
+}
+
+impl WriteReply {
+    /// The caller stopped waiting.
+    pub(super) fn is_closed(&self) -> bool {
+        match self {
+            WriteReply::Outcome(reply) => reply.is_closed(),
+            WriteReply::Given(reply) => reply.is_closed(),
+        }
+    }
+
+    fn send(self, result: Result<OperationOutcome>, op: Option<Operation>) {
+        match self {
+            WriteReply::Outcome(reply) => {
+                let _ = reply.send(result);
+            }
+            WriteReply::Given(reply) => {
+                let _ = reply.send(Answered { result, op });
+            }
+        }
+    }
+}
+
 /// Who is waiting for a finished batch.
 pub(super) enum Answer {
     /// One caller per operation (a group commit).
-    Each(Vec<RpcReplyPort<Result<OperationOutcome>>>),
+    Each(Vec<WriteReply>),
     /// One caller for all of them (`Job::WriteMany`).
     All(RpcReplyPort<Vec<Result<OperationOutcome>>>),
     /// A recovery's replay, all or nothing.
@@ -118,6 +162,9 @@ pub(super) struct Finished {
     /// Audited as the given kind rather than each operation's own (a
     /// recovery's replay).
     pub(super) kind: Option<OpKind>,
+    /// Each operation's kind, kept for the audit when the operations went
+    /// back to their callers before the append; empty otherwise.
+    kinds: Vec<(OpKind, Option<i64>)>,
     pub(super) answer: Answer,
     /// Each operation's error, kept for the audit when the callers were
     /// answered (and `results` given away) before the append.
@@ -145,6 +192,7 @@ impl Finished {
             logged_from: None,
             gaps: Vec::new(),
             kind: None,
+            kinds: Vec::new(),
             answer,
             ended: None,
             ahead: None,
@@ -180,20 +228,41 @@ impl Finished {
     /// Answer the callers now, keeping what the audit needs.
     fn answer_early(&mut self) {
         self.ended = Some(self.ended());
+        if self.kind.is_none() {
+            self.kinds = self.ops.iter().map(kind_of).collect();
+        }
         let answer = std::mem::replace(&mut self.answer, Answer::Nobody);
-        send_answer(answer, std::mem::take(&mut self.results));
+        let ops = std::mem::take(&mut self.ops);
+        send_answer(answer, std::mem::take(&mut self.results), ops);
+    }
+
+    /// The kind the audit records for operation `i` (and its retry-queue
+    /// entry, if it is one).
+    pub(super) fn op_kind(&self, i: usize) -> (OpKind, Option<i64>) {
+        match (self.kind, self.kinds.get(i), self.ops.get(i)) {
+            (Some(kind), _, _) => (kind, None),
+            (None, Some(kind), _) => *kind,
+            (None, None, Some(op)) => kind_of(op),
+            (None, None, None) => (OpKind::Statement, None),
+        }
     }
 
     fn answer(self) {
-        send_answer(self.answer, self.results);
+        send_answer(self.answer, self.results, self.ops);
     }
 }
 
-fn send_answer(answer: Answer, results: Vec<Result<OperationOutcome>>) {
+/// Send `results` to `answer`; each caller of a group commit is given its
+/// operation of `ops` back.
+fn send_answer(answer: Answer, results: Vec<Result<OperationOutcome>>, ops: Vec<Operation>) {
     match answer {
         Answer::Each(replies) => {
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
+            let ops = ops
+                .into_iter()
+                .map(Some)
+                .chain(std::iter::repeat_with(|| None));
+            for ((reply, result), op) in replies.into_iter().zip(results).zip(ops) {
+                reply.send(result, op);
             }
         }
         Answer::All(reply) => {

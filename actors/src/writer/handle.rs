@@ -4,6 +4,7 @@ use crate::audit::WriteContext;
 use crate::error::{Error, ErrorClass, Result};
 use crate::value::{Operation, OperationOutcome};
 
+use super::complete::{Answered, WriteReply};
 use super::thread::Job;
 
 /// Sends writes straight to a writer's connection thread, skipping the
@@ -33,25 +34,33 @@ impl WriterHandle {
         &self,
         op: Operation,
     ) -> std::result::Result<Result<OperationOutcome>, Operation> {
-        self.write_with(op, None).await.map_err(|(op, _)| op)
+        match self.write_with(op, None).await {
+            Ok(answered) => Ok(answered.result),
+            Err((op, _)) => Err(op),
+        }
     }
 
     /// [`write`](Self::write), with who asked for it (for the operation
-    /// audit). `Err` gives both back, never applied, when the thread is gone.
+    /// audit); the operation comes back with the outcome (see
+    /// [`Answered`]). `Err` gives both back, never applied, when the
+    /// thread is gone.
     pub async fn write_with(
         &self,
         op: Operation,
         context: Option<Box<WriteContext>>,
-    ) -> std::result::Result<Result<OperationOutcome>, (Operation, Option<Box<WriteContext>>)> {
+    ) -> std::result::Result<Answered, (Operation, Option<Box<WriteContext>>)> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         match self
             .jobs
-            .send_async(Job::Write(op, context, tx.into()))
+            .send_async(Job::Write(op, context, WriteReply::Given(tx)))
             .await
         {
-            Ok(()) => Ok(answer(rx).await.and_then(|r| r)),
+            Ok(()) => Ok(answered(rx).await),
             Err(flume::SendError(Job::Write(op, context, _))) => Err((op, context)),
-            Err(_) => Ok(Err(Error::unavailable("the writer thread is gone"))),
+            Err(_) => Ok(Answered {
+                result: Err(Error::unavailable("the writer thread is gone")),
+                op: None,
+            }),
         }
     }
 
@@ -66,18 +75,21 @@ impl WriterHandle {
         op: Operation,
         context: Option<Box<WriteContext>>,
     ) -> std::result::Result<
-        impl std::future::Future<Output = Result<OperationOutcome>>,
+        impl std::future::Future<Output = Answered>,
         (Operation, Option<Box<WriteContext>>),
     > {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let answered = async move { answer(rx).await.and_then(|r| r) };
-        match self.jobs.try_send(Job::Write(op, context, tx.into())) {
-            Ok(()) => Ok(answered),
+        let answer = answered(rx);
+        match self
+            .jobs
+            .try_send(Job::Write(op, context, WriteReply::Given(tx)))
+        {
+            Ok(()) => Ok(answer),
             Err(unsent) => match unsent.into_inner() {
                 Job::Write(op, context, _) => Err((op, context)),
                 // Not the write sent above, so never here; its reply port
                 // is dropped, and the answer says the thread ended.
-                _ => Ok(answered),
+                _ => Ok(answer),
             },
         }
     }
@@ -128,6 +140,15 @@ impl WriterHandle {
         }
         answer(rx).await.and_then(|r| r)
     }
+}
+
+/// The connection thread's answer to a write it took, with the operation
+/// given back.
+async fn answered(rx: tokio::sync::oneshot::Receiver<Answered>) -> Answered {
+    answer(rx).await.unwrap_or_else(|e| Answered {
+        result: Err(e),
+        op: None,
+    })
 }
 
 /// The connection thread's answer to a job it took (it answers every job,

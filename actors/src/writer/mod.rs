@@ -45,6 +45,7 @@ mod op_log;
 mod thread;
 
 pub use audit::{kind_of as op_kind, AuditConfig};
+pub use complete::Answered;
 pub use handle::WriterHandle;
 pub use keys::{expire_keys_statement, forget_keys_statement};
 pub use op_log::{
@@ -66,6 +67,7 @@ use crate::error::{Error, ErrorClass, Result};
 use crate::journal::op_log::LoggedOp;
 use crate::maintenance::{Maintenance, MaintenanceRun};
 use crate::value::{Operation, OperationOutcome};
+use complete::WriteReply;
 use thread::{ConnectionLoop, Counters, Job};
 
 /// Default largest number of operations committed in one transaction.
@@ -297,7 +299,7 @@ impl Actor for WriterActor {
         state: &mut WriterState,
     ) -> Result<(), ActorProcessingErr> {
         let job = match msg {
-            WriterMsg::Write { op, reply } => Job::Write(op, None, reply),
+            WriterMsg::Write { op, reply } => Job::Write(op, None, WriteReply::Outcome(reply)),
             WriterMsg::Maintain { task, reply } => Job::Maintain(task, reply),
             WriterMsg::Call(job) => Job::Call(job),
             WriterMsg::Drain(reply) => Job::Barrier(reply),

@@ -16,7 +16,7 @@ use super::apply::{
     apply_batch, panic_text, replay_batch, rollback_quietly, BeforeCommit, Logging, OpTrace,
 };
 use super::checkpoint::{Checkpointer, Wal};
-use super::complete::{Answer, Completion, Finished, LogRow, Stage};
+use super::complete::{Answer, Completion, Finished, LogRow, Stage, WriteReply};
 use super::op_log::OpLog;
 use super::{ConnectionJob, WriterConfig, WriterStats};
 use crate::audit::{OpKind, WriteContext};
@@ -28,11 +28,7 @@ use crate::maintenance::{self, Maintenance, MaintenanceRun};
 use crate::value::{Operation, OperationOutcome};
 
 pub(super) enum Job {
-    Write(
-        Operation,
-        Option<Box<WriteContext>>,
-        RpcReplyPort<Result<OperationOutcome>>,
-    ),
+    Write(Operation, Option<Box<WriteContext>>, WriteReply),
     /// Independent operations committed together, one outcome each.
     WriteMany(Vec<Operation>, RpcReplyPort<Vec<Result<OperationOutcome>>>),
     /// The health check's write probe.
@@ -170,11 +166,7 @@ fn log_ahead(config: &WriterConfig) -> bool {
 /// FULL with one caller), so the thread sleeps at once.
 const POLL_BEFORE_SLEEP: Duration = Duration::from_micros(50);
 
-type Pending = (
-    Operation,
-    Option<Box<WriteContext>>,
-    RpcReplyPort<Result<OperationOutcome>>,
-);
+type Pending = (Operation, Option<Box<WriteContext>>, WriteReply);
 
 impl ConnectionLoop {
     pub(super) fn new(
