@@ -257,6 +257,78 @@ async fn writer_write_many_isolates_each_operation_in_one_commit() {
     t.rt.shutdown().await.unwrap();
 }
 
+/// One group commit runs the same INSERT again and again from one prepared
+/// statement: around a schema change in the same commit (SQLite compiles
+/// it again, still under the statement gate) each write gets its own
+/// rowid and the rows hold the new column's default; a statement the gate
+/// refuses between two of them fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_same_statement_around_a_schema_change_in_one_commit() {
+    let t = start().await;
+    t.rt.execute(Statement::sql(
+        "CREATE TABLE p(id INTEGER PRIMARY KEY, v TEXT)",
+    ))
+    .await
+    .unwrap();
+    let writer = t.rt.writer().await.unwrap();
+    let handle = ractor::call!(writer, resilite::testing::WriterMsg::Handle).unwrap();
+    let commits_before = t.rt.writer_stats().await.unwrap().commits;
+    let ins = |v: &str| {
+        Operation::Statement(Statement::new(
+            "INSERT INTO p(v) VALUES (?1)",
+            [Value::from(v)],
+        ))
+    };
+    let ops = vec![
+        ins("a"),
+        ins("b"),
+        Operation::Statement(Statement::sql(
+            "ALTER TABLE p ADD COLUMN w INTEGER DEFAULT 7",
+        )),
+        ins("c"),
+        Operation::Statement(Statement::sql("COMMIT")),
+        ins("d"),
+    ];
+    let results = handle
+        .write_many(ops)
+        .await
+        .expect("taken")
+        .expect("answered");
+    let rowids: Vec<_> = results
+        .iter()
+        .map(|r| {
+            r.as_ref()
+                .map(|o| o[0].last_insert_rowid)
+                .map_err(|e| e.class)
+        })
+        .collect();
+    assert_eq!(
+        rowids,
+        [
+            Ok(1),
+            Ok(2),
+            Ok(0),
+            Ok(3),
+            Err(ErrorClass::Forbidden),
+            Ok(4)
+        ]
+    );
+    assert_eq!(
+        t.rt.writer_stats().await.unwrap().commits - commits_before,
+        1
+    );
+    let rows =
+        t.rt.query(Statement::sql("SELECT v, w FROM p ORDER BY id"))
+            .await
+            .unwrap();
+    assert_eq!(
+        rows.rows,
+        ["a", "b", "c", "d"].map(|v| vec![Value::from(v), Value::Integer(7)])
+    );
+    drop(handle);
+    t.rt.shutdown().await.unwrap();
+}
+
 /// `WriterHandle::call`: resilite's own work on the writer's connection
 /// runs after the writes sent before it and may own its transaction; one
 /// that panics leaves no transaction open and the writer keeps writing.
