@@ -163,6 +163,7 @@ pub fn journal_version() -> usize {
 /// way of using resilite (by message, in tests), and keeping them apart
 /// keeps the root to what the handle takes and answers.
 pub mod testing {
+    pub use resilite_actors::writer::Answered;
     pub use resilite_actors::{
         DbOptions, RetryPolicy, WriterActor, WriterConfig, WriterHandle, WriterMsg,
     };
