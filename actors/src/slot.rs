@@ -148,10 +148,7 @@ pub async fn write_with(
         writer.write_with(op, context).await
     })
     .await
-    .unwrap_or_else(|e| Answered {
-        result: Err(e),
-        op: None,
-    })
+    .unwrap_or_else(Answered::failed)
 }
 
 /// Apply independent operations through the writer in `slot`, committed

@@ -99,15 +99,26 @@ pub(super) enum WriteReply {
     Given(tokio::sync::oneshot::Sender<Answered>),
 }
 
-/// A write's outcome, with its operation given back when the writer is
-/// done with it (`None` when it could not be: the answer went out before
-/// the audit had read it, or the writer's thread ended first).
+/// A write's outcome, with its operation given back once the writer is
+/// done with it (`None` when the writer never took it, or its thread
+/// ended without answering).
 #[derive(Debug)]
 pub struct Answered {
     /// The outcome.
     pub result: Result<OperationOutcome>,
     /// The operation sent.
     pub op: Option<Operation>,
+}
+
+impl Answered {
+    /// A write that failed with `error` before the writer took it, or
+    /// without an answer from it: no operation to give back.
+    pub(crate) fn failed(error: Error) -> Self {
+        Answered {
+            result: Err(error),
+            op: None,
+        }
+    }
 }
 
 impl WriteReply {
@@ -253,7 +264,8 @@ impl Finished {
 }
 
 /// Send `results` to `answer`; each caller of a group commit is given its
-/// operation of `ops` back.
+/// operation of `ops` back (`ops` is beside `results`; a missing one is
+/// answered without it rather than not at all).
 fn send_answer(answer: Answer, results: Vec<Result<OperationOutcome>>, ops: Vec<Operation>) {
     match answer {
         Answer::Each(replies) => {

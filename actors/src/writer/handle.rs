@@ -57,10 +57,9 @@ impl WriterHandle {
         {
             Ok(()) => Ok(answered(rx).await),
             Err(flume::SendError(Job::Write(op, context, _))) => Err((op, context)),
-            Err(_) => Ok(Answered {
-                result: Err(Error::unavailable("the writer thread is gone")),
-                op: None,
-            }),
+            Err(_) => Ok(Answered::failed(Error::unavailable(
+                "the writer thread is gone",
+            ))),
         }
     }
 
@@ -145,10 +144,7 @@ impl WriterHandle {
 /// The connection thread's answer to a write it took, with the operation
 /// given back.
 async fn answered(rx: tokio::sync::oneshot::Receiver<Answered>) -> Answered {
-    answer(rx).await.unwrap_or_else(|e| Answered {
-        result: Err(e),
-        op: None,
-    })
+    answer(rx).await.unwrap_or_else(Answered::failed)
 }
 
 /// The connection thread's answer to a job it took (it answers every job,
