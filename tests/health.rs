@@ -126,6 +126,20 @@ async fn a_wal_grown_under_a_held_snapshot_is_recommended_then_auto_checkpointed
     let grown = wal_len(&db);
     assert!(grown > 2 * 1024 * 1024, "WAL grew to {grown} bytes");
 
+    // Writes came in since the last check: the WAL is the writer's to
+    // checkpoint beside them, and the check only recommends it.
+    let writing = t.rt.check_now().await.unwrap();
+    assert!(
+        writing.recommends(Action::Checkpoint),
+        "{}",
+        writing.to_text()
+    );
+    assert!(
+        writing.maintenance.is_empty(),
+        "no checkpoint sent to the writer while it writes: {}",
+        writing.to_text()
+    );
+
     let held = t.rt.check_now().await.unwrap();
     assert!(held.recommends(Action::Checkpoint), "{}", held.to_text());
     assert!(held.figures.wal_bytes >= grown);
@@ -168,7 +182,7 @@ async fn a_wal_grown_under_a_held_snapshot_is_recommended_then_auto_checkpointed
 async fn low_utilization_is_vacuumed_when_the_writer_is_idle() {
     let t = start_with(|c| {
         quiet_schedule(c);
-        c.health.vacuum_idle = Duration::ZERO;
+        c.health.vacuum_idle = Duration::from_millis(300);
     })
     .await;
     let db = t.db_path();
@@ -191,6 +205,13 @@ async fn low_utilization_is_vacuumed_when_the_writer_is_idle() {
         .unwrap();
     let before = std::fs::metadata(&db).unwrap().len();
 
+    // Writes came in since the last check: not idle yet.
+    let writing = t.rt.check_now().await.unwrap();
+    assert!(writing.recommends(Action::Vacuum), "{}", writing.to_text());
+    assert!(writing.maintenance.is_empty(), "{}", writing.to_text());
+    // Idle for longer than `vacuum_idle` (the checks' own write probes do
+    // not count as writes).
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let report = t.rt.check_now().await.unwrap();
     assert!(report.recommends(Action::Vacuum), "{}", report.to_text());
     let vacuum = report
