@@ -177,9 +177,10 @@ impl From<rusqlite::Error> for Failure {
 
 /// Where a batch's operations run: the connection, its statement gate,
 /// and the last caller statement, kept prepared for the next one with the
-/// same SQL. A group commit is mostly one kind of write, and taking a
-/// statement from the connection's cache hashes its SQL (a tenth of the
-/// connection thread's time under load).
+/// same SQL (not while the audit is on: see `run_statement`). A group
+/// commit is mostly one kind of write, and taking a statement from the
+/// connection's cache hashes its SQL (a tenth of the connection thread's
+/// time under load).
 struct Runner<'c, 'o> {
     conn: &'c Connection,
     gate: &'c Gate,
@@ -305,7 +306,12 @@ impl<'c, 'o> Runner<'c, 'o> {
             let rows = stmt
                 .execute(rusqlite::params_from_iter(&s.params))
                 .map_err(|e| crate::gate::run_error(conn, &s.sql, e))?;
-            *last = Some((&s.sql, stmt));
+            // With the audit on, every statement comes from the cache: its
+            // tables are noted per SQL text beside the cache, and a flush of
+            // both (past its size) must not miss a statement held here.
+            if !gate.auditing() {
+                *last = Some((&s.sql, stmt));
+            }
             Ok(rows)
         });
         if gate.auditing() {
