@@ -1,7 +1,9 @@
 //! `cargo bench --bench writes` (`BENCH_SECONDS=0.5` for a quick run;
 //! `RESILITE_BACKUP_OP_LOG=true` or `=false` for resilite with or without
 //! the operation log; `RESILITE_AUDIT_LEVEL=off`, `failures` or `all` for
-//! the operation audit's level; unset: as configured by default; `BENCH_SYNC=normal`
+//! the operation audit's level; `RESILITE_HEALTH_INTERVAL=1s` for the
+//! health actor's checks; unset: as configured by default; `BENCH_TAIL=1`
+//! for a line of resilite's slowest answers (p99.9, max) per case; `BENCH_SYNC=normal`
 //! or `full`, `BENCH_TASKS=1,8` and `BENCH_SUBJECTS=resilite` to run some
 //! rows and columns only, e.g. under a profiler; `BENCH_ACKED=1` to print
 //! how many writes resilite acknowledged, for CPU per write under
@@ -47,6 +49,10 @@ struct Measured {
     rate: f64,
     p50_us: f64,
     p99_us: f64,
+    /// The slowest answers (`BENCH_TAIL=1` prints them for resilite).
+    p999_us: f64,
+    max_us: f64,
+    over_20ms: usize,
     acked: u64,
 }
 
@@ -62,6 +68,9 @@ impl Measured {
             rate: latencies.len() as f64 / elapsed,
             p50_us: pct(0.50),
             p99_us: pct(0.99),
+            p999_us: pct(0.999),
+            max_us: latencies.last().copied().unwrap_or(0) as f64,
+            over_20ms: latencies.iter().filter(|&&us| us > 20_000).count(),
             acked: latencies.len() as u64,
         }
     }
@@ -71,8 +80,21 @@ impl Measured {
         rate: f64::NAN,
         p50_us: f64::NAN,
         p99_us: f64::NAN,
+        p999_us: f64::NAN,
+        max_us: f64::NAN,
+        over_20ms: 0,
         acked: 0,
     };
+
+    /// `BENCH_TAIL=1`: a line with the slowest answers of `who`.
+    fn print_tail(&self, who: &str) {
+        if std::env::var_os("BENCH_TAIL").is_some() {
+            println!(
+                "{who} tail: p99.9 {:.0} µs, max {:.0} µs, {} answers over 20 ms",
+                self.p999_us, self.max_us, self.over_20ms
+            );
+        }
+    }
 }
 
 fn seconds() -> Duration {
@@ -215,6 +237,7 @@ async fn bench_resilite(sync: Synchronous, tasks: usize) -> (Measured, f64) {
         // For CPU per write: divide `perf stat`'s task-clock by it.
         println!("resilite acknowledged {} writes", m.acked);
     }
+    m.print_tail("resilite");
     (m, stats.mean_batch)
 }
 
@@ -506,10 +529,12 @@ fn open_loop_table(rt: &tokio::runtime::Runtime, rates: &str) {
         if !selected("BENCH_SYNC", pragma(sync)) {
             continue;
         }
-        for rate in rates
-            .split(',')
-            .filter_map(|r| r.trim().parse::<f64>().ok())
-        {
+        for rate in rates.split(',').map(|r| match r.trim().parse::<f64>() {
+            Ok(rate) if rate > 0.0 => rate,
+            _ => {
+                panic!("BENCH_RATE={rates}: {r:?} is not a rate; give writes/s, e.g. 20000,100000")
+            }
+        }) {
             let m = rt.block_on(bench_resilite_open(sync, rate));
             println!(
                 "{:>8} {rate:>10.0} {:>12.0} {:>9.0} {:>9.0}",

@@ -1,5 +1,5 @@
 //! What the benches share: the environment variables that set
-//! resilite's operation log and audit level for a run.
+//! resilite's operation log, audit level and health interval for a run.
 
 use resilite::{AuditLevel, Config};
 
@@ -25,13 +25,26 @@ pub fn audit_level() -> Option<AuditLevel> {
     })
 }
 
-/// Set the operation log and the audit level in `config` from the
-/// environment, where given.
+/// `RESILITE_HEALTH_INTERVAL=1s` (any humantime duration): how often the
+/// health actor checks, to see what its checks and maintenance cost the
+/// writes; `None` (unset): as configured by default.
+pub fn health_interval() -> Option<std::time::Duration> {
+    let text = std::env::var("RESILITE_HEALTH_INTERVAL").ok()?;
+    Some(humantime::parse_duration(&text).unwrap_or_else(|e| {
+        panic!("RESILITE_HEALTH_INTERVAL={text}: {e}; give a duration such as 1s or 500ms")
+    }))
+}
+
+/// Set the operation log, the audit level and the health interval in
+/// `config` from the environment, where given.
 pub fn apply_env(config: &mut Config) {
     if let Some(on) = op_log() {
         config.backup.op_log = on;
     }
     if let Some(level) = audit_level() {
         config.audit.level = level;
+    }
+    if let Some(interval) = health_interval() {
+        config.health.interval = interval;
     }
 }
