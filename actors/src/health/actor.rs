@@ -287,17 +287,17 @@ impl HealthState {
                 (report, false)
             });
         self.remember(checks, &mut report, started);
-        let ops_before_probe = self.writer_ops().await;
-        let writing = ops_before_probe != Some(self.writer_ops);
+        // The writer does not count the write probe among its operations,
+        // so the count read here is the one the next check compares with
+        // (a write that races the probe is seen then).
+        let ops = self.writer_ops().await;
+        let writing = ops != Some(self.writer_ops);
         if writing {
             self.quiet_since = Instant::now();
         }
+        self.writer_ops = ops.unwrap_or(0);
         let probe = self.write_probe().await;
         report.figures.write_probe_ms = probe.as_ref().ok().copied();
-        // Counted after the probe, whether the writer counts it or not
-        // (it does not: counting it here as one more operation made every
-        // check see writes, so the writer never looked quiet).
-        self.writer_ops = self.writer_ops().await.unwrap_or(0);
         report.actors = self.args.roster.borrow().clone();
         report.judge_actors();
         report.queue = self.queue_stats().await;
