@@ -306,9 +306,9 @@ fn floor_thread(
 ) {
     const POSITION: &str = "INSERT OR REPLACE INTO position (id, seq) VALUES (1, ?1)";
     const APPEND: &str = "INSERT INTO op_log (seq, op) VALUES (?1, ?2)";
-    let mut seq = 0i64;
     const MAX_BATCH: usize = 1024;
     const BATCH_WAIT: Duration = Duration::from_micros(500);
+    let mut seq = 0i64;
     let mut expected = 1;
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
