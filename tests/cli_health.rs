@@ -13,12 +13,32 @@ fn resilite(args: &[&str]) -> Output {
         .expect("run resilite")
 }
 
+/// `resilite health --db <db> <extra>`, with the thresholds of a config
+/// beside `db` that does not judge the free space of the disk the tests
+/// run on (a CI disk under 10% free would make every report CRITICAL);
+/// the disk rule has its own tests in `tests/health.rs`.
+fn health(db: &Path, extra: &[&str]) -> Output {
+    let config = db.with_extension("toml");
+    std::fs::write(
+        &config,
+        format!("[database]\npath = {db:?}\n\n[health]\nmin_disk_free_pct = 0.0\n"),
+    )
+    .unwrap();
+    let mut args = vec!["health", "--db", db.to_str().unwrap()];
+    args.extend(["--config", config.to_str().unwrap()]);
+    args.extend(extra);
+    resilite(&args)
+}
+
 fn health_json(db: &Path, full: bool) -> (i32, serde_json::Value) {
-    let mut args = vec!["health", "--db", db.to_str().unwrap(), "--json"];
-    if full {
-        args.push("--full");
-    }
-    let out = resilite(&args);
+    let out = health(
+        db,
+        if full {
+            &["--json", "--full"]
+        } else {
+            &["--json"]
+        },
+    );
     let json = serde_json::from_slice(&out.stdout).expect("health prints JSON");
     (out.status.code().unwrap(), json)
 }
@@ -113,7 +133,7 @@ fn health_corrupted_page_is_critical_with_detail_and_exit_2() {
         report["integrity"].as_str().unwrap().contains("page"),
         "{report}"
     );
-    let out = resilite(&["health", "--db", db.to_str().unwrap(), "--full"]);
+    let out = health(&db, &["--full"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stdout).contains("CRITICAL"));
 }

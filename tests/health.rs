@@ -100,6 +100,49 @@ async fn a_fresh_database_is_healthy_with_probes_actors_and_history() {
     t.rt.shutdown().await.unwrap();
 }
 
+/// The free space of the database's filesystem is measured and judged
+/// against `health.min_disk_free_pct`: below it the report is CRITICAL and
+/// says to free space before writes fail with SQLITE_FULL; above it the
+/// disk raises nothing. (The other tests set the threshold to 0%, so the
+/// disk they run on does not decide their reports.)
+///
+/// Property 10: Health Monitoring Data Collection (resource usage).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn free_disk_below_the_threshold_is_critical_and_says_to_free_space() {
+    let t = start_with(|c| {
+        quiet_schedule(c);
+        c.health.min_disk_free_pct = 100.0;
+    })
+    .await;
+    let report = t.rt.check_now().await.unwrap();
+    let free = report.figures.disk_free_pct;
+    assert!(report.figures.disk_measured, "{}", report.to_text());
+    assert!(report.figures.disk_free_bytes > 0 && free > 0.0 && free < 100.0);
+    assert_eq!(
+        report.status,
+        HealthStatus::Critical,
+        "{}",
+        report.to_text()
+    );
+    assert!(report.rule.starts_with("disk free "), "{}", report.rule);
+    let advice = &report.recommendation(Action::FreeDisk).unwrap().reason;
+    assert!(
+        advice.contains("threshold 100%") && advice.contains("SQLITE_FULL"),
+        "{advice}"
+    );
+    t.rt.shutdown().await.unwrap();
+
+    let t = start_with(|c| {
+        quiet_schedule(c);
+        c.health.min_disk_free_pct = free / 2.0;
+    })
+    .await;
+    let report = t.rt.check_now().await.unwrap();
+    assert_eq!(report.status, HealthStatus::Healthy, "{}", report.to_text());
+    assert!(!report.recommends(Action::FreeDisk));
+    t.rt.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wal_grown_under_a_held_snapshot_is_recommended_then_auto_checkpointed() {
     let t = start_with(|c| {
