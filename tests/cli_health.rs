@@ -14,14 +14,17 @@ fn resilite(args: &[&str]) -> Output {
 }
 
 /// `resilite health --db <db> <extra>`, with the thresholds of a config
-/// beside `db` that does not judge the free space of the disk the tests
-/// run on (a CI disk under 10% free would make every report CRITICAL);
-/// the disk rule has its own tests in `tests/health.rs`.
+/// beside `db` that does not judge the free space or the speed of the disk
+/// the tests run on (a CI disk under 10% free would make every report
+/// CRITICAL); those rules have their own tests in `tests/health.rs`.
 fn health(db: &Path, extra: &[&str]) -> Output {
     let config = db.with_extension("toml");
     std::fs::write(
         &config,
-        format!("[database]\npath = {db:?}\n\n[health]\nmin_disk_free_pct = 0.0\n"),
+        format!(
+            "[database]\npath = {db:?}\n\n[health]\nmin_disk_free_pct = 0.0\n\
+             slow_read = \"600s\"\nslow_write = \"600s\"\n"
+        ),
     )
     .unwrap();
     let mut args = vec!["health", "--db", db.to_str().unwrap()];

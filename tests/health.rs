@@ -100,6 +100,49 @@ async fn a_fresh_database_is_healthy_with_probes_actors_and_history() {
     t.rt.shutdown().await.unwrap();
 }
 
+/// A write that has to wait is seen: while another connection holds the
+/// write lock for 800 ms, the check's write probe waits for it, and the
+/// report is a WARNING that gives the probe's time and points at lock
+/// holders, long transactions or a slow disk. Without the holder the same
+/// threshold raises nothing.
+///
+/// Property 10: Health Monitoring Data Collection (performance metrics).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_probe_slowed_by_a_lock_holder_is_a_warning() {
+    let t = start_with(|c| {
+        quiet_schedule(c);
+        c.health.slow_write = Duration::from_millis(100);
+    })
+    .await;
+    let report = t.rt.check_now().await.unwrap();
+    assert_eq!(report.status, HealthStatus::Healthy, "{}", report.to_text());
+
+    let holder = open_direct(&t.db_path());
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(800));
+        holder.execute_batch("COMMIT").unwrap();
+    });
+    let report = t.rt.check_now().await.unwrap();
+    release.join().unwrap();
+    let ms = report
+        .figures
+        .write_probe_ms
+        .expect("the probe waited, then wrote");
+    assert!(ms > 100.0, "write probe {ms} ms");
+    assert_eq!(report.status, HealthStatus::Warning, "{}", report.to_text());
+    assert!(report.rule.starts_with("write probe "), "{}", report.rule);
+    let advice = &report
+        .recommendation(Action::InvestigateSlowWrites)
+        .unwrap()
+        .reason;
+    assert!(
+        advice.contains("(> 100 ms)") && advice.contains("lock holders"),
+        "{advice}"
+    );
+    t.rt.shutdown().await.unwrap();
+}
+
 /// The free space of the database's filesystem is measured and judged
 /// against `health.min_disk_free_pct`: below it the report is CRITICAL and
 /// says to free space before writes fail with SQLITE_FULL; above it the

@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use resilite::{Config, Runtime, Statement, Value};
 use tempfile::TempDir;
 
+/// The slowest probe the tests' configs accept before they warn (the
+/// most `health.slow_read` and `health.slow_write` allow).
+pub const HOST_DISK_SLOW: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// A runtime on `<tempdir>/data/app.db`, with the tempdir kept alive.
 pub struct TestRuntime {
     pub rt: Runtime,
@@ -20,10 +24,13 @@ impl TestRuntime {
 
 pub fn config_in(dir: &TempDir) -> Config {
     let mut config = Config::for_database(dir.path().join("data").join("app.db"));
-    // The free space of the disk the tests run on is not what they check
-    // (a CI disk under 10% free would make every report CRITICAL); the
-    // disk rule has its own tests in `tests/health.rs`.
+    // The free space and the speed of the disk the tests run on are not
+    // what they check (a CI disk under 10% free, or one stalled for 20 ms,
+    // would make a report CRITICAL or WARNING); those rules have their own
+    // tests in `tests/health.rs`.
     config.health.min_disk_free_pct = 0.0;
+    config.health.slow_read = HOST_DISK_SLOW;
+    config.health.slow_write = HOST_DISK_SLOW;
     config
 }
 

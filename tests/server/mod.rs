@@ -17,18 +17,22 @@ pub fn soak(name: &str, default: i64) -> i64 {
         .unwrap_or(default)
 }
 
-/// The free space of the disk the tests run on is not what they check:
-/// every `resilite` they start judges the disk with a threshold of 0% (an
-/// override a test's own environment can replace). The disk rule has its
-/// own tests in `tests/health.rs`.
-pub const HOST_DISK_NOT_JUDGED: (&str, &str) = ("RESILITE_HEALTH_MIN_DISK_FREE_PCT", "0");
+/// The free space and the speed of the disk the tests run on are not what
+/// they check: every `resilite` they start judges free space against 0%
+/// and probes against 600 s (overrides a test's own environment can
+/// replace). Those rules have their own tests in `tests/health.rs`.
+pub const HOST_DISK_NOT_JUDGED: [(&str, &str); 3] = [
+    ("RESILITE_HEALTH_MIN_DISK_FREE_PCT", "0"),
+    ("RESILITE_HEALTH_SLOW_READ", "600s"),
+    ("RESILITE_HEALTH_SLOW_WRITE", "600s"),
+];
 
 /// Run the `resilite` binary with `args` (stdin empty: no terminal) to
 /// its end.
 pub fn resilite(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_resilite"))
         .args(args)
-        .env(HOST_DISK_NOT_JUDGED.0, HOST_DISK_NOT_JUDGED.1)
+        .envs(HOST_DISK_NOT_JUDGED)
         .stdin(Stdio::null())
         .output()
         .unwrap()
@@ -69,7 +73,7 @@ pub fn start_with_env(dir: &TempDir, http_extra: &str, env: &[(&str, &str)]) -> 
     let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_resilite"))
         .args(["run", "--config", config.to_str().unwrap()])
-        .env(HOST_DISK_NOT_JUDGED.0, HOST_DISK_NOT_JUDGED.1)
+        .envs(HOST_DISK_NOT_JUDGED)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(stderr)
