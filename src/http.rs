@@ -7,7 +7,8 @@
 //! `POST /v1/dlq/{id}/requeue`, `POST /v1/dlq/{id}/discard`, `POST /v1/dlq/{id}/fixed`,
 //! `GET /v1/backups`, `POST /v1/backups`, `POST /v1/backups/{name}/verify`,
 //! `POST /v1/restore`, `POST /v1/recover`, `GET /v1/recoveries`, `GET /v1/migrations`,
-//! `GET /v1/schema`, `POST /v1/schema/fix`, `GET /v1/events`, `GET /v1/errors`,
+//! `GET /v1/schema`, `POST /v1/schema/fix`, `GET /v1/schema/findings`,
+//! `POST /v1/schema/findings/{id}/acknowledge`, `GET /v1/events`, `GET /v1/errors`,
 //! `POST /v1/errors/{signature}/resolve`, `GET /v1/slow-queries`, `GET /v1/resources`, `GET /v1/archives`,
 //! `POST /v1/archives/run`, `POST /v1/archives/{id}/verify`, `POST /v1/archives/{id}/restore`, `GET /v1/audit`. `/health/detailed` and `/v1/*` require
 //! `Authorization: Bearer <token>` when a token is configured (config
@@ -36,8 +37,8 @@
 //! - `backups`: the `/v1/backups` routes (take, list, verify), `/v1/restore`,
 //!   `/v1/recover` and `/v1/recoveries`.
 //! - `migrations`: `/v1/migrations`, the migration status.
-//! - `schema`: `/v1/schema` (validate against `[schema] file`) and
-//!   `/v1/schema/fix`.
+//! - `schema`: `/v1/schema` (validate against `[schema] file`),
+//!   `/v1/schema/fix` and `/v1/schema/findings`.
 //! - `config`: `POST /v1/config/reload`, the hot reload of the config file.
 //! - `audit`: the audit trail: `/v1/events`, `/v1/errors`,
 //!   `/v1/slow-queries` and `/v1/audit`.
@@ -145,6 +146,11 @@ pub fn router(rt: Runtime) -> Router {
         .route("/v1/migrations", get(migrations::status))
         .route("/v1/schema", get(schema::validate))
         .route("/v1/schema/fix", post(schema::fix))
+        .route("/v1/schema/findings", get(schema::findings))
+        .route(
+            "/v1/schema/findings/{id}/acknowledge",
+            post(schema::acknowledge),
+        )
         .route("/v1/events", get(audit::events))
         .route("/v1/errors", get(audit::errors))
         .route("/v1/errors/{signature}/resolve", post(audit::resolve))

@@ -463,8 +463,9 @@ const TOKEN: &str = "s3cret-s3cret-s3cret";
 /// `resilite run` with `[schema] file` (relative to the config file):
 /// strict on a database missing a required table exits with the finding
 /// and never listens (so never answers ready); lenient fixes it at start,
-/// answers ready, and `GET /v1/schema` and `POST /v1/schema/fix` work
-/// behind the token.
+/// answers ready, and `GET /v1/schema`, `POST /v1/schema/fix` and the
+/// findings (listed, acknowledged, resolved by the fix) work behind the
+/// token.
 #[tokio::test(flavor = "multi_thread")]
 async fn server_checks_the_schema_at_start_and_over_http() {
     let dir = tempfile::tempdir().unwrap();
@@ -562,11 +563,76 @@ async fn server_checks_the_schema_at_start_and_over_http() {
     assert_eq!(body["exit_code"], 0, "{body}");
     assert_eq!(body["report"]["data"], true, "{body}");
 
-    // Drop an index; the dry run plans it, the fix creates it.
+    // Drop an index; validation records the finding, an operator lists
+    // and acknowledges it; the dry run plans the index, the fix creates it,
+    // and the next validation resolves the finding.
     rusqlite::Connection::open(&db)
         .unwrap()
         .execute_batch("DROP INDEX users_email")
         .unwrap();
+    let get = |path: &str| {
+        client
+            .get(format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+    };
+    let body: Value = get("/v1/schema").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        body["exit_code"], 2,
+        "a missing UNIQUE index is an error: {body}"
+    );
+    let open: Value = get("/v1/schema/findings")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let index_finding = |list: &Value| -> Value {
+        list["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| {
+                f["finding"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("users_email")
+            })
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let finding = index_finding(&open);
+    assert_eq!(finding["acknowledged"], false, "{open}");
+    assert!(finding["resolved_at_ms"].is_null(), "{open}");
+    let id = finding["id"].as_i64().unwrap();
+    let acknowledge = |id: &str| {
+        client
+            .post(format!("{base}/v1/schema/findings/{id}/acknowledge"))
+            .bearer_auth(TOKEN)
+            .send()
+    };
+    let ack = acknowledge(&id.to_string()).await.unwrap();
+    assert_eq!(ack.status(), StatusCode::OK);
+    assert_eq!(ack.json::<Value>().await.unwrap()["acknowledged"], id);
+    let open: Value = get("/v1/schema/findings")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(index_finding(&open)["acknowledged"], true, "{open}");
+    let unknown = acknowledge("999999").await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let body = unknown.text().await.unwrap();
+    assert!(body.contains("no schema finding 999999"), "{body}");
+    let garbage = acknowledge("users").await.unwrap();
+    assert_eq!(garbage.status(), StatusCode::BAD_REQUEST);
+    let anonymous = client
+        .post(format!("{base}/v1/schema/findings/{id}/acknowledge"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     let dry: Value = client
         .post(format!("{base}/v1/schema/fix"))
         .bearer_auth(TOKEN)
@@ -590,6 +656,25 @@ async fn server_checks_the_schema_at_start_and_over_http() {
         .await
         .unwrap();
     assert_eq!(done["steps"][0]["status"], "applied", "{done}");
+    let body: Value = get("/v1/schema").await.unwrap().json().await.unwrap();
+    assert_eq!(body["exit_code"], 0, "{body}");
+    let open: Value = get("/v1/schema/findings")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        index_finding(&open).is_null(),
+        "resolved, so no longer open: {open}"
+    );
+    let all: Value = get("/v1/schema/findings?all=true")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(index_finding(&all)["resolved_at_ms"].is_i64(), "{all}");
     let bad = client
         .post(format!("{base}/v1/schema/fix"))
         .bearer_auth(TOKEN)

@@ -3,10 +3,14 @@
 //! configured `[schema] file` now (`?data=true` runs the data rules too),
 //! with the report and the journal's open findings;
 //! `POST /v1/schema/fix` (`{"dry_run": true, "dedupe": "keep-oldest"}`,
-//! both optional) fixes it, or says what a fix would do.
+//! both optional) fixes it, or says what a fix would do;
+//! `GET /v1/schema/findings` (`?all=true` with the resolved ones) lists the
+//! journal's findings without validating again, and
+//! `POST /v1/schema/findings/{id}/acknowledge` marks one seen.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::Json;
 use resilite_actors::{Error, FixOptions, FixReport, ValidateOptions};
 use serde::Deserialize;
@@ -56,4 +60,39 @@ pub(super) async fn fix(
 ) -> Result<Json<FixReport>, ApiError> {
     let schema = s.rt.configured_schema()?;
     Ok(Json(s.rt.fix(&schema, options).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FindingsQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+/// The journal's schema findings, oldest first: the open ones, or all.
+pub(super) async fn findings(
+    State(s): State<AppState>,
+    query: Result<Query<FindingsQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(|e| Error::bad_input(e.body_text()))?;
+    let findings = s.rt.schema_findings(query.all).await?;
+    Ok(Json(serde_json::json!({ "findings": findings })))
+}
+
+/// Mark a finding seen by an operator.
+pub(super) async fn acknowledge(
+    State(s): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Path(id) = id.map_err(|e| Error::bad_input(e.body_text()))?;
+    if s.rt.acknowledge_finding(id).await? {
+        Ok(Json(serde_json::json!({ "acknowledged": id })))
+    } else {
+        Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            error: Error::bad_input(format!(
+                "no schema finding {id}: list them with GET /v1/schema/findings?all=true"
+            )),
+        })
+    }
 }

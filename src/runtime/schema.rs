@@ -145,19 +145,15 @@ impl Runtime {
     }
 
     /// Mark the journal's finding `id` as seen by an operator (kept while
-    /// the same finding is found again).
-    pub async fn acknowledge_finding(&self, id: i64) -> Result<()> {
+    /// the same finding is found again); `false` when there is no such
+    /// finding.
+    pub async fn acknowledge_finding(&self, id: i64) -> Result<bool> {
         let outcome = slot::write(
             &self.inner.journal,
             Operation::Statement(findings::acknowledge_statement(id)),
         )
         .await?;
-        if outcome.iter().map(|o| o.rows_affected).sum::<usize>() == 0 {
-            return Err(Error::bad_input(format!(
-                "no schema finding {id}: see GET /v1/schema or `resilite validate`"
-            )));
-        }
-        Ok(())
+        Ok(outcome.iter().any(|o| o.rows_affected > 0))
     }
 
     /// The schema file of `[schema] file`, read now.
