@@ -1,5 +1,5 @@
 //! Migrations from the command line and over HTTP: `resilite migrate`
-//! (apply, roll back, dry run, repair) and `resilite migrations` on a file
+//! (apply, roll back, dry run, repair, baseline) and `resilite migrations` on a file
 //! no program has open, with their exit codes (0 clean, 1 warnings, 2
 //! errors); a server applying `schema.migrations_dir` at start (`/ready`
 //! 503 meanwhile) and answering `GET /v1/migrations`.
@@ -290,6 +290,93 @@ fn cli_an_edited_applied_migration_blocks_until_repaired() {
         .unwrap();
     assert_eq!(previous, applied, "the history keeps both checksums");
     assert_ne!(repaired, applied);
+}
+
+/// A database whose schema another tool made (its `users` table, rows and
+/// a `user_version` of its own, no history) is blocked with advice to
+/// baseline; `migrate baseline` asks, refuses a version the directory
+/// lacks or a schema missing what the migrations create, then records
+/// migration 1 as applied without running it (the rows stay), and
+/// `migrate` applies migration 2 alone. A second baseline is refused.
+#[test]
+fn cli_baseline_adopts_a_database_made_elsewhere() {
+    let f = files();
+    let c = rusqlite::Connection::open(&f.db).unwrap();
+    c.execute_batch(
+        "CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT NOT NULL); INSERT INTO users(name) VALUES ('ada'); PRAGMA user_version = 42;",
+    )
+    .unwrap();
+    drop(c);
+    let out = f.run(&["migrate", "--db", f.db(), "--dir", f.dir()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("resilite migrate baseline --version N"),
+        "{}",
+        text(&out)
+    );
+    let baseline = |version: &str, yes: bool| {
+        let mut args = vec!["migrate", "baseline", "--db", f.db(), "--dir", f.dir()];
+        args.extend(["--version", version]);
+        if yes {
+            args.push("--yes");
+        }
+        f.run(&args)
+    };
+
+    // Not confirmed (no terminal): nothing recorded.
+    let out = baseline("1", false);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("--yes"), "{}", text(&out));
+    assert_eq!(f.user_version(), 42);
+    // A version the directory lacks; a schema without migration 2's column.
+    let out = baseline("7", true);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no migration 7"), "{}", text(&out));
+    let out = baseline("2", true);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("does not hold what migrations 1 to 2 create")
+            && text(&out).contains("email"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(f.user_version(), 42);
+
+    let out = baseline("1", true);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("recorded 1 migration(s) as applied"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(f.user_version(), 1);
+    let listed = f.run(&["migrations", "--db", f.db(), "--dir", f.dir(), "--json"]);
+    assert_eq!(listed.status.code(), Some(1), "migration 2 is pending");
+    let status: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(status["migrations"][0]["state"], "applied", "{status}");
+    assert_eq!(status["migrations"][1]["state"], "pending", "{status}");
+    assert_eq!(status["history"][0]["action"], "baseline", "{status}");
+
+    let out = f.run(&["migrate", "--db", f.db(), "--dir", f.dir()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("applied 2 add_email"), "{}", text(&out));
+    assert!(!text(&out).contains("applied 1 "), "{}", text(&out));
+    assert_eq!(f.user_version(), 2);
+    let names: i64 = rusqlite::Connection::open(&f.db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM users WHERE name = 'ada'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(names, 1, "the adopted rows are kept");
+
+    let out = baseline("2", true);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("already has a migration history"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

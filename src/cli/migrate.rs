@@ -1,7 +1,9 @@
 //! `resilite migrate`: apply the migrations of a directory to a database
 //! file no program has open (or roll back to `--to N`, or try them with
 //! `--dry-run`); `resilite migrate repair`: accept applied migrations whose
-//! up script changed or was removed.
+//! up script changed or was removed; `resilite migrate baseline`: adopt a
+//! database whose schema already holds migrations `1..=N`, recording them
+//! as applied without running them.
 //!
 //! Before a run that has something to do (not a dry run, not a no-op) a
 //! `pre-migration` backup is taken, verified and recorded in the journal's
@@ -67,6 +69,29 @@ enum MigrateAction {
     /// unless --yes. Exit 0 recorded (or nothing to repair), 1 not
     /// confirmed, 2 error.
     Repair(RepairArgs),
+    /// Adopt a database whose schema another tool (or the application)
+    /// made: record migrations 1 to --version as applied without running
+    /// them, and set user_version to it. Only for a database with no
+    /// migration history, and refused when its schema lacks a table,
+    /// column, primary key or UNIQUE index those migrations create. Asks
+    /// unless --yes. Exit 0 recorded, 1 not confirmed, 2 error.
+    Baseline(BaselineArgs),
+}
+
+#[derive(Debug, Args)]
+struct BaselineArgs {
+    /// The SQLite database file (not in use by any program).
+    #[arg(long)]
+    db: PathBuf,
+    /// The migrations, as `resilite migrate --dir` takes them.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The last migration the database's schema already holds.
+    #[arg(long)]
+    version: u32,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -83,11 +108,13 @@ struct RepairArgs {
 }
 
 pub fn run(args: MigrateArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    if let Some(MigrateAction::Repair(repair_args)) = args.action {
-        return Ok(match repair(&repair_args) {
-            Ok(code) => code,
-            Err(e) => fail(&e, false),
-        });
+    let action = match &args.action {
+        Some(MigrateAction::Repair(a)) => Some(repair(a)),
+        Some(MigrateAction::Baseline(a)) => Some(baseline(a)),
+        None => None,
+    };
+    if let Some(done) = action {
+        return Ok(done.unwrap_or_else(|e| fail(&e, false)));
     }
     let (Some(db), Some(dir)) = (&args.db, &args.dir) else {
         return Err("pass --db PATH and --dir DIR".into());
@@ -301,15 +328,7 @@ fn repair(args: &RepairArgs) -> Result<ExitCode, Error> {
         repairs.len(),
         args.db.display()
     );
-    let confirmed = args.yes
-        || match super::restore::confirm(&question) {
-            Ok(answer) => answer,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Ok(ExitCode::from(EXIT_CANCELLED));
-            }
-        };
-    if !confirmed {
+    if !(args.yes || confirmed(&question)) {
         eprintln!("repair cancelled; nothing was recorded");
         return Ok(ExitCode::from(EXIT_CANCELLED));
     }
@@ -319,4 +338,45 @@ fn repair(args: &RepairArgs) -> Result<ExitCode, Error> {
         done.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn baseline(args: &BaselineArgs) -> Result<ExitCode, Error> {
+    let source = Migrations::from_dir(&args.dir)?;
+    let conn = open(&args.db)?;
+    let adopted: Vec<String> = source
+        .iter()
+        .filter(|m| m.version() <= args.version)
+        .map(|m| format!("{} {}", m.version(), m.name()))
+        .collect();
+    let question = format!(
+        "record migrations {} as applied in {}, without running them? (their schema is checked first; the schema is not changed)",
+        adopted.join(", "),
+        args.db.display()
+    );
+    // A version the directory lacks is refused below, without a question.
+    let known = source.get(args.version).is_some();
+    if known && !(args.yes || confirmed(&question)) {
+        eprintln!("baseline cancelled; nothing was recorded");
+        return Ok(ExitCode::from(EXIT_CANCELLED));
+    }
+    let report = migrate::baseline(&conn, &source, args.version)?;
+    for f in &report.findings {
+        println!("note ({}): {}", f.severity.as_str(), f.message);
+    }
+    println!(
+        "recorded {} migration(s) as applied; the database is at version {} (user_version was {}); `resilite migrate` applies the later ones",
+        report.recorded.len(),
+        report.version,
+        report.previous_user_version
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The operator's answer to `question` on the terminal; no terminal (or
+/// no answer) is a no, said on stderr.
+fn confirmed(question: &str) -> bool {
+    super::restore::confirm(question).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        false
+    })
 }

@@ -8,8 +8,9 @@
 //! after the migration was rolled back, in a transaction of its own), or a
 //! `repair` (a person accepted that an applied migration's up script
 //! changed: the new checksum, and the one it replaces in
-//! `previous_checksum`). What is applied now is the fold of these rows
-//! (see `status`).
+//! `previous_checksum`), or a `baseline` (a person adopted a database whose
+//! schema already held the migration: recorded as applied, never run).
+//! What is applied now is the fold of these rows (see `status`).
 //!
 //! ```sql
 //! SELECT version, name, action, success, applied_at, error
@@ -28,7 +29,7 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS _resilite_migrations (
     id INTEGER PRIMARY KEY,
     version INTEGER NOT NULL,
     name TEXT NOT NULL,
-    action TEXT NOT NULL CHECK (action IN ('apply', 'rollback', 'repair')),
+    action TEXT NOT NULL CHECK (action IN ('apply', 'rollback', 'repair', 'baseline')),
     success INTEGER NOT NULL CHECK (success IN (0, 1)),
     checksum TEXT,
     previous_checksum TEXT,
@@ -54,6 +55,10 @@ pub enum HistoryAction {
     /// A person accepted a changed (or removed) up script of an applied
     /// migration: its new checksum is recorded (`migrate repair`).
     Repair,
+    /// A person adopted a database whose schema already held the
+    /// migration: it counts as applied with this checksum, never having
+    /// run (`migrate baseline`).
+    Baseline,
 }
 
 impl HistoryAction {
@@ -62,6 +67,7 @@ impl HistoryAction {
             HistoryAction::Apply => "apply",
             HistoryAction::Rollback => "rollback",
             HistoryAction::Repair => "repair",
+            HistoryAction::Baseline => "baseline",
         }
     }
 
@@ -69,6 +75,7 @@ impl HistoryAction {
         match s {
             "rollback" => HistoryAction::Rollback,
             "repair" => HistoryAction::Repair,
+            "baseline" => HistoryAction::Baseline,
             _ => HistoryAction::Apply,
         }
     }

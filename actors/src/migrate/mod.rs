@@ -24,8 +24,11 @@
 //! - `schema`: destructive-change detection from the schema before and
 //!   after ([`SchemaChange`]).
 //! - `repair`: accepting changed applied migrations ([`repair`]).
+//! - `baseline`: adopting a database whose schema already holds
+//!   migrations, without running them ([`baseline`]).
 
 mod apply;
+mod baseline;
 mod history;
 mod repair;
 mod schema;
@@ -34,6 +37,7 @@ mod source;
 mod status;
 
 pub use apply::{plan, run, MigrateOptions, MigrationReport, OpLogBarrier, RunContext, StepReport};
+pub use baseline::{baseline, BaselineReport};
 pub use history::{read as history, HistoryAction, HistoryEntry, HISTORY_TABLE};
 pub use repair::{repair, repairs, Repair};
 pub use schema::{Renamed, SchemaChange};

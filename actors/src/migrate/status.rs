@@ -3,7 +3,8 @@
 //! run; and the steps a run takes.
 //!
 //! What is applied is the fold of the history (see `history`): a version
-//! is applied after a successful `apply`, until a successful `rollback`;
+//! is applied after a successful `apply` (or a `baseline`), until a
+//! successful `rollback`;
 //! its checksum is the one applied, or the last one a `repair` accepted.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -122,7 +123,7 @@ impl Standing {
         let mut failed = BTreeMap::new();
         for row in &history {
             match (row.action, row.success) {
-                (HistoryAction::Apply, true) => {
+                (HistoryAction::Apply | HistoryAction::Baseline, true) => {
                     failed.remove(&row.version);
                     applied.insert(
                         row.version,
@@ -225,15 +226,22 @@ impl Standing {
             });
         }
         if self.user_version != i64::from(highest) {
-            problems.push(format!(
-                "PRAGMA user_version is {} but the migration history has {}: something other than resilite's migrations set it; resilite cannot tell which migrations the schema holds (set user_version back to {highest} if the history is right)",
-                self.user_version,
-                if highest == 0 {
-                    "no migration applied".to_string()
-                } else {
-                    format!("migration {highest} as the highest applied")
-                }
-            ));
+            problems.push(if self.history.is_empty() {
+                format!(
+                    "PRAGMA user_version is {} but the database has no migration history: another tool (or the application) made its schema; resilite cannot tell which migrations it holds. Adopt it with `resilite migrate baseline --version N` (N: the last migration its schema holds), or set user_version back to 0 to apply every migration",
+                    self.user_version
+                )
+            } else {
+                format!(
+                    "PRAGMA user_version is {} but the migration history has {}: something other than resilite's migrations set it; resilite cannot tell which migrations the schema holds (set user_version back to {highest} if the history is right)",
+                    self.user_version,
+                    if highest == 0 {
+                        "no migration applied".to_string()
+                    } else {
+                        format!("migration {highest} as the highest applied")
+                    }
+                )
+            });
         }
         MigrationStatus {
             user_version: self.user_version,

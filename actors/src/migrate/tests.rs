@@ -389,11 +389,108 @@ fn a_user_version_the_history_does_not_explain_blocks() {
     )
     .unwrap_err();
     assert!(
-        e.message.contains(
-            "PRAGMA user_version is 5 but the migration history has no migration applied"
-        ),
+        e.message
+            .contains("PRAGMA user_version is 5 but the database has no migration history")
+            && e.message.contains("resilite migrate baseline"),
         "{e}"
     );
+}
+
+/// A database whose schema another tool made (user_version 7, no
+/// history) is adopted at migration 1 without running it: migration 1 is
+/// applied as far as the history says, user_version is 1, the next run
+/// applies migration 2 alone, and a later change to the baselined script
+/// is caught as for any applied migration.
+#[test]
+fn baseline_adopts_a_schema_made_elsewhere_then_migrations_continue() {
+    let (_dir, conn) = db();
+    conn.execute_batch(
+        "CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT); INSERT INTO users(name) VALUES ('ada'); PRAGMA user_version = 7;",
+    )
+    .unwrap();
+    let m = Migrations::new(users()).unwrap();
+    let blocked = apply(&conn, &m, MigrateOptions::default()).unwrap_err();
+    assert!(blocked.message.contains("baseline"), "{blocked}");
+
+    let report = baseline(&conn, &m, 1).unwrap();
+    assert_eq!(report.version, 1);
+    assert_eq!(report.previous_user_version, 7);
+    assert_eq!(report.recorded, [(1, "create_users".to_string())]);
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!(snapshot(&conn).1, 1);
+    let h = history(&conn).unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!((h[0].action, h[0].success), (HistoryAction::Baseline, true));
+    assert_eq!(
+        h[0].checksum.as_deref(),
+        Some(users()[0].checksum().as_str())
+    );
+    let s = status(&conn, Some(&m)).unwrap();
+    assert!(!s.is_blocked(), "{:?}", s.problems);
+    assert_eq!(s.migrations[0].state, MigrationState::Applied);
+    assert_eq!(s.migrations[1].state, MigrationState::Pending);
+
+    let run = apply(&conn, &m, MigrateOptions::default()).unwrap();
+    assert_eq!(
+        run.applied.iter().map(|s| s.version).collect::<Vec<_>>(),
+        [2]
+    );
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM users WHERE email IS NULL", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(rows, 1, "the adopted rows are kept");
+
+    let mut changed = users();
+    changed[0] = Migration::new(
+        1,
+        "create_users",
+        "CREATE TABLE users(id INTEGER PRIMARY KEY);",
+    );
+    let s = status(&conn, Some(&Migrations::new(changed).unwrap())).unwrap();
+    assert_eq!(s.migrations[0].state, MigrationState::Changed);
+}
+
+/// A baseline is refused, with nothing written, at a version the source
+/// lacks, on a database whose schema does not hold what the migrations
+/// create (each missing thing named), and on a database resilite has
+/// already migrated.
+#[test]
+fn baseline_refuses_what_it_cannot_vouch_for_and_writes_nothing() {
+    let (_dir, conn) = db();
+    conn.execute_batch("CREATE TABLE users(id INTEGER PRIMARY KEY); PRAGMA user_version = 3;")
+        .unwrap();
+    let m = Migrations::new(users()).unwrap();
+    let before = snapshot(&conn);
+
+    let e = baseline(&conn, &m, 9).unwrap_err();
+    assert_eq!(e.class, ErrorClass::BadInput);
+    assert!(e.message.contains("there is no migration 9"), "{e}");
+
+    let e = baseline(&conn, &m, 2).unwrap_err();
+    assert_eq!(e.class, ErrorClass::BadInput);
+    assert!(
+        e.message
+            .contains("does not hold what migrations 1 to 2 create")
+            && e.message.contains("name")
+            && e.message.contains("email"),
+        "{e}"
+    );
+    assert_eq!(snapshot(&conn), before);
+    assert!(history(&conn).unwrap().is_empty());
+    assert!(conn.is_autocommit(), "the transaction was rolled back");
+
+    let (_dir, conn) = db();
+    apply(
+        &conn,
+        &Migrations::new(users()[..1].to_vec()).unwrap(),
+        MigrateOptions::default(),
+    )
+    .unwrap();
+    let e = baseline(&conn, &m, 2).unwrap_err();
+    assert!(e.message.contains("already has a migration history"), "{e}");
+    assert_eq!(history(&conn).unwrap().len(), 1);
 }
 
 /// A rebuild of a parent table runs with foreign keys off: its children
