@@ -343,26 +343,25 @@ fn repair(args: &RepairArgs) -> Result<ExitCode, Error> {
 fn baseline(args: &BaselineArgs) -> Result<ExitCode, Error> {
     let source = Migrations::from_dir(&args.dir)?;
     let conn = open(&args.db)?;
-    let adopted: Vec<String> = source
+    let plan = migrate::baseline_plan(&conn, &source, args.version)?;
+    for f in &plan.findings {
+        println!("note ({}): {}", f.severity.as_str(), f.message);
+    }
+    let adopted: Vec<String> = plan
+        .recorded
         .iter()
-        .filter(|m| m.version() <= args.version)
-        .map(|m| format!("{} {}", m.version(), m.name()))
+        .map(|(version, name)| format!("{version} {name}"))
         .collect();
     let question = format!(
-        "record migrations {} as applied in {}, without running them? (their schema is checked first; the schema is not changed)",
-        adopted.join(", "),
-        args.db.display()
+        "the schema of {} holds what migrations {} create: record them as applied, without running them? (the schema is not changed)",
+        args.db.display(),
+        adopted.join(", ")
     );
-    // A version the directory lacks is refused below, without a question.
-    let known = source.get(args.version).is_some();
-    if known && !(args.yes || confirmed(&question)) {
+    if !(args.yes || confirmed(&question)) {
         eprintln!("baseline cancelled; nothing was recorded");
         return Ok(ExitCode::from(EXIT_CANCELLED));
     }
     let report = migrate::baseline(&conn, &source, args.version)?;
-    for f in &report.findings {
-        println!("note ({}): {}", f.severity.as_str(), f.message);
-    }
     println!(
         "recorded {} migration(s) as applied; the database is at version {} (user_version was {}); `resilite migrate` applies the later ones",
         report.recorded.len(),

@@ -37,7 +37,7 @@ mod source;
 mod status;
 
 pub use apply::{plan, run, MigrateOptions, MigrationReport, OpLogBarrier, RunContext, StepReport};
-pub use baseline::{baseline, BaselineReport};
+pub use baseline::{baseline, baseline_plan, BaselineReport};
 pub use history::{read as history, HistoryAction, HistoryEntry, HISTORY_TABLE};
 pub use repair::{repair, repairs, Repair};
 pub use schema::{Renamed, SchemaChange};

@@ -412,7 +412,11 @@ fn baseline_adopts_a_schema_made_elsewhere_then_migrations_continue() {
     let blocked = apply(&conn, &m, MigrateOptions::default()).unwrap_err();
     assert!(blocked.message.contains("baseline"), "{blocked}");
 
+    let plan = baseline_plan(&conn, &m, 1).unwrap();
+    assert_eq!(snapshot(&conn).1, 7, "the plan writes nothing");
+    assert!(history(&conn).unwrap().is_empty());
     let report = baseline(&conn, &m, 1).unwrap();
+    assert_eq!(report, plan);
     assert_eq!(report.version, 1);
     assert_eq!(report.previous_user_version, 7);
     assert_eq!(report.recorded, [(1, "create_users".to_string())]);
