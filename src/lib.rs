@@ -115,9 +115,9 @@ pub use resilite_actors::schema::{
 };
 pub use resilite_actors::{
     Action, ActorStatus, AuditLevel, AuditPage, AuditQuery, AuditRecord, AuditStatus, BackupInfo,
-    BreakerConfig, BreakerError, BreakerHandle, BreakerOpen, BreakerSnapshot, BreakerState,
-    CheckpointMode, CheckpointOutcome, Compress, EnqueueOptions, Entry, EntryStatus, Error,
-    ErrorClass, ErrorRecord, Event, EventKind, EventPage, EventQuery, EventRecord, Figures,
+    BaselineReport, BreakerConfig, BreakerError, BreakerHandle, BreakerOpen, BreakerSnapshot,
+    BreakerState, CheckpointMode, CheckpointOutcome, Compress, EnqueueOptions, Entry, EntryStatus,
+    Error, ErrorClass, ErrorRecord, Event, EventKind, EventPage, EventQuery, EventRecord, Figures,
     Handler, HandlerFuture, HealthEvent, HealthReport, HealthStatus, HistoryAction, HistoryEntry,
     Integrity, Maintenance, MaintenanceRun, MigrateOptions, Migration, MigrationInfo,
     MigrationReport, MigrationState, MigrationStatus, Migrations, OpKind, Operation,

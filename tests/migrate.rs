@@ -170,6 +170,56 @@ async fn migrate_applies_pending_migrations_once_after_a_pre_migration_backup() 
     t.rt.shutdown().await.unwrap();
 }
 
+/// A database the application made before it used migrations (its
+/// `users` table and rows, a `user_version` of its own) is refused by
+/// `rt.migrate` with advice to baseline; `rt.baseline_migrations` records
+/// migration 1 as applied without running it, after which `rt.migrate`
+/// applies 2 and 3 alone and the rows are kept. A second baseline is
+/// refused and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baseline_adopts_a_database_the_application_made_then_migrate_continues() {
+    let t = start_with(|c| c.backup.interval = Duration::ZERO).await;
+    open_direct(&t.db_path())
+        .execute_batch(
+            "CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT NOT NULL); INSERT INTO users(name) VALUES ('ada'); PRAGMA user_version = 12;",
+        )
+        .unwrap();
+    let m = migrations(blog());
+    let e =
+        t.rt.migrate(&m, MigrateOptions::default())
+            .await
+            .unwrap_err();
+    assert!(e.message.contains("baseline"), "{e}");
+
+    let report = t.rt.baseline_migrations(&m, 1).await.unwrap();
+    assert_eq!(report.recorded, [(1, "create_users".to_string())]);
+    assert_eq!(report.previous_user_version, 12);
+    let run = t.rt.migrate(&m, MigrateOptions::default()).await.unwrap();
+    assert_eq!(
+        run.applied.iter().map(|s| s.version).collect::<Vec<_>>(),
+        [2, 3]
+    );
+    let rows =
+        t.rt.query(Statement::sql("SELECT name FROM users"))
+            .await
+            .unwrap();
+    assert_eq!(rows.rows, vec![vec![Value::Text("ada".into())]]);
+    let actions: Vec<_> = history(&t.db_path()).iter().map(|r| r.action).collect();
+    assert_eq!(
+        actions,
+        [
+            HistoryAction::Baseline,
+            HistoryAction::Apply,
+            HistoryAction::Apply
+        ]
+    );
+
+    let e = t.rt.baseline_migrations(&m, 3).await.unwrap_err();
+    assert!(e.message.contains("already has a migration history"), "{e}");
+    assert_eq!(history(&t.db_path()).len(), 3);
+    t.rt.shutdown().await.unwrap();
+}
+
 /// A migration failing at its third statement, after a DDL and a DML
 /// statement of its own: the database is exactly as before it (schema,
 /// rows, user_version); the history records the failure and the statement;

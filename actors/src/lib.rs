@@ -137,8 +137,9 @@ pub use journal::slow_queries::{SlowKind, SlowQueryRecord};
 pub use journal::{RestartOutcome, RestartRecord};
 pub use maintenance::{CheckpointMode, CheckpointOutcome, Maintenance, MaintenanceRun};
 pub use migrate::{
-    HistoryAction, HistoryEntry, MigrateOptions, Migration, MigrationInfo, MigrationReport,
-    MigrationState, MigrationStatus, Migrations, Renamed, SchemaChange, StepReport,
+    BaselineReport, HistoryAction, HistoryEntry, MigrateOptions, Migration, MigrationInfo,
+    MigrationReport, MigrationState, MigrationStatus, Migrations, Renamed, SchemaChange,
+    StepReport,
 };
 pub use readers::{ReadPool, ReadPoolConfig};
 pub use retry_queue::{

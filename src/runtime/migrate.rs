@@ -1,5 +1,6 @@
 //! Migrations, run on the writer's connection: [`Runtime::migrate`],
-//! [`Runtime::migration_status`], and the migrations of
+//! [`Runtime::baseline_migrations`], [`Runtime::migration_status`], and
+//! the migrations of
 //! `schema.migrations_dir` at start.
 //!
 //! # The operation log across a migration
@@ -27,7 +28,8 @@ use resilite_actors::connection::read_blocking;
 use resilite_actors::migrate::{self, OpLogBarrier, RunContext};
 use resilite_actors::slot;
 use resilite_actors::{
-    Error, MigrateOptions, MigrationReport, MigrationStatus, Migrations, Result, WriterHandle,
+    BaselineReport, Error, MigrateOptions, MigrationReport, MigrationStatus, Migrations, Result,
+    WriterHandle,
 };
 
 use super::Runtime;
@@ -149,6 +151,37 @@ impl Runtime {
                 Err(e)
             }
         }
+    }
+
+    /// Adopt a database whose schema another tool (or the application's
+    /// own `CREATE TABLE`s) made: record migrations `1..=version` of
+    /// `migrations` as applied without running them, and set
+    /// `user_version` to `version`, on the writer's connection in one
+    /// transaction; later migrations then apply with
+    /// [`migrate`](Runtime::migrate). `resilite migrate baseline` on a
+    /// file.
+    ///
+    /// Refused, nothing written, when the database already has a
+    /// migration history, when `version` is not in `migrations`, or when
+    /// the schema lacks a table, column, primary key or UNIQUE index those
+    /// migrations create; lesser differences come back in the report.
+    pub async fn baseline_migrations(
+        &self,
+        migrations: &Migrations,
+        version: u32,
+    ) -> Result<BaselineReport> {
+        let _one = self.inner.migrate_lock.lock().await;
+        let handle = slot::running(&mut self.inner.app.clone()).await?.handle;
+        let source = migrations.clone();
+        let report = handle
+            .call(move |c| migrate::baseline(c, &source, version))
+            .await?;
+        tracing::info!(
+            version,
+            previous_user_version = report.previous_user_version,
+            "migrations recorded as applied without running them (baseline)"
+        );
+        Ok(report)
     }
 
     /// Where the database stands against `migrations`: each one applied,
