@@ -1,6 +1,6 @@
 //! Supervision through the message API: a panicking writer is restarted,
 //! restarts are recorded in the journal, and past the limit the runtime
-//! escalates with a clear error.
+//! escalates with a clear error; a runtime shut down leaves no task behind.
 
 mod common;
 
@@ -275,5 +275,62 @@ proptest! {
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(connection_losses(losses));
+    }
+}
+
+/// A runtime that has written, queued a durable write, lost its writer to
+/// a panic and reloaded its config shuts down cleanly at once (the WAL
+/// checkpointed into the file, even when the writer's restart has not come
+/// yet), and leaves no task behind once dropped: an application that
+/// starts and stops runtimes (a test suite, a reconfiguration) does not
+/// accumulate tasks, nor the breaker, journal handles and buffers they
+/// would hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_shut_down_and_dropped_leaves_no_task_behind() {
+    let tasks = tokio::runtime::Handle::current().metrics();
+    let before = tasks.num_alive_tasks();
+    for round in 0..2 {
+        let t = start_with(|c| c.supervisor.max_restarts = 3).await;
+        t.rt.execute(Statement::sql("CREATE TABLE r(v INTEGER)"))
+            .await
+            .unwrap();
+        t.rt.execute(insert("r", round)).await.unwrap();
+        t.rt.execute_durable(
+            resilite::Operation::Statement(insert("r", round)),
+            resilite::EnqueueOptions::default(),
+        )
+        .await
+        .unwrap();
+        let writer = t.rt.writer().await.unwrap();
+        writer.send_message(WriterMsg::InjectPanic).unwrap();
+        t.rt.execute(insert("r", round)).await.unwrap();
+        let mut config = (*t.rt.config()).clone();
+        config.health.slow_read = Duration::from_secs(30);
+        t.rt.reload_config_from(config).await.unwrap();
+        // The restart may not have come yet: shutdown still commits and
+        // checkpoints through the failed writer's connection thread.
+        t.rt.shutdown()
+            .await
+            .expect("shutdown right after a writer failure");
+        let wal = t.dir.path().join("data").join("app.db-wal");
+        assert!(
+            std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+            "round {round}: the WAL was checkpointed into the file"
+        );
+        let rows: i64 = common::open_direct(&t.db_path())
+            .query_row("SELECT count(*) FROM r", [], |r| r.get(0))
+            .unwrap();
+        assert!(rows >= 2, "round {round}: {rows} rows");
+        drop(t);
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while tasks.num_alive_tasks() > before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            tasks.num_alive_tasks(),
+            before,
+            "round {round}: tasks left running after shutdown"
+        );
     }
 }

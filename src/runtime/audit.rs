@@ -67,9 +67,10 @@ impl Audit {
 }
 
 /// Delete what is past `[audit] retention` (as `current` has it at each
-/// run) now and every [`PRUNE_EVERY`], until the journal writer stops.
+/// run) now and every [`PRUNE_EVERY`], until the journal writer stops
+/// (the task ends then, not at the next run).
 async fn prune(
-    journal: watch::Receiver<WriterSlot>,
+    mut journal: watch::Receiver<WriterSlot>,
     current: watch::Receiver<std::sync::Arc<Config>>,
 ) {
     loop {
@@ -83,9 +84,17 @@ async fn prune(
             }
             tracing::warn!(detail = %e.detail, "could not prune the journal's records past [audit] retention");
         }
-        tokio::time::sleep(PRUNE_EVERY).await;
-        if matches!(*journal.borrow(), Slot::Stopped) {
-            return;
+        let next_run = tokio::time::sleep(PRUNE_EVERY);
+        tokio::pin!(next_run);
+        loop {
+            tokio::select! {
+                () = &mut next_run => break,
+                changed = journal.changed() => {
+                    if changed.is_err() || matches!(*journal.borrow(), Slot::Stopped) {
+                        return;
+                    }
+                }
+            }
         }
     }
 }

@@ -66,12 +66,24 @@ impl Runtime {
 /// A breaker forced open (a restore, a recovery) is not probed. The named
 /// breakers keep their time-based open period: they guard remote
 /// dependencies that are not cheap to probe.
+///
+/// The task ends with the runtime: it holds the runtime weakly, and the
+/// config's sender (which only the runtime holds) closing wakes it from
+/// its wait. Left waiting, it would keep the breaker, and the event and
+/// journal tasks behind the breaker's senders, for as long as the process.
 pub(super) fn probe_database(rt: &Runtime) {
     let weak = Arc::downgrade(&rt.inner);
     let database = rt.inner.database.clone();
+    let mut runtime_alive = rt.inner.config.subscribe();
     tokio::spawn(async move {
         loop {
-            database.opened().await;
+            tokio::select! {
+                () = database.opened() => {}
+                changed = runtime_alive.changed() => match changed {
+                    Ok(()) => continue, // a reload
+                    Err(_) => return,   // the runtime is gone
+                },
+            }
             let mut pause = FIRST_PROBE;
             while database.needs_probe() {
                 tokio::time::sleep(pause).await;

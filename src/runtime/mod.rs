@@ -400,6 +400,12 @@ impl Runtime {
     /// WAL into the database file and stop the actors. The read pool closes
     /// first (queries answer `unavailable` from then on), so the writer's
     /// connection is the file's last and closing it removes the WAL.
+    /// A writer that failed just before (its restart not come yet) is
+    /// flushed through its connection thread. Once it returns and the
+    /// last handle is dropped, no task of the runtime is left. Call it
+    /// before dropping the last handle: the actors are tasks of their own,
+    /// and without it they (and their connections) live on until the
+    /// tokio runtime ends.
     pub async fn shutdown(&self) -> Result<()> {
         if self.inner.closing.swap(true, Ordering::AcqRel) {
             return Ok(());

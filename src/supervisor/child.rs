@@ -7,9 +7,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorCell, ActorId, ActorRef};
+use resilite_actors::maintenance;
 use resilite_actors::slot::{RunningWriter, Slot, SlotState, WriterSlot};
 use resilite_actors::{
-    CheckpointMode, Error, ErrorClass, Maintenance, WriterActor, WriterConfig, WriterMsg,
+    CheckpointMode, Error, ErrorClass, Maintenance, WriterActor, WriterConfig, WriterHandle,
+    WriterMsg,
 };
 use tokio::sync::watch;
 
@@ -100,10 +102,15 @@ impl Child for WriterChild {
             let Some(RunningWriter { actor, handle }) = self.running() else {
                 return Ok(());
             };
+            let flushed = match flush(&actor).await {
+                // The actor failed and shutdown came before its restart:
+                // its connection thread still runs what it was given.
+                Err(_) => flush_thread(&handle).await,
+                done => done,
+            };
             // Keep only the actor: the connection thread closes once no
             // handle to it is left, the published one included.
             drop(handle);
-            let flushed = flush(&actor).await;
             self.set(Slot::Stopped);
             let _ = actor.stop_and_wait(Some("shutdown".into()), None).await;
             flushed
@@ -123,6 +130,16 @@ async fn flush(writer: &ActorRef<WriterMsg>) -> Result<(), Error> {
     })
     .map_err(unavailable)?
     .map(drop)
+}
+
+/// Commit every write the connection thread of `handle` was given, then
+/// checkpoint its WAL into the file (TRUNCATE): [`flush`] without the
+/// actor.
+async fn flush_thread(handle: &WriterHandle) -> Result<(), Error> {
+    handle
+        .call(|c| maintenance::checkpoint(c, CheckpointMode::Truncate))
+        .await
+        .map(drop)
 }
 
 /// Any other actor, published as its `ActorRef`. The actor and its
