@@ -571,22 +571,18 @@ async fn server_checks_the_schema_at_start_and_over_http() {
         .execute_batch("DROP INDEX users_email")
         .unwrap();
     let get = |path: &str| {
-        client
+        let sent = client
             .get(format!("{base}{path}"))
             .bearer_auth(TOKEN)
-            .send()
+            .send();
+        async move { sent.await.unwrap().json::<Value>().await.unwrap() }
     };
-    let body: Value = get("/v1/schema").await.unwrap().json().await.unwrap();
+    let body: Value = get("/v1/schema").await;
     assert_eq!(
         body["exit_code"], 2,
         "a missing UNIQUE index is an error: {body}"
     );
-    let open: Value = get("/v1/schema/findings")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let open: Value = get("/v1/schema/findings").await;
     let index_finding = |list: &Value| -> Value {
         list["findings"]
             .as_array()
@@ -614,12 +610,7 @@ async fn server_checks_the_schema_at_start_and_over_http() {
     let ack = acknowledge(&id.to_string()).await.unwrap();
     assert_eq!(ack.status(), StatusCode::OK);
     assert_eq!(ack.json::<Value>().await.unwrap()["acknowledged"], id);
-    let open: Value = get("/v1/schema/findings")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let open: Value = get("/v1/schema/findings").await;
     assert_eq!(index_finding(&open)["acknowledged"], true, "{open}");
     let unknown = acknowledge("999999").await.unwrap();
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
@@ -656,24 +647,14 @@ async fn server_checks_the_schema_at_start_and_over_http() {
         .await
         .unwrap();
     assert_eq!(done["steps"][0]["status"], "applied", "{done}");
-    let body: Value = get("/v1/schema").await.unwrap().json().await.unwrap();
+    let body: Value = get("/v1/schema").await;
     assert_eq!(body["exit_code"], 0, "{body}");
-    let open: Value = get("/v1/schema/findings")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let open: Value = get("/v1/schema/findings").await;
     assert!(
         index_finding(&open).is_null(),
         "resolved, so no longer open: {open}"
     );
-    let all: Value = get("/v1/schema/findings?all=true")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = get("/v1/schema/findings?all=true").await;
     assert!(index_finding(&all)["resolved_at_ms"].is_i64(), "{all}");
     let bad = client
         .post(format!("{base}/v1/schema/fix"))
