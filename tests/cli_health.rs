@@ -176,3 +176,40 @@ fn checkpoint_truncates_the_wal_and_refuses_a_missing_file() {
         "a missing file is never created"
     );
 }
+
+/// Without `--config`, `resilite health` takes the built-in thresholds
+/// with the environment's `RESILITE_HEALTH_<KEY>` overrides, as a config
+/// file's would be: a disk threshold of 100% makes a fresh database
+/// CRITICAL; a value that is not a number is refused naming the variable;
+/// another section's variable (a server's setting) is not this command's
+/// concern.
+#[test]
+fn health_takes_threshold_overrides_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fresh.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE t(v)")
+        .unwrap();
+    let with_env = |vars: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_resilite"))
+            .args(["health", "--db", db.to_str().unwrap(), "--json"])
+            .envs(vars.iter().copied())
+            .output()
+            .expect("run resilite")
+    };
+    let out = with_env(&[
+        ("RESILITE_HEALTH_MIN_DISK_FREE_PCT", "100"),
+        ("RESILITE_HTTP_LISTEN", "0.0.0.0:80"),
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(out.status.code(), Some(2), "{report}");
+    assert!(
+        report["rule"].as_str().unwrap().starts_with("disk free "),
+        "{report}"
+    );
+    let out = with_env(&[("RESILITE_HEALTH_MIN_DISK_FREE_PCT", "lots")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("RESILITE_HEALTH_MIN_DISK_FREE_PCT"), "{err}");
+}

@@ -20,7 +20,8 @@ pub struct HealthArgs {
     #[arg(long)]
     full: bool,
     /// Take the thresholds from this config file's [health] section
-    /// (default: the built-in thresholds).
+    /// (default: the built-in thresholds). Either way the environment's
+    /// RESILITE_HEALTH_<KEY> variables override them.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -29,7 +30,7 @@ pub struct HealthArgs {
 pub fn run(args: HealthArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let thresholds = match &args.config {
         Some(path) => crate::Config::load(path)?.health,
-        None => HealthConfig::default(),
+        None => defaults_with_env_overrides()?,
     };
     // A path that cannot be a database file (a directory, under a file)
     // says why, beside the UNKNOWN report.
@@ -45,4 +46,13 @@ pub fn run(args: HealthArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         print!("{}", report.to_text());
     }
     Ok(ExitCode::from(report.status.exit_code()))
+}
+
+/// The built-in thresholds with the environment's `RESILITE_HEALTH_<KEY>`
+/// overrides, as a config file's would have them (the other sections'
+/// variables belong to a server's config, not to this command).
+fn defaults_with_env_overrides() -> Result<HealthConfig, crate::config::ConfigError> {
+    let prefix = format!("{}HEALTH_", crate::config::ENV_PREFIX);
+    let health_vars = std::env::vars().filter(|(k, _)| k.starts_with(&prefix));
+    Ok(crate::Config::parse("", health_vars)?.health)
 }
