@@ -46,6 +46,17 @@ fn health_json(db: &Path, full: bool) -> (i32, serde_json::Value) {
     (out.status.code().unwrap(), json)
 }
 
+/// A new database with one table, in a temp dir of its own.
+fn fresh_db() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fresh.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE t(v)")
+        .unwrap();
+    (dir, db)
+}
+
 /// A database of 20,000 rows of 200 bytes, most of them then deleted.
 fn mostly_deleted(path: &Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
@@ -60,12 +71,7 @@ fn mostly_deleted(path: &Path) {
 
 #[test]
 fn health_fresh_db_is_healthy_and_missing_file_is_unknown() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("fresh.db");
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch("CREATE TABLE t(v)")
-        .unwrap();
+    let (dir, db) = fresh_db();
     let (code, report) = health_json(&db, true);
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["status"], "HEALTHY");
@@ -185,12 +191,7 @@ fn checkpoint_truncates_the_wal_and_refuses_a_missing_file() {
 /// concern.
 #[test]
 fn health_takes_threshold_overrides_from_the_environment() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("fresh.db");
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch("CREATE TABLE t(v)")
-        .unwrap();
+    let (_dir, db) = fresh_db();
     let with_env = |vars: &[(&str, &str)]| {
         Command::new(env!("CARGO_BIN_EXE_resilite"))
             .args(["health", "--db", db.to_str().unwrap(), "--json"])
