@@ -187,12 +187,9 @@ pub async fn serve(
 }
 
 async fn not_found() -> ApiError {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        error: Error::bad_input(
+    ApiError::not_found(
             "no such route: use GET /health, /ready, /metrics, /health/detailed, /v1/dlq, /v1/backups, /v1/archives, /v1/recoveries, /v1/migrations, /v1/schema, /v1/schema/findings, /v1/events, /v1/errors, /v1/slow-queries, /v1/resources, /v1/audit, or POST /v1/execute, /v1/batch, /v1/query, /v1/config/reload, /v1/backups, /v1/backups/{name}/verify, /v1/archives/run, /v1/archives/{id}/verify, /v1/archives/{id}/restore, /v1/restore, /v1/recover, /v1/schema/fix, /v1/schema/findings/{id}/acknowledge, /v1/errors/{signature}/resolve",
-        ),
-    }
+        )
 }
 
 async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> Response {

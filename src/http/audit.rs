@@ -6,7 +6,6 @@
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::Json;
 use resilite_actors::{AuditPage, Error, EventPage};
 use serde::Deserialize;
@@ -81,12 +80,9 @@ pub(super) async fn resolve(
     if s.rt.resolve_error(&signature).await? {
         Ok(Json(serde_json::json!({ "resolved": signature })))
     } else {
-        Err(ApiError {
-            status: StatusCode::NOT_FOUND,
-            error: Error::bad_input(format!(
-                "no error signature {signature} in the error log: list them with GET /v1/errors"
-            )),
-        })
+        Err(ApiError::not_found(format!(
+            "no error signature {signature} in the error log: list them with GET /v1/errors"
+        )))
     }
 }
 

@@ -4,7 +4,6 @@
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::Json;
 use resilite_actors::retry_queue::{Entry, Resolution};
 use resilite_actors::Error;
@@ -89,10 +88,7 @@ fn entry_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
 }
 
 fn no_entry(id: i64) -> ApiError {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        error: Error::bad_input(format!(
-            "no dead-letter entry {id}: list them with GET /v1/dlq"
-        )),
-    }
+    ApiError::not_found(format!(
+        "no dead-letter entry {id}: list them with GET /v1/dlq"
+    ))
 }

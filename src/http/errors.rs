@@ -15,6 +15,17 @@ pub(super) struct ApiError {
     pub(super) error: Error,
 }
 
+impl ApiError {
+    /// 404: what the request names does not exist; `message` says what
+    /// lists what does.
+    pub(super) fn not_found(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            error: Error::bad_input(message),
+        }
+    }
+}
+
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         let status = match error.class {

@@ -10,7 +10,6 @@
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::Json;
 use resilite_actors::{Error, FixOptions, FixReport, ValidateOptions};
 use serde::Deserialize;
@@ -88,11 +87,8 @@ pub(super) async fn acknowledge(
     if s.rt.acknowledge_finding(id).await? {
         Ok(Json(serde_json::json!({ "acknowledged": id })))
     } else {
-        Err(ApiError {
-            status: StatusCode::NOT_FOUND,
-            error: Error::bad_input(format!(
-                "no schema finding {id}: list them with GET /v1/schema/findings?all=true"
-            )),
-        })
+        Err(ApiError::not_found(format!(
+            "no schema finding {id}: list them with GET /v1/schema/findings?all=true"
+        )))
     }
 }
