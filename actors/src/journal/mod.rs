@@ -205,8 +205,10 @@ pub(crate) fn in_memory() -> Connection {
 }
 
 /// Run `f` in one transaction taken with `BEGIN IMMEDIATE` (a busy
-/// journal is met at the start, where the connection's busy timeout waits
+/// database is met at the start, where the connection's busy timeout waits
 /// for it): committed when `f` succeeds, rolled back when anything fails.
+/// For the journal, and for resilite's own writes to the application
+/// database (the migration history's repairs and baselines).
 pub fn immediate<T>(conn: &Connection, f: impl FnOnce() -> Result<T>) -> Result<T> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let done = f().and_then(|v| {

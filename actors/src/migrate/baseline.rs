@@ -53,8 +53,7 @@ pub fn baseline_plan(
 /// `source`, when the database already has a migration history, or when
 /// its schema lacks what those migrations create.
 pub fn baseline(conn: &Connection, source: &Migrations, version: u32) -> Result<BaselineReport> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let done = (|| {
+    crate::journal::immediate(conn, || {
         let (report, adopted) = check(conn, source, version)?;
         // The history is empty: a table made by an older resilite (whose
         // CHECK does not know `baseline`) is made again.
@@ -76,13 +75,8 @@ pub fn baseline(conn: &Connection, source: &Migrations, version: u32) -> Result<
             )?;
         }
         conn.execute_batch(&format!("PRAGMA user_version = {version}"))?;
-        conn.execute_batch("COMMIT")?;
         Ok(report)
-    })();
-    if done.is_err() && !conn.is_autocommit() {
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    done
+    })
 }
 
 /// The checks of a baseline at `version`: the report, and the migrations

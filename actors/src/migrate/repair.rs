@@ -52,8 +52,7 @@ fn needed(standing: &Standing, source: &Migrations) -> Vec<Repair> {
 /// changed or left `source`, in one transaction (`BEGIN IMMEDIATE`; the
 /// list is read again inside it). What was recorded.
 pub fn repair(conn: &Connection, source: &Migrations) -> Result<Vec<Repair>> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let done = (|| {
+    crate::journal::immediate(conn, || {
         let repairs = needed(&Standing::read(conn)?, source);
         for r in &repairs {
             history::insert(
@@ -69,11 +68,6 @@ pub fn repair(conn: &Connection, source: &Migrations) -> Result<Vec<Repair>> {
                 },
             )?;
         }
-        conn.execute_batch("COMMIT")?;
         Ok(repairs)
-    })();
-    if done.is_err() && !conn.is_autocommit() {
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    done
+    })
 }
