@@ -2,33 +2,20 @@
 //! operator runs them: exit codes, recommendations, and a corrupted page
 //! reported CRITICAL with the failing detail.
 
+mod server;
+
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn resilite(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_resilite"))
-        .args(args)
-        .output()
-        .expect("run resilite")
-}
+use server::resilite;
 
-/// `resilite health --db <db> <extra>`, with the thresholds of a config
-/// beside `db` that does not judge the free space or the speed of the disk
-/// the tests run on (a CI disk under 10% free would make every report
-/// CRITICAL); those rules have their own tests in `tests/health.rs`.
+/// `resilite health --db <db> <extra>`. Like every `resilite` the tests
+/// start, it does not judge the free space or the speed of the disk the
+/// tests run on (`server::HOST_DISK_NOT_JUDGED`, through the environment);
+/// those rules have their own tests in `tests/health.rs`.
 fn health(db: &Path, extra: &[&str]) -> Output {
-    let config = db.with_extension("toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[database]\npath = {db:?}\n\n[health]\nmin_disk_free_pct = 0.0\n\
-             slow_read = \"600s\"\nslow_write = \"600s\"\n"
-        ),
-    )
-    .unwrap();
     let mut args = vec!["health", "--db", db.to_str().unwrap()];
-    args.extend(["--config", config.to_str().unwrap()]);
     args.extend(extra);
     resilite(&args)
 }
