@@ -637,8 +637,7 @@ async fn a_migration_is_a_barrier_the_writer_records_in_the_operation_log() {
     }
     // The engine on the writer's connection, as `rt.migrate` runs it
     // (without its backups, which trim the log).
-    let writer = t.rt.writer().await.unwrap();
-    let handle = ractor::call!(writer, resilite::testing::WriterMsg::Handle).unwrap();
+    let handle = common::writer_handle(&t.rt).await;
     let journal = t.rt.config().journal_db();
     let m = migrations(blog());
     let report = handle

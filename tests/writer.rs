@@ -215,8 +215,7 @@ async fn writer_write_many_isolates_each_operation_in_one_commit() {
         .await
         .unwrap();
     t.rt.execute(insert("u", "taken")).await.unwrap();
-    let writer = t.rt.writer().await.unwrap();
-    let handle = ractor::call!(writer, resilite::testing::WriterMsg::Handle).unwrap();
+    let handle = common::writer_handle(&t.rt).await;
     let commits_before = t.rt.writer_stats().await.unwrap().commits;
     let values = ["a", "taken", "b", "taken", "c"];
     let ops = values
@@ -270,8 +269,7 @@ async fn writer_same_statement_around_a_schema_change_in_one_commit() {
     ))
     .await
     .unwrap();
-    let writer = t.rt.writer().await.unwrap();
-    let handle = ractor::call!(writer, resilite::testing::WriterMsg::Handle).unwrap();
+    let handle = common::writer_handle(&t.rt).await;
     let commits_before = t.rt.writer_stats().await.unwrap().commits;
     let ins = |v: &str| {
         Operation::Statement(Statement::new(
@@ -338,8 +336,7 @@ async fn writer_call_runs_in_order_and_a_panicking_job_leaves_nothing_open() {
     t.rt.execute(Statement::sql("CREATE TABLE c(v INTEGER)"))
         .await
         .unwrap();
-    let writer = t.rt.writer().await.unwrap();
-    let handle = ractor::call!(writer, resilite::testing::WriterMsg::Handle).unwrap();
+    let handle = common::writer_handle(&t.rt).await;
     t.rt.execute(Statement::new(
         "INSERT INTO c VALUES (?1)",
         [Value::from(1)],
@@ -846,8 +843,7 @@ async fn once_keys_in_one_group_commit_apply_each_key_once() {
     t.rt.write(once("before", "INSERT INTO o VALUES (0)"))
         .await
         .unwrap();
-    let writer = t.rt.writer().await.unwrap();
-    let handle = ractor::call!(writer, resilite::testing::WriterMsg::Handle).unwrap();
+    let handle = common::writer_handle(&t.rt).await;
     let results = handle
         .write_many(vec![
             once("before", "INSERT INTO o VALUES (10)"),

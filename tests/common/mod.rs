@@ -46,6 +46,13 @@ pub async fn start() -> TestRuntime {
     start_with(|_| {}).await
 }
 
+/// The writer's handle (`WriterMsg::Handle`): writes sent straight to its
+/// connection thread.
+pub async fn writer_handle(rt: &Runtime) -> resilite::testing::WriterHandle {
+    let writer = rt.writer().await.expect("the writer runs");
+    ractor::call!(writer, resilite::testing::WriterMsg::Handle).expect("the writer answers")
+}
+
 pub fn insert(table: &str, v: impl Into<Value>) -> Statement {
     Statement::new(format!("INSERT INTO {table}(v) VALUES (?1)"), [v.into()])
 }
